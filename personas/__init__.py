@@ -1,0 +1,61 @@
+"""personas: find the sparse-autoencoder features that mark a language model's misaligned persona.
+
+The public API is re-exported here lazily, so `import personas` stays light: TransformerLens, sae-lens and
+torch are imported only when a function that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # data
+    "load_responses": "personas.data",
+    "Responses": "personas.data",
+    # config
+    "DataConfig": "personas.config",
+    "CaptureConfig": "personas.config",
+    "SAEConfig": "personas.config",
+    "RankConfig": "personas.config",
+    "TrainSAEConfig": "personas.config",
+    # models and capture
+    "load_model": "personas.models",
+    "ModelHandle": "personas.models",
+    "capture": "personas.capture",
+    "Capture": "personas.capture",
+    # SAEs
+    "load_sae": "personas.saes",
+    "check_site": "personas.saes",
+    "train_sae": "personas.training",
+    # scoring
+    "rank_features": "personas.scoring",
+    "Ranking": "personas.scoring",
+    "FeatureRanker": "personas.scoring",
+    # the whole job
+    "rank": "personas.pipeline",
+    "RankResult": "personas.pipeline",
+    # errors
+    "PersonasError": "personas.errors",
+    "DataError": "personas.errors",
+    "SiteMismatchError": "personas.errors",
+    "ModelLoadError": "personas.errors",
+    "CacheError": "personas.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'personas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

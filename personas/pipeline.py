@@ -1,0 +1,154 @@
+"""The rank job: responses -> capture -> SAE codes -> scores -> ``ranking.csv`` + ``manifest.json``.
+
+`rank` is what ``personas rank`` runs; every step is also usable on its own (`load_responses`, `load_model`,
+`capture`, `load_sae`, `rank_features`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personas.config import DEFAULT_HOOK, CaptureConfig, DataConfig, RankConfig, SAEConfig
+from personas.errors import PersonasError
+from personas.provenance import atomic_write_text, library_versions, now, write_json
+
+logger = logging.getLogger(__name__)
+
+RANKING_FILE = "ranking.csv"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class RankResult:
+    """The outcome of `rank`: the ranking, what was captured, and the provenance written next to it."""
+
+    ranking: Any  # personas.scoring.Ranking, a pandas DataFrame
+    responses: Any  # personas.data.Responses
+    capture: Any  # personas.capture.Capture
+    manifest: dict[str, Any]
+    out_dir: Path | None = None
+    sae: Any = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def features(self):
+        """The matrix that was ranked: pooled SAE codes, or pooled activations when no SAE was used."""
+        if self.capture.features is not None:
+            return self.capture.features
+        return self.capture.pooled[self.manifest["hook"]]
+
+    def top(self, n: int = 20):
+        return self.ranking.head(n)
+
+    def _repr_html_(self) -> str:
+        html = getattr(self.ranking, "_repr_html_", None)
+        return html() if html else self.ranking.head(20).to_html()
+
+
+def rank(
+    data: Any,
+    *,
+    capture: CaptureConfig | None = None,
+    sae: SAEConfig | str | None = None,
+    rank: RankConfig | None = None,
+    data_config: DataConfig | None = None,
+    out: str | Path | None = None,
+    model: Any = None,
+    progress: bool = True,
+) -> RankResult:
+    """Rank the features that separate misaligned from aligned responses.
+
+    Args:
+        data: anything `personas.load_responses` takes (a file, a DataFrame, a Dataset, a `Responses`).
+        capture: model, hook, pooling and batching (`CaptureConfig`); default: MiniLM at blocks.3.hook_resid_post.
+        sae: an `SAEConfig`, or a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, or ``"none"`` to rank
+            the raw activation dimensions); default ``"default"``.
+        rank: ranking key, FDR level and filters (`RankConfig`).
+        data_config: column names and judge-score thresholds (`DataConfig`).
+        out: folder to write ``ranking.csv`` and ``manifest.json`` into (nothing is written when None).
+        model: an already loaded model (`ModelHandle` or TransformerLens model), to skip loading.
+    """
+    from personas.capture import capture as run_capture
+    from personas.data import load_responses
+    from personas.models import as_model_handle, load_model
+    from personas.saes import load_sae, sae_info
+    from personas.scoring import rank_features
+
+    capture_cfg = capture or CaptureConfig()
+    sae_cfg = sae if isinstance(sae, SAEConfig) else SAEConfig(sae="default" if sae is None else sae)
+    rank_cfg = rank or RankConfig()
+    responses = load_responses(data, data_config)
+
+    handle = as_model_handle(model) if model is not None else load_model(
+        capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype
+    )
+    sae_obj = None
+    if sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
+        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture_cfg.dtype)
+    hook = capture_cfg.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
+
+    captured = run_capture(
+        handle,
+        responses.prompts,
+        responses.texts,
+        hooks=[hook],
+        config=capture_cfg,
+        sae=sae_obj,
+        encode_batch_tokens=sae_cfg.encode_batch_tokens,
+        progress=progress,
+    )
+    features = captured.features if sae_obj is not None else captured.pooled[hook]
+    ranking = rank_features(
+        features,
+        responses.labels,
+        responses.groups if responses.has_groups else None,
+        key=rank_cfg.key,
+        alpha=rank_cfg.alpha,
+        min_frac_active=rank_cfg.min_frac_active,
+    )
+    manifest = {
+        "kind": "personas.rank",
+        "created_at": now(),
+        "model": captured.model,
+        "hook": hook,
+        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
+        "pooling": capture_cfg.pool,
+        "data": responses.summary(),
+        "capture": captured.provenance(),
+        "config": {
+            "capture": asdict(capture_cfg),
+            "sae": asdict(sae_cfg),
+            "rank": asdict(rank_cfg),
+            "data": asdict(responses.config),
+        },
+        "ranking": {
+            "n_features": int(features.shape[1]),
+            "n_significant": int(np.asarray(ranking["significant"]).sum()),
+            "key": rank_cfg.key,
+            "alpha": rank_cfg.alpha,
+        },
+        "versions": library_versions(),
+    }
+    result = RankResult(ranking, responses, captured, manifest, sae=sae_obj, model=handle)
+    if out is not None:
+        result.out_dir = write_ranking(result, out)
+    return result
+
+
+def write_ranking(result: RankResult, out: str | Path) -> Path:
+    """Write ``ranking.csv`` and ``manifest.json`` (each atomically) into ``out``; return the folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PersonasError(f"--out {str(out)!r} is a file; expected a folder to write ranking.csv and manifest.json into.")
+    out.mkdir(parents=True, exist_ok=True)
+    csv_text = result.ranking.to_csv(index=False)
+    atomic_write_text(out / RANKING_FILE, csv_text)
+    result.manifest["files"] = {RANKING_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
+    write_json(out / MANIFEST_FILE, result.manifest)
+    return out
