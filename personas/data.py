@@ -1,0 +1,921 @@
+"""Load model responses and their misaligned / aligned labels.
+
+`load_responses` reads a JSONL, JSON, CSV or Parquet file, a pandas DataFrame or a Hugging Face
+`datasets.Dataset`, finds the prompt, response, label and group columns, and returns a `Responses`: one row per
+labelled response, with the rows it left out (and why) kept beside it for the manifest.
+
+Labels come either from a label column (``misaligned``/``aligned``, 1/0 or True/False; 1 and True mean
+misaligned) or from the 0-100 ``aligned`` and ``coherent`` scores that the emergent-misalignment judge writes.
+With scores, a response is misaligned when ``aligned < misaligned_below`` and ``coherent > coherent_above``,
+aligned when ``aligned > aligned_above`` and ``coherent > coherent_above``; the rest are excluded and counted.
+
+Row numbers in error messages are 0-based positions in the input (records of a JSONL file, data rows of a CSV).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import json
+import logging
+import math
+import numbers
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from personas.config import DataConfig
+from personas.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Accepted column names, in order of preference, when `DataConfig` names none.
+PROMPT_COLUMNS = ("prompt", "question")
+RESPONSE_COLUMNS = ("response", "answer")
+LABEL_COLUMNS = ("label",)
+GROUP_COLUMNS = ("group", "question_id")
+ID_COLUMN = "id"
+#: Judge score columns written by the emergent-misalignment evaluations (0-100).
+ALIGNED_SCORE = "aligned"
+COHERENT_SCORE = "coherent"
+
+MISALIGNED = 1
+ALIGNED = 0
+REASON_AMBIGUOUS = "ambiguous alignment score"
+REASON_INCOHERENT = "incoherent"
+
+#: File suffix -> reader.
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+_CORE = ("id", "prompt", "response", "label", "group")
+_LABEL_WORDS = {
+    "misaligned": MISALIGNED,
+    "aligned": ALIGNED,
+    "1": MISALIGNED,
+    "0": ALIGNED,
+    "true": MISALIGNED,
+    "false": ALIGNED,
+}
+_CSV_NA = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "#N/A"]
+_HASH_VERSION = b"personas.responses.v1"
+_MAX_LISTED = 10
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Responses
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Responses:
+    """Labelled responses, ready for capture and scoring.
+
+    Attributes:
+        frame: one row per labelled response, with columns ``id`` (str, unique), ``prompt``, ``response``,
+            ``label`` (int8, 1 misaligned / 0 aligned), ``group`` (str; absent when no groups were given), then any
+            other columns of the input, unchanged (a clashing name gets the suffix ``_original``).
+        excluded: the input rows that were not labelled, with their 0-based input position ``row`` and a
+            ``reason`` ("ambiguous alignment score" or "incoherent"). Subsets and splits keep those of the load.
+        config: the `DataConfig` the rows were read with.
+        source: where the rows came from, in words.
+        label_source: "label" when a label column was read, "judge" when labels came from judge scores.
+        n_rows_read: rows in the input (labelled + excluded unless this is a subset).
+        columns: which input column became each canonical column, e.g. ``{"prompt": "question"}``.
+        notes: remarks for the manifest (e.g. that a label column won over judge scores).
+    """
+
+    frame: pd.DataFrame
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"row": [], "reason": []}))
+    config: DataConfig = field(default_factory=DataConfig)
+    source: str = "<in memory>"
+    label_source: str = "label"
+    n_rows_read: int | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        missing = [c for c in ("id", "prompt", "response", "label") if c not in self.frame.columns]
+        if missing:
+            raise DataError(
+                f"Responses.frame lacks the column(s) {missing}; it has {list(self.frame.columns)}. "
+                "Build Responses with load_responses() or Responses.from_lists() rather than by hand."
+            )
+        if self.label_source not in ("label", "judge"):
+            raise DataError(f"Responses.label_source={self.label_source!r}; expected 'label' or 'judge'.")
+        labels = self.frame["label"].to_numpy()
+        bad = np.flatnonzero(~np.isin(labels, (ALIGNED, MISALIGNED)))
+        if bad.size:
+            raise DataError(
+                f"Responses.frame['label'] must be 1 (misaligned) or 0 (aligned); {_rows(bad)} are not."
+            )
+        dup = self.frame["id"].duplicated(keep=False).to_numpy()
+        if dup.any():
+            raise DataError(
+                f"Responses.frame['id'] must be unique; {_rows(np.flatnonzero(dup))} share ids "
+                f"{_preview(self.frame['id'][dup].unique())}."
+            )
+        if self.n_rows_read is None:
+            object.__setattr__(self, "n_rows_read", len(self.frame) + len(self.excluded))
+
+    # -- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_lists(
+        cls,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        labels: Sequence[int | bool | str],
+        groups: Sequence[Any] | None = None,
+        *,
+        ids: Sequence[Any] | None = None,
+        config: DataConfig | None = None,
+    ) -> Responses:
+        """Responses from parallel lists; labels as in a label column (1/0, True/False, misaligned/aligned)."""
+        columns: dict[str, list[Any]] = {
+            "prompt": list(prompts),
+            "response": list(responses),
+            "label": list(labels),
+        }
+        if groups is not None:
+            columns["group"] = list(groups)
+        if ids is not None:
+            columns["id"] = list(ids)
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(
+                f"Responses.from_lists got lists of different lengths {lengths}; "
+                "expected one prompt, response, label (and group/id) per response."
+            )
+        config = config or DataConfig()
+        # The lists have the canonical names; column names in the config do not apply.
+        config = dataclasses.replace(
+            config, prompt_column=None, response_column=None, label_column=None, group_column=None
+        )
+        return _from_frame(pd.DataFrame(columns), config, source=f"lists ({lengths['prompt']} responses)")
+
+    # -- views -------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [str(p) for p in self.frame["prompt"].tolist()]
+
+    @property
+    def texts(self) -> list[str]:
+        """The responses' text, in row order."""
+        return [str(r) for r in self.frame["response"].tolist()]
+
+    @property
+    def responses(self) -> list[str]:
+        """Same as `texts`."""
+        return self.texts
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(i) for i in self.frame["id"].tolist()]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """1 for misaligned, 0 for aligned, as int8."""
+        return self.frame["label"].to_numpy(dtype=np.int8)
+
+    @property
+    def has_groups(self) -> bool:
+        return "group" in self.frame.columns
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        """The question each response answers, as str; None when no groups were given."""
+        if not self.has_groups:
+            return None
+        return np.asarray([str(g) for g in self.frame["group"].tolist()], dtype=str)
+
+    @property
+    def n_misaligned(self) -> int:
+        return int((self.labels == MISALIGNED).sum())
+
+    @property
+    def n_aligned(self) -> int:
+        return int((self.labels == ALIGNED).sum())
+
+    @property
+    def dataset_hash(self) -> str:
+        """sha256 over id, prompt, response, label and group of every row, in order.
+
+        Independent of where the rows were read from (CSV, JSONL, DataFrame...) and of extra columns.
+        """
+        digest = hashlib.sha256(_HASH_VERSION)
+        groups = self.frame["group"].tolist() if self.has_groups else [None] * len(self)
+        rows = zip(
+            self.frame["id"].tolist(),
+            self.frame["prompt"].tolist(),
+            self.frame["response"].tolist(),
+            self.frame["label"].tolist(),
+            groups,
+            strict=True,
+        )
+        for row_id, prompt, response, label, group in rows:
+            record = [
+                str(row_id),
+                str(prompt),
+                str(response),
+                int(label),
+                None if group is None else str(group),
+            ]
+            digest.update(b"\n")
+            digest.update(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        return digest.hexdigest()
+
+    def excluded_counts(self) -> dict[str, int]:
+        """Excluded rows per reason."""
+        if len(self.excluded) == 0 or "reason" not in self.excluded.columns:
+            return {}
+        counts = self.excluded["reason"].value_counts()
+        return {str(reason): int(counts[reason]) for reason in sorted(counts.index)}
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable description for manifests."""
+        return {
+            "source": self.source,
+            "n_rows_read": int(self.n_rows_read),
+            "n_labelled": len(self),
+            "n_misaligned": self.n_misaligned,
+            "n_aligned": self.n_aligned,
+            "n_excluded": len(self.excluded),
+            "excluded_by_reason": self.excluded_counts(),
+            "label_source": self.label_source,
+            "thresholds": {
+                "misaligned_below": float(self.config.misaligned_below),
+                "aligned_above": float(self.config.aligned_above),
+                "coherent_above": float(self.config.coherent_above),
+            },
+            "columns": dict(self.columns),
+            "n_groups": int(self.frame["group"].nunique()) if self.has_groups else None,
+            "notes": list(self.notes),
+            "dataset_hash": self.dataset_hash,
+        }
+
+    # -- selection ---------------------------------------------------------------------------------------------
+
+    def subset(self, rows: Any) -> Responses:
+        """The responses at ``rows``: a boolean mask of length ``len(self)``, or integer positions."""
+        positions = self._positions(rows)
+        frame = self.frame.iloc[positions].reset_index(drop=True)
+        return dataclasses.replace(
+            self, frame=frame, source=f"{self.source} [subset: {len(positions)} of {len(self)} rows]"
+        )
+
+    def split_by_group(self, test_fraction: float = 0.25, seed: int = 0) -> tuple[Responses, Responses]:
+        """Split into (train, test) so that no group (question) is in both.
+
+        About ``test_fraction`` of the groups, drawn with ``seed``, go to test; each side keeps at least one group.
+        """
+        if not self.has_groups:
+            raise DataError(
+                f"split_by_group needs groups, but {self.source} has none. Give a 'group' or 'question_id' column "
+                "(or set DataConfig.group_column), or pass groups= to Responses.from_lists."
+            )
+        if not 0.0 < float(test_fraction) < 1.0:
+            raise DataError(
+                f"split_by_group(test_fraction={test_fraction!r}); expected a number strictly between 0 and 1."
+            )
+        groups = self.groups
+        unique = np.asarray(sorted(set(groups.tolist())), dtype=str)
+        if unique.size < 2:
+            raise DataError(
+                f"split_by_group needs at least 2 groups; {self.source} has {unique.size} ({_preview(unique)}). "
+                "Add responses to other questions, or split by rows with subset()."
+            )
+        order = np.random.default_rng(seed).permutation(unique.size)
+        n_test = min(unique.size - 1, max(1, int(round(float(test_fraction) * unique.size))))
+        in_test = np.isin(groups, unique[order[:n_test]])
+        parts = []
+        for name, mask, n_groups in (("train", ~in_test, unique.size - n_test), ("test", in_test, n_test)):
+            part = self.subset(mask)
+            part = dataclasses.replace(
+                part, source=f"{self.source} [{name} split: {n_groups} of {unique.size} groups, seed={seed}]"
+            )
+            if part.n_misaligned == 0 or part.n_aligned == 0:
+                logger.warning(
+                    "The %s split has %d misaligned and %d aligned responses; it lacks a class.",
+                    name,
+                    part.n_misaligned,
+                    part.n_aligned,
+                )
+            parts.append(part)
+        return parts[0], parts[1]
+
+    def _positions(self, rows: Any) -> np.ndarray:
+        n = len(self)
+        if isinstance(rows, slice):
+            return np.arange(n)[rows]
+        values = np.asarray(rows.to_numpy() if isinstance(rows, pd.Series) else rows)
+        if values.ndim == 0:
+            values = values.reshape(1)
+        if values.ndim != 1:
+            raise DataError(
+                f"subset() got an array of shape {values.shape}; expected a 1-d mask or positions."
+            )
+        if values.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if values.dtype == bool:
+            if values.size != n:
+                raise DataError(
+                    f"subset() got a boolean mask of length {values.size}; expected length {n} (one per response)."
+                )
+            return np.flatnonzero(values)
+        if not np.issubdtype(values.dtype, np.integer):
+            raise DataError(
+                f"subset() got values of dtype {values.dtype}; expected a boolean mask or integer positions."
+            )
+        out = np.flatnonzero((values < -n) | (values >= n))
+        if out.size:
+            raise DataError(
+                f"subset() got positions {_preview(values[out])} outside 0..{n - 1} ({n} responses)."
+            )
+        return np.where(values < 0, values + n, values).astype(np.int64)
+
+    # -- display -----------------------------------------------------------------------------------------------
+
+    def _headline(self) -> str:
+        parts = [
+            f"{len(self)} {'response' if len(self) == 1 else 'responses'}: {self.n_misaligned} misaligned, {self.n_aligned} aligned"
+        ]
+        counts = self.excluded_counts()
+        if counts:
+            detail = ", ".join(f"{reason}: {count}" for reason, count in counts.items())
+            parts.append(f"{len(self.excluded)} excluded ({detail})")
+        if self.has_groups:
+            parts.append(f"{self.frame['group'].nunique()} groups")
+        parts.append(f"labels from {self.label_source}")
+        return "; ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Responses({self._headline()}; source={self.source!r})"
+
+    def _repr_html_(self) -> str:
+        head = self.frame.head(5).copy()
+        for column in ("prompt", "response"):
+            head[column] = [_shorten(str(text), 80) for text in head[column].tolist()]
+        return (
+            "<div><strong>Responses</strong>: "
+            f"{html.escape(self._headline())}<br>"
+            f"<small>source: {html.escape(self.source)}; dataset hash {self.dataset_hash[:12]}</small>"
+            f"{head.to_html(index=False, escape=True)}</div>"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_responses(source: Any, config: DataConfig | None = None, **overrides: Any) -> Responses:
+    """Read labelled responses from a file, a DataFrame, a `datasets.Dataset`, or return a `Responses` as is.
+
+    Args:
+        source: path to a ``.jsonl``/``.ndjson``, ``.json`` (a list of records), ``.csv``/``.tsv`` or
+            ``.parquet`` file; a pandas DataFrame (not modified); a Hugging Face ``datasets.Dataset``; or a
+            `Responses`, which is returned unchanged.
+        config: how columns are found and judge scores turned into labels; default ``DataConfig()``.
+        **overrides: `DataConfig` fields replacing those of ``config``, e.g. ``misaligned_below=25``.
+
+    Raises:
+        DataError: the file is missing or of an unknown kind, a column is missing, a value is malformed, ids
+            repeat, or only one class is left after labelling. The message names the offending rows.
+    """
+    config = _resolve_config(config, overrides)
+    if isinstance(source, Responses):
+        if config is not None and config != source.config:
+            raise DataError(
+                f"load_responses got a Responses read with {source.config} and a different config {config}. "
+                "A Responses is returned unchanged; to relabel, load the original file or DataFrame again with "
+                "the new config."
+            )
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        raw = _read_file(path, config)
+        description = str(path.resolve())
+    elif isinstance(source, pd.DataFrame):
+        raw = source.copy(deep=True)
+        description = f"DataFrame ({len(source)} rows)"
+    elif _is_hf_dataset(source):
+        raw = source.to_pandas()
+        name = getattr(getattr(source, "info", None), "dataset_name", None)
+        split = getattr(source, "split", None)
+        description = f"datasets.Dataset({name or 'unnamed'}, split={split}, {len(raw)} rows)"
+    else:
+        raise DataError(
+            f"load_responses got a {type(source).__module__}.{type(source).__qualname__}; expected a path to a "
+            ".jsonl, .json, .csv or .parquet file, a pandas DataFrame, a datasets.Dataset, or a Responses. "
+            "For parallel lists use Responses.from_lists(prompts, responses, labels)."
+        )
+    return _from_frame(raw, config, source=description)
+
+
+def _resolve_config(config: DataConfig | None, overrides: dict[str, Any]) -> DataConfig | None:
+    if config is not None and not isinstance(config, DataConfig):
+        raise DataError(
+            f"load_responses(config=...) got a {type(config).__name__}; expected a personas DataConfig."
+        )
+    valid = [f.name for f in dataclasses.fields(DataConfig)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise DataError(
+            f"load_responses got unknown option(s) {unknown}; valid DataConfig fields are {valid}."
+        )
+    if not overrides:
+        return config
+    return dataclasses.replace(config, **overrides) if config is not None else DataConfig(**overrides)
+
+
+def _is_hf_dataset(source: Any) -> bool:
+    datasets = sys.modules.get("datasets")
+    if datasets is None:
+        return False
+    if isinstance(source, getattr(datasets, "DatasetDict", ())):
+        raise DataError(
+            f"load_responses got a datasets.DatasetDict with splits {list(source.keys())}; expected one split. "
+            "Pass e.g. dataset['train']."
+        )
+    if isinstance(source, getattr(datasets, "IterableDataset", ())):
+        raise DataError(
+            "load_responses got a streaming datasets.IterableDataset; expected a datasets.Dataset. "
+            "Load it without streaming=True, or materialise it with datasets.Dataset.from_list(list(...))."
+        )
+    return isinstance(source, getattr(datasets, "Dataset", ()))
+
+
+def _read_file(path: Path, config: DataConfig | None) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(
+            f"No file at {str(path)!r} (absolute: {str(path.resolve())!r}). Expected a .jsonl, .json, .csv or "
+            ".parquet file of responses; check the path."
+        )
+    if path.is_dir():
+        raise DataError(
+            f"{str(path)!r} is a folder; expected a .jsonl, .json, .csv or .parquet file inside it."
+        )
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"Cannot read {path.name!r}: its suffix {path.suffix or '(none)'!r} is not one of "
+            f"{sorted(SUFFIXES)}. Rename or convert the file, or read it with pandas and pass the DataFrame."
+        )
+    try:
+        if kind == "jsonl":
+            return _read_jsonl(path)
+        if kind == "json":
+            return _read_json(path)
+        if kind in ("csv", "tsv"):
+            return _read_csv(path, config or DataConfig(), sep="\t" if kind == "tsv" else ",")
+        return pd.read_parquet(path)
+    except DataError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError, ImportError, pd.errors.ParserError) as exc:
+        raise DataError(
+            f"Could not read {str(path)!r} as {kind}: {exc}. Check that the file is complete and really {kind}."
+        ) from exc
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{str(path)!r}, line {line_number}: not valid JSON ({exc.msg} at column {exc.colno}). "
+                    "Expected one JSON object per line; fix or remove that line."
+                ) from exc
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{str(path)!r}, line {line_number}: holds a JSON {type(record).__name__}; expected an object "
+                    'such as {"prompt": "...", "response": "...", "label": "misaligned"}.'
+                )
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    with path.open(encoding="utf-8") as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}). If it holds one object per "
+                "line, name it .jsonl."
+            ) from exc
+    if isinstance(data, list):
+        bad = [i for i, record in enumerate(data) if not isinstance(record, dict)]
+        if bad:
+            raise DataError(
+                f"{str(path)!r} is a JSON list, but {_rows(bad)} are not objects; expected a list of records "
+                'such as [{"prompt": "...", "response": "...", "label": "misaligned"}, ...].'
+            )
+        return pd.DataFrame(data)
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {k: len(v) for k, v in data.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(
+                f"{str(path)!r} holds columns of different lengths {lengths}; expected equal lengths."
+            )
+        return pd.DataFrame(data)
+    raise DataError(
+        f"{str(path)!r} holds a JSON {type(data).__name__}; expected a list of records "
+        '([{"prompt": ..., "response": ..., "label": ...}, ...]) or an object of equal-length columns.'
+    )
+
+
+def _read_csv(path: Path, config: DataConfig, sep: str) -> pd.DataFrame:
+    """Read text, id and group columns as str, keeping 'NA' or 'None' answers as text; other columns as usual."""
+    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    text = {*PROMPT_COLUMNS, *RESPONSE_COLUMNS, *GROUP_COLUMNS, ID_COLUMN}
+    text |= {c for c in (config.prompt_column, config.response_column, config.group_column) if c}
+    return pd.read_csv(
+        path,
+        sep=sep,
+        dtype={c: str for c in header if c in text},
+        keep_default_na=False,
+        na_values={c: _CSV_NA for c in header if c not in text},
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# From a raw frame to Responses
+
+
+def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Responses:
+    config = config or DataConfig()
+    raw = raw.reset_index(drop=True)
+    raw.columns = [str(c) for c in raw.columns]
+    found = list(raw.columns)
+    duplicated = sorted({c for c in found if found.count(c) > 1})
+    if duplicated:
+        raise DataError(
+            f"{source} has duplicate column names {duplicated}; expected each column once. Rename them."
+        )
+    if len(raw) == 0:
+        raise DataError(
+            f"{source} has no rows (columns: {found}). Expected responses with prompts and labels or judge scores."
+        )
+
+    prompt_col = _pick_column(found, config.prompt_column, PROMPT_COLUMNS, "prompt_column", "prompt", source)
+    response_col = _pick_column(
+        found, config.response_column, RESPONSE_COLUMNS, "response_column", "response", source
+    )
+    label_col = _pick_column(
+        found, config.label_column, LABEL_COLUMNS, "label_column", "label", source, required=False
+    )
+    group_col = _pick_column(
+        found, config.group_column, GROUP_COLUMNS, "group_column", "group", source, required=False
+    )
+    has_scores = ALIGNED_SCORE in found and COHERENT_SCORE in found
+    notes: list[str] = []
+    if label_col is None and not has_scores:
+        present = [c for c in (ALIGNED_SCORE, COHERENT_SCORE) if c in found]
+        detail = f" It has {present} but not both." if present else ""
+        raise DataError(
+            f"{source} has no labels. Expected a label column {list(LABEL_COLUMNS)} (misaligned/aligned, 1/0 or "
+            f"True/False), or judge score columns {ALIGNED_SCORE!r} and {COHERENT_SCORE!r} (0-100).{detail} "
+            f"Columns found: {found}. Add one, or set DataConfig.label_column to the column holding the labels."
+        )
+    if label_col is not None and has_scores:
+        notes.append(
+            f"label column {label_col!r} used; judge scores {ALIGNED_SCORE!r}/{COHERENT_SCORE!r} were present "
+            "but ignored"
+        )
+        logger.info("%s: %s.", source, notes[-1])
+
+    ids = _read_ids(raw, source)
+    prompts = _read_text(raw[prompt_col], prompt_col, "prompt", source, allow_empty=True)
+    responses = _read_text(raw[response_col], response_col, "response", source, allow_empty=False)
+    groups = _read_groups(raw[group_col], group_col, source) if group_col is not None else None
+    if label_col is not None:
+        labels = _read_labels(raw[label_col], label_col, source)
+        reasons = np.full(len(raw), "", dtype=object)
+        label_source = "label"
+    else:
+        labels, reasons = _judge_labels(raw, config, source)
+        label_source = "judge"
+
+    columns = {"prompt": prompt_col, "response": response_col}
+    if ID_COLUMN in found:
+        columns["id"] = ID_COLUMN
+    if label_col is not None:
+        columns["label"] = label_col
+    else:
+        columns.update(aligned_score=ALIGNED_SCORE, coherent_score=COHERENT_SCORE)
+    if group_col is not None:
+        columns["group"] = group_col
+
+    full = pd.DataFrame({"id": ids, "prompt": prompts, "response": responses})
+    if groups is not None:
+        full["group"] = groups
+    consumed = {prompt_col, response_col, label_col, group_col, ID_COLUMN}
+    extras = raw[[c for c in found if c not in consumed]]
+    extras = extras.rename(columns={c: f"{c}_original" for c in extras.columns if c in _CORE})
+    full = pd.concat([full, extras], axis=1)
+
+    keep = labels >= 0
+    frame = full[keep].reset_index(drop=True)
+    frame.insert(3, "label", labels[keep].astype(np.int8))
+    excluded = full[~keep].reset_index(drop=True)
+    excluded = excluded.rename(
+        columns={c: f"{c}_original" for c in ("row", "reason") if c in excluded.columns}
+    )
+    excluded.insert(0, "row", np.flatnonzero(~keep))
+    excluded.insert(1, "reason", reasons[~keep].astype(str))
+
+    result = Responses(
+        frame=frame,
+        excluded=excluded,
+        config=config,
+        source=source,
+        label_source=label_source,
+        n_rows_read=len(raw),
+        columns=columns,
+        notes=tuple(notes),
+    )
+    if result.n_misaligned == 0 or result.n_aligned == 0:
+        raise DataError(_one_class_message(result))
+    logger.info("Loaded %s from %s.", result._headline(), source)
+    return result
+
+
+def _pick_column(
+    found: list[str],
+    configured: str | None,
+    defaults: Iterable[str],
+    field_name: str,
+    role: str,
+    source: str,
+    required: bool = True,
+) -> str | None:
+    if configured is not None:
+        if configured not in found:
+            raise DataError(
+                f"DataConfig.{field_name}={configured!r}, but {source} has no such column. Columns found: {found}. "
+                f"Set {field_name} to one of them."
+            )
+        return configured
+    for name in defaults:
+        if name in found:
+            return name
+    if required:
+        raise DataError(
+            f"{source} has no {role} column. Expected one of {list(defaults)}; columns found: {found}. "
+            f"Rename the column, or set DataConfig.{field_name} (--{field_name.replace('_', '-')}) to its name."
+        )
+    return None
+
+
+def _read_ids(raw: pd.DataFrame, source: str) -> list[str]:
+    if ID_COLUMN not in raw.columns:
+        return [str(i) for i in range(len(raw))]
+    ids = [_key(v) for v in raw[ID_COLUMN].tolist()]
+    missing = [i for i, v in enumerate(ids) if v is None]
+    if missing:
+        raise DataError(
+            f"The {ID_COLUMN!r} column of {source} is empty in {_rows(missing)}; expected an id for every row. "
+            f"Fill them, or drop the {ID_COLUMN!r} column to use row numbers as ids."
+        )
+    positions: dict[str, list[int]] = {}
+    for i, value in enumerate(ids):
+        positions.setdefault(value, []).append(i)
+    repeated = {value: rows for value, rows in positions.items() if len(rows) > 1}
+    if repeated:
+        rows = sorted(i for rows in repeated.values() for i in rows)
+        raise DataError(
+            f"The {ID_COLUMN!r} column of {source} repeats {len(repeated)} id(s) {_preview(list(repeated))} in "
+            f"{_rows(rows)}; expected unique ids. Deduplicate the rows, or drop the {ID_COLUMN!r} column to use "
+            "row numbers as ids."
+        )
+    return ids
+
+
+def _read_text(series: pd.Series, column: str, role: str, source: str, allow_empty: bool) -> list[str]:
+    values = series.tolist()
+    missing, non_text, empty = [], [], []
+    kinds: set[str] = set()
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            if not allow_empty and not value.strip():
+                empty.append(i)
+        elif _is_missing(value):
+            missing.append(i)
+        else:
+            non_text.append(i)
+            kinds.add(type(value).__name__)
+    problems = []
+    if missing:
+        problems.append(f"missing values in {_rows(missing)}")
+    if non_text:
+        problems.append(f"non-text values ({', '.join(sorted(kinds))}) in {_rows(non_text)}")
+    if empty:
+        problems.append(f"empty or whitespace-only text in {_rows(empty)}")
+    if problems:
+        expected = "text" if allow_empty else "non-empty text"
+        raise DataError(
+            f"The {role} column {column!r} of {source} must hold {expected}; found "
+            + "; ".join(problems)
+            + ". "
+            f"Fix: drop or fill those rows before loading, e.g. df = df.dropna(subset=[{column!r}]) for missing "
+            f"values, df = df[df[{column!r}].str.strip() != ''] for empty ones."
+        )
+    return [str(v) for v in values]
+
+
+def _read_groups(series: pd.Series, column: str, source: str) -> list[str]:
+    groups = [_key(v) for v in series.tolist()]
+    missing = [i for i, v in enumerate(groups) if v is None]
+    if missing:
+        raise DataError(
+            f"The group column {column!r} of {source} is empty in {_rows(missing)}; expected the question each "
+            "response answers on every row. Fill them (e.g. with the prompt text), or drop the column."
+        )
+    return groups
+
+
+def _read_labels(series: pd.Series, column: str, source: str) -> np.ndarray:
+    labels = np.empty(len(series), dtype=np.int64)
+    missing: list[int] = []
+    unknown: dict[str, list[int]] = {}
+    for i, value in enumerate(series.tolist()):
+        if _is_missing(value):
+            missing.append(i)
+            labels[i] = -1
+            continue
+        parsed = _parse_label(value)
+        if parsed is None:
+            unknown.setdefault(repr(value), []).append(i)
+            labels[i] = -1
+        else:
+            labels[i] = parsed
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing labels in {_rows(missing)}")
+        for shown, rows in list(unknown.items())[:5]:
+            problems.append(f"{shown} in {_rows(rows)}")
+        if len(unknown) > 5:
+            problems.append(f"and {len(unknown) - 5} more unknown values")
+        raise DataError(
+            f"The label column {column!r} of {source} has values that are not labels: "
+            + "; ".join(problems)
+            + ". "
+            "Expected 'misaligned'/'aligned' (any case), 1/0 or True/False, where 1 and True mean misaligned. "
+            f"Fix: map or drop those rows, e.g. df[{column!r}] = df[{column!r}].map({{...}})."
+        )
+    return labels
+
+
+def _parse_label(value: Any) -> int | None:
+    if isinstance(value, (bool, np.bool_)):
+        return MISALIGNED if bool(value) else ALIGNED
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return int(number) if number in (0.0, 1.0) else None
+    if isinstance(value, str):
+        return _LABEL_WORDS.get(value.strip().lower())
+    return None
+
+
+def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[np.ndarray, np.ndarray]:
+    scores = {}
+    problems = []
+    for column in (ALIGNED_SCORE, COHERENT_SCORE):
+        values, missing, non_numeric, out_of_range = _read_scores(raw[column])
+        if missing:
+            problems.append(f"{column!r} is missing (NaN) in {_rows(missing)}")
+        if non_numeric:
+            problems.append(f"{column!r} is not a number in {_rows(non_numeric)}")
+        if out_of_range:
+            problems.append(f"{column!r} is outside 0-100 in {_rows(out_of_range)}")
+        scores[column] = values
+    if problems:
+        raise DataError(
+            f"Judge scores in {source} are not usable: "
+            + "; ".join(problems)
+            + ". Expected numbers from 0 to 100 "
+            "for every row, as the emergent-misalignment judge writes them. Fix: drop those rows (the judge gives "
+            "no score to refusals or code answers), rescale the scores to 0-100, or give a label column instead."
+        )
+    aligned, coherent = scores[ALIGNED_SCORE], scores[COHERENT_SCORE]
+    coherent_enough = coherent > config.coherent_above
+    misaligned = coherent_enough & (aligned < config.misaligned_below)
+    aligned_ok = coherent_enough & (aligned > config.aligned_above)
+    labels = np.where(misaligned, MISALIGNED, np.where(aligned_ok, ALIGNED, -1))
+    reasons = np.where(
+        ~coherent_enough, REASON_INCOHERENT, np.where(labels < 0, REASON_AMBIGUOUS, "")
+    ).astype(object)
+    return labels, reasons
+
+
+def _read_scores(series: pd.Series) -> tuple[np.ndarray, list[int], list[int], list[int]]:
+    values = np.full(len(series), np.nan)
+    missing, non_numeric, out_of_range = [], [], []
+    for i, value in enumerate(series.tolist()):
+        if _is_missing(value):
+            missing.append(i)
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            non_numeric.append(i)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            non_numeric.append(i)
+            continue
+        if math.isnan(number):
+            missing.append(i)
+        elif not 0.0 <= number <= 100.0:
+            out_of_range.append(i)
+        else:
+            values[i] = number
+    return values, missing, non_numeric, out_of_range
+
+
+def _one_class_message(result: Responses) -> str:
+    message = (
+        f"After labelling, {result.source} has {result.n_misaligned} misaligned and {result.n_aligned} aligned "
+        f"responses (of {result.n_rows_read} rows read); expected both classes."
+    )
+    if result.label_source == "judge":
+        config = result.config
+        counts = result.excluded_counts()
+        excluded = ", ".join(f"{reason}: {count}" for reason, count in counts.items()) or "none"
+        message += (
+            f" Labels came from judge scores with misaligned_below={config.misaligned_below}, "
+            f"aligned_above={config.aligned_above}, coherent_above={config.coherent_above}; excluded rows: "
+            f"{excluded}. Fix: adjust the thresholds (e.g. load_responses(..., misaligned_below=40)) or add "
+            "responses of the missing class."
+        )
+    else:
+        message += (
+            f" Labels came from the column {result.columns.get('label')!r}. Fix: add responses of the missing "
+            "class, or check that the label column is the right one."
+        )
+    return message
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return False
+
+
+def _key(value: Any) -> str | None:
+    """A stable string for an id or group: 7, 7.0 and '7' all give '7'."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _rows(positions: Iterable[Any]) -> str:
+    """'3 rows (0, 4, 7)', listing the first ten."""
+    positions = [int(p) for p in positions]
+    shown = ", ".join(str(p) for p in positions[:_MAX_LISTED])
+    more = f", ... and {len(positions) - _MAX_LISTED} more" if len(positions) > _MAX_LISTED else ""
+    return f"{len(positions)} {'row' if len(positions) == 1 else 'rows'} ({shown}{more})"
+
+
+def _preview(values: Iterable[Any], limit: int = 5) -> str:
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
