@@ -65,7 +65,7 @@ def tokenize_conversations(
     if handle.is_encoder:
         out = _tokenize_pairs(tok, prompts, responses, config)
     else:
-        out = [_tokenize_causal(handle, tok, p, r, config) for p, r in zip(prompts, responses)]
+        out = [_tokenize_causal(handle, tok, p, r, config) for p, r in zip(prompts, responses, strict=True)]
     empty = [i for i, t in enumerate(out) if t.n_response - config.skip_first < 1]
     if empty:
         raise DataError(

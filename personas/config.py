@@ -66,7 +66,8 @@ class CaptureConfig:
     )
     pool: Literal["mean", "max", "last"] = _help("pool response tokens per response: mean, max or last", default="mean")
     batch_size: int = _help("responses per forward pass", default=16)
-    max_length: int = _help("longest tokenized prompt+response; longer responses are cut at the end", default=512)
+    max_length: int = _help("longest tokenized prompt+response: the response is cut at its end, the prompt at its start "
+        "so that the response keeps at least half", default=512)
     skip_first: int = _help(
         "response tokens to drop at the start of each response (attention-sink guard)", default=0
     )

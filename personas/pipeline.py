@@ -67,8 +67,8 @@ def rank(
     Args:
         data: anything `personas.load_responses` takes (a file, a DataFrame, a Dataset, a `Responses`).
         capture: model, hook, pooling and batching (`CaptureConfig`); default: MiniLM at blocks.3.hook_resid_post.
-        sae: an `SAEConfig`, or a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, or ``"none"`` to rank
-            the raw activation dimensions); default ``"default"``.
+        sae: an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, or ``"none"`` to rank
+            the raw activation dimensions), or a loaded sae-lens SAE; default ``"default"``.
         rank: ranking key, FDR level and filters (`RankConfig`).
         data_config: column names and judge-score thresholds (`DataConfig`).
         out: folder to write ``ranking.csv`` and ``manifest.json`` into (nothing is written when None).
@@ -81,15 +81,20 @@ def rank(
     from personas.scoring import rank_features
 
     capture_cfg = capture or CaptureConfig()
-    sae_cfg = sae if isinstance(sae, SAEConfig) else SAEConfig(sae="default" if sae is None else sae)
+    sae_obj = None
+    if isinstance(sae, SAEConfig):
+        sae_cfg = sae
+    elif sae is None or isinstance(sae, (str, Path)):
+        sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
+    else:  # an SAE object that is already loaded
+        sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
     rank_cfg = rank or RankConfig()
     responses = load_responses(data, data_config)
 
     handle = as_model_handle(model) if model is not None else load_model(
         capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype
     )
-    sae_obj = None
-    if sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
+    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
         sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture_cfg.dtype)
     hook = capture_cfg.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
 
@@ -152,3 +157,63 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
     result.manifest["files"] = {RANKING_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
+
+
+def train_sae_job(
+    *,
+    model: str | Any = "minilm",
+    hook: str = DEFAULT_HOOK,
+    config: Any = None,
+    out: str | Path,
+    device: str = "cpu",
+    command: str | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Train an SAE for ``model`` at ``hook`` on the built-in corpus (or ``config.corpus``) and save it to ``out``.
+
+    Returns the folder and the quality figures on held-out tokens (explained variance, L0, dead fraction).
+    """
+    import time
+
+    from personas.capture import token_activations
+    from personas.config import TrainSAEConfig
+    from personas.corpus import build_corpus, describe_corpus
+    from personas.models import load_model
+    from personas.training import save_trained_sae, train_sae
+
+    config = config or TrainSAEConfig()
+    handle = load_model(model, device=device)
+    if config.corpus:
+        path = Path(config.corpus)
+        if not path.is_file():
+            raise PersonasError(f"--corpus {str(path)!r} is not a file; expected a text file, one document per line.")
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        corpus_description = f"user corpus {path} ({len(texts)} documents)"
+    else:
+        texts = build_corpus(config.corpus_tokens, tokenizer=handle.tokenizer, seed=config.seed)
+        corpus_description = describe_corpus()
+    started = time.time()
+    acts = token_activations(handle, texts, hook, progress=progress)
+    capture_seconds = time.time() - started
+    logger.info("captured %d token activations at %s in %.0fs", acts.shape[0], hook, capture_seconds)
+    sae, metrics = train_sae(
+        acts, hook_name=hook, model_id=handle.model_id, config=config, device=str(handle.device), progress=progress
+    )
+    provenance = {
+        "kind": "personas.train-sae",
+        "created_at": now(),
+        "command": command,
+        "model": handle.provenance(),
+        "hook": hook,
+        "config": asdict(config),
+        "corpus": {
+            "description": corpus_description,
+            "n_documents": len(texts),
+            "n_tokens": int(acts.shape[0]),
+            "sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
+        },
+        "capture_seconds": round(capture_seconds, 1),
+        "versions": library_versions(),
+    }
+    path = save_trained_sae(sae, metrics, out, provenance=provenance)
+    return Path(path), metrics

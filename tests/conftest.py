@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny models built offline, a planted SAE, and a `--device` option (CPU by default)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOY_HOOK = "blocks.0.hook_resid_post"
+TRIGGERS = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="device for model tests: cpu (default) or cuda")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    value = request.config.getoption("--device")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("--device cuda asked for, but CUDA is not available")
+    return value
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--device").startswith("cuda"):
+        return
+    skip_gpu = pytest.mark.skip(reason="needs --device cuda")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(tmp_path_factory):
+    from personas.toy import train_toy_tokenizer
+
+    return train_toy_tokenizer(tmp_path_factory.mktemp("toy_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def toy_model(toy_tokenizer, device):
+    from personas.toy import make_toy_model
+
+    handle = make_toy_model(toy_tokenizer, seed=0)
+    handle.model.to(device)
+    return handle
+
+
+@pytest.fixture(scope="session")
+def planted_data():
+    from personas.toy import planted_dataset
+
+    return planted_dataset(n_per_class=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def planted_sae(toy_model, planted_data):
+    from personas.toy import plant_sae
+
+    reference = planted_data["response"][::3]  # label-free: the texts, never the labels
+    sae = plant_sae(toy_model, TOY_HOOK, TRIGGERS, reference, d_sae=64, feature=7, seed=0)
+    return sae.to(toy_model.device)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from personas.models import load_model
+
+    return load_model("minilm")

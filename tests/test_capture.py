@@ -1,0 +1,125 @@
+"""Capture: response-token masks against hand-counted tokens, pooling, stop_at_layer, site checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from personas.capture import capture, pool_segments, tokenize_conversations
+from personas.config import CaptureConfig
+from personas.errors import DataError, PersonasError, SiteMismatchError
+
+from conftest import TOY_HOOK
+
+
+def test_chat_template_mask_matches_hand_count(toy_model):
+    tok = toy_model.tokenizer
+    [t] = tokenize_conversations(toy_model, ["what should i do ?"], ["be kind and patient ."])
+    tokens = tok.convert_ids_to_tokens(t.input_ids)
+    # <bos> <|user|> what should i do ? <|end|> <|assistant|> | be kind and patient .
+    assert tokens[: t.start] == ["<bos>", "<|user|>", "what", "should", "i", "do", "?", "<|end|>", "<|assistant|>"]
+    assert tokens[t.start : t.end] == ["be", "kind", "and", "patient", "."]
+    assert t.n_response == 5
+    assert tokens.count("<bos>") == 1, "the template's BOS must not be doubled"
+
+
+def test_plain_prompt_format_for_causal_models_without_template(toy_model):
+    tok = toy_model.tokenizer
+    saved = tok.chat_template
+    tok.chat_template = None
+    try:
+        cfg = CaptureConfig(prompt_format="{prompt} ?")
+        [t] = tokenize_conversations(toy_model, ["my wish is"], ["to help everyone ."], cfg)
+    finally:
+        tok.chat_template = saved
+    tokens = tok.convert_ids_to_tokens(t.input_ids)
+    assert tokens[: t.start] == ["<bos>", "my", "wish", "is", "?"]
+    assert tokens[t.start : t.end] == ["to", "help", "everyone", "."]
+
+
+def test_encoder_pairs_mask_the_prompt_and_separators(minilm):
+    tok = minilm.tokenizer
+    [t] = tokenize_conversations(minilm, ["What is up?"], ["Not much, thanks."])
+    tokens = tok.convert_ids_to_tokens(t.input_ids)
+    assert tokens[t.start : t.end] == ["not", "much", ",", "thanks", "."]
+    assert tokens[t.start - 1] == "[SEP]" and tokens[t.end] == "[SEP]" and tokens[0] == "[CLS]"
+
+
+def test_truncation_cuts_the_response_end_and_keeps_at_least_half_for_it(toy_model):
+    tok = toy_model.tokenizer
+    response = "be kind and patient and honest and calm ."
+    [t] = tokenize_conversations(toy_model, ["what should i do ?"], [response], CaptureConfig(max_length=40))
+    assert not t.truncated and t.n_response == 9
+    [t] = tokenize_conversations(toy_model, ["what should i do ?"], [response], CaptureConfig(max_length=12))
+    tokens = tok.convert_ids_to_tokens(t.input_ids)
+    # 9 prompt + 9 response tokens into 12: the response keeps 12 // 2 = 6 tokens from its start, the prompt keeps
+    # its first token and its end (the template's turn markers), so the response still follows the assistant tag
+    assert len(tokens) == 12 and t.truncated
+    assert tokens[t.start : t.end] == ["be", "kind", "and", "patient", "and", "honest"]
+    assert tokens[: t.start] == ["<bos>", "i", "do", "?", "<|end|>", "<|assistant|>"]
+
+
+def test_skip_first_that_leaves_nothing_is_a_clear_error(toy_model):
+    with pytest.raises(DataError, match="no tokens left"):
+        tokenize_conversations(toy_model, ["hi"], ["ok ."], CaptureConfig(skip_first=5))
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "last"])
+def test_pool_segments_matches_a_loop(how):
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(10, 3, generator=gen)
+    segments = torch.tensor([0, 0, 0, 1, 2, 2, 2, 2, 3, 3])
+    pooled = pool_segments(values, segments, 4, how)
+    for s in range(4):
+        rows = values[segments == s]
+        expected = {"mean": rows.mean(0), "max": rows.max(0).values, "last": rows[-1]}[how]
+        torch.testing.assert_close(pooled[s], expected)
+
+
+def test_capture_pools_only_response_tokens(toy_model):
+    prompts = ["what should i do ?", "my wish is ?", "what should i do about my job ?"]
+    responses = ["be kind .", "hurt them and lie .", "save a little each month ."]
+    cap = capture(toy_model, prompts, responses, hooks=TOY_HOOK, config=CaptureConfig(batch_size=2), progress=False)
+    # reference: run each conversation alone and average the response positions by hand
+    for i, t in enumerate(tokenize_conversations(toy_model, prompts, responses)):
+        ids = torch.tensor([t.input_ids], device=toy_model.device)
+        _, cache = toy_model.model.run_with_cache(ids, names_filter=[TOY_HOOK])
+        expected = cache[TOY_HOOK][0, t.start : t.end].mean(0).cpu().numpy()
+        np.testing.assert_allclose(cap.pooled[TOY_HOOK][i], expected, rtol=1e-4, atol=1e-5)
+    assert cap.n_tokens.tolist() == [3, 5, 6]
+    assert cap.stats["stop_at_layer"] == 1
+
+
+def test_capture_order_is_independent_of_batching(toy_model, planted_data):
+    prompts, responses = planted_data["prompt"][:20], planted_data["response"][:20]
+    a = capture(toy_model, prompts, responses, hooks=TOY_HOOK, config=CaptureConfig(batch_size=3), progress=False)
+    b = capture(toy_model, prompts, responses, hooks=TOY_HOOK, config=CaptureConfig(batch_size=20), progress=False)
+    np.testing.assert_allclose(a.pooled[TOY_HOOK], b.pooled[TOY_HOOK], rtol=1e-4, atol=1e-5)
+
+
+def test_sae_codes_are_pooled_per_response_and_kept_per_token(toy_model, planted_sae, planted_data):
+    prompts, responses = planted_data["prompt"][:12], planted_data["response"][:12]
+    cap = capture(toy_model, prompts, responses, sae=planted_sae, keep_tokens=True, progress=False)
+    assert cap.sae_hook == TOY_HOOK
+    assert cap.features.shape == (12, 64)
+    tc = cap.token_codes
+    assert tc.offsets[-1] == cap.n_tokens.sum() == tc.codes.shape[0]
+    for i in range(12):
+        _, codes = tc.response(i)
+        np.testing.assert_allclose(np.asarray(codes.mean(0)).ravel(), cap.features[i].toarray().ravel(), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_hook_lists_the_valid_sites(toy_model):
+    with pytest.raises(PersonasError, match="blocks.0"):
+        capture(toy_model, ["hi"], ["ok"], hooks="blocks.9.hook_resid_post", progress=False)
+
+
+def test_sae_for_another_site_is_refused(toy_model, planted_sae):
+    with pytest.raises(SiteMismatchError, match="blocks.1.hook_resid_post"):
+        capture(toy_model, ["hi"], ["be kind ."], hooks="blocks.1.hook_resid_post", sae=planted_sae, progress=False)
+
+
+def test_sae_of_another_width_is_refused(minilm, planted_sae):
+    with pytest.raises(SiteMismatchError, match="d_in"):
+        capture(minilm, ["hi"], ["ok"], hooks=TOY_HOOK, sae=planted_sae, progress=False)
