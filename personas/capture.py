@@ -368,6 +368,7 @@ def token_activations(
 ) -> torch.Tensor:
     """Activations of every non-special token of plain texts at one hook, stacked [n_tokens, d_model] on the CPU.
 
+    Rows follow the texts in the order given, and the tokens of each text in order.
     This is what SAEs are trained on. Special tokens (BOS, [CLS], [SEP], padding) are left out: attention-sink
     positions would otherwise dominate the reconstruction loss.
     """
@@ -382,7 +383,7 @@ def token_activations(
     tok = handle.tokenizer
     out_dtype = resolve_dtype(dtype)
     special = set(tok.all_special_ids)
-    parts = []
+    parts: dict[int, torch.Tensor] = {}
     bar = tqdm(total=len(texts), desc=f"activations {hook}", unit="doc", disable=not progress or None, leave=False)
     order = np.argsort([len(t) for t in texts], kind="stable")
     for lo in range(0, len(texts), batch_size):
@@ -399,9 +400,11 @@ def token_activations(
         acts = handle.run_hooks(
             ids.to(handle.device), attn.to(handle.device), [hook], None if types is None else types.to(handle.device)
         )[hook]
-        parts.append(acts[keep.to(acts.device)].to("cpu", out_dtype))
+        per_doc = acts[keep.to(acts.device)].to("cpu", out_dtype).split(keep.sum(1).tolist())
+        for doc, value in zip(order[lo : lo + batch_size], per_doc, strict=True):
+            parts[int(doc)] = value
         bar.update(len(batch))
     bar.close()
     if not parts:
         raise DataError("no texts were given to capture token activations from.")
-    return torch.cat(parts)
+    return torch.cat([parts[i] for i in range(len(texts))])

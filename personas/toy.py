@@ -134,7 +134,7 @@ def plant_sae(
 ) -> Any:
     """An sae-lens `StandardSAE` for ``hook`` whose latent ``feature`` fires on tokens of ``trigger_words``.
 
-    The planted direction is the difference between the mean activation of trigger tokens and of all other
+    The planted direction is a linear discriminant between the activations of trigger tokens and of all other
     tokens over ``reference_texts`` (labels are never looked at); its threshold sits between the two groups. The
     other latents are random unit directions firing on about ``density`` of tokens.
     """
@@ -156,7 +156,10 @@ def plant_sae(
     is_trigger = torch.tensor([i in trigger_ids for i in ids])
     if not is_trigger.any() or is_trigger.all():
         raise ValueError("reference_texts must contain both trigger words and other words to plant a feature.")
-    direction = acts[is_trigger].mean(0) - acts[~is_trigger].mean(0)
+    # a regularised linear discriminant: the activation is mostly token identity plus context
+    centred = acts - acts.mean(0)
+    covariance = centred.T @ centred / len(acts) + 1e-3 * torch.eye(acts.shape[1])
+    direction = torch.linalg.solve(covariance, acts[is_trigger].mean(0) - acts[~is_trigger].mean(0))
     direction = direction / direction.norm()
     projection = acts @ direction
     threshold = float((projection[is_trigger].min() + projection[~is_trigger].max()) / 2)

@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TOY_HOOK = "blocks.0.hook_resid_post"
+TOY_HOOK = "blocks.0.hook_resid_pre"  # token identity is linear here; random attention blurs it later
 TRIGGERS = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
 
 
@@ -50,7 +50,7 @@ def toy_tokenizer(tmp_path_factory):
 def toy_model(toy_tokenizer, device):
     from personas.toy import make_toy_model
 
-    handle = make_toy_model(toy_tokenizer, seed=0)
+    handle = make_toy_model(toy_tokenizer, d_model=128, seed=0)
     handle.model.to(device)
     return handle
 

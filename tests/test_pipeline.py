@@ -1,0 +1,96 @@
+"""The rank job end to end on tiny models: the planted latent comes first; files, CLI and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import personas
+from personas.cli import main
+from personas.config import CaptureConfig, SAEConfig
+from personas.errors import ModelLoadError, PersonasError
+
+from conftest import TOY_HOOK
+
+
+def test_planted_latent_is_ranked_first(toy_model, planted_sae, planted_data, tmp_path):
+    result = personas.rank(
+        pd.DataFrame(planted_data), model=toy_model, sae=planted_sae, capture=CaptureConfig(hook=TOY_HOOK),
+        out=tmp_path, progress=False,
+    )
+    top = result.ranking.iloc[0]
+    assert int(top["feature"]) == 7
+    assert top["auroc"] > 0.95 and top["q_value"] < 1e-6
+    assert result.features.shape == (80, 64)
+    # most random latents must not be significant: the planted one is found, not everything
+    assert result.ranking["significant"].sum() < 32
+
+
+def test_rank_writes_ranking_and_manifest(toy_model, planted_sae, planted_data, tmp_path):
+    personas.rank(pd.DataFrame(planted_data), model=toy_model, sae=planted_sae, out=tmp_path, progress=False)
+    ranking = pd.read_csv(tmp_path / "ranking.csv")
+    for column in ("feature", "auroc", "mean_diff", "cohens_d", "p_value", "q_value"):
+        assert column in ranking
+    assert len(ranking) == 64 and ranking["feature"].is_unique
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["hook"] == TOY_HOOK and manifest["pooling"] == "mean"
+    assert manifest["data"]["n_misaligned"] == 40 and manifest["data"]["n_aligned"] == 40
+    assert len(manifest["data"]["dataset_hash"]) == 64
+    assert manifest["sae"]["d_sae"] == 64 and manifest["sae"]["hook_name"] == TOY_HOOK
+    assert manifest["versions"]["sae-lens"] and manifest["versions"]["transformer-lens"]
+    assert manifest["model"]["model"] == toy_model.model_id
+
+
+def test_raw_activations_without_sae(toy_model, planted_data):
+    result = personas.rank(pd.DataFrame(planted_data), model=toy_model, sae="none",
+                           capture=CaptureConfig(hook=TOY_HOOK), progress=False)
+    assert len(result.ranking) == toy_model.d_model and result.manifest["sae"] is None
+
+
+def test_local_folder_loads_through_the_bridge(tmp_path, toy_tokenizer, planted_data):
+    from personas.toy import save_toy_hf_model
+
+    folder = save_toy_hf_model(tmp_path / "tiny-gpt2", toy_tokenizer, seed=1)
+    handle = personas.load_model(str(folder))
+    assert handle.backend == "bridge" and not handle.is_encoder
+    result = personas.rank(pd.DataFrame(planted_data).iloc[::4], model=handle, sae="none",
+                           capture=CaptureConfig(hook="blocks.1.hook_resid_post"), progress=False)
+    assert result.manifest["capture"]["stop_at_layer"] is None  # the last block: nothing to skip
+    assert len(result.ranking) == handle.d_model
+
+
+def test_hub_model_offline_fails_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="offline mode.*minilm"):
+        personas.load_model("gpt2")
+
+
+def test_unknown_sae_release_lists_choices():
+    with pytest.raises(PersonasError, match="gpt2-small-res-jb"):
+        personas.load_sae("gpt2-small-res-jbx:blocks.8.hook_resid_pre")
+    with pytest.raises(PersonasError, match="valid ids include"):
+        personas.load_sae("gpt2-small-res-jb:blocks.99.hook_resid_pre")
+
+
+def test_sae_folder_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="cfg.json"):
+        personas.load_sae(str(tmp_path))
+
+
+def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "a"}\n')
+    assert main(["rank", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "label" in err and "Traceback" not in err
+
+
+def test_sae_config_round_trip_from_cli_options():
+    from personas.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["rank", "d.jsonl", "--sae", "none", "--pool", "max", "--batch-size", "4"])
+    assert config_from_args(SAEConfig, args).sae == "none"
+    capture_cfg = config_from_args(CaptureConfig, args)
+    assert capture_cfg.pool == "max" and capture_cfg.batch_size == 4 and capture_cfg.model == "minilm"
