@@ -221,6 +221,7 @@ def capture(
     sae: Any = None,
     keep_tokens: bool = False,
     encode_batch_tokens: int = 8192,
+    allow_model_mismatch: bool = False,
     progress: bool = True,
 ) -> Capture:
     """Run the model over prompt/response pairs and pool activations over response tokens.
@@ -233,6 +234,8 @@ def capture(
         sae: an sae-lens SAE; its site is checked against the model, then each response token is encoded and the
             codes are pooled into `Capture.features` (a CSR matrix, responses x latents).
         keep_tokens: also keep the per-token SAE codes (sparse), for top-activating examples.
+        allow_model_mismatch: accept an SAE whose recorded model differs from this model (hook and width must
+            still match).
     """
     import scipy.sparse
     import torch
@@ -248,7 +251,7 @@ def capture(
     sae_hook = None
     if sae is not None:
         sae_hook = sae.cfg.metadata.hook_name if sae.cfg.metadata.hook_name in hook_list else hook_list[0]
-        check_site(sae, sae_hook, handle)
+        check_site(sae, sae_hook, handle, allow_model_mismatch=allow_model_mismatch)
 
     tokenized = tokenize_conversations(handle, prompts, responses, config)
     n = len(tokenized)

@@ -105,18 +105,31 @@ class SAEConfig:
         default="default",
     )
     encode_batch_tokens: int = _help("tokens per SAE encode call", default=8192)
+    allow_model_mismatch: bool = _help(
+        "apply an SAE trained on another model id (e.g. base-model SAEs on its chat fine-tune, as is common "
+        "with Gemma Scope); hook and width must still match",
+        default=False,
+    )
 
 
 @dataclass
 class RankConfig:
     """How features are scored and sorted."""
 
-    key: str = _help("ranking key: auroc (|AUROC-0.5|), cohens_d, mean_diff, log_odds, p_value", default="auroc")
+    key: str = _help(
+        "ranking key: auroc (|AUROC-0.5|, within questions when groups are given), cohens_d, mean_diff, "
+        "log_odds, p_value, welch_p",
+        default="auroc",
+    )
     alpha: float = _help("false discovery rate used to mark significant features", default=0.05)
     min_frac_active: float = _help("drop features active in fewer than this fraction of responses", default=0.0)
     top: int = _help("rows printed in the terminal table", default=20)
 
     def __post_init__(self) -> None:
+        from personas.scoring import KEYS
+
+        if self.key not in KEYS:
+            raise PersonasError(f"RankConfig.key={self.key!r} is not a ranking key; expected one of {sorted(KEYS)}.")
         if not 0.0 < self.alpha < 1.0:
             raise PersonasError(f"RankConfig.alpha={self.alpha} must be strictly between 0 and 1.")
         if not 0.0 <= self.min_frac_active <= 1.0:

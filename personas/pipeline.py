@@ -60,6 +60,7 @@ def rank(
     data_config: DataConfig | None = None,
     out: str | Path | None = None,
     model: Any = None,
+    keep_tokens: bool = False,
     progress: bool = True,
 ) -> RankResult:
     """Rank the features that separate misaligned from aligned responses.
@@ -73,6 +74,7 @@ def rank(
         data_config: column names and judge-score thresholds (`DataConfig`).
         out: folder to write ``ranking.csv`` and ``manifest.json`` into (nothing is written when None).
         model: an already loaded model (`ModelHandle` or TransformerLens model), to skip loading.
+        keep_tokens: keep per-token SAE codes in ``result.capture.token_codes`` (for top-activating examples).
     """
     from personas.capture import capture as run_capture
     from personas.data import load_responses
@@ -106,6 +108,8 @@ def rank(
         config=capture_cfg,
         sae=sae_obj,
         encode_batch_tokens=sae_cfg.encode_batch_tokens,
+        keep_tokens=keep_tokens and sae_obj is not None,
+        allow_model_mismatch=sae_cfg.allow_model_mismatch,
         progress=progress,
     )
     features = captured.features if sae_obj is not None else captured.pooled[hook]

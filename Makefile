@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine with Python 3.11:  make demo  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench train-sae lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch first, pinned, and only when missing: an unpinned torch pulls gigabytes of CUDA wheels; a torch that is
+# already installed (a CUDA build on a GPU machine) is kept as it is.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/personas rank data/demo_responses.jsonl --out runs/demo
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/bench_scoring.py
+
+train-sae: install
+	HF_HUB_OFFLINE=1 $(BIN)/personas train-sae --model minilm --hook blocks.3.hook_resid_post \
+		--out data/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096
+
+lint: install
+	$(BIN)/ruff check personas tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
