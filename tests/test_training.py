@@ -41,7 +41,9 @@ def acts() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def config() -> TrainSAEConfig:
-    return TrainSAEConfig(d_sae=64, k=4, n_tokens=60_000, batch_size_tokens=256, lr=3e-3, seed=0, eval_fraction=0.1)
+    return TrainSAEConfig(
+        d_sae=64, k=4, n_tokens=60_000, batch_size_tokens=256, lr=3e-3, seed=0, eval_fraction=0.1
+    )
 
 
 @pytest.fixture(scope="module")
