@@ -166,3 +166,111 @@ class TrainSAEConfig:
             )
         if not 0.0 < self.eval_fraction < 0.5:
             raise PersonasError(f"TrainSAEConfig.eval_fraction={self.eval_fraction} must be in (0, 0.5).")
+
+
+METHODS = ("logistic", "single")
+THRESHOLDS = ("youden", "accuracy")
+
+
+@dataclass
+class DetectorConfig:
+    """How the detector picks its features, scores responses, and how it is evaluated."""
+
+    k: int = _help("number of top-ranked features the detector uses", default=10)
+    method: Literal["logistic", "single"] = _help(
+        "logistic: L2-regularised logistic model on the k standardised features; single: the top feature alone",
+        default="logistic",
+    )
+    C: float = _help("inverse L2 regularisation strength of the logistic model (scikit-learn's C)", default=1.0)
+    key: str = _help("ranking key used to choose the features on the training rows (see personas rank)", default="auroc")
+    min_frac_active: float = _help("ignore features active in fewer than this fraction of training rows", default=0.0)
+    threshold: Literal["youden", "accuracy"] = _help(
+        "decision threshold calibrated on training scores: youden (best balanced accuracy) or accuracy",
+        default="youden",
+    )
+    holdout_by: Literal["none", "group"] = _help(
+        "without --test: 'group' holds out whole questions (groups) for testing", default="none"
+    )
+    test_fraction: float = _help("fraction of the questions held out with holdout_by=group", default=0.25)
+    seed: int = _help("seed of the question split", default=0)
+    ci_level: float = _help("coverage of the AUROC confidence interval (DeLong)", default=0.95)
+    cv_folds: int = _help(
+        "also cross-validate by question: this many folds of whole questions over all rows (0: off)", default=0
+    )
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise PersonasError(f"DetectorConfig.k={self.k} must be at least 1.")
+        if self.method not in METHODS:
+            raise PersonasError(f"DetectorConfig.method={self.method!r}; expected one of {METHODS}.")
+        if not self.C > 0:
+            raise PersonasError(f"DetectorConfig.C={self.C} must be positive.")
+        if self.threshold not in THRESHOLDS:
+            raise PersonasError(f"DetectorConfig.threshold={self.threshold!r}; expected one of {THRESHOLDS}.")
+        if self.holdout_by not in ("none", "group"):
+            raise PersonasError(f"DetectorConfig.holdout_by={self.holdout_by!r}; expected 'none' or 'group'.")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise PersonasError(f"DetectorConfig.test_fraction={self.test_fraction} must be strictly between 0 and 1.")
+        if self.cv_folds < 0 or self.cv_folds == 1:
+            raise PersonasError(f"DetectorConfig.cv_folds={self.cv_folds}; expected 0 (off) or at least 2.")
+        if not 0.0 < self.ci_level < 1.0:
+            raise PersonasError(f"DetectorConfig.ci_level={self.ci_level} must be strictly between 0 and 1.")
+
+
+POSITIONS = ("all", "prompt", "response")
+MODES = ("add", "clamp")
+
+
+@dataclass
+class SteerConfig:
+    """How a feature steers generation, and how the generations are made."""
+
+    positions: Literal["all", "prompt", "response"] = _help(
+        "tokens steered: all, prompt (the rendered prompt) or response (generated tokens)", default="all"
+    )
+    mode: Literal["add", "clamp"] = _help(
+        "add: x + alpha * W_dec[f]; clamp: set the latent to alpha (x + (alpha - f(x)) * W_dec[f])", default="add"
+    )
+    max_new_tokens: int = _help("tokens generated per prompt", default=40)
+    temperature: float = _help("sampling temperature; 0 is greedy decoding", default=0.0)
+    seed: int = _help("seed for sampling (temperature > 0)", default=0)
+    n_examples: int = _help("example generations kept per strength in the table", default=2)
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise PersonasError(f"SteerConfig.positions={self.positions!r}; expected one of {POSITIONS}.")
+        if self.mode not in MODES:
+            raise PersonasError(f"SteerConfig.mode={self.mode!r}; expected one of {MODES}.")
+        if self.max_new_tokens < 1:
+            raise PersonasError(f"SteerConfig.max_new_tokens={self.max_new_tokens} must be at least 1.")
+        if self.temperature < 0:
+            raise PersonasError(f"SteerConfig.temperature={self.temperature} must be >= 0 (0 = greedy).")
+
+
+DIFF_KEYS = ("mean_diff", "effect_size", "p_value")
+
+
+@dataclass
+class DiffConfig:
+    """How latents are compared between the base and the fine-tuned model."""
+
+    test: Literal["wilcoxon", "t"] = _help("paired test per latent: wilcoxon (signed-rank) or t", default="wilcoxon")
+    key: Literal["mean_diff", "effect_size", "p_value"] = _help(
+        "sort: mean_diff (largest increase first), effect_size (mean_diff / sd of differences), or p_value "
+        "(most significant increase first)", default="mean_diff"
+    )
+    alpha: float = _help("false discovery rate used to mark significant changes", default=0.05)
+    responses_from: Literal["finetuned", "base"] = _help(
+        "for prompts without responses: the model whose greedy answers are teacher-forced through both",
+        default="finetuned",
+    )
+    max_new_tokens: int = _help("length of generated answers for prompts without responses", default=40)
+    top: int = _help("rows printed in the terminal table", default=20)
+
+    def __post_init__(self) -> None:
+        if self.test not in ("wilcoxon", "t"):
+            raise PersonasError(f"DiffConfig.test={self.test!r}; expected 'wilcoxon' or 't'.")
+        if self.key not in DIFF_KEYS:
+            raise PersonasError(f"DiffConfig.key={self.key!r}; expected one of {DIFF_KEYS}.")
+        if not 0.0 < self.alpha < 1.0:
+            raise PersonasError(f"DiffConfig.alpha={self.alpha} must be strictly between 0 and 1.")

@@ -23,11 +23,11 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from personas.config import CaptureConfig, DataConfig, SAEConfig
+from personas.config import THRESHOLDS, CaptureConfig, DataConfig, DetectorConfig, SAEConfig
 from personas.errors import DataError, PersonasError
 from personas.provenance import atomic_write_bytes, library_versions, now, write_json
 
@@ -50,59 +50,7 @@ WEIGHTS_FILE = "detector.safetensors"
 EVAL_FILE = "eval.json"
 SCORES_FILE = "test_scores.csv"
 FORMAT_VERSION = 1
-METHODS = ("logistic", "single")
-THRESHOLDS = ("youden", "accuracy")
 
-
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
-@dataclass
-class DetectorConfig:
-    """How the detector picks its features, scores responses, and how it is evaluated."""
-
-    k: int = _help("number of top-ranked features the detector uses", default=10)
-    method: Literal["logistic", "single"] = _help(
-        "logistic: L2-regularised logistic model on the k standardised features; single: the top feature alone",
-        default="logistic",
-    )
-    C: float = _help("inverse L2 regularisation strength of the logistic model (scikit-learn's C)", default=1.0)
-    key: str = _help("ranking key used to choose the features on the training rows (see personas rank)", default="auroc")
-    min_frac_active: float = _help("ignore features active in fewer than this fraction of training rows", default=0.0)
-    threshold: Literal["youden", "accuracy"] = _help(
-        "decision threshold calibrated on training scores: youden (best balanced accuracy) or accuracy",
-        default="youden",
-    )
-    holdout_by: Literal["none", "group"] = _help(
-        "without --test: 'group' holds out whole questions (groups) for testing", default="none"
-    )
-    test_fraction: float = _help("fraction of the questions held out with holdout_by=group", default=0.25)
-    seed: int = _help("seed of the question split", default=0)
-    ci_level: float = _help("coverage of the AUROC confidence interval (DeLong)", default=0.95)
-    cv_folds: int = _help(
-        "also cross-validate by question: this many folds of whole questions over all rows (0: off)", default=0
-    )
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise PersonasError(f"DetectorConfig.k={self.k} must be at least 1.")
-        if self.method not in METHODS:
-            raise PersonasError(f"DetectorConfig.method={self.method!r}; expected one of {METHODS}.")
-        if not self.C > 0:
-            raise PersonasError(f"DetectorConfig.C={self.C} must be positive.")
-        if self.threshold not in THRESHOLDS:
-            raise PersonasError(f"DetectorConfig.threshold={self.threshold!r}; expected one of {THRESHOLDS}.")
-        if self.holdout_by not in ("none", "group"):
-            raise PersonasError(f"DetectorConfig.holdout_by={self.holdout_by!r}; expected 'none' or 'group'.")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise PersonasError(f"DetectorConfig.test_fraction={self.test_fraction} must be strictly between 0 and 1.")
-        if self.cv_folds < 0 or self.cv_folds == 1:
-            raise PersonasError(f"DetectorConfig.cv_folds={self.cv_folds}; expected 0 (off) or at least 2.")
-        if not 0.0 < self.ci_level < 1.0:
-            raise PersonasError(f"DetectorConfig.ci_level={self.ci_level} must be strictly between 0 and 1.")
-        if self.method == "single" and self.k != 1:
-            logger.debug("method='single' uses the top feature only; k=%d is ignored for scoring", self.k)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

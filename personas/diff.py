@@ -28,11 +28,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from personas.config import CaptureConfig, SAEConfig
+from personas.config import DIFF_KEYS, CaptureConfig, DiffConfig, SAEConfig
 from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.provenance import atomic_write_text, library_versions, now, write_json
 
@@ -42,39 +42,9 @@ __all__ = ["DiffConfig", "DiffResult", "Prompts", "diff_features", "diff_models"
 
 DIFF_FILE = "diff.csv"
 MANIFEST_FILE = "manifest.json"
-DIFF_KEYS = ("mean_diff", "effect_size", "p_value")
 _PROMPT_COLUMNS = ("prompt", "question", "user", "input")
 _RESPONSE_COLUMNS = ("response", "answer", "completion", "output")
 
-
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
-@dataclass
-class DiffConfig:
-    """How latents are compared between the base and the fine-tuned model."""
-
-    test: Literal["wilcoxon", "t"] = _help("paired test per latent: wilcoxon (signed-rank) or t", default="wilcoxon")
-    key: Literal["mean_diff", "effect_size", "p_value"] = _help(
-        "sort: mean_diff (largest increase first), effect_size (mean_diff / sd of differences), or p_value "
-        "(most significant increase first)", default="mean_diff"
-    )
-    alpha: float = _help("false discovery rate used to mark significant changes", default=0.05)
-    responses_from: Literal["finetuned", "base"] = _help(
-        "for prompts without responses: the model whose greedy answers are teacher-forced through both",
-        default="finetuned",
-    )
-    max_new_tokens: int = _help("length of generated answers for prompts without responses", default=40)
-    top: int = _help("rows printed in the terminal table", default=20)
-
-    def __post_init__(self) -> None:
-        if self.test not in ("wilcoxon", "t"):
-            raise PersonasError(f"DiffConfig.test={self.test!r}; expected 'wilcoxon' or 't'.")
-        if self.key not in DIFF_KEYS:
-            raise PersonasError(f"DiffConfig.key={self.key!r}; expected one of {DIFF_KEYS}.")
-        if not 0.0 < self.alpha < 1.0:
-            raise PersonasError(f"DiffConfig.alpha={self.alpha} must be strictly between 0 and 1.")
 
 
 # ------------------------------------------------------------------------------------------------ prompts

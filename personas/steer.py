@@ -24,13 +24,12 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from personas.config import CaptureConfig
+from personas.config import MODES, POSITIONS, CaptureConfig, SteerConfig
 from personas.errors import PersonasError
 
 if TYPE_CHECKING:
@@ -41,38 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SteerConfig", "Steering", "generate", "parse_alphas", "render_prompt", "steer", "steer_sweep"]
 
-POSITIONS = ("all", "prompt", "response")
-MODES = ("add", "clamp")
 
-
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
-@dataclass
-class SteerConfig:
-    """How a feature steers generation, and how the generations are made."""
-
-    positions: Literal["all", "prompt", "response"] = _help(
-        "tokens steered: all, prompt (the rendered prompt) or response (generated tokens)", default="all"
-    )
-    mode: Literal["add", "clamp"] = _help(
-        "add: x + alpha * W_dec[f]; clamp: set the latent to alpha (x + (alpha - f(x)) * W_dec[f])", default="add"
-    )
-    max_new_tokens: int = _help("tokens generated per prompt", default=40)
-    temperature: float = _help("sampling temperature; 0 is greedy decoding", default=0.0)
-    seed: int = _help("seed for sampling (temperature > 0)", default=0)
-    n_examples: int = _help("example generations kept per strength in the table", default=2)
-
-    def __post_init__(self) -> None:
-        if self.positions not in POSITIONS:
-            raise PersonasError(f"SteerConfig.positions={self.positions!r}; expected one of {POSITIONS}.")
-        if self.mode not in MODES:
-            raise PersonasError(f"SteerConfig.mode={self.mode!r}; expected one of {MODES}.")
-        if self.max_new_tokens < 1:
-            raise PersonasError(f"SteerConfig.max_new_tokens={self.max_new_tokens} must be at least 1.")
-        if self.temperature < 0:
-            raise PersonasError(f"SteerConfig.temperature={self.temperature} must be >= 0 (0 = greedy).")
 
 
 # ------------------------------------------------------------------------------------------------ the hook
