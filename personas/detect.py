@@ -597,14 +597,12 @@ def fit_detector(
     import pandas as pd
 
     from personas.capture import capture as run_capture
-    from personas.config import DEFAULT_HOOK
     from personas.data import load_responses
-    from personas.models import as_model_handle, load_model
-    from personas.saes import load_sae, sae_info
+    from personas.pipeline import open_site
+    from personas.saes import sae_info
 
     config = config or DetectorConfig()
     capture_cfg = capture or CaptureConfig()
-    sae_obj, sae_cfg = _resolve_sae(sae)
     train_r = load_responses(train, data_config)
     if test is not None:
         test_r = load_responses(test, data_config)
@@ -627,12 +625,8 @@ def fit_detector(
         split_mode = "none"
         logger.warning("no test data and holdout_by='none': the detector is fit but not evaluated on held-out rows")
 
-    handle = as_model_handle(model) if model is not None else load_model(
-        capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype
-    )
-    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
-        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture_cfg.dtype)
-    hook = capture_cfg.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
+    site = open_site(capture_cfg, sae, model)
+    handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
     captured = run_capture(
         handle, full_prompts, full_texts, hooks=[hook], config=capture_cfg, sae=sae_obj,
         encode_batch_tokens=sae_cfg.encode_batch_tokens,
@@ -728,14 +722,6 @@ def fit_detector(
     if out is not None:
         result.out_dir = write_detect(result, out)
     return result
-
-
-def _resolve_sae(sae: Any) -> tuple[Any, SAEConfig]:
-    if isinstance(sae, SAEConfig):
-        return None, sae
-    if sae is None or isinstance(sae, (str, Path)):
-        return None, SAEConfig(sae="default" if sae is None else str(sae))
-    return sae, SAEConfig(sae="in-memory")
 
 
 def write_detect(result: DetectResult, out: str | Path) -> Path:

@@ -51,6 +51,41 @@ class RankResult:
         return html() if html else self.ranking.head(20).to_html()
 
 
+@dataclass
+class Site:
+    """A loaded model, the SAE (if any) and the hook they meet at: what every job reads activations from."""
+
+    model: Any  # personas.models.ModelHandle
+    sae: Any
+    sae_config: SAEConfig
+    hook: str
+
+
+def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: Any = None) -> Site:
+    """Load the model named by ``capture.model`` (unless ``model`` is given) and the SAE named by ``sae``.
+
+    ``sae`` is an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, ``"none"``) or a
+    loaded SAE. The hook is ``capture.hook``, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
+    """
+    from personas.models import as_model_handle, load_model
+    from personas.saes import load_sae
+
+    sae_obj = None
+    if isinstance(sae, SAEConfig):
+        sae_cfg = sae
+    elif sae is None or isinstance(sae, (str, Path)):
+        sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
+    else:  # an SAE object that is already loaded
+        sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
+    handle = as_model_handle(model) if model is not None else load_model(
+        capture.model, device=capture.device, dtype=capture.dtype
+    )
+    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
+        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture.dtype)
+    hook = capture.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
+    return Site(model=handle, sae=sae_obj, sae_config=sae_cfg, hook=hook)
+
+
 def rank(
     data: Any,
     *,
@@ -78,27 +113,14 @@ def rank(
     """
     from personas.capture import capture as run_capture
     from personas.data import load_responses
-    from personas.models import as_model_handle, load_model
-    from personas.saes import load_sae, sae_info
+    from personas.saes import sae_info
     from personas.scoring import rank_features
 
     capture_cfg = capture or CaptureConfig()
-    sae_obj = None
-    if isinstance(sae, SAEConfig):
-        sae_cfg = sae
-    elif sae is None or isinstance(sae, (str, Path)):
-        sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
-    else:  # an SAE object that is already loaded
-        sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
     rank_cfg = rank or RankConfig()
     responses = load_responses(data, data_config)
-
-    handle = as_model_handle(model) if model is not None else load_model(
-        capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype
-    )
-    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
-        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture_cfg.dtype)
-    hook = capture_cfg.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
+    site = open_site(capture_cfg, sae, model)
+    handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
 
     captured = run_capture(
         handle,
