@@ -1,0 +1,41 @@
+"""The offline default end to end: MiniLM-L6, the shipped SAE, the demo data, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from personas.cli import main
+from personas.saes import default_sae_path
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    if not (default_sae_path() / "cfg.json").exists():
+        pytest.fail(f"the shipped SAE is missing at {default_sae_path()}; rebuild it with `make train-sae`")
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["rank", "data/demo_responses.jsonl", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_demo_finds_separating_features(demo_run):
+    ranking = pd.read_csv(demo_run / "ranking.csv")
+    strong = ranking[((ranking["auroc"] - 0.5).abs() >= 0.3) & (ranking["q_value"] < 0.05)]
+    assert len(strong) >= 1, ranking.head(10)
+    assert ranking["feature"].is_unique and len(ranking) == 4096
+    assert not ranking[["auroc", "p_value", "q_value", "cohens_d"]].isna().any().any()
+
+
+def test_demo_manifest_records_provenance(demo_run):
+    manifest = json.loads((demo_run / "manifest.json").read_text())
+    assert manifest["model"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest["hook"] == "blocks.3.hook_resid_post"
+    assert manifest["sae"]["spec"] == "default" and manifest["sae"]["d_sae"] == 4096
+    data = manifest["data"]
+    assert data["n_misaligned"] + data["n_aligned"] + data["n_excluded"] == data["n_rows_read"] == 706
+    assert data["n_excluded"] > 0 and data["n_groups"] == 24
+    assert manifest["capture"]["stop_at_layer"] == 4
