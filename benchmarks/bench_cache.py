@@ -1,0 +1,130 @@
+"""Cache size and `rank_cache` memory.
+
+1. Bytes per token of the sparse per-token SAE-code cache against dense float32 codes of the same SAE
+   (target <= 2% for a TopK SAE with k = 64 of 24,576 latents), on real MiniLM activations.
+2. Peak memory of `rank_cache` on a cache of N responses and of 4N responses (target: flat), for the exact
+   streaming ranker and the histogram ranker (``exact=False``), on SAE codes and on raw activations.
+   Each measurement runs in a fresh subprocess; the peak is `tracemalloc`'s (numpy and Python allocations made
+   while ranking), and the process's peak RSS above its RSS at the start is printed beside it.
+
+    python benchmarks/bench_cache.py [--rows 400] [--d-sae 24576] [--k 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOK = "blocks.3.hook_resid_post"
+
+
+def _topk_sae(d_in: int, d_sae: int, k: int, model_id: str):
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(0)
+    return TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=SAEMetadata(hook_name=HOOK, model_name=model_id)))
+
+
+def _measure(cache: str, exact: bool, use: str) -> dict:
+    code = f"""
+import json, tracemalloc, time
+from personas.cache import rank_cache
+import personas.scoring, scipy.sparse, pandas, pyarrow.parquet, safetensors  # imports outside the measurement
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+rss0 = status("VmRSS:")
+tracemalloc.start()
+t0 = time.perf_counter()
+r = rank_cache({cache!r}, exact={exact}, use={use!r})
+sec = time.perf_counter() - t0
+peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps({{"peak": peak, "rss": status("VmHWM:") - rss0,
+                   "seconds": sec, "top": int(r["feature"].iloc[0])}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT / "data" / "demo_responses.jsonl"))
+    parser.add_argument("--rows", type=int, default=400, help="N: rows of the 1x cache (the 4x cache has 4N)")
+    parser.add_argument("--d-sae", type=int, default=24576)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--rank-d-sae", type=int, default=4096, help="SAE width of the memory benchmark")
+    parser.add_argument("--rank-k", type=int, default=32)
+    parser.add_argument("--tmp", default=None)
+    args = parser.parse_args()
+
+    import pandas as pd
+    from safetensors import safe_open
+
+    from personas.cache import CacheConfig, build_cache
+    from personas.config import CaptureConfig
+    from personas.data import load_responses
+    from personas.models import load_model
+
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-cache-"))
+    handle = load_model("minilm")
+    base = load_responses(args.data)
+    config = CaptureConfig(hook=HOOK, batch_size=16)
+
+    # 1. bytes per token
+    sae = _topk_sae(handle.d_model, args.d_sae, args.k, handle.model_id)
+    small = base.subset(list(range(min(120, len(base)))))
+    cache = build_cache(small, tmp / "size", capture=config, hooks=[HOOK], model=handle, sae=sae,
+                        cache=CacheConfig(shard_size=64), progress=False)
+    token_bytes = 0
+    n_token_rows = 0
+    for _, entry in cache.shard_entries():
+        with safe_open(str(cache.path / entry["file"]), framework="np") as fh:
+            for key in fh.keys():
+                if key.startswith("tokens."):
+                    token_bytes += fh.get_tensor(key).nbytes
+            n_token_rows += len(fh.get_tensor("tokens.token_ids"))
+    shard_bytes = sum(e["bytes"] for _, e in cache.shard_entries())
+    dense = args.d_sae * 4
+    print(f"[size] MiniLM {HOOK}, TopK SAE k={args.k} of {args.d_sae}: {n_token_rows} response tokens")
+    print(f"  sparse per-token codes: {token_bytes / n_token_rows:.1f} bytes/token "
+          f"(indices int32 + values float32 + indptr + offsets + token id)")
+    print(f"  whole shards (pooled activations and codes too): {shard_bytes / n_token_rows:.1f} bytes/token")
+    print(f"  dense float32 codes: {dense} bytes/token")
+    print(f"ratio sparse token codes / dense float32: {token_bytes / n_token_rows / dense:.4f}  (target <= 0.02)")
+
+    # 2. rank_cache peak memory at N and 4N rows
+    rows = min(args.rows, len(base))
+    one = base.frame.iloc[:rows]
+    four = pd.concat([one.assign(id=one["id"].astype(str) + f"-{i}") for i in range(4)], ignore_index=True)
+    rank_sae = _topk_sae(handle.d_model, args.rank_d_sae, args.rank_k, handle.model_id)
+    caches = {}
+    for name, frame in (("1x", one), ("4x", four)):
+        caches[name] = build_cache(frame, tmp / name, capture=config, hooks=[HOOK], model=handle, sae=rank_sae,
+                                   cache=CacheConfig(shard_size=128, tokens=False), progress=False)
+    print(f"[memory] rank_cache on {rows} and {4 * rows} responses (TopK SAE {args.rank_d_sae}, k={args.rank_k}; "
+          f"activations {handle.d_model}-d); shards of 128 responses")
+    for use in ("sae", "activations"):
+        for exact in (True, False):
+            m1 = _measure(str(caches["1x"].path), exact, use)
+            m4 = _measure(str(caches["4x"].path), exact, use)
+            label = f"{use:11s} {'exact' if exact else 'binned':6s}"
+            print(f"  {label} peak 1x {m1['peak'] / 2**20:7.1f} MiB  4x {m4['peak'] / 2**20:7.1f} MiB  "
+                  f"ratio 4x/1x {m4['peak'] / m1['peak']:.2f} | peak RSS above start 1x {m1['rss'] / 2**20:6.1f} MiB "
+                  f"4x {m4['rss'] / 2**20:6.1f} MiB | {m1['seconds']:.1f}s / {m4['seconds']:.1f}s")
+    print("ratio target: flat (4x/1x close to 1) for the binned ranker; the exact ranker keeps every non-zero value")
+
+
+if __name__ == "__main__":
+    main()
