@@ -49,6 +49,12 @@ _EXPORTS = {
     "diff_features": "personas.diff",
     "load_prompts": "personas.diff",
     "DiffConfig": "personas.config",
+    # caches
+    "CacheConfig": "personas.config",
+    "build_cache": "personas.cache",
+    "open_cache": "personas.cache",
+    "rank_cache": "personas.cache",
+    "ActivationCache": "personas.cache",
     # the whole job
     "rank": "personas.pipeline",
     "RankResult": "personas.pipeline",

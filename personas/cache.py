@@ -46,13 +46,13 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from personas.config import DEFAULT_HOOK, CaptureConfig, DataConfig, SAEConfig
+from personas.config import DEFAULT_HOOK, CacheConfig, CaptureConfig, DataConfig, SAEConfig
 from personas.errors import CacheError, PersonasError
 from personas.provenance import atomic_write_bytes, library_versions, now, write_json
 
@@ -73,30 +73,6 @@ _SHARD_RE = re.compile(r"^shard-(\d{5})\.safetensors$")
 _META_KEY = "personas"  # one metadata key: safetensors serializes its metadata map in no fixed order
 _HASH_CHUNK = 1 << 22
 
-
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
-@dataclass
-class CacheConfig:
-    """How a cache is sharded and where the job runs."""
-
-    shard_size: int = _help("responses per shard (the unit of resume and of parallel work)", default=256)
-    tokens: bool = _help("also store per-token SAE codes (sparse) when an SAE is given", default=True)
-    engine: Literal["local", "ray"] = _help("local (this process) or ray (one model replica per Ray worker)",
-                                            default="local")
-    ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
-                                    default=None)
-    num_workers: int | None = _help("Ray workers (model replicas); default: one per GPU, else 2", default=None)
-
-    def __post_init__(self) -> None:
-        if self.shard_size < 1:
-            raise PersonasError(f"CacheConfig.shard_size={self.shard_size} must be at least 1.")
-        if self.engine not in ("local", "ray"):
-            raise PersonasError(f"CacheConfig.engine={self.engine!r}; expected 'local' or 'ray'.")
-        if self.num_workers is not None and self.num_workers < 1:
-            raise PersonasError(f"CacheConfig.num_workers={self.num_workers} must be at least 1.")
 
 
 # ============================================================================================ shard format
@@ -805,9 +781,9 @@ class BinnedRanker:
                   alpha: float, min_frac_active: float, ci_level: float, verify: bool = True) -> Ranking:
         import pandas as pd
 
-        from personas.scoring import _build_ranking, _check_args, _metrics
+        from personas.scoring import build_ranking, check_rank_args, metrics_from_stats
 
-        _check_args(key, alpha, min_frac_active, ci_level)
+        check_rank_args(key, alpha, min_frac_active, ci_level)
         want = ("features",) if use == "sae" else ("pooled",)
         y_all = cache.labels
         if groups is not None:
@@ -887,8 +863,8 @@ class BinnedRanker:
                 parts.update(_hist_group_stats(block, per_gc.astype(np.float64)))
             for name, value in parts.items():
                 rank.setdefault(name, np.zeros(f))[j0:j1] = value
-        metrics = _metrics(moments, rank, n1, n0, ci_level, groups is not None)
-        ranking = _build_ranking(metrics, n1, n0, key=key, alpha=alpha, min_frac_active=min_frac_active,
+        metrics = metrics_from_stats(moments, rank, n1, n0, ci_level, groups is not None)
+        ranking = build_ranking(metrics, n1, n0, key=key, alpha=alpha, min_frac_active=min_frac_active,
                                  feature_names=None, ci_level=ci_level,
                                  n_groups=n_groups if groups is not None else None)
         ranking["auroc_max_err"] = max_err[ranking["feature"].to_numpy()]
@@ -911,11 +887,11 @@ def _hist_rank_stats(h: np.ndarray) -> dict[str, np.ndarray]:
 
 def _hist_group_stats(counts: np.ndarray, per_gc: np.ndarray) -> dict[str, np.ndarray]:
     """The stratified statistics of `personas.scoring` (group AUROC, van Elteren) from per-group histograms."""
-    from personas.scoring import _delong_var
+    from personas.scoring import delong_variance
 
     s = _hist_rank_stats(counts)  # [f, g]
     n0g, n1g = per_gc[:, 0], per_gc[:, 1]
-    var = _delong_var(s["u"], s["sp2"], s["sq2"], n1g[None, :], n0g[None, :])
+    var = delong_variance(s["u"], s["sp2"], s["sq2"], n1g[None, :], n0g[None, :])
     pairs = n1g * n0g
     ng = n1g + n0g
     valid = pairs > 0

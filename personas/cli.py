@@ -84,8 +84,26 @@ def format_table(frame: Any, n: int) -> str:
 
 
 def _cmd_rank(args: argparse.Namespace) -> int:
-    from personas.pipeline import rank
+    from personas.pipeline import rank, rank_from_cache
 
+    if args.cache:
+        if args.data:
+            raise PersonasError(f"got both DATA ({args.data}) and --cache ({args.cache}); give one of them.")
+        rank_cfg = config_from_args(RankConfig, args)
+        ranking, manifest = rank_from_cache(
+            args.cache, hook=getattr(args, "hook", None), rank=rank_cfg, out=args.out, exact=args.exact,
+            bins=args.bins, engine=args.engine, ray_address=args.ray_address,
+        )
+        data = manifest["data"]
+        print(f"cache {args.cache} | hook {manifest['hook']} | {data['n_misaligned']} misaligned, "
+              f"{data['n_aligned']} aligned | features tested: {len(ranking)} | "
+              f"significant (q < {rank_cfg.alpha}): {manifest['ranking']['n_significant']}")
+        print(format_table(ranking, rank_cfg.top))
+        if args.out:
+            print(f"wrote {args.out}/ranking.csv and {args.out}/manifest.json")
+        return 0
+    if not args.data:
+        raise PersonasError("no responses to rank: give DATA (a JSONL, CSV or Parquet file) or --cache CACHE.")
     capture_cfg = config_from_args(CaptureConfig, args)
     result = rank(
         args.data,
@@ -145,9 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("rank", help="rank SAE features separating misaligned from aligned responses")
-    p.add_argument("data", help="responses: JSONL, CSV or Parquet file")
+    p.add_argument("data", nargs="?", help="responses: JSONL, CSV or Parquet file (or use --cache)")
     p.add_argument("--out", default="runs/rank", help="folder for ranking.csv and manifest.json (default: runs/rank)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("from a cache", "rank from `personas cache` output without loading the model")
+    g.add_argument("--cache", help="an activation cache folder written by `personas cache`")
+    g.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,
+                   help="exact statistics (memory grows with non-zeros) or --no-exact: binned AUROC, flat memory")
+    g.add_argument("--bins", type=int, default=64, help="histogram bins with --no-exact (default: 64)")
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help="score shards locally or on Ray")
+    g.add_argument("--ray-address", default=None, help="Ray cluster address; default: a local Ray")
     add_config_options(p, CaptureConfig)
     add_config_options(p, SAEConfig)
     add_config_options(p, RankConfig)

@@ -274,3 +274,24 @@ class DiffConfig:
             raise PersonasError(f"DiffConfig.key={self.key!r}; expected one of {DIFF_KEYS}.")
         if not 0.0 < self.alpha < 1.0:
             raise PersonasError(f"DiffConfig.alpha={self.alpha} must be strictly between 0 and 1.")
+
+
+@dataclass
+class CacheConfig:
+    """How a cache is sharded and where the job runs."""
+
+    shard_size: int = _help("responses per shard (the unit of resume and of parallel work)", default=256)
+    tokens: bool = _help("also store per-token SAE codes (sparse) when an SAE is given", default=True)
+    engine: Literal["local", "ray"] = _help("local (this process) or ray (one model replica per Ray worker)",
+                                            default="local")
+    ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
+                                    default=None)
+    num_workers: int | None = _help("Ray workers (model replicas); default: one per GPU, else 2", default=None)
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise PersonasError(f"CacheConfig.shard_size={self.shard_size} must be at least 1.")
+        if self.engine not in ("local", "ray"):
+            raise PersonasError(f"CacheConfig.engine={self.engine!r}; expected 'local' or 'ray'.")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise PersonasError(f"CacheConfig.num_workers={self.num_workers} must be at least 1.")

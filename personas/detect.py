@@ -62,12 +62,12 @@ def auroc_with_ci(scores: Any, labels: Any, ci_level: float = 0.95) -> tuple[flo
     The AUROC is exact with ties counted 1/2; the interval is normal, clipped to [0, 1] (see
     `personas.scoring.METHOD_NOTES`).
     """
-    from personas.scoring import _feature_metrics
+    from personas.scoring import feature_metrics
 
     s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
     if not np.all(np.isfinite(s)):
         raise DataError(f"auroc_with_ci got {int((~np.isfinite(s)).sum())} non-finite scores; expected finite scores.")
-    metrics, _, _ = _feature_metrics(s, labels, None, ci_level)
+    metrics, _, _ = feature_metrics(s, labels, None, ci_level)
     return float(metrics["auroc"][0]), float(metrics["auroc_lo"][0]), float(metrics["auroc_hi"][0])
 
 

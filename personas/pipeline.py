@@ -243,3 +243,55 @@ def train_sae_job(
     }
     path = save_trained_sae(sae, metrics, out, provenance=provenance)
     return Path(path), metrics
+
+
+def rank_from_cache(
+    cache: str | Path | Any,
+    *,
+    hook: str | None = None,
+    rank: RankConfig | None = None,
+    out: str | Path | None = None,
+    exact: bool = True,
+    bins: int = 64,
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Rank from an activation cache (no model is loaded); write ``ranking.csv`` + ``manifest.json`` to ``out``.
+
+    Returns the ranking and its manifest. The cache's own provenance (model, hooks, SAE, dataset) is copied in.
+    """
+    from personas.cache import open_cache, rank_cache
+
+    rank_cfg = rank or RankConfig()
+    opened = open_cache(cache)
+    ranking = rank_cache(
+        opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
+        exact=exact, bins=bins, engine=engine, ray_address=ray_address,
+    )
+    source = opened.manifest
+    manifest = {
+        "kind": "personas.rank",
+        "created_at": now(),
+        "source": {"cache": str(opened.path), "fingerprint": source.get("fingerprint")},
+        "model": source.get("model"),
+        "hook": hook or (opened.hooks[0] if opened.hooks else None),
+        "sae": source.get("sae"),
+        "pooling": source["fingerprint"]["capture"]["pool"],
+        "data": source["data"],
+        "config": {"rank": asdict(rank_cfg), "exact": exact, "bins": None if exact else bins, "engine": engine},
+        "ranking": {
+            "n_features": int(len(ranking)),
+            "n_significant": int(np.asarray(ranking["significant"]).sum()),
+            "key": rank_cfg.key,
+            "alpha": rank_cfg.alpha,
+        },
+        "versions": library_versions(),
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_text = ranking.to_csv(index=False)
+        atomic_write_text(out / RANKING_FILE, csv_text)
+        manifest["files"] = {RANKING_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
+        write_json(out / MANIFEST_FILE, manifest)
+    return ranking, manifest

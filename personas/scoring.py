@@ -61,6 +61,11 @@ __all__ = [
     "Ranking",
     "StreamingRanker",
     "benjamini_hochberg",
+    "build_ranking",
+    "check_rank_args",
+    "delong_variance",
+    "feature_metrics",
+    "metrics_from_stats",
     "rank_features",
 ]
 
@@ -509,7 +514,7 @@ def _chunk_rank_stats(
     return u, t, sp2, sq2
 
 
-def _delong_var(
+def delong_variance(
     u: np.ndarray, sp2: np.ndarray, sq2: np.ndarray, n1: np.ndarray, n0: np.ndarray
 ) -> np.ndarray:
     """DeLong variance of the AUROC from U and the sums of squared placement counts (0 where undefined)."""
@@ -563,7 +568,7 @@ def _rank_pass(
         del key
         shape = (width, n_groups)
         u, t = u.reshape(shape), t.reshape(shape)
-        var = _delong_var(u.ravel(), sp2, sq2, s1, s0).reshape(shape)
+        var = delong_variance(u.ravel(), sp2, sq2, s1, s0).reshape(shape)
         pairs = n1g * n0g
         ng = n1g + n0g
         valid = pairs > 0
@@ -583,7 +588,7 @@ def _rank_pass(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _metrics(
+def metrics_from_stats(
     moments: dict[str, np.ndarray],
     rank: dict[str, np.ndarray],
     n1: int,
@@ -600,7 +605,7 @@ def _metrics(
     pairs = n1f * n0f
     u = rank["u"]
     auc = u / pairs
-    var = _delong_var(u, rank["sp2"], rank["sq2"], np.full_like(u, n1f), np.full_like(u, n0f))
+    var = delong_variance(u, rank["sp2"], rank["sq2"], np.full_like(u, n1f), np.full_like(u, n0f))
     half = z_ci * np.sqrt(var)
     out["auroc"] = auc
     out["auroc_lo"] = np.clip(auc - half, 0.0, 1.0)
@@ -704,7 +709,7 @@ def _check_key(key: str) -> None:
         raise PersonasError(f"key={key!r} is not a ranking key; expected one of {sorted(KEYS)}.")
 
 
-def _feature_metrics(
+def feature_metrics(
     features: Any, labels: Any, groups: Any = None, ci_level: float = 0.95
 ) -> tuple[dict[str, np.ndarray], int, int]:
     x, n, f = _check_features(features)
@@ -716,14 +721,14 @@ def _feature_metrics(
     blocks = _iter_blocks(x, n, f, n_groups)
     moments, rank = _rank_pass(blocks, y, f, gcodes, n_groups)
     n1 = int(y.sum())
-    return _metrics(moments, rank, n1, n - n1, ci_level, gcodes is not None), n1, n - n1
+    return metrics_from_stats(moments, rank, n1, n - n1, ci_level, gcodes is not None), n1, n - n1
 
 
 def _make_score_function(key: str) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
     score_of, p_col = KEYS[key]
 
     def score(X: Any, y: Any, groups: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        metrics, _, _ = _feature_metrics(X, y, groups)
+        metrics, _, _ = feature_metrics(X, y, groups)
         return score_of(metrics), metrics[p_col]
 
     score.__name__ = f"{key}_score"
@@ -863,7 +868,7 @@ class Ranking(pd.DataFrame):
         return f"<div>{head}<table>{''.join(rows)}</table>{more}</div>"
 
 
-def _build_ranking(
+def build_ranking(
     metrics: dict[str, np.ndarray],
     n1: int,
     n0: int,
@@ -938,7 +943,7 @@ def _build_ranking(
     return result
 
 
-def _check_args(key: str, alpha: float, min_frac_active: float, ci_level: float) -> None:
+def check_rank_args(key: str, alpha: float, min_frac_active: float, ci_level: float) -> None:
     _check_key(key)
     if not 0.0 < alpha < 1.0:
         raise PersonasError(f"alpha={alpha} must be strictly between 0 and 1 (a false discovery rate).")
@@ -994,7 +999,7 @@ def rank_features(
     Dead or constant features get AUROC 0.5, p = 1, zero effect sizes; no column is ever NaN. Cohen's d is
     +-inf only for a feature that is constant within each class but differs between them.
     """
-    _check_args(key, alpha, min_frac_active, ci_level)
+    check_rank_args(key, alpha, min_frac_active, ci_level)
     x, n, f = _check_features(features)
     _check_names(feature_names, f)
     y = _check_labels(labels, (n, f))
@@ -1004,8 +1009,8 @@ def rank_features(
         n_groups = len(uniques)
     moments, rank = _rank_pass(_iter_blocks(x, n, f, n_groups or 1), y, f, gcodes, n_groups or 1)
     n1 = int(y.sum())
-    metrics = _metrics(moments, rank, n1, n - n1, ci_level, gcodes is not None)
-    return _build_ranking(
+    metrics = metrics_from_stats(moments, rank, n1, n - n1, ci_level, gcodes is not None)
+    return build_ranking(
         metrics,
         n1,
         n - n1,
@@ -1256,7 +1261,7 @@ class StreamingRanker:
         ci_level: float = 0.95,
     ) -> Ranking:
         """Rank the accumulated responses; same arguments and output as `rank_features`."""
-        _check_args(key, alpha, min_frac_active, ci_level)
+        check_rank_args(key, alpha, min_frac_active, ci_level)
         if self.n_responses == 0:
             raise DataError("no shards were added; call update() with at least one shard first.")
         self._compact()
@@ -1273,8 +1278,8 @@ class StreamingRanker:
             _iter_blocks(x, n, f, n_groups or 1), y, f, gcodes, n_groups or 1, want_moments=False
         )
         n1 = int(y.sum())
-        metrics = _metrics(self._moments, rank, n1, n - n1, ci_level, gcodes is not None)
-        return _build_ranking(
+        metrics = metrics_from_stats(self._moments, rank, n1, n - n1, ci_level, gcodes is not None)
+        return build_ranking(
             metrics,
             n1,
             n - n1,

@@ -94,3 +94,26 @@ def test_sae_config_round_trip_from_cli_options():
     assert config_from_args(SAEConfig, args).sae == "none"
     capture_cfg = config_from_args(CaptureConfig, args)
     assert capture_cfg.pool == "max" and capture_cfg.batch_size == 4 and capture_cfg.model == "minilm"
+
+
+def test_rank_from_cache_equals_rank_from_data(tmp_path, toy_tokenizer, planted_data, capsys):
+    from personas.toy import save_toy_hf_model
+
+    folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=3)
+    data = tmp_path / "data.jsonl"
+    pd.DataFrame(planted_data).iloc[::2].to_json(data, orient="records", lines=True)
+    common = ["--model", str(folder), "--sae", "none", "--quiet"]
+    hook = ["--hook", "blocks.0.hook_resid_post"]
+    assert main(["cache", str(data), "--out", str(tmp_path / "cache"), *hook, "--shard-size", "7", *common]) == 0
+    assert main(["rank", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "from_cache"), "--quiet"]) == 0
+    assert main(["rank", str(data), "--out", str(tmp_path / "direct"), *hook, *common]) == 0
+    from_cache = pd.read_csv(tmp_path / "from_cache" / "ranking.csv")
+    direct = pd.read_csv(tmp_path / "direct" / "ranking.csv")
+    assert from_cache["feature"].tolist() == direct["feature"].tolist()
+    pd.testing.assert_series_equal(from_cache["auroc"], direct["auroc"], rtol=1e-6)
+    pd.testing.assert_series_equal(from_cache["q_value"], direct["q_value"], rtol=1e-5)
+    manifest = json.loads((tmp_path / "from_cache" / "manifest.json").read_text())
+    assert manifest["source"]["cache"].endswith("cache") and manifest["hook"] == "blocks.0.hook_resid_post"
+    capsys.readouterr()
+    assert main(["rank", str(data), "--cache", str(tmp_path / "cache")]) == 2
+    assert "give one of them" in capsys.readouterr().err
