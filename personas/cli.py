@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import types
 import typing
@@ -219,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "huggingface_hub", "urllib3", "filelock", "transformers", "sae_lens", "transformer_lens"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
     except PersonasError as exc:
