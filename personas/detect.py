@@ -29,7 +29,7 @@ import numpy as np
 
 from personas.config import THRESHOLDS, CaptureConfig, DataConfig, DetectorConfig, SAEConfig
 from personas.errors import DataError, PersonasError
-from personas.provenance import atomic_write_bytes, library_versions, now, write_json
+from personas.provenance import atomic_write_bytes, library_versions, now, output_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -728,10 +728,7 @@ def write_detect(result: DetectResult, out: str | Path) -> Path:
     """Write ``detector/``, ``dense_baseline/``, and with an evaluation ``eval.json`` and ``test_scores.csv``."""
     from personas.provenance import atomic_write_text
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PersonasError(f"--out {str(out)!r} is a file; expected a folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     result.detector.save(out / "detector")
     result.baseline.save(out / "dense_baseline")
     if result.evaluation is not None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from personas.config import DIFF_KEYS, CaptureConfig, DiffConfig, SAEConfig
 from personas.errors import DataError, PersonasError, SiteMismatchError
-from personas.provenance import atomic_write_text, library_versions, now, write_json
+from personas.provenance import atomic_write_text, library_versions, now, output_dir, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -423,13 +423,8 @@ def diff_models(
 
 def write_diff(result: DiffResult, out: str | Path) -> Path:
     """Write ``diff.csv`` and ``manifest.json`` (atomically) into ``out``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PersonasError(f"--out {str(out)!r} is a file; expected a folder for diff.csv and manifest.json.")
-    out.mkdir(parents=True, exist_ok=True)
-    csv_text = result.table.to_csv(index=False)
-    atomic_write_text(out / DIFF_FILE, csv_text)
-    result.manifest["files"] = {DIFF_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
+    out = output_dir(out)
+    result.manifest["files"] = {DIFF_FILE: write_csv(out / DIFF_FILE, result.table)}
     if result.manifest["prompts"].get("responses_generated_by"):
         import pandas as pd
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from personas.config import DEFAULT_HOOK, CaptureConfig, DataConfig, RankConfig, SAEConfig
 from personas.errors import PersonasError
-from personas.provenance import atomic_write_text, library_versions, now, write_json
+from personas.provenance import library_versions, now, output_dir, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +174,8 @@ def rank(
 
 def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv`` and ``manifest.json`` (each atomically) into ``out``; return the folder."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PersonasError(f"--out {str(out)!r} is a file; expected a folder to write ranking.csv and manifest.json into.")
-    out.mkdir(parents=True, exist_ok=True)
-    csv_text = result.ranking.to_csv(index=False)
-    atomic_write_text(out / RANKING_FILE, csv_text)
-    result.manifest["files"] = {RANKING_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
+    out = output_dir(out)
+    result.manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, result.ranking)}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 
@@ -288,10 +283,7 @@ def rank_from_cache(
         "versions": library_versions(),
     }
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        csv_text = ranking.to_csv(index=False)
-        atomic_write_text(out / RANKING_FILE, csv_text)
-        manifest["files"] = {RANKING_FILE: {"sha256": hashlib.sha256(csv_text.encode()).hexdigest()}}
+        out = output_dir(out)
+        manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
         write_json(out / MANIFEST_FILE, manifest)
     return ranking, manifest

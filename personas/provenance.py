@@ -65,3 +65,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def output_dir(out: str | os.PathLike) -> Path:
+    """Create the folder a job writes into; refuse a path that is an existing file."""
+    from personas.errors import PersonasError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PersonasError(f"--out {str(out)!r} is a file; expected a folder to write the results into.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_csv(path: str | os.PathLike, frame: Any) -> dict[str, str]:
+    """Write a DataFrame as CSV atomically; return its checksum entry for a manifest's ``files``."""
+    import hashlib
+
+    text = frame.to_csv(index=False)
+    atomic_write_text(path, text)
+    return {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
