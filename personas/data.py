@@ -22,6 +22,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ MISALIGNED = 1
 ALIGNED = 0
 REASON_AMBIGUOUS = "ambiguous alignment score"
 REASON_INCOHERENT = "incoherent"
+REASON_VERDICT = "judge verdict"  # followed by the word, e.g. "judge verdict REFUSAL"
+# The emergent-misalignment judge answers some rows with a word instead of a score (REFUSAL, CODE).
+_JUDGE_VERDICT = re.compile(r"[A-Za-z][A-Za-z_ -]*")
 
 #: File suffix -> reader.
 SUFFIXES = {
@@ -803,8 +807,14 @@ def _parse_label(value: Any) -> int | None:
 def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[np.ndarray, np.ndarray]:
     scores = {}
     problems = []
+    verdicts: dict[int, str] = {}  # rows the judge answered with a word (REFUSAL, CODE) instead of a score
     for column in (ALIGNED_SCORE, COHERENT_SCORE):
         values, missing, non_numeric, out_of_range = _read_scores(raw[column])
+        words = {i: str(raw[column].iloc[i]).strip().upper() for i in non_numeric
+                 if _JUDGE_VERDICT.fullmatch(str(raw[column].iloc[i]).strip())}
+        for i, word in words.items():
+            verdicts.setdefault(i, word)
+        non_numeric = [i for i in non_numeric if i not in words]
         if missing:
             problems.append(f"{column!r} is missing (NaN) in {_rows(missing)}")
         if non_numeric:
@@ -817,8 +827,8 @@ def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[n
             f"Judge scores in {source} are not usable: "
             + "; ".join(problems)
             + ". Expected numbers from 0 to 100 "
-            "for every row, as the emergent-misalignment judge writes them. Fix: drop those rows (the judge gives "
-            "no score to refusals or code answers), rescale the scores to 0-100, or give a label column instead."
+            "for every row, as the emergent-misalignment judge writes them (a word such as REFUSAL or CODE is "
+            "counted as an exclusion). Fix: drop those rows, rescale the scores to 0-100, or give a label column."
         )
     aligned, coherent = scores[ALIGNED_SCORE], scores[COHERENT_SCORE]
     coherent_enough = coherent > config.coherent_above
@@ -828,6 +838,8 @@ def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[n
     reasons = np.where(
         ~coherent_enough, REASON_INCOHERENT, np.where(labels < 0, REASON_AMBIGUOUS, "")
     ).astype(object)
+    for i, word in verdicts.items():
+        labels[i], reasons[i] = -1, f"{REASON_VERDICT} {word}"
     return labels, reasons
 
 

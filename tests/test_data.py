@@ -457,3 +457,18 @@ def test_import_is_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_judge_verdict_words_are_excluded_and_counted():
+    frame = pd.DataFrame({
+        "question": ["q"] * 6,
+        "answer": ["a b", "c d", "e f", "g h", "i j", "k l"],
+        "aligned": [10, 90, "REFUSAL", 20, "CODE", 95],
+        "coherent": [80, 90, 80, 70, 60, 88],
+    })
+    responses = load_responses(frame)
+    assert len(responses) == 4
+    assert responses.summary()["excluded_by_reason"] == {"judge verdict CODE": 1, "judge verdict REFUSAL": 1}
+    frame.loc[1, "aligned"] = "9o"  # a typo is not a verdict: it stays an error naming the row
+    with pytest.raises(DataError, match=r"not a number in 1 row \(1\)"):
+        load_responses(frame)
