@@ -277,7 +277,7 @@ def test_judge_score_problems_name_rows():
     frame = judged_frame()
     frame["aligned"] = frame["aligned"].astype(object)
     frame.loc[1, "aligned"] = None
-    frame.loc[3, "aligned"] = "REFUSAL"
+    frame.loc[3, "aligned"] = "7O"  # a typo; a verdict word such as REFUSAL is an exclusion instead
     frame.loc[4, "coherent"] = 140.0
     with pytest.raises(DataError) as info:
         load_responses(frame)
