@@ -329,12 +329,12 @@ class PersonaDetector(_Scorer):
                 "min_frac_active": self.min_frac_active, "threshold": self.threshold}
 
     def fit(self, X: Any, y: Any, groups: Any = None, *, feature_names: list[str] | None = None) -> PersonaDetector:
-        from personas.scoring import rank_features
+        from personas.scoring import has_mixed_group, rank_features
 
         DetectorConfig(k=self.k, method=self.method, C=self.C, threshold=self.threshold)  # validates the settings
         n_cols = _n_columns(X)
         y = _labels(y, int(X.shape[0]))
-        if groups is not None and not _has_mixed_group(groups, y):
+        if groups is not None and not has_mixed_group(groups, y):
             logger.warning("no training question has both misaligned and aligned responses; ranking without groups")
             groups = None
         ranking = rank_features(X, y, groups, key=self.key, min_frac_active=self.min_frac_active,
@@ -498,15 +498,6 @@ def load_detector(folder: str | Path) -> PersonaDetector | DiffMeansProbe:
     """Load a saved `PersonaDetector` or `DiffMeansProbe`, whichever the folder holds."""
     meta, _ = _Scorer._read(folder)
     return DiffMeansProbe.load(folder) if meta.get("kind") == "personas.dense_probe" else PersonaDetector.load(folder)
-
-
-def _has_mixed_group(groups: Any, y: np.ndarray) -> bool:
-    import pandas as pd
-
-    codes, uniques = pd.factorize(np.asarray(groups).ravel())
-    pos = np.bincount(codes, weights=y, minlength=len(uniques))
-    tot = np.bincount(codes, minlength=len(uniques))
-    return bool(((pos > 0) & (pos < tot)).any())
 
 
 def cross_validate_by_group(

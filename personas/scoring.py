@@ -65,6 +65,7 @@ __all__ = [
     "check_rank_args",
     "delong_variance",
     "feature_metrics",
+    "has_mixed_group",
     "metrics_from_stats",
     "rank_features",
 ]
@@ -247,6 +248,15 @@ def _check_groups(
             f"impossible. Pass groups=None or collect both kinds of answer for some questions."
         )
     return codes.astype(np.int64), np.asarray(uniques)
+
+
+def has_mixed_group(groups: Any, labels: Any) -> bool:
+    """True when at least one group holds both misaligned and aligned responses (a stratified test needs one)."""
+    codes, uniques = pd.factorize(np.asarray(groups).ravel())
+    y = np.asarray(labels, dtype=float).ravel()
+    pos = np.bincount(codes, weights=y, minlength=len(uniques))
+    tot = np.bincount(codes, minlength=len(uniques))
+    return bool(((pos > 0) & (pos < tot)).any())
 
 
 def _iter_blocks(
