@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 RANKING_FILE = "ranking.csv"
 MANIFEST_FILE = "manifest.json"
+#: With per-token codes, ``examples.json`` holds this many top-activating responses of this many top features.
+EXAMPLE_FEATURES = 10
+EXAMPLES_PER_FEATURE = 5
 
 
 @dataclass
@@ -45,6 +48,12 @@ class RankResult:
 
     def top(self, n: int = 20):
         return self.ranking.head(n)
+
+    def examples(self, feature: int, k: int = 10):
+        """Top-activating responses of ``feature`` (needs ``rank(..., keep_tokens=True)``); see `personas.examples`."""
+        from personas.examples import top_activating
+
+        return top_activating(self, feature, k=k)
 
     def _repr_html_(self) -> str:
         html = getattr(self.ranking, "_repr_html_", None)
@@ -114,7 +123,7 @@ def rank(
     from personas.capture import capture as run_capture
     from personas.data import load_responses
     from personas.saes import sae_info
-    from personas.scoring import rank_features
+    from personas.scoring import has_mixed_group, rank_features
 
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
@@ -135,10 +144,14 @@ def rank(
         progress=progress,
     )
     features = captured.features if sae_obj is not None else captured.pooled[hook]
+    groups = responses.groups if responses.has_groups else None
+    stratified = groups is not None and has_mixed_group(groups, responses.labels)
+    if groups is not None and not stratified:
+        logger.warning("no question has both misaligned and aligned responses: ranking without stratification")
     ranking = rank_features(
         features,
         responses.labels,
-        responses.groups if responses.has_groups else None,
+        groups if stratified else None,
         key=rank_cfg.key,
         alpha=rank_cfg.alpha,
         min_frac_active=rank_cfg.min_frac_active,
@@ -163,6 +176,7 @@ def rank(
             "n_significant": int(np.asarray(ranking["significant"]).sum()),
             "key": rank_cfg.key,
             "alpha": rank_cfg.alpha,
+            "stratified_by_group": stratified,
         },
         "versions": library_versions(),
     }
@@ -176,6 +190,13 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv`` and ``manifest.json`` (each atomically) into ``out``; return the folder."""
     out = output_dir(out)
     result.manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, result.ranking)}
+    if result.capture.token_codes is not None:
+        from personas.examples import EXAMPLES_FILE, save_examples
+
+        top = [int(f) for f in result.ranking["feature"].head(EXAMPLE_FEATURES)]
+        examples = {f: result.examples(f, k=EXAMPLES_PER_FEATURE) for f in top}
+        save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"])
+        result.manifest["files"][EXAMPLES_FILE] = {"features": top}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 

@@ -117,3 +117,11 @@ def test_rank_from_cache_equals_rank_from_data(tmp_path, toy_tokenizer, planted_
     capsys.readouterr()
     assert main(["rank", str(data), "--cache", str(tmp_path / "cache")]) == 2
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_groups_without_both_classes_fall_back_to_an_unstratified_ranking(toy_model, planted_sae, planted_data):
+    frame = pd.DataFrame(planted_data)
+    frame["group"] = [f"only-{label}-{i}" for i, label in enumerate(frame["label"])]  # one response per question
+    result = personas.rank(frame, model=toy_model, sae=planted_sae, progress=False)
+    assert result.manifest["ranking"]["stratified_by_group"] is False
+    assert "group_auroc" not in result.ranking.columns and int(result.ranking.iloc[0]["feature"]) == 7
