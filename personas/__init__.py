@@ -55,6 +55,11 @@ _EXPORTS = {
     "open_cache": "personas.cache",
     "rank_cache": "personas.cache",
     "ActivationCache": "personas.cache",
+    # examples and reports
+    "top_activating": "personas.examples",
+    "top_examples": "personas.examples",
+    "FeatureExamples": "personas.examples",
+    "write_report": "personas.report",
     # the whole job
     "rank": "personas.pipeline",
     "RankResult": "personas.pipeline",

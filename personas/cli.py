@@ -113,6 +113,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         rank=config_from_args(RankConfig, args),
         data_config=config_from_args(DataConfig, args),
         out=args.out,
+        keep_tokens=args.report,
         progress=not args.quiet,
     )
     data = result.manifest["data"]
@@ -129,6 +130,10 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     print(format_table(result.ranking, top))
     if result.out_dir is not None:
         print(f"wrote {result.out_dir / 'ranking.csv'} and {result.out_dir / 'manifest.json'}")
+        if args.report:
+            from personas.report import write_report
+
+            print(f"wrote {write_report(result.out_dir)}")
     return 0
 
 
@@ -167,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="?", help="responses: JSONL, CSV or Parquet file (or use --cache)")
     p.add_argument("--out", default="runs/rank", help="folder for ranking.csv and manifest.json (default: runs/rank)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", action="store_true",
+                   help="also keep per-token SAE codes, write examples.json and an HTML report (report.html)")
     g = p.add_argument_group("from a cache", "rank from `personas cache` output without loading the model")
     g.add_argument("--cache", help="an activation cache folder written by `personas cache`")
     g.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True,

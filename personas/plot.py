@@ -9,6 +9,7 @@ with ``fig.savefig("volcano.png")`` or embed it with `figure_to_base64`.
 * `auroc_intervals`: the AUROC of the top features with their confidence intervals (a forest plot).
 * `feature_distributions`: the pooled activation of a feature in misaligned and aligned responses.
 * `roc_curves`: ROC curves of several scorers (a detector, a baseline...) with their AUROC in the legend.
+* `group_auroc_scatter`: pooled against within-question AUROC, to spot features that track the question asked.
 * `dose_response`: a steering sweep, a measured quantity against the steering coefficient.
 """
 
@@ -73,6 +74,7 @@ def volcano(
     alpha: float | None = None,
     annotate: int = 8,
     label_column: str | None = None,
+    direction_labels: tuple[str, str] = ("higher when misaligned", "higher when aligned"),
     ax: Axes | None = None,
     title: str | None = None,
 ) -> Figure:
@@ -87,6 +89,8 @@ def volcano(
         annotate: label the ``annotate`` best significant rows of the ranking (its own order) with their feature
             id (the best 3 rows when none is significant).
         label_column: column with a name to annotate with instead of the feature id (e.g. ``name``).
+        direction_labels: legend of significant points with positive and with negative effect, e.g.
+            ``("rose after fine-tuning", "fell after fine-tuning")`` for a `personas.diff` table.
     """
     x = _column(ranking, effect, "volcano")
     qv = _column(ranking, q, "volcano")
@@ -101,9 +105,9 @@ def volcano(
     ax.scatter(x[~sig], y[~sig], s=9, color=NEUTRAL_COLOR, alpha=0.55, linewidths=0, label="not significant")
     up, down = sig & (x > 0), sig & (x <= 0)
     ax.scatter(x[up], y[up], s=16, color=MISALIGNED_COLOR, alpha=0.85, linewidths=0,
-               label=f"higher when misaligned ({int(up.sum())})")
+               label=f"{direction_labels[0]} ({int(up.sum())})")
     ax.scatter(x[down], y[down], s=16, color=ALIGNED_COLOR, alpha=0.85, linewidths=0,
-               label=f"higher when aligned ({int(down.sum())})")
+               label=f"{direction_labels[1]} ({int(down.sum())})")
     ax.axhline(-np.log10(alpha), color="#566573", linestyle="--", linewidth=0.9)
     ax.text(1.0, -np.log10(alpha), f"q = {alpha:g} ", va="bottom", ha="right", fontsize=8, color="#566573",
             transform=ax.get_yaxis_transform())
@@ -121,7 +125,7 @@ def volcano(
     ax.set_ylabel(f"-log10 {q.replace('_', '-')}")
     n = len(x)
     ax.set_title(title or f"{n} features, {int(sig.sum())} significant at q < {alpha:g}", fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.legend(fontsize=8, frameon=True, framealpha=0.85, loc="best")
     return fig
 
 
@@ -171,6 +175,7 @@ def feature_distributions(
     log: bool = False,
     names: Mapping[int, str] | None = None,
     ncols: int = 3,
+    class_names: tuple[str, str] = ("aligned", "misaligned"),
 ) -> Figure:
     """Histograms of the pooled activation of ``feature`` (or several) in misaligned and aligned responses.
 
@@ -180,6 +185,7 @@ def feature_distributions(
         feature: a column index, or a list of them (one panel each).
         log: log-scaled counts, useful for sparse features that are zero in most responses.
         names: optional titles per feature.
+        class_names: legend names of label 0 and label 1 (e.g. ``("base", "fine-tuned")`` for model diffing).
     """
     labels = np.asarray(labels).astype(int).ravel()
     n_rows = features.shape[0]
@@ -202,7 +208,7 @@ def feature_distributions(
         _style(ax)
         values = _dense_column(features, j)
         edges = np.histogram_bin_edges(values, bins=bins)
-        for lab, color, text in ((0, ALIGNED_COLOR, "aligned"), (1, MISALIGNED_COLOR, "misaligned")):
+        for lab, color, text in ((0, ALIGNED_COLOR, class_names[0]), (1, MISALIGNED_COLOR, class_names[1])):
             v = values[labels == lab]
             active = float((v > 0).mean()) if v.size else 0.0
             ax.hist(v, bins=edges, color=color, alpha=0.55, label=f"{text} (n={v.size}, {active:.0%} > 0)",
@@ -277,7 +283,7 @@ def roc_curves(
 
 
 _X_CANDIDATES = ("coefficient", "coeff", "alpha", "scale", "strength", "dose")
-_Y_CANDIDATES = ("projection", "feature_activation", "activation", "score", "misaligned_prob",
+_Y_CANDIDATES = ("mean_score", "frac_flagged", "projection", "feature_activation", "activation", "score", "misaligned_prob",
                  "logit_diff", "delta_logprob", "kl", "value")
 
 
@@ -314,7 +320,8 @@ def dose_response(
         y: one column or a list of columns to draw (one line each); guessed when not given.
         hue: a column whose values get separate lines (e.g. ``feature`` or ``direction``).
         err: a column with the half-width of an error band (e.g. ``sem``); when several rows share an x value,
-            the band is their standard error instead. Columns ``<y>_lo`` / ``<y>_hi`` are used as a band too.
+            the band is their standard error instead. Columns ``<y>_lo`` / ``<y>_hi`` are used as a band too
+            (for ``mean_score``, ``score_lo`` / ``score_hi`` as `steer_sweep` writes them).
     """
     import pandas as pd
 
@@ -341,10 +348,13 @@ def dose_response(
             elif err is not None and err in part.columns:
                 e = part.groupby(xcol, sort=True)[err].mean().to_numpy(dtype=float)
                 band = (mean - e, mean + e)
-            elif f"{ycol}_lo" in part.columns and f"{ycol}_hi" in part.columns:
-                lo = part.groupby(xcol, sort=True)[f"{ycol}_lo"].mean().to_numpy(dtype=float)
-                hi = part.groupby(xcol, sort=True)[f"{ycol}_hi"].mean().to_numpy(dtype=float)
-                band = (lo, hi)
+            else:
+                for stem in (ycol, ycol.removeprefix("mean_")):  # steer_sweep: mean_score with score_lo/score_hi
+                    if f"{stem}_lo" in part.columns and f"{stem}_hi" in part.columns:
+                        lo = part.groupby(xcol, sort=True)[f"{stem}_lo"].mean().to_numpy(dtype=float)
+                        hi = part.groupby(xcol, sort=True)[f"{stem}_hi"].mean().to_numpy(dtype=float)
+                        band = (lo, hi)
+                        break
             if band is not None:
                 ax.fill_between(xs, band[0], band[1], color=color, alpha=0.18, linewidth=0)
     ax.axvline(0.0, color="#566573", linewidth=0.6)
@@ -376,3 +386,40 @@ def figure_to_base64(fig: Figure, fmt: str = "png", *, dpi: int = 110) -> str:
     """A ``data:`` URI of the figure, for self-contained HTML (``<img src="...">``)."""
     mime = "image/png" if fmt == "png" else "image/svg+xml"
     return f"data:{mime};base64," + base64.b64encode(figure_to_bytes(fig, fmt, dpi=dpi)).decode("ascii")
+
+
+def group_auroc_scatter(
+    ranking: Any, *, n: int | None = None, annotate: int = 6, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """Pooled AUROC against within-question AUROC (``group_auroc``), one point per feature.
+
+    A feature near the diagonal separates the classes within each question as well as overall. A feature whose
+    pooled AUROC is far from 0.5 but whose within-question AUROC is near 0.5 tracks *which question* was asked
+    (a topic confound), not how it was answered.
+    """
+    if "group_auroc" not in ranking.columns:
+        raise PersonasError(
+            "group_auroc_scatter needs a 'group_auroc' column, which rankings have when responses carry groups "
+            f"(question ids); this table has {list(ranking.columns)}."
+        )
+    top = ranking.head(n) if n else ranking
+    x = _column(top, "auroc", "group_auroc_scatter")
+    y = _column(top, "group_auroc", "group_auroc_scatter")
+    sig = np.asarray(top["significant"], dtype=bool) if "significant" in top.columns else np.zeros(len(top), bool)
+    fig, ax = _new_figure((4.8, 4.4), ax)
+    _style(ax)
+    ax.scatter(x[~sig], y[~sig], s=10, color=NEUTRAL_COLOR, alpha=0.6, linewidths=0, label="not significant")
+    ax.scatter(x[sig], y[sig], s=14, color=MISALIGNED_COLOR, alpha=0.8, linewidths=0, label="significant")
+    ax.plot([0, 1], [0, 1], color="#566573", linestyle="--", linewidth=0.8)
+    ax.axhline(0.5, color="#566573", linewidth=0.5)
+    ax.axvline(0.5, color="#566573", linewidth=0.5)
+    for i in range(min(int(annotate), len(x))):
+        ax.annotate(str(top["feature"].iloc[i]), (x[i], y[i]), xytext=(4, 3), textcoords="offset points", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("AUROC, all responses pooled")
+    ax.set_ylabel("AUROC within questions (group_auroc)")
+    ax.set_title(title or f"topic confounds: {len(top)} features", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    return fig

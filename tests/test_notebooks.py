@@ -1,0 +1,61 @@
+"""The example notebooks: committed executed, with their plots in the saved outputs, in step with
+``notebooks/build.py``; and (slow) they execute again top to bottom on the offline default."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["01_quickstart", "02_detector", "03_steering_and_diffing"]
+MIN_PLOTS = {"01_quickstart": 4, "02_detector": 3, "03_steering_and_diffing": 4}
+
+nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat (pip install nbformat)")
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _errors(nb) -> list[str]:
+    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def _plots(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_executed_with_plots(name):
+    nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), f"{name}: run `python notebooks/build.py {name}`"
+    assert not _errors(nb)
+    assert _plots(nb) >= MIN_PLOTS[name], f"{name}: the saved outputs lack the plots"
+    assert any("USE_HUB = False" in c.source for c in code), f"{name}: no hub-model example"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_matches_build_script(name):
+    nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
+    expected = [(kind, source) for kind, source in _build_module().NOTEBOOKS[name]]
+    found = [("md" if c.cell_type == "markdown" else "code", c.source) for c in nb.cells]
+    assert found == expected, f"{name}.ipynb is stale: rerun `python notebooks/build.py {name}`"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executes(name):
+    pytest.importorskip("nbclient", reason="executing notebooks needs nbclient")
+    pytest.importorskip("ipykernel", reason="executing notebooks needs ipykernel")
+    build = _build_module()
+    nb = build.execute(build.build(name), timeout=600)
+    assert not _errors(nb)
+    assert _plots(nb) >= MIN_PLOTS[name]
