@@ -7,6 +7,8 @@ torch are imported only when a function that needs them is first used.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -72,6 +74,26 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+#: Public functions named like the module that defines them: `personas.capture(...)`, `personas.steer(...)`.
+_SHADOWED_MODULES = frozenset({"capture", "steer"})
+
+
+class _Package(types.ModuleType):
+    """Keeps `personas.capture` and `personas.steer` the functions after their modules are imported.
+
+    Importing a submodule sets it as an attribute of its package, which would replace the function of the same
+    name; those modules stay reachable in ``sys.modules`` and through ``from personas.capture import ...``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED_MODULES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

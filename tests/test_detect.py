@@ -130,11 +130,12 @@ def test_dense_baseline_is_the_difference_of_means_projection():
 
 def test_fit_detector_holds_out_questions_and_captures_once(toy_model, planted_sae, planted_data, tmp_path,
                                                              monkeypatch):
-    import personas.capture
+    import importlib
 
+    capture_module = importlib.import_module("personas.capture")
     calls = []
-    original = personas.capture.capture
-    monkeypatch.setattr(personas.capture, "capture", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = capture_module.capture
+    monkeypatch.setattr(capture_module, "capture", lambda *a, **k: calls.append(1) or original(*a, **k))
     fit_detector(
         pd.DataFrame(planted_data), config=DetectorConfig(k=3, holdout_by="group", test_fraction=0.5, seed=0, cv_folds=2),
         capture=CaptureConfig(hook=TOY_HOOK), sae=planted_sae, model=toy_model, out=tmp_path, progress=False,

@@ -22,3 +22,11 @@ def test_import_personas_and_its_modules_imports_nothing_heavy():
 def test_every_exported_name_resolves():
     for name in personas.__all__:
         assert getattr(personas, name) is not None, name
+
+
+def test_functions_named_like_their_modules_stay_functions():
+    import personas.capture  # noqa: F401  (imports the module personas.capture)
+    from personas.steer import render_prompt  # noqa: F401
+
+    assert callable(personas.capture) and personas.capture.__module__ == "personas.capture"
+    assert callable(personas.steer) and personas.steer.__name__ == "steer"
