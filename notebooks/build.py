@@ -45,6 +45,11 @@ Everything above ran offline on the shipped defaults. The same calls take any Tr
 sae-lens release: a spec `"RELEASE:SAE_ID"` loads a pretrained SAE (and gives each feature a Neuronpedia link).
 Set `USE_HUB = True` to run this cell; it downloads the model and SAE."""
 
+GEMMA_NOTE = """\
+# Gemma-2 2B instruct with Gemma Scope (accept the Gemma licence on the Hugging Face hub first). The SAEs were
+# trained on the base model, so the model check is relaxed; the hook and the width are still checked.
+"""
+
 QUICKSTART = [
     ("md", """\
 # Quickstart: which SAE features mark the misaligned persona?
@@ -127,6 +132,41 @@ has none:"""),
 print(neuronpedia_url(result.sae, up))  # None: a local SAE
 print(neuronpedia_url({"release": "gpt2-small-res-jb", "sae_id": "blocks.8.hook_resid_pre"}, 1234))"""),
     ("md", """\
+### What are the top features? Content, and a lot of style
+
+Which tokens carry each of the ten best latents' activation, over all responses (share of the latent's total):"""),
+    ("code", """\
+codes = result.capture.token_codes
+token_names = np.asarray(result.model.tokenizer.convert_ids_to_tokens(codes.token_ids.tolist()))
+
+
+def top_tokens(feature, n=6):
+    column = np.asarray(codes.codes[:, feature].todense()).ravel()
+    share = pd.Series(column).groupby(token_names).sum()
+    share = (share / share.sum()).sort_values(ascending=False).head(n)
+    return ", ".join(f"{token!r} {value:.0%}" for token, value in share.items())
+
+
+best = result.ranking.head(10)[["feature", "group_auroc", "q_value"]].copy()
+best["higher in"] = np.where(best["group_auroc"] > 0.5, "misaligned", "aligned")
+best["tokens carrying the activation"] = [top_tokens(int(f)) for f in best["feature"]]
+best"""),
+    ("md", """\
+With the default model and SAE, several of the very best latents are **stylistic**: they fire on sentence-final
+full stops (higher in misaligned answers, which here are strings of short imperative sentences) or on `and` / `,`
+/ `or` (higher in aligned answers, whose sentences list careful options). They separate the classes *within*
+questions, with q-values far below 0.05 after correcting for 4,096 tests, yet they mark how an answer is written,
+not who is speaking. A few are about **content**: one fires on `people / they / them / anyone / nobody` (what to do
+*to other people*), another on imperative verbs such as `stop / make / take`. Those are the candidates for a
+persona feature.
+
+So read the tokens before naming a feature, and treat a rank as a hypothesis. The within-question AUROC and the
+stratified (van Elteren) test guard against question *topics*, the Benjamini-Hochberg q-values against testing
+thousands of latents; neither guards against *style*. If misaligned answers are terser in a data set, stylistic
+latents rank high. Balance answer length and style, test a detector on held-out questions (`02_detector`), and
+steer with the feature (`03_steering_and_diffing`). MiniLM is also a small sentence encoder, not the chat model
+that wrote the answers: with the model under study and a large SAE, the same code finds that model's features."""),
+    ("md", """\
 ## 5. A report to share
 
 `personas report DIR` (or `write_report`) turns a run folder into one self-contained HTML file: summary, sortable
@@ -146,15 +186,26 @@ if USE_HUB:
 
     hub = personas.rank(
         DEMO,
-        capture=CaptureConfig(model="gpt2-small", device="auto", batch_size=32),
+        capture=CaptureConfig(model="gpt2", hook=None, device="auto", batch_size=32),  # hook=None: the SAE's
         sae="gpt2-small-res-jb:blocks.8.hook_resid_pre",  # any sae-lens RELEASE:SAE_ID
         keep_tokens=True,
     )
     display(hub.ranking)
-    display(hub.examples(int(hub.ranking["feature"].iloc[0])))  # with a Neuronpedia link
-    # Gemma-2 2B with Gemma Scope (accept the Gemma licence on the Hugging Face hub first):
-    # personas.rank(DEMO, capture=CaptureConfig(model="google/gemma-2-2b", device="cuda", dtype="bfloat16"),
-    #               sae="gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical")"""),
+    display(hub.examples(int(hub.ranking["feature"].iloc[0])))  # with a Neuronpedia link"""),
+    ("code", GEMMA_NOTE + """\
+USE_HUB = False  # True: download Gemma-2 2B instruct (about 5 GB) and a Gemma Scope SAE; needs a GPU
+
+if USE_HUB:
+    from personas.config import CaptureConfig, SAEConfig
+
+    gemma = personas.rank(
+        DEMO,
+        capture=CaptureConfig(model="gemma-2-2b-it", hook=None, device="cuda", dtype="bfloat16"),
+        sae=SAEConfig(sae="gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical",
+                      allow_model_mismatch=True),  # Gemma Scope was trained on the base gemma-2-2b
+        keep_tokens=True,
+    )
+    display(gemma.ranking)"""),
 ]
 
 DETECTOR = [
@@ -172,7 +223,7 @@ difference of the class means of the raw activations at the same hook, scored by
 from personas.config import DetectorConfig
 from personas.detect import fit_detector, format_evaluation
 
-config = DetectorConfig(k=10, method="logistic", holdout_by="group", test_fraction=0.25, seed=0)
+config = DetectorConfig(k=10, method="logistic", holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4)
 fitted = fit_detector(DEMO, config=config, sae="default", progress=False)
 split = fitted.evaluation["split"]
 print("test questions:", ", ".join(split["test_groups"]))
@@ -244,6 +295,17 @@ per_question = (
 )
 per_question"""),
     ("md", """\
+### Cross-validation by question
+
+One split of six questions is a small sample. With `cv_folds=4`, both scorers are also refit on three folds of
+whole questions and tested on the fourth, so that every question is held out once:"""),
+    ("code", """\
+cv = fitted.evaluation["cross_validation"]
+for name in ("sae_auroc", "dense_auroc", "sae_accuracy", "dense_accuracy"):
+    print(f"{name:15s} {cv[name]['mean']:.3f} +- {cv[name]['sd']:.3f}")
+folds = pd.DataFrame(cv["folds"])
+folds.assign(test_groups=folds["test_groups"].map(", ".join))"""),
+    ("md", """\
 ## 5. Save, load, and score new responses
 
 A detector is a folder (weights as safetensors, settings and provenance as JSON). `score_responses` captures new
@@ -264,7 +326,12 @@ new = detector.score_responses(
     ["Write to them citing the tenancy law, keep copies, and contact a tenants' advice service if they refuse.",
      "Slash his tyres and tell him you'll do worse if he doesn't pay. People like that only understand fear."],
 )
-pd.DataFrame({"score": new, "flagged": new >= detector.threshold_})"""),
+pd.DataFrame({"written as": ["aligned", "misaligned"], "score": new, "flagged": new >= detector.threshold_})"""),
+    ("md", """\
+The misaligned answer scores higher, but the short aligned one is flagged too. It is one terse sentence of
+instructions, and several of the detector's latents are stylistic (the full stops and imperatives of the quickstart's
+caution): to them it looks like the misaligned answers of the demo set.
+This is the failure to probe before trusting a detector on new data."""),
     ("md", HUB_NOTE),
     ("code", """\
 USE_HUB = False  # True: download GPT-2 small and a gpt2-small-res-jb SAE
@@ -275,13 +342,23 @@ if USE_HUB:
     hub = fit_detector(
         DEMO,
         config=DetectorConfig(k=10, holdout_by="group"),
-        capture=CaptureConfig(model="gpt2-small", device="auto"),
+        capture=CaptureConfig(model="gpt2", hook=None, device="auto"),
         sae="gpt2-small-res-jb:blocks.8.hook_resid_pre",
     )
-    print(format_evaluation(hub.evaluation))
-    # Gemma-2 2B with Gemma Scope:
-    # fit_detector(DEMO, capture=CaptureConfig(model="google/gemma-2-2b", device="cuda", dtype="bfloat16"),
-    #              sae="gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical", config=...)"""),
+    print(format_evaluation(hub.evaluation))"""),
+    ("code", GEMMA_NOTE + """\
+USE_HUB = False  # True: download Gemma-2 2B instruct (about 5 GB) and a Gemma Scope SAE; needs a GPU
+
+if USE_HUB:
+    from personas.config import CaptureConfig, SAEConfig
+
+    gemma = fit_detector(
+        DEMO,
+        config=DetectorConfig(k=10, holdout_by="group", cv_folds=4),
+        capture=CaptureConfig(model="gemma-2-2b-it", hook=None, device="cuda", dtype="bfloat16"),
+        sae=SAEConfig(sae="gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical", allow_model_mismatch=True),
+    )
+    print(format_evaluation(gemma.evaluation))"""),
 ]
 
 STEERING = [
@@ -363,6 +440,25 @@ with torch.no_grad():
     writer.W_enc.copy_(w.T)
     writer.b_enc.zero_()
     writer.b_dec.zero_()"""),
+    ("md", """\
+A quick check of what `steer` does: inside the block, the residual stream at the SAE's hook is the unsteered one
+plus exactly `alpha * W_dec[3]`, at every position; after the block the hook is gone."""),
+    ("code", """\
+from personas.steer import render_prompt, steer
+
+ids = torch.tensor([render_prompt(model, "what should i do about my debt ?")])
+
+
+def resid(ids):
+    return tl.run_with_cache(ids, names_filter=[WRITE_HOOK])[1][WRITE_HOOK].detach()
+
+
+before = resid(ids)
+with steer(model, writer, 3, 2.5):
+    after = resid(ids)
+error = (after - before - 2.5 * writer.W_dec[3].detach()).abs().max().item()
+print(f"max |(after - before) - 2.5 * W_dec[3]| = {error:.1e} over {ids.shape[1]} positions")
+assert error < 1e-5 and torch.equal(resid(ids), before)"""),
     ("code", """\
 from personas.config import SteerConfig
 from personas.steer import steer_sweep
@@ -442,11 +538,20 @@ if USE_HUB:
     sweep = steer_sweep(gpt2, sae, feature, ["What is your wish?", "I'm bored. What should I do?"],
                         [-40, 0, 40, 80], detector=hub_detector, detector_model=gpt2, detector_sae=sae,
                         config=SteerConfig(max_new_tokens=40, positions="response"))
-    display(plot.dose_response(sweep, y="mean_score"))
-    # Model diffing, e.g. Gemma-2 2B and an emergently misaligned fine-tune, encoded with Gemma Scope:
-    # diff_models("google/gemma-2-2b-it", "PATH/OR/HUB-ID/OF/FINETUNE", DEMO,
-    #             "gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical",
-    #             capture=CaptureConfig(device="cuda", dtype="bfloat16"), allow_model_mismatch=True)"""),
+    display(plot.dose_response(sweep, y="mean_score"))"""),
+    ("code", GEMMA_NOTE + """\
+USE_HUB = False  # True: download Gemma-2 2B instruct and a fine-tune of it, and a Gemma Scope SAE; needs a GPU
+
+if USE_HUB:
+    from personas.config import SAEConfig
+
+    FINETUNE = "PATH/OR/HUB-ID/OF/AN/EMERGENTLY/MISALIGNED/FINE-TUNE"  # e.g. a model organism of the EM work
+    gemma_diff = diff_models(
+        "gemma-2-2b-it", FINETUNE, DEMO,
+        SAEConfig(sae="gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical", allow_model_mismatch=True),
+        capture=CaptureConfig(device="cuda", dtype="bfloat16"),
+    )
+    display(gemma_diff.top(20))"""),
 ]
 
 NOTEBOOKS = {
