@@ -76,6 +76,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+#: Submodules reachable as attributes (imported on first use).
+_SUBMODULES = frozenset({"plot", "examples", "report", "toy", "scoring", "data", "models", "saes", "training",
+                         "corpus", "detect", "diff", "cache", "config", "errors", "pipeline", "cli", "devices",
+                         "provenance", "engines"})
+
 #: Public functions named like the module that defines them: `personas.capture(...)`, `personas.steer(...)`.
 _SHADOWED_MODULES = frozenset({"capture", "steer"})
 
@@ -97,6 +102,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:  # personas.plot.volcano(...) without importing personas.plot first
+        return importlib.import_module(f"personas.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'personas' has no attribute {name!r}")

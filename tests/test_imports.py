@@ -30,3 +30,10 @@ def test_functions_named_like_their_modules_stay_functions():
 
     assert callable(personas.capture) and personas.capture.__module__ == "personas.capture"
     assert callable(personas.steer) and personas.steer.__name__ == "steer"
+
+
+def test_submodules_are_reachable_as_attributes():
+    import importlib
+
+    assert personas.plot is importlib.import_module("personas.plot")
+    assert callable(personas.plot.volcano) and callable(personas.examples.top_activating)
