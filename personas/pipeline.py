@@ -25,6 +25,8 @@ MANIFEST_FILE = "manifest.json"
 #: With per-token codes, ``examples.json`` holds this many top-activating responses of this many top features.
 EXAMPLE_FEATURES = 10
 EXAMPLES_PER_FEATURE = 5
+#: Warn when response length alone reaches |AUROC - 0.5| of this much.
+LENGTH_WARNING = 0.2
 
 
 @dataclass
@@ -123,7 +125,7 @@ def rank(
     from personas.capture import capture as run_capture
     from personas.data import load_responses
     from personas.saes import sae_info
-    from personas.scoring import has_mixed_group, rank_features
+    from personas.scoring import covariate_correlation, has_mixed_group, rank_features
 
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
@@ -156,6 +158,15 @@ def rank(
         alpha=rank_cfg.alpha,
         min_frac_active=rank_cfg.min_frac_active,
     )
+    # a confound check: does response length alone tell the classes apart, and which features track it?
+    length = captured.n_tokens.astype(float)
+    length_auroc = float(rank_features(length[:, None], responses.labels)["auroc"].iloc[0])
+    if abs(length_auroc - 0.5) >= LENGTH_WARNING:
+        logger.warning(
+            "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
+            "see the length_corr column", length_auroc,
+        )
+    ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
     manifest = {
         "kind": "personas.rank",
         "created_at": now(),
@@ -177,6 +188,7 @@ def rank(
             "key": rank_cfg.key,
             "alpha": rank_cfg.alpha,
             "stratified_by_group": stratified,
+            "length_auroc": length_auroc,
         },
         "versions": library_versions(),
     }

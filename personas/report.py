@@ -31,9 +31,10 @@ REPORT_FILE = "report.html"
 _TABLE_COLUMNS = (
     ("feature", None), ("name", None), ("auroc", "{:.3f}"), ("auroc_lo", "{:.3f}"), ("auroc_hi", "{:.3f}"),
     ("group_auroc", "{:.3f}"), ("cohens_d", "{:.2f}"), ("mean_diff", "{:.3g}"), ("frac_active_pos", "{:.2f}"),
-    ("frac_active_neg", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
+    ("frac_active_neg", "{:.2f}"), ("length_corr", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
 )
 _COLUMN_HELP = {
+    "length_corr": "correlation with response length: a feature that tracks length can separate classes of unequal length",
     "auroc": "P(a misaligned response scores above an aligned one); 0.5 = chance",
     "auroc_lo": "lower end of the AUROC confidence interval", "auroc_hi": "upper end of the AUROC confidence interval",
     "group_auroc": "AUROC within questions (responses to the same question compared)",

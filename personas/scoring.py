@@ -63,6 +63,7 @@ __all__ = [
     "benjamini_hochberg",
     "build_ranking",
     "check_rank_args",
+    "covariate_correlation",
     "delong_variance",
     "feature_metrics",
     "has_mixed_group",
@@ -248,6 +249,34 @@ def _check_groups(
             f"impossible. Pass groups=None or collect both kinds of answer for some questions."
         )
     return codes.astype(np.int64), np.asarray(uniques)
+
+
+def covariate_correlation(features: Any, covariate: Any) -> np.ndarray:
+    """Pearson correlation of every feature with one covariate per response (e.g. response length).
+
+    A ranking reviewer's check: a feature that mostly tracks how long a response is can separate the classes
+    whenever their lengths differ. Sparse inputs stay sparse; constant features get 0, never NaN.
+    """
+    x, n, f = _check_features(features)
+    z = np.asarray(covariate, dtype=np.float64).ravel()
+    if z.shape[0] != n:
+        raise DataError(f"covariate has {z.shape[0]} values for {n} responses; expected one per response.")
+    zc = z - z.mean()
+    z_norm = np.sqrt((zc**2).sum())
+    if _is_torch(x):
+        x = x.detach().cpu().double().numpy()
+    if sp.issparse(x):
+        x = x.tocsc().astype(np.float64)
+        sums = np.asarray(x.sum(axis=0)).ravel()
+        squares = np.asarray(x.multiply(x).sum(axis=0)).ravel()
+        cross = np.asarray(x.T @ zc).ravel()
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        sums, squares, cross = x.sum(axis=0), (x**2).sum(axis=0), x.T @ zc
+    x_norm = np.sqrt(np.maximum(squares - sums**2 / n, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cross / (x_norm * z_norm)
+    return np.where((x_norm > 1e-12 * np.maximum(1.0, np.abs(sums) / n)) & (z_norm > 0), np.clip(r, -1, 1), 0.0)
 
 
 def has_mixed_group(groups: Any, labels: Any) -> bool:

@@ -41,6 +41,8 @@ def test_rank_writes_ranking_and_manifest(toy_model, planted_sae, planted_data, 
     assert manifest["sae"]["d_sae"] == 64 and manifest["sae"]["hook_name"] == TOY_HOOK
     assert manifest["versions"]["sae-lens"] and manifest["versions"]["transformer-lens"]
     assert manifest["model"]["model"] == toy_model.model_id
+    assert 0.0 <= manifest["ranking"]["length_auroc"] <= 1.0
+    assert ranking["length_corr"].between(-1, 1).all()
 
 
 def test_raw_activations_without_sae(toy_model, planted_data):

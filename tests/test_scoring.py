@@ -484,3 +484,17 @@ def test_clear_errors():
         rank_features(x, y, feature_names=["a"])
     with pytest.raises(DataError, match="both misaligned and aligned"):
         rank_features(x, y, groups=np.arange(len(y)))
+
+
+def test_covariate_correlation_matches_numpy_dense_and_sparse():
+    from personas.scoring import covariate_correlation
+
+    rng = np.random.default_rng(3)
+    x = rng.random((60, 7)) * (rng.random((60, 7)) < 0.3)
+    x[:, 2] = 1.5  # constant: 0, not NaN
+    length = rng.integers(5, 90, size=60).astype(float)
+    x[:, 4] = length * 0.1 + rng.normal(0, 0.01, 60)  # tracks length
+    expected = np.array([0.0 if j == 2 else np.corrcoef(x[:, j], length)[0, 1] for j in range(7)])
+    np.testing.assert_allclose(covariate_correlation(x, length), expected, atol=1e-12)
+    np.testing.assert_allclose(covariate_correlation(sp.csr_matrix(x), length), expected, atol=1e-12)
+    assert covariate_correlation(x, length)[4] > 0.99
