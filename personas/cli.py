@@ -49,7 +49,7 @@ def add_config_options(
             continue
         converter, choices, is_bool = _option_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")  # argparse formats help
         option = "--" + f.name.replace("_", "-")
         if is_bool:
             group.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)

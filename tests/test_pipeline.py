@@ -127,3 +127,10 @@ def test_groups_without_both_classes_fall_back_to_an_unstratified_ranking(toy_mo
     result = personas.rank(frame, model=toy_model, sae=planted_sae, progress=False)
     assert result.manifest["ranking"]["stratified_by_group"] is False
     assert "group_auroc" not in result.ranking.columns and int(result.ranking.iloc[0]["feature"]) == 7
+
+
+@pytest.mark.parametrize("command", ["rank", "train-sae", "cache", "cache-info", "detect", "steer", "diff", "report"])
+def test_every_command_has_working_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0 and "usage: personas" in capsys.readouterr().out
