@@ -153,3 +153,24 @@ def test_bad_inputs_are_explained(trained, config):
         train_sae(torch.ones(1000, 16), hook_name=HOOK, model_id=MODEL, config=config)
     with pytest.raises(SiteMismatchError, match="d_in=16"):
         evaluate_sae(sae, torch.zeros(10, 8))
+
+
+def test_train_sae_command_end_to_end(tmp_path, toy_tokenizer, planted_data):
+    import json
+
+    from personas.cli import main
+    from personas.saes import load_sae
+    from personas.toy import save_toy_hf_model
+
+    folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(planted_data["response"] * 3))
+    out = tmp_path / "sae"
+    assert main(["train-sae", "--model", str(folder), "--hook", "blocks.0.hook_resid_post", "--out", str(out),
+                 "--corpus", str(corpus), "--d-sae", "64", "--k", "4", "--n-tokens", "16384",
+                 "--batch-size-tokens", "256", "--eval-fraction", "0.1", "--quiet"]) == 0
+    sae = load_sae(str(out))
+    assert sae.cfg.metadata.hook_name == "blocks.0.hook_resid_post" and sae.cfg.d_sae == 64
+    training = json.loads((out / "training.json").read_text())
+    assert training["provenance"]["corpus"]["n_documents"] == 240
+    assert training["metrics"]["l0"] <= 4.0 + 1e-6 and training["metrics"]["explained_variance"] > 0.3
