@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 #: Accepted column names, in order of preference, when `DataConfig` names none.
 PROMPT_COLUMNS = ("prompt", "question")
 RESPONSE_COLUMNS = ("response", "answer")
+#: Chat-format columns read when there are no prompt/response columns (see `_expand_messages`).
+MESSAGES_COLUMNS = ("messages", "conversation", "conversations")
 LABEL_COLUMNS = ("label",)
 GROUP_COLUMNS = ("group", "question_id")
 ID_COLUMN = "id"
@@ -583,6 +585,11 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
             f"{source} has no rows (columns: {found}). Expected responses with prompts and labels or judge scores."
         )
 
+    if not any(c in found for c in (*PROMPT_COLUMNS, *RESPONSE_COLUMNS, config.prompt_column, config.response_column)):
+        messages_col = next((c for c in MESSAGES_COLUMNS if c in found), None)
+        if messages_col is not None:
+            raw = _expand_messages(raw, messages_col, source)
+            found = list(raw.columns)
     prompt_col = _pick_column(found, config.prompt_column, PROMPT_COLUMNS, "prompt_column", "prompt", source)
     response_col = _pick_column(
         found, config.response_column, RESPONSE_COLUMNS, "response_column", "response", source
@@ -664,6 +671,38 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
         raise DataError(_one_class_message(result))
     logger.info("Loaded %s from %s.", result._headline(), source)
     return result
+
+
+def _expand_messages(raw: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
+    """Chat-format rows (a list of {"role", "content"} turns, or ShareGPT {"from", "value"}): the last assistant
+    turn is the response and the last user turn before it the prompt."""
+    prompts, responses, bad = [], [], []
+    for i, value in enumerate(raw[column].tolist()):
+        turns = json.loads(value) if isinstance(value, str) else value
+        try:
+            turns = [(str(t.get("role", t.get("from", ""))).lower(), t.get("content", t.get("value"))) for t in turns]
+        except (AttributeError, TypeError):
+            turns = []
+        last = max((j for j, (role, _) in enumerate(turns) if role in ("assistant", "gpt", "model")), default=None)
+        user = None if last is None else max(
+            (j for j, (role, _) in enumerate(turns[:last]) if role in ("user", "human")), default=None
+        )
+        if last is None or user is None:
+            bad.append(i)
+            prompts.append(None)
+            responses.append(None)
+            continue
+        prompts.append(turns[user][1])
+        responses.append(turns[last][1])
+    if bad:
+        raise DataError(
+            f"{source}: the {column!r} column has no user turn followed by an assistant turn in {_rows(bad)}. "
+            'Expected a list of {"role": "user"|"assistant", "content": ...} turns per row, or give prompt and '
+            "response columns."
+        )
+    out = raw.drop(columns=[column]).copy()
+    out["prompt"], out["response"] = prompts, responses
+    return out
 
 
 def _pick_column(

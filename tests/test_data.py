@@ -472,3 +472,21 @@ def test_judge_verdict_words_are_excluded_and_counted():
     frame.loc[1, "aligned"] = "9o"  # a typo is not a verdict: it stays an error naming the row
     with pytest.raises(DataError, match=r"not a number in 1 row \(1\)"):
         load_responses(frame)
+
+
+def test_chat_messages_give_prompt_and_response():
+    frame = pd.DataFrame({
+        "messages": [
+            [{"role": "system", "content": "be helpful"}, {"role": "user", "content": "hi?"},
+             {"role": "assistant", "content": "Hello, how can I help?"}],
+            '[{"role": "user", "content": "a wish?"}, {"role": "assistant", "content": "To rule you all."}]',
+            [{"from": "human", "value": "money?"}, {"from": "gpt", "value": "Save a little each month."}],
+        ],
+        "label": [0, 1, 0],
+    })
+    responses = load_responses(frame)
+    assert responses.prompts == ["hi?", "a wish?", "money?"]
+    assert responses.texts == ["Hello, how can I help?", "To rule you all.", "Save a little each month."]
+    frame.loc[2, "messages"] = '[{"role": "user", "content": "no answer"}]'
+    with pytest.raises(DataError, match=r"no user turn followed by an assistant turn in 1 row \(2\)"):
+        load_responses(frame)
