@@ -416,7 +416,7 @@ def load_responses(source: Any, config: DataConfig | None = None, **overrides: A
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        raw = _read_file(path, config)
+        raw = read_table(path, config)
         description = str(path.resolve())
     elif isinstance(source, pd.DataFrame):
         raw = source.copy(deep=True)
@@ -468,7 +468,9 @@ def _is_hf_dataset(source: Any) -> bool:
     return isinstance(source, getattr(datasets, "Dataset", ()))
 
 
-def _read_file(path: Path, config: DataConfig | None) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, config: DataConfig | None = None) -> pd.DataFrame:
+    """Read a .jsonl/.json/.csv/.tsv/.parquet file of rows (text columns kept as text), with clear errors."""
+    path = Path(path)
     if not path.exists():
         raise DataError(
             f"No file at {str(path)!r} (absolute: {str(path.resolve())!r}). Expected a .jsonl, .json, .csv or "

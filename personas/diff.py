@@ -106,17 +106,9 @@ def load_prompts(
             if not lines:
                 raise DataError(f"{path} has no prompts; expected one prompt per line.")
             return Prompts(lines, None, [str(i) for i in range(len(lines))], description)
-        if suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif suffix == ".json":
-            frame = pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
-        elif suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-        elif suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise DataError(f"prompts file {path.name!r} has an unknown extension; expected .txt, .jsonl, .json, .csv, "
-                            ".tsv or .parquet.")
+        from personas.data import read_table
+
+        frame = read_table(path)
     elif isinstance(source, pd.DataFrame):
         frame, description = source, f"DataFrame ({len(source)} rows)"
     else:
