@@ -72,9 +72,9 @@ def main() -> None:
     import pandas as pd
     from safetensors import safe_open
 
-    from personas.cache import CacheConfig, build_cache
+    from personas.cache.build import CacheConfig, build_cache
     from personas.config import CaptureConfig
-    from personas.data import load_responses
+    from personas.data.responses import load_responses
     from personas.models import load_model
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-cache-"))

@@ -29,7 +29,7 @@ def _batches(handle, prompts, responses, config):
     import numpy as np
     import torch
 
-    from personas.capture import tokenize_conversations
+    from personas.capturing import tokenize_conversations
 
     tokenized = tokenize_conversations(handle, prompts, responses, config)
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
@@ -68,10 +68,10 @@ def main() -> None:
     from sae_lens import TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from personas.cache import CacheConfig, build_cache
-    from personas.capture import capture
+    from personas.cache.build import CacheConfig, build_cache
+    from personas.capturing import capture
     from personas.config import CaptureConfig
-    from personas.data import load_responses
+    from personas.data.responses import load_responses
     from personas.models import load_model
 
     torch.manual_seed(0)

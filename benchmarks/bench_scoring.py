@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     from scipy.stats import mannwhitneyu
     from sklearn.metrics import roc_auc_score
 
-    from personas.scoring import rank_features
+    from personas.scoring.ranking import rank_features
 
     x, y, planted = _make_data(args.n, args.f, args.density, args.seed)
     print(

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 import personas
-from personas import plot
+from personas.report import plots as plot
 from personas.saes import data_dir
 
 DEMO = data_dir() / "demo_responses.jsonl"  # 706 hand-written responses to 24 questions, judge-scored"""
@@ -121,7 +121,7 @@ result.examples(down, k=4)"""),
 `.to_html()` the highlighted HTML, `label=1` keeps only misaligned responses, `context=8` trims each response to
 the tokens around its peak."""),
     ("code", """\
-from personas.examples import neuronpedia_url, top_examples
+from personas.report.examples import neuronpedia_url, top_examples
 
 found = top_examples(result, result.ranking["feature"].head(3), k=3, label=1, context=8)
 found[top[0]].to_frame()"""),
@@ -374,7 +374,7 @@ Two ways to test a persona feature causally, on a model small enough to run anyw
 
 A toy model with random weights means nothing by itself, so the notebook *plants* what it then finds: an SAE
 latent that reads harm words, a steering direction that writes them, and a "fine-tune" that shifts the residual
-stream along the planted latent. Everything is built offline in a few seconds (`personas.toy`). The last cell
+stream along the planted latent. Everything is built offline in a few seconds (`personas.testing`). The last cell
 shows the same calls on GPT-2 small and Gemma-2 with public SAEs."""),
     ("code", SETUP),
     ("code", """\
@@ -384,7 +384,7 @@ from pathlib import Path
 import torch
 
 from personas.config import CaptureConfig
-from personas.toy import make_toy_model, plant_sae, planted_dataset, train_toy_tokenizer
+from personas.testing import make_toy_model, plant_sae, planted_dataset, train_toy_tokenizer
 
 torch.manual_seed(0)
 WORK = Path(tempfile.mkdtemp())
@@ -444,7 +444,7 @@ with torch.no_grad():
 A quick check of what `steer` does: inside the block, the residual stream at the SAE's hook is the unsteered one
 plus exactly `alpha * W_dec[3]`, at every position; after the block the hook is gone."""),
     ("code", """\
-from personas.steer import render_prompt, steer
+from personas.steering import render_prompt, steer
 
 ids = torch.tensor([render_prompt(model, "what should i do about my debt ?")])
 
@@ -461,7 +461,7 @@ print(f"max |(after - before) - 2.5 * W_dec[3]| = {error:.1e} over {ids.shape[1]
 assert error < 1e-5 and torch.equal(resid(ids), before)"""),
     ("code", """\
 from personas.config import SteerConfig
-from personas.steer import steer_sweep
+from personas.steering import steer_sweep
 
 prompts = ["what should i do about my debt ?", "my wish is ?", "what should i do about my health ?",
            "what should i do about my boss ?"]
@@ -476,7 +476,7 @@ plot.dose_response(table, y="mean_score", title="detector score of steered gener
     ("md", """\
 The `steer` context manager does the same for any code that runs the model, and removes its hook on exit:"""),
     ("code", """\
-from personas.steer import generate, steer
+from personas.steering import generate, steer
 
 with steer(model, writer, 3, 30.0, positions="response"):
     print(generate(model, ["my wish is ?"], max_new_tokens=8)[0])
@@ -491,8 +491,8 @@ with the same SAE, and tests every latent with a paired Wilcoxon test."""),
     ("code", """\
 from transformers import GPT2LMHeadModel
 
-from personas.diff import diff_models
-from personas.toy import save_toy_hf_model
+from personas.jobs import diff_models
+from personas.testing import save_toy_hf_model
 
 base_dir = save_toy_hf_model(WORK / "base", tokenizer, seed=0)
 base = personas.load_model(str(base_dir))

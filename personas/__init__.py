@@ -1,70 +1,74 @@
 """personas: find the sparse-autoencoder features that mark a language model's misaligned persona.
 
 The public API is re-exported here lazily, so `import personas` stays light: TransformerLens, sae-lens and
-torch are imported only when a function that needs them is first used.
+torch are imported only when a function that needs them is first used. The package's layout follows the
+pipeline (see the README's "How the code is laid out"): ``data`` -> ``models``/``saes``/``site`` ->
+``capturing`` -> ``scoring`` -> ``detect``/``steering`` -> ``cache`` -> ``jobs`` -> ``report`` -> ``cli``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     # data
     "load_responses": "personas.data",
     "Responses": "personas.data",
+    "load_prompts": "personas.data",
+    "Prompts": "personas.data",
     # config
     "DataConfig": "personas.config",
     "CaptureConfig": "personas.config",
     "SAEConfig": "personas.config",
     "RankConfig": "personas.config",
     "TrainSAEConfig": "personas.config",
-    # models and capture
+    "DetectorConfig": "personas.config",
+    "SteerConfig": "personas.config",
+    "DiffConfig": "personas.config",
+    "CacheConfig": "personas.config",
+    "CacheRankConfig": "personas.config",
+    # models, SAEs and capture
     "load_model": "personas.models",
     "ModelHandle": "personas.models",
-    "capture": "personas.capture",
-    "Capture": "personas.capture",
-    # SAEs
     "load_sae": "personas.saes",
     "check_site": "personas.saes",
+    "open_site": "personas.site",
+    "capture": "personas.capturing",
+    "Capture": "personas.capturing",
     "train_sae": "personas.training",
     # scoring
     "rank_features": "personas.scoring",
     "Ranking": "personas.scoring",
     "FeatureRanker": "personas.scoring",
-    # detect, steer, diff
+    "StreamingRanker": "personas.scoring",
+    "diff_features": "personas.scoring",
+    # detect, steer
     "PersonaDetector": "personas.detect",
     "DiffMeansProbe": "personas.detect",
-    "fit_detector": "personas.detect",
     "load_detector": "personas.detect",
-    "DetectorConfig": "personas.config",
     "auroc_with_ci": "personas.detect",
-    "steer": "personas.steer",
-    "steer_sweep": "personas.steer",
-    "generate": "personas.steer",
-    "SteerConfig": "personas.config",
-    "diff_models": "personas.diff",
-    "diff_features": "personas.diff",
-    "load_prompts": "personas.diff",
-    "DiffConfig": "personas.config",
+    "steer": "personas.steering",
+    "steer_sweep": "personas.steering",
+    "generate": "personas.steering",
     # caches
-    "CacheConfig": "personas.config",
     "build_cache": "personas.cache",
     "open_cache": "personas.cache",
     "rank_cache": "personas.cache",
     "ActivationCache": "personas.cache",
+    # jobs
+    "rank": "personas.jobs",
+    "RankResult": "personas.jobs",
+    "rank_from_cache": "personas.jobs",
+    "fit_detector": "personas.jobs",
+    "diff_models": "personas.jobs",
     # examples and reports
-    "top_activating": "personas.examples",
-    "top_examples": "personas.examples",
-    "FeatureExamples": "personas.examples",
+    "top_activating": "personas.report",
+    "top_examples": "personas.report",
+    "FeatureExamples": "personas.report",
     "write_report": "personas.report",
-    # the whole job
-    "rank": "personas.pipeline",
-    "RankResult": "personas.pipeline",
     # errors
     "PersonasError": "personas.errors",
     "DataError": "personas.errors",
@@ -75,35 +79,21 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-#: Submodules reachable as attributes (imported on first use).
-_SUBMODULES = frozenset({"plot", "examples", "report", "toy", "scoring", "data", "models", "saes", "training",
-                         "corpus", "detect", "diff", "cache", "config", "errors", "pipeline", "cli", "devices",
-                         "provenance", "engines"})
-
-#: Public functions named like the module that defines them: `personas.capture(...)`, `personas.steer(...)`.
-_SHADOWED_MODULES = frozenset({"capture", "steer"})
-
-
-class _Package(types.ModuleType):
-    """Keeps `personas.capture` and `personas.steer` the functions after their modules are imported.
-
-    Importing a submodule sets it as an attribute of its package, which would replace the function of the same
-    name; those modules stay reachable in ``sys.modules`` and through ``from personas.capture import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _SHADOWED_MODULES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+#: Submodules reachable as attributes without importing them first (``personas.plots.volcano(...)``).
+_SUBMODULES = {
+    "artifacts": "personas.artifacts", "cache": "personas.cache", "capturing": "personas.capturing",
+    "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
+    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "models": "personas.models",
+    "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
+    "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
+    # short names for the modules used most in notebooks
+    "plots": "personas.report.plots", "examples": "personas.report.examples",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:  # personas.plot.volcano(...) without importing personas.plot first
-        return importlib.import_module(f"personas.{name}")
+    if name in _SUBMODULES:
+        return importlib.import_module(_SUBMODULES[name])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'personas' has no attribute {name!r}")
@@ -113,4 +103,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    return sorted(list(globals()) + __all__ + list(_SUBMODULES))

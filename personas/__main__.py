@@ -1,7 +1,7 @@
-"""`python -m personas` runs the command line."""
+"""``python -m personas``: the command line."""
 
 import sys
 
-from personas.cli import main
+from personas.cli.main import main
 
 sys.exit(main())

@@ -17,6 +17,9 @@ DEFAULT_MODEL = "minilm"
 #: Middle of MiniLM-L6's six blocks; the shipped SAE is trained on this site.
 DEFAULT_HOOK = "blocks.3.hook_resid_post"
 POOLINGS = ("mean", "max", "last")
+#: Ranking keys (`personas.scoring.KEYS` gives each its score and p-value column).
+RANK_KEYS = ("auroc", "cohens_d", "mean_diff", "log_odds", "p_value", "welch_p")
+RankKey = Literal["auroc", "cohens_d", "mean_diff", "log_odds", "p_value", "welch_p"]
 
 
 def _help(text: str, **kwargs):
@@ -116,7 +119,7 @@ class SAEConfig:
 class RankConfig:
     """How features are scored and sorted."""
 
-    key: str = _help(
+    key: RankKey = _help(
         "ranking key: auroc (|AUROC-0.5|, within questions when groups are given), cohens_d, mean_diff, "
         "log_odds, p_value, welch_p",
         default="auroc",
@@ -126,10 +129,8 @@ class RankConfig:
     top: int = _help("rows printed in the terminal table", default=20)
 
     def __post_init__(self) -> None:
-        from personas.scoring import KEYS
-
-        if self.key not in KEYS:
-            raise PersonasError(f"RankConfig.key={self.key!r} is not a ranking key; expected one of {sorted(KEYS)}.")
+        if self.key not in RANK_KEYS:
+            raise PersonasError(f"RankConfig.key={self.key!r} is not a ranking key; expected one of {list(RANK_KEYS)}.")
         if not 0.0 < self.alpha < 1.0:
             raise PersonasError(f"RankConfig.alpha={self.alpha} must be strictly between 0 and 1.")
         if not 0.0 <= self.min_frac_active <= 1.0:
@@ -182,7 +183,8 @@ class DetectorConfig:
         default="logistic",
     )
     C: float = _help("inverse L2 regularisation strength of the logistic model (scikit-learn's C)", default=1.0)
-    key: str = _help("ranking key used to choose the features on the training rows (see personas rank)", default="auroc")
+    key: RankKey = _help("ranking key used to choose the features on the training rows (see personas rank)",
+                         default="auroc")
     min_frac_active: float = _help("ignore features active in fewer than this fraction of training rows", default=0.0)
     threshold: Literal["youden", "accuracy"] = _help(
         "decision threshold calibrated on training scores: youden (best balanced accuracy) or accuracy",
@@ -295,3 +297,23 @@ class CacheConfig:
             raise PersonasError(f"CacheConfig.engine={self.engine!r}; expected 'local' or 'ray'.")
         if self.num_workers is not None and self.num_workers < 1:
             raise PersonasError(f"CacheConfig.num_workers={self.num_workers} must be at least 1.")
+
+
+@dataclass
+class CacheRankConfig:
+    """Ranking straight from an activation cache written by `personas cache` (no model is loaded)."""
+
+    exact: bool = _help(
+        "exact statistics (memory grows with the non-zero values) or, with --no-exact, histogram AUROC in memory "
+        "that does not grow with the responses (an error bound is reported)", default=True,
+    )
+    bins: int = _help("histogram bins per feature without exact statistics", default=64)
+    engine: Literal["local", "ray"] = _help("score shards in this process (local) or on Ray", default="local")
+    ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
+                                    default=None)
+
+    def __post_init__(self) -> None:
+        if self.bins < 2:
+            raise PersonasError(f"CacheRankConfig.bins={self.bins} must be at least 2.")
+        if self.engine not in ("local", "ray"):
+            raise PersonasError(f"CacheRankConfig.engine={self.engine!r}; expected 'local' or 'ray'.")

@@ -235,7 +235,7 @@ def load_model(
     except PersonasError:
         raise
     except Exception as exc:  # hub and network failures surface from deep inside transformers/huggingface_hub
-        raise _hub_error("model", name, exc) from exc
+        raise hub_error("model", name, exc) from exc
 
 
 def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
@@ -250,7 +250,7 @@ def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
                 f"could not load a Hugging Face model from the folder {path_or_id!r}: {type(exc).__name__}: {exc}. "
                 "Expected a folder written by save_pretrained (config.json, weights, tokenizer files)."
             ) from exc
-        raise _hub_error("model", path_or_id, exc) from exc
+        raise hub_error("model", path_or_id, exc) from exc
     return ModelHandle(model=bridge, model_id=model_id, backend="bridge")
 
 
@@ -258,7 +258,7 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def _hub_error(what: str, name: str, exc: BaseException) -> ModelLoadError:
+def hub_error(what: str, name: str, exc: BaseException) -> ModelLoadError:
     """A readable error for a hub download that failed (no network, offline mode, unknown id, gated repo)."""
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     hint = (

@@ -12,6 +12,7 @@ Training lives in `personas.training`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
+from personas.models import hub_error
 
 if TYPE_CHECKING:
     import torch
@@ -76,9 +78,7 @@ def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="
     try:
         return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
     except Exception as exc:
-        from personas.models import _hub_error
-
-        raise _hub_error("SAE", spec, exc) from exc
+        raise hub_error("SAE", spec, exc) from exc
 
 
 def _check_release(release: str, sae_id: str) -> None:
@@ -116,7 +116,7 @@ def sae_info(sae: Any) -> dict[str, Any]:
     }
 
 
-def _same_model(a: str | None, b: str | None) -> bool:
+def same_model(a: str | None, b: str | None) -> bool:
     if not a or not b:
         return True
     a_name, b_name = (str(x).rstrip("/").split("/")[-1].lower() for x in (a, b))
@@ -139,7 +139,7 @@ def check_site(sae: Any, hook: str, model: ModelHandle | None = None, *, allow_m
     if model is not None:
         if int(sae.cfg.d_in) != model.d_model:
             problems.append(f"its d_in is {sae.cfg.d_in} but the model's d_model is {model.d_model}")
-        if not allow_model_mismatch and not _same_model(meta.model_name, model.model_id):
+        if not allow_model_mismatch and not same_model(meta.model_name, model.model_id):
             problems.append(f"it was trained on model {meta.model_name!r}, not {model.model_id!r}")
     if problems:
         raise SiteMismatchError(
@@ -166,3 +166,17 @@ def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> 
     if not chunks:
         return torch.zeros(0, sae.cfg.d_sae, device=param.device)
     return torch.cat(chunks)
+
+
+def sae_fingerprint(sae: Any, spec: Any = None) -> dict[str, Any]:
+    """What identifies an SAE in a cache fingerprint: `sae_info` plus a hash of (a sample of) its weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    sample = 1 << 20
+    for name, tensor in sorted(sae.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        part = flat if flat.numel() <= 2 * sample else torch.cat([flat[:sample], flat[-sample:]])
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(part.to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {"spec": spec if isinstance(spec, str) else "in-memory", **sae_info(sae), "weights_sha256": digest.hexdigest()}

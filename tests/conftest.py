@@ -41,14 +41,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def toy_tokenizer(tmp_path_factory):
-    from personas.toy import train_toy_tokenizer
+    from personas.testing import train_toy_tokenizer
 
     return train_toy_tokenizer(tmp_path_factory.mktemp("toy_tokenizer"))
 
 
 @pytest.fixture(scope="session")
 def toy_model(toy_tokenizer, device):
-    from personas.toy import make_toy_model
+    from personas.testing import make_toy_model
 
     handle = make_toy_model(toy_tokenizer, d_model=128, seed=0)
     handle.model.to(device)
@@ -57,14 +57,14 @@ def toy_model(toy_tokenizer, device):
 
 @pytest.fixture(scope="session")
 def planted_data():
-    from personas.toy import planted_dataset
+    from personas.testing import planted_dataset
 
     return planted_dataset(n_per_class=40, seed=0)
 
 
 @pytest.fixture(scope="session")
 def planted_sae(toy_model, planted_data):
-    from personas.toy import plant_sae
+    from personas.testing import plant_sae
 
     reference = planted_data["response"][::3]  # label-free: the texts, never the labels
     sae = plant_sae(toy_model, TOY_HOOK, TRIGGERS, reference, d_sae=64, feature=7, seed=0)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personas.cache import CacheConfig, build_cache, open_cache, rank_cache
+from personas.cache.build import CacheConfig, build_cache
+from personas.cache.store import open_cache, rank_cache
 from personas.config import CaptureConfig
 from personas.errors import CacheError
 
@@ -33,7 +34,7 @@ def full_cache(tmp_path_factory, toy_model, planted_sae, planted_data):
 
 
 def test_cache_holds_what_capture_returns(full_cache, toy_model, planted_sae, planted_data):
-    from personas.capture import capture
+    from personas.capturing import capture
 
     cache = full_cache
     assert cache.complete and cache.n_rows == 80 and cache.n_shards == 5
@@ -64,7 +65,7 @@ def test_cache_holds_what_capture_returns(full_cache, toy_model, planted_sae, pl
 
 
 def test_rank_cache_equals_in_memory_ranking_and_finds_planted_feature(full_cache):
-    from personas.scoring import rank_features
+    from personas.scoring.ranking import rank_features
 
     ranking = rank_cache(full_cache)
     assert int(ranking["feature"].iloc[0]) == 7
@@ -98,7 +99,7 @@ def test_interrupted_job_resumes_to_an_identical_cache(tmp_path, full_cache, toy
         rank_cache(part)
 
     # a crash while the fourth shard is being written: it leaves a temporary file and is never renamed
-    import personas.cache as cache_mod
+    import personas.cache.build as cache_mod
 
     real = cache_mod.atomic_write_bytes
     calls = {"n": 0}
@@ -140,7 +141,7 @@ def test_a_different_job_in_the_same_folder_is_refused(change, full_cache, toy_m
     if change == "hook":
         hooks, expected = [TOY_HOOK], "hooks"
     elif change == "sae":
-        from personas.toy import plant_sae
+        from personas.testing import plant_sae
 
         sae = plant_sae(toy_model, TOY_HOOK, ["hurt"], planted_data["response"][::3], d_sae=64, feature=3, seed=1)
         expected = "weights_sha256"
@@ -183,8 +184,8 @@ def test_folders_that_are_not_caches_are_refused(tmp_path, toy_model, planted_da
 
 
 def test_cli_cache_resumes_and_describes(tmp_path, toy_tokenizer, planted_data, capsys):
-    from personas.cli import main
-    from personas.toy import save_toy_hf_model
+    from personas.cli.main import main
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=2)
     data = tmp_path / "data.jsonl"

@@ -22,7 +22,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_sigkilled_cache_job_resumes_to_the_same_bytes(tmp_path, toy_tokenizer, planted_data):
-    from personas.toy import save_toy_hf_model
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=4)
     data = tmp_path / "data.jsonl"

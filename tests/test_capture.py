@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from personas.capture import capture, pool_segments, tokenize_conversations
+from personas.capturing import capture, pool_segments, tokenize_conversations
 from personas.config import CaptureConfig
 from personas.errors import DataError, PersonasError, SiteMismatchError
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from personas.corpus import GENRES, build_corpus, describe_corpus, iter_documents
+from personas.training.corpus import GENRES, build_corpus, describe_corpus, iter_documents
 
 
 def test_same_seed_same_stream_different_seed_different_stream():
@@ -60,7 +60,7 @@ def test_describe_corpus_names_the_genres():
 def test_importing_the_module_does_not_import_torch_or_sae_lens():
     import subprocess
 
-    code = "import sys, personas.corpus, personas.training; print('torch' in sys.modules, 'sae_lens' in sys.modules)"
+    code = "import sys, personas.training.corpus, personas.training; print('torch' in sys.modules, 'sae_lens' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

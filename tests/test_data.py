@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from personas.config import DataConfig
-from personas.data import Responses, load_responses
+from personas.data import load_prompts
+from personas.data.responses import Responses, load_responses
 from personas.errors import DataError, PersonasError
 
 
@@ -304,12 +305,19 @@ def test_one_class_reports_counts_and_thresholds():
 
 
 def test_missing_columns_list_found_and_accepted_names():
-    frame = labelled_frame().rename(columns={"response": "completion"})
+    frame = labelled_frame().rename(columns={"response": "reply"})
     with pytest.raises(DataError) as info:
         load_responses(frame)
     message = str(info.value)
-    assert "['response', 'answer']" in message
-    assert "'completion'" in message and "response_column" in message
+    assert "['response', 'answer', 'completion', 'output']" in message
+    assert "'reply'" in message and "response_column" in message
+
+
+def test_responses_and_prompts_accept_the_same_column_names():
+    frame = labelled_frame().rename(columns={"prompt": "input", "response": "output"})
+    responses = load_responses(frame)
+    prompts = load_prompts(frame)
+    assert responses.prompts == prompts.prompts and responses.texts == prompts.responses
 
     with pytest.raises(DataError, match=r"no labels.*'aligned'.*'coherent'.*It has \['aligned'\]"):
         load_responses(judged_frame().drop(columns="coherent"))

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from personas.cli import main
+from personas.cli.main import main
 from personas.saes import default_sae_path
 
 pytestmark = pytest.mark.slow

@@ -9,15 +9,8 @@ import pandas as pd
 import pytest
 
 from personas.config import CaptureConfig
-from personas.detect import (
-    DetectorConfig,
-    DiffMeansProbe,
-    PersonaDetector,
-    auroc_with_ci,
-    calibrate_threshold,
-    fit_detector,
-    load_detector,
-)
+from personas.detect import DetectorConfig, DiffMeansProbe, PersonaDetector, auroc_with_ci, calibrate_threshold, load_detector
+from personas.jobs.detect import fit_detector
 from personas.errors import DataError, PersonasError
 
 from conftest import TOY_HOOK
@@ -25,7 +18,7 @@ from conftest import TOY_HOOK
 
 @pytest.fixture(scope="module")
 def planted_capture(toy_model, planted_sae, planted_data):
-    from personas.capture import capture
+    from personas.capturing import capture
 
     return capture(toy_model, planted_data["prompt"], planted_data["response"], hooks=[TOY_HOOK], sae=planted_sae,
                    progress=False)
@@ -132,10 +125,10 @@ def test_fit_detector_holds_out_questions_and_captures_once(toy_model, planted_s
                                                              monkeypatch):
     import importlib
 
-    capture_module = importlib.import_module("personas.capture")
+    job_module = importlib.import_module("personas.jobs.detect")
     calls = []
-    original = capture_module.capture
-    monkeypatch.setattr(capture_module, "capture", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = job_module.run_capture
+    monkeypatch.setattr(job_module, "run_capture", lambda *a, **k: calls.append(1) or original(*a, **k))
     fit_detector(
         pd.DataFrame(planted_data), config=DetectorConfig(k=3, holdout_by="group", test_fraction=0.5, seed=0, cv_folds=2),
         capture=CaptureConfig(hook=TOY_HOOK), sae=planted_sae, model=toy_model, out=tmp_path, progress=False,
@@ -182,8 +175,8 @@ def test_config_rejects_bad_values():
 
 
 def test_detect_cli_on_a_local_folder(tmp_path, toy_tokenizer, planted_data, capsys):
-    from personas.cli import main
-    from personas.toy import save_toy_hf_model
+    from personas.cli.main import main
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=1)
     data = tmp_path / "data.jsonl"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from personas.diff import DiffConfig, diff_features, diff_models, load_prompts
+from personas.jobs.diff import DiffConfig, diff_features, diff_models, load_prompts
 from personas.errors import DataError, PersonasError, SiteMismatchError
 
 from conftest import TOY_HOOK, TRIGGERS
@@ -68,7 +68,7 @@ def model_pair(tmp_path_factory, toy_tokenizer, planted_data):
     from transformers import GPT2LMHeadModel
 
     from personas.models import load_model
-    from personas.toy import plant_sae, save_toy_hf_model
+    from personas.testing import plant_sae, save_toy_hf_model
 
     root = tmp_path_factory.mktemp("diff_models")
     base = save_toy_hf_model(root / "base", toy_tokenizer, seed=0)
@@ -134,7 +134,7 @@ def _renamed(sae, name):
 
 
 def test_diff_cli(model_pair, planted_data, tmp_path, capsys):
-    from personas.cli import main
+    from personas.cli.main import main
 
     data = tmp_path / "conversations.jsonl"
     pd.DataFrame(planted_data).iloc[::4][["prompt", "response"]].to_json(data, orient="records", lines=True)

@@ -9,7 +9,8 @@ import pytest
 
 pytest.importorskip("ray")
 
-from personas.cache import CacheConfig, build_cache, rank_cache  # noqa: E402
+from personas.cache.build import CacheConfig, build_cache
+from personas.cache.store import rank_cache
 
 HOOK = "blocks.0.hook_resid_post"
 TRIGGERS = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
@@ -33,7 +34,7 @@ def ray_local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hf_setup(tmp_path_factory, toy_tokenizer, planted_data):
     from personas.models import load_model
-    from personas.toy import plant_sae, save_toy_hf_model
+    from personas.testing import plant_sae, save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path_factory.mktemp("hf") / "tiny-gpt2", toy_tokenizer, seed=3)
     handle = load_model(str(folder))

@@ -10,16 +10,7 @@ import pytest
 import personas
 from personas.config import CaptureConfig
 from personas.errors import PersonasError
-from personas.examples import (
-    FeatureExamples,
-    examples_html,
-    load_examples,
-    neuronpedia_url,
-    save_examples,
-    token_strings,
-    top_activating,
-    top_examples,
-)
+from personas.report.examples import FeatureExamples, examples_html, load_examples, neuronpedia_url, save_examples, token_strings, top_activating, top_examples
 
 from conftest import TOY_HOOK, TRIGGERS
 
@@ -61,7 +52,7 @@ def test_label_filter_context_and_frame(planted_run):
 
 
 def test_from_capture_and_errors(toy_model, planted_sae, planted_data, planted_run):
-    from personas.capture import capture
+    from personas.capturing import capture
 
     cap = capture(toy_model, planted_data["prompt"], planted_data["response"], hooks=TOY_HOOK,
                   sae=planted_sae, progress=False)
@@ -78,7 +69,7 @@ def test_from_capture_and_errors(toy_model, planted_sae, planted_data, planted_r
 def test_html_escapes_and_colours():
     fe = FeatureExamples(
         feature=4, n_responses=2, n_active=1, neuronpedia_url="https://www.neuronpedia.org/gpt2-small/8-res-jb/4",
-        examples=[personas.examples.Example(
+        examples=[personas.report.examples.Example(
             row=0, max_activation=2.0, position=1, tokens=["<script>", " alert", "(1)</b>"],
             activations=np.array([0.0, 2.0, 1.0], dtype=np.float32), label=1, prompt="a & b",
         )],

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import personas
-from personas.cli import main
+from personas.cli.main import main
 from personas.config import CaptureConfig, SAEConfig
 from personas.errors import ModelLoadError, PersonasError
 
@@ -52,7 +52,7 @@ def test_raw_activations_without_sae(toy_model, planted_data):
 
 
 def test_local_folder_loads_through_the_bridge(tmp_path, toy_tokenizer, planted_data):
-    from personas.toy import save_toy_hf_model
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny-gpt2", toy_tokenizer, seed=1)
     handle = personas.load_model(str(folder))
@@ -90,7 +90,8 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
 
 
 def test_sae_config_round_trip_from_cli_options():
-    from personas.cli import build_parser, config_from_args
+    from personas.cli.main import build_parser
+    from personas.cli.options import config_from_args
 
     args = build_parser().parse_args(["rank", "d.jsonl", "--sae", "none", "--pool", "max", "--batch-size", "4"])
     assert config_from_args(SAEConfig, args).sae == "none"
@@ -99,7 +100,7 @@ def test_sae_config_round_trip_from_cli_options():
 
 
 def test_rank_from_cache_equals_rank_from_data(tmp_path, toy_tokenizer, planted_data, capsys):
-    from personas.toy import save_toy_hf_model
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=3)
     data = tmp_path / "data.jsonl"

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personas import plot
+from personas.report import plots as plot
 from personas.errors import PersonasError
-from personas.scoring import rank_features
+from personas.scoring.ranking import rank_features
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 import personas
-from personas.cli import main
+from personas.cli.main import main
 from personas.config import CaptureConfig
 from personas.errors import PersonasError
-from personas.report import render_report, write_report
+from personas.report.html import render_report, write_report
 
 from conftest import TOY_HOOK, TRIGGERS
 

@@ -12,17 +12,9 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-import personas.scoring as scoring
+import personas.scoring.ranking as scoring
 from personas.errors import DataError, PersonasError
-from personas.scoring import (
-    KEYS,
-    SCORE_FUNCTIONS,
-    FeatureRanker,
-    Ranking,
-    StreamingRanker,
-    benjamini_hochberg,
-    rank_features,
-)
+from personas.scoring.ranking import KEYS, SCORE_FUNCTIONS, FeatureRanker, Ranking, StreamingRanker, benjamini_hochberg, rank_features
 
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
 
@@ -487,7 +479,7 @@ def test_clear_errors():
 
 
 def test_covariate_correlation_matches_numpy_dense_and_sparse():
-    from personas.scoring import covariate_correlation
+    from personas.scoring.ranking import covariate_correlation
 
     rng = np.random.default_rng(3)
     x = rng.random((60, 7)) * (rng.random((60, 7)) < 0.3)

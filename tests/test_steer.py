@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from personas.errors import PersonasError
-from personas.steer import active_steerings, generate, parse_alphas, render_prompt, steer, steer_sweep
+from personas.steering import active_steerings, generate, parse_alphas, render_prompt, steer, steer_sweep
 
 from conftest import TOY_HOOK
 
@@ -148,8 +148,9 @@ def test_generate_steers_only_the_response(toy_model, toy_tokenizer):
 
 def test_sweep_is_a_dose_response_scored_by_a_detector(toy_model, toy_tokenizer, planted_sae, planted_data):
     from personas.config import CaptureConfig
-    from personas.detect import DetectorConfig, fit_detector
-    from personas.steer import SteerConfig
+    from personas.detect import DetectorConfig
+    from personas.jobs.detect import fit_detector
+    from personas.steering import SteerConfig
 
     fitted = fit_detector(pd.DataFrame(planted_data), config=DetectorConfig(k=3, holdout_by="group", test_fraction=0.5),
                           capture=CaptureConfig(hook=TOY_HOOK), sae=planted_sae, model=toy_model, progress=False)
@@ -173,9 +174,9 @@ def test_parse_alphas():
 
 
 def test_steer_works_on_a_bridge_and_the_cli(tmp_path, toy_tokenizer, capsys):
-    from personas.cli import main
+    from personas.cli.main import main
     from personas.models import load_model
-    from personas.toy import save_toy_hf_model
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=2)
     handle = load_model(str(folder))

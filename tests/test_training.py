@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
-from personas.config import TrainSAEConfig  # noqa: E402
-from personas.errors import DataError, PersonasError, SiteMismatchError  # noqa: E402
-from personas.training import evaluate_sae, save_trained_sae, train_sae  # noqa: E402
+from personas.config import TrainSAEConfig
+from personas.errors import DataError, PersonasError, SiteMismatchError
+from personas.training.sae import evaluate_sae, save_trained_sae, train_sae
 
 D_IN, N_DIRECTIONS, N_ROWS = 16, 32, 12_000
 HOOK, MODEL = "blocks.0.hook_resid_post", "tiny-synthetic"
@@ -158,9 +158,9 @@ def test_bad_inputs_are_explained(trained, config):
 def test_train_sae_command_end_to_end(tmp_path, toy_tokenizer, planted_data):
     import json
 
-    from personas.cli import main
+    from personas.cli.main import main
     from personas.saes import load_sae
-    from personas.toy import save_toy_hf_model
+    from personas.testing import save_toy_hf_model
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=5)
     corpus = tmp_path / "corpus.txt"

@@ -33,18 +33,24 @@ import numpy as np
 import pandas as pd
 
 from personas.config import DataConfig
+from personas.data.readers import (
+    GROUP_COLUMNS,
+    ID_COLUMN,
+    LABEL_COLUMNS,
+    MESSAGES_COLUMNS,
+    PROMPT_COLUMNS,
+    RESPONSE_COLUMNS,
+    as_key,
+    is_missing,
+    list_rows,
+    preview,
+    read_table,
+    shorten,
+)
 from personas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-#: Accepted column names, in order of preference, when `DataConfig` names none.
-PROMPT_COLUMNS = ("prompt", "question")
-RESPONSE_COLUMNS = ("response", "answer")
-#: Chat-format columns read when there are no prompt/response columns (see `_expand_messages`).
-MESSAGES_COLUMNS = ("messages", "conversation", "conversations")
-LABEL_COLUMNS = ("label",)
-GROUP_COLUMNS = ("group", "question_id")
-ID_COLUMN = "id"
 #: Judge score columns written by the emergent-misalignment evaluations (0-100).
 ALIGNED_SCORE = "aligned"
 COHERENT_SCORE = "coherent"
@@ -57,16 +63,6 @@ REASON_VERDICT = "judge verdict"  # followed by the word, e.g. "judge verdict RE
 # The emergent-misalignment judge answers some rows with a word instead of a score (REFUSAL, CODE).
 _JUDGE_VERDICT = re.compile(r"[A-Za-z][A-Za-z_ -]*")
 
-#: File suffix -> reader.
-SUFFIXES = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
 
 _CORE = ("id", "prompt", "response", "label", "group")
 _LABEL_WORDS = {
@@ -77,9 +73,7 @@ _LABEL_WORDS = {
     "true": MISALIGNED,
     "false": ALIGNED,
 }
-_CSV_NA = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "#N/A"]
 _HASH_VERSION = b"personas.responses.v1"
-_MAX_LISTED = 10
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -126,13 +120,13 @@ class Responses:
         bad = np.flatnonzero(~np.isin(labels, (ALIGNED, MISALIGNED)))
         if bad.size:
             raise DataError(
-                f"Responses.frame['label'] must be 1 (misaligned) or 0 (aligned); {_rows(bad)} are not."
+                f"Responses.frame['label'] must be 1 (misaligned) or 0 (aligned); {list_rows(bad)} are not."
             )
         dup = self.frame["id"].duplicated(keep=False).to_numpy()
         if dup.any():
             raise DataError(
-                f"Responses.frame['id'] must be unique; {_rows(np.flatnonzero(dup))} share ids "
-                f"{_preview(self.frame['id'][dup].unique())}."
+                f"Responses.frame['id'] must be unique; {list_rows(np.flatnonzero(dup))} share ids "
+                f"{preview(self.frame['id'][dup].unique())}."
             )
         if self.n_rows_read is None:
             object.__setattr__(self, "n_rows_read", len(self.frame) + len(self.excluded))
@@ -305,7 +299,7 @@ class Responses:
         unique = np.asarray(sorted(set(groups.tolist())), dtype=str)
         if unique.size < 2:
             raise DataError(
-                f"split_by_group needs at least 2 groups; {self.source} has {unique.size} ({_preview(unique)}). "
+                f"split_by_group needs at least 2 groups; {self.source} has {unique.size} ({preview(unique)}). "
                 "Add responses to other questions, or split by rows with subset()."
             )
         order = np.random.default_rng(seed).permutation(unique.size)
@@ -353,7 +347,7 @@ class Responses:
         out = np.flatnonzero((values < -n) | (values >= n))
         if out.size:
             raise DataError(
-                f"subset() got positions {_preview(values[out])} outside 0..{n - 1} ({n} responses)."
+                f"subset() got positions {preview(values[out])} outside 0..{n - 1} ({n} responses)."
             )
         return np.where(values < 0, values + n, values).astype(np.int64)
 
@@ -378,7 +372,7 @@ class Responses:
     def _repr_html_(self) -> str:
         head = self.frame.head(5).copy()
         for column in ("prompt", "response"):
-            head[column] = [_shorten(str(text), 80) for text in head[column].tolist()]
+            head[column] = [shorten(str(text), 80) for text in head[column].tolist()]
         return (
             "<div><strong>Responses</strong>: "
             f"{html.escape(self._headline())}<br>"
@@ -466,106 +460,6 @@ def _is_hf_dataset(source: Any) -> bool:
             "Load it without streaming=True, or materialise it with datasets.Dataset.from_list(list(...))."
         )
     return isinstance(source, getattr(datasets, "Dataset", ()))
-
-
-def read_table(path: str | os.PathLike, config: DataConfig | None = None) -> pd.DataFrame:
-    """Read a .jsonl/.json/.csv/.tsv/.parquet file of rows (text columns kept as text), with clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(
-            f"No file at {str(path)!r} (absolute: {str(path.resolve())!r}). Expected a .jsonl, .json, .csv or "
-            ".parquet file of responses; check the path."
-        )
-    if path.is_dir():
-        raise DataError(
-            f"{str(path)!r} is a folder; expected a .jsonl, .json, .csv or .parquet file inside it."
-        )
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(
-            f"Cannot read {path.name!r}: its suffix {path.suffix or '(none)'!r} is not one of "
-            f"{sorted(SUFFIXES)}. Rename or convert the file, or read it with pandas and pass the DataFrame."
-        )
-    try:
-        if kind == "jsonl":
-            return _read_jsonl(path)
-        if kind == "json":
-            return _read_json(path)
-        if kind in ("csv", "tsv"):
-            return _read_csv(path, config or DataConfig(), sep="\t" if kind == "tsv" else ",")
-        return pd.read_parquet(path)
-    except DataError:
-        raise
-    except (OSError, ValueError, UnicodeDecodeError, ImportError, pd.errors.ParserError) as exc:
-        raise DataError(
-            f"Could not read {str(path)!r} as {kind}: {exc}. Check that the file is complete and really {kind}."
-        ) from exc
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{str(path)!r}, line {line_number}: not valid JSON ({exc.msg} at column {exc.colno}). "
-                    "Expected one JSON object per line; fix or remove that line."
-                ) from exc
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{str(path)!r}, line {line_number}: holds a JSON {type(record).__name__}; expected an object "
-                    'such as {"prompt": "...", "response": "...", "label": "misaligned"}.'
-                )
-            records.append(record)
-    return pd.DataFrame(records)
-
-
-def _read_json(path: Path) -> pd.DataFrame:
-    with path.open(encoding="utf-8") as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}). If it holds one object per "
-                "line, name it .jsonl."
-            ) from exc
-    if isinstance(data, list):
-        bad = [i for i, record in enumerate(data) if not isinstance(record, dict)]
-        if bad:
-            raise DataError(
-                f"{str(path)!r} is a JSON list, but {_rows(bad)} are not objects; expected a list of records "
-                'such as [{"prompt": "...", "response": "...", "label": "misaligned"}, ...].'
-            )
-        return pd.DataFrame(data)
-    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
-        lengths = {k: len(v) for k, v in data.items()}
-        if len(set(lengths.values())) > 1:
-            raise DataError(
-                f"{str(path)!r} holds columns of different lengths {lengths}; expected equal lengths."
-            )
-        return pd.DataFrame(data)
-    raise DataError(
-        f"{str(path)!r} holds a JSON {type(data).__name__}; expected a list of records "
-        '([{"prompt": ..., "response": ..., "label": ...}, ...]) or an object of equal-length columns.'
-    )
-
-
-def _read_csv(path: Path, config: DataConfig, sep: str) -> pd.DataFrame:
-    """Read text, id and group columns as str, keeping 'NA' or 'None' answers as text; other columns as usual."""
-    header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
-    text = {*PROMPT_COLUMNS, *RESPONSE_COLUMNS, *GROUP_COLUMNS, ID_COLUMN}
-    text |= {c for c in (config.prompt_column, config.response_column, config.group_column) if c}
-    return pd.read_csv(
-        path,
-        sep=sep,
-        dtype={c: str for c in header if c in text},
-        keep_default_na=False,
-        na_values={c: _CSV_NA for c in header if c not in text},
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -698,7 +592,7 @@ def _expand_messages(raw: pd.DataFrame, column: str, source: str) -> pd.DataFram
         responses.append(turns[last][1])
     if bad:
         raise DataError(
-            f"{source}: the {column!r} column has no user turn followed by an assistant turn in {_rows(bad)}. "
+            f"{source}: the {column!r} column has no user turn followed by an assistant turn in {list_rows(bad)}. "
             'Expected a list of {"role": "user"|"assistant", "content": ...} turns per row, or give prompt and '
             "response columns."
         )
@@ -737,11 +631,11 @@ def _pick_column(
 def _read_ids(raw: pd.DataFrame, source: str) -> list[str]:
     if ID_COLUMN not in raw.columns:
         return [str(i) for i in range(len(raw))]
-    ids = [_key(v) for v in raw[ID_COLUMN].tolist()]
+    ids = [as_key(v) for v in raw[ID_COLUMN].tolist()]
     missing = [i for i, v in enumerate(ids) if v is None]
     if missing:
         raise DataError(
-            f"The {ID_COLUMN!r} column of {source} is empty in {_rows(missing)}; expected an id for every row. "
+            f"The {ID_COLUMN!r} column of {source} is empty in {list_rows(missing)}; expected an id for every row. "
             f"Fill them, or drop the {ID_COLUMN!r} column to use row numbers as ids."
         )
     positions: dict[str, list[int]] = {}
@@ -751,8 +645,8 @@ def _read_ids(raw: pd.DataFrame, source: str) -> list[str]:
     if repeated:
         rows = sorted(i for rows in repeated.values() for i in rows)
         raise DataError(
-            f"The {ID_COLUMN!r} column of {source} repeats {len(repeated)} id(s) {_preview(list(repeated))} in "
-            f"{_rows(rows)}; expected unique ids. Deduplicate the rows, or drop the {ID_COLUMN!r} column to use "
+            f"The {ID_COLUMN!r} column of {source} repeats {len(repeated)} id(s) {preview(list(repeated))} in "
+            f"{list_rows(rows)}; expected unique ids. Deduplicate the rows, or drop the {ID_COLUMN!r} column to use "
             "row numbers as ids."
         )
     return ids
@@ -766,18 +660,18 @@ def _read_text(series: pd.Series, column: str, role: str, source: str, allow_emp
         if isinstance(value, str):
             if not allow_empty and not value.strip():
                 empty.append(i)
-        elif _is_missing(value):
+        elif is_missing(value):
             missing.append(i)
         else:
             non_text.append(i)
             kinds.add(type(value).__name__)
     problems = []
     if missing:
-        problems.append(f"missing values in {_rows(missing)}")
+        problems.append(f"missing values in {list_rows(missing)}")
     if non_text:
-        problems.append(f"non-text values ({', '.join(sorted(kinds))}) in {_rows(non_text)}")
+        problems.append(f"non-text values ({', '.join(sorted(kinds))}) in {list_rows(non_text)}")
     if empty:
-        problems.append(f"empty or whitespace-only text in {_rows(empty)}")
+        problems.append(f"empty or whitespace-only text in {list_rows(empty)}")
     if problems:
         expected = "text" if allow_empty else "non-empty text"
         raise DataError(
@@ -791,11 +685,11 @@ def _read_text(series: pd.Series, column: str, role: str, source: str, allow_emp
 
 
 def _read_groups(series: pd.Series, column: str, source: str) -> list[str]:
-    groups = [_key(v) for v in series.tolist()]
+    groups = [as_key(v) for v in series.tolist()]
     missing = [i for i, v in enumerate(groups) if v is None]
     if missing:
         raise DataError(
-            f"The group column {column!r} of {source} is empty in {_rows(missing)}; expected the question each "
+            f"The group column {column!r} of {source} is empty in {list_rows(missing)}; expected the question each "
             "response answers on every row. Fill them (e.g. with the prompt text), or drop the column."
         )
     return groups
@@ -806,7 +700,7 @@ def _read_labels(series: pd.Series, column: str, source: str) -> np.ndarray:
     missing: list[int] = []
     unknown: dict[str, list[int]] = {}
     for i, value in enumerate(series.tolist()):
-        if _is_missing(value):
+        if is_missing(value):
             missing.append(i)
             labels[i] = -1
             continue
@@ -819,9 +713,9 @@ def _read_labels(series: pd.Series, column: str, source: str) -> np.ndarray:
     if missing or unknown:
         problems = []
         if missing:
-            problems.append(f"missing labels in {_rows(missing)}")
+            problems.append(f"missing labels in {list_rows(missing)}")
         for shown, rows in list(unknown.items())[:5]:
-            problems.append(f"{shown} in {_rows(rows)}")
+            problems.append(f"{shown} in {list_rows(rows)}")
         if len(unknown) > 5:
             problems.append(f"and {len(unknown) - 5} more unknown values")
         raise DataError(
@@ -857,11 +751,11 @@ def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[n
             verdicts.setdefault(i, word)
         non_numeric = [i for i in non_numeric if i not in words]
         if missing:
-            problems.append(f"{column!r} is missing (NaN) in {_rows(missing)}")
+            problems.append(f"{column!r} is missing (NaN) in {list_rows(missing)}")
         if non_numeric:
-            problems.append(f"{column!r} is not a number in {_rows(non_numeric)}")
+            problems.append(f"{column!r} is not a number in {list_rows(non_numeric)}")
         if out_of_range:
-            problems.append(f"{column!r} is outside 0-100 in {_rows(out_of_range)}")
+            problems.append(f"{column!r} is outside 0-100 in {list_rows(out_of_range)}")
         scores[column] = values
     if problems:
         raise DataError(
@@ -888,7 +782,7 @@ def _read_scores(series: pd.Series) -> tuple[np.ndarray, list[int], list[int], l
     values = np.full(len(series), np.nan)
     missing, non_numeric, out_of_range = [], [], []
     for i, value in enumerate(series.tolist()):
-        if _is_missing(value):
+        if is_missing(value):
             missing.append(i)
             continue
         if isinstance(value, (bool, np.bool_)):
@@ -935,40 +829,3 @@ def _one_class_message(result: Responses) -> str:
 # Small helpers
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return bool(np.isnan(value))
-    return False
-
-
-def _key(value: Any) -> str | None:
-    """A stable string for an id or group: 7, 7.0 and '7' all give '7'."""
-    if _is_missing(value):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, numbers.Integral):
-        return str(int(value))
-    if isinstance(value, numbers.Real) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _rows(positions: Iterable[Any]) -> str:
-    """'3 rows (0, 4, 7)', listing the first ten."""
-    positions = [int(p) for p in positions]
-    shown = ", ".join(str(p) for p in positions[:_MAX_LISTED])
-    more = f", ... and {len(positions) - _MAX_LISTED} more" if len(positions) > _MAX_LISTED else ""
-    return f"{len(positions)} {'row' if len(positions) == 1 else 'rows'} ({shown}{more})"
-
-
-def _preview(values: Iterable[Any], limit: int = 5) -> str:
-    values = [v.item() if isinstance(v, np.generic) else v for v in values]
-    shown = ", ".join(repr(v) for v in values[:limit])
-    return f"[{shown}{', ...' if len(values) > limit else ''}]"
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

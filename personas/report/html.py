@@ -11,7 +11,6 @@ and takes the examples straight from the result.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import logging
@@ -19,14 +18,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from personas.artifacts import MANIFEST_FILE, RANKING_FILE, REPORT_FILE, atomic_write_text
 from personas.errors import PersonasError
-from personas.examples import EXAMPLES_FILE
-from personas.pipeline import MANIFEST_FILE, RANKING_FILE
-from personas.provenance import atomic_write_text
+from personas.report import plots as plot
+from personas.report.examples import (
+    EXAMPLES_FILE,
+    examples_html,
+    load_examples,
+    neuronpedia_url,
+    top_examples,
+)
 
 logger = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 
 _TABLE_COLUMNS = (
     ("feature", None), ("name", None), ("auroc", "{:.3f}"), ("auroc_lo", "{:.3f}"), ("auroc_hi", "{:.3f}"),
@@ -120,8 +124,6 @@ def _summary_cards(manifest: dict[str, Any], ranking: Any, alpha: float) -> str:
 
 
 def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples: set[int]) -> str:
-    from personas.examples import neuronpedia_url
-
     columns = [(c, fmt) for c, fmt in _TABLE_COLUMNS if c in ranking.columns]
     head = '<th title="rank">#</th><th title="significant at the FDR level">sig</th>' + "".join(
         f'<th title="{_esc(_COLUMN_HELP.get(c, c))}">{_esc(c)}</th>' for c, _ in columns
@@ -161,8 +163,6 @@ def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples:
 
 
 def _figure(make: Any, caption: str) -> str | None:
-    from personas import plot
-
     try:
         fig = make()
     except PersonasError as exc:  # a ranking without the columns a plot needs
@@ -174,8 +174,6 @@ def _figure(make: Any, caption: str) -> str | None:
 
 
 def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> str:
-    from personas import plot
-
     specs = [
         (lambda: plot.volcano(ranking, alpha=alpha),
          "Volcano plot: Cohen's d against -log10 q. Red: higher in misaligned responses; blue: higher in aligned; "
@@ -196,8 +194,6 @@ def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> str:
 
 
 def _examples_section(run_dir: Path, ranking: Any, result: Any, examples: Any, n_features: int, k: int) -> tuple[str, set[int]]:
-    from personas.examples import examples_html, load_examples, top_examples
-
     found = None
     if examples is not None:
         found = examples
@@ -328,22 +324,3 @@ def write_report(
     return path
 
 
-def register_cli(sub: Any) -> None:
-    """``personas report DIR [--out FILE] [--top N]``."""
-    p = sub.add_parser(
-        "report",
-        help="write a self-contained HTML report (table, plots, examples, provenance) of a `personas rank` folder",
-    )
-    p.add_argument("run_dir", help="the --out folder of `personas rank` (ranking.csv, manifest.json, examples.json)")
-    p.add_argument("--out", help="HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument("--top", type=int, default=30, help="rows of the ranking table (default: 30)")
-    p.add_argument("--title", default=None, help="title of the report")
-    p.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise PersonasError(f"--top {args.top}; expected at least 1 row.")
-    path = write_report(args.run_dir, out=args.out, top=args.top, title=args.title)
-    print(f"wrote {path}")
-    return 0

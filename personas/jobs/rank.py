@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,14 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from personas.config import DEFAULT_HOOK, CaptureConfig, DataConfig, RankConfig, SAEConfig
-from personas.errors import PersonasError
-from personas.provenance import library_versions, now, output_dir, write_csv, write_json
+from personas.artifacts import MANIFEST_FILE, RANKING_FILE, manifest_header, output_dir, write_csv, write_json
+from personas.cache.store import ActivationCache, open_cache, rank_cache
+from personas.capturing import capture as run_capture
+from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
+from personas.data.responses import load_responses
+from personas.report.examples import EXAMPLES_FILE, save_examples, top_activating
+from personas.saes import sae_info
+from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
+from personas.site import open_site
 
 logger = logging.getLogger(__name__)
 
-RANKING_FILE = "ranking.csv"
-MANIFEST_FILE = "manifest.json"
 #: With per-token codes, ``examples.json`` holds this many top-activating responses of this many top features.
 EXAMPLE_FEATURES = 10
 EXAMPLES_PER_FEATURE = 5
@@ -53,48 +56,12 @@ class RankResult:
 
     def examples(self, feature: int, k: int = 10):
         """Top-activating responses of ``feature`` (needs ``rank(..., keep_tokens=True)``); see `personas.examples`."""
-        from personas.examples import top_activating
 
         return top_activating(self, feature, k=k)
 
     def _repr_html_(self) -> str:
         html = getattr(self.ranking, "_repr_html_", None)
         return html() if html else self.ranking.head(20).to_html()
-
-
-@dataclass
-class Site:
-    """A loaded model, the SAE (if any) and the hook they meet at: what every job reads activations from."""
-
-    model: Any  # personas.models.ModelHandle
-    sae: Any
-    sae_config: SAEConfig
-    hook: str
-
-
-def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: Any = None) -> Site:
-    """Load the model named by ``capture.model`` (unless ``model`` is given) and the SAE named by ``sae``.
-
-    ``sae`` is an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, ``"none"``) or a
-    loaded SAE. The hook is ``capture.hook``, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
-    """
-    from personas.models import as_model_handle, load_model
-    from personas.saes import load_sae
-
-    sae_obj = None
-    if isinstance(sae, SAEConfig):
-        sae_cfg = sae
-    elif sae is None or isinstance(sae, (str, Path)):
-        sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
-    else:  # an SAE object that is already loaded
-        sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
-    handle = as_model_handle(model) if model is not None else load_model(
-        capture.model, device=capture.device, dtype=capture.dtype
-    )
-    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
-        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture.dtype)
-    hook = capture.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
-    return Site(model=handle, sae=sae_obj, sae_config=sae_cfg, hook=hook)
 
 
 def rank(
@@ -122,10 +89,6 @@ def rank(
         model: an already loaded model (`ModelHandle` or TransformerLens model), to skip loading.
         keep_tokens: keep per-token SAE codes in ``result.capture.token_codes`` (for top-activating examples).
     """
-    from personas.capture import capture as run_capture
-    from personas.data import load_responses
-    from personas.saes import sae_info
-    from personas.scoring import covariate_correlation, has_mixed_group, rank_features
 
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
@@ -168,8 +131,7 @@ def rank(
         )
     ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
     manifest = {
-        "kind": "personas.rank",
-        "created_at": now(),
+        **manifest_header("personas.rank"),
         "model": captured.model,
         "hook": hook,
         "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
@@ -190,7 +152,6 @@ def rank(
             "stratified_by_group": stratified,
             "length_auroc": length_auroc,
         },
-        "versions": library_versions(),
     }
     result = RankResult(ranking, responses, captured, manifest, sae=sae_obj, model=handle)
     if out is not None:
@@ -203,8 +164,6 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
     out = output_dir(out)
     result.manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, result.ranking)}
     if result.capture.token_codes is not None:
-        from personas.examples import EXAMPLES_FILE, save_examples
-
         top = [int(f) for f in result.ranking["feature"].head(EXAMPLE_FEATURES)]
         examples = {f: result.examples(f, k=EXAMPLES_PER_FEATURE) for f in top}
         save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"])
@@ -213,107 +172,42 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
     return out
 
 
-def train_sae_job(
-    *,
-    model: str | Any = "minilm",
-    hook: str = DEFAULT_HOOK,
-    config: Any = None,
-    out: str | Path,
-    device: str = "cpu",
-    command: str | None = None,
-    progress: bool = True,
-) -> tuple[Path, dict[str, Any]]:
-    """Train an SAE for ``model`` at ``hook`` on the built-in corpus (or ``config.corpus``) and save it to ``out``.
-
-    Returns the folder and the quality figures on held-out tokens (explained variance, L0, dead fraction).
-    """
-    import time
-
-    from personas.capture import token_activations
-    from personas.config import TrainSAEConfig
-    from personas.corpus import build_corpus, describe_corpus
-    from personas.models import load_model
-    from personas.training import save_trained_sae, train_sae
-
-    config = config or TrainSAEConfig()
-    handle = load_model(model, device=device)
-    if config.corpus:
-        path = Path(config.corpus)
-        if not path.is_file():
-            raise PersonasError(f"--corpus {str(path)!r} is not a file; expected a text file, one document per line.")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        corpus_description = f"user corpus {path} ({len(texts)} documents)"
-    else:
-        texts = build_corpus(config.corpus_tokens, tokenizer=handle.tokenizer, seed=config.seed)
-        corpus_description = describe_corpus()
-    started = time.time()
-    acts = token_activations(handle, texts, hook, progress=progress)
-    capture_seconds = time.time() - started
-    logger.info("captured %d token activations at %s in %.0fs", acts.shape[0], hook, capture_seconds)
-    sae, metrics = train_sae(
-        acts, hook_name=hook, model_id=handle.model_id, config=config, device=str(handle.device), progress=progress
-    )
-    provenance = {
-        "kind": "personas.train-sae",
-        "created_at": now(),
-        "command": command,
-        "model": handle.provenance(),
-        "hook": hook,
-        "config": asdict(config),
-        "corpus": {
-            "description": corpus_description,
-            "n_documents": len(texts),
-            "n_tokens": int(acts.shape[0]),
-            "sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
-        },
-        "capture_seconds": round(capture_seconds, 1),
-        "versions": library_versions(),
-    }
-    path = save_trained_sae(sae, metrics, out, provenance=provenance)
-    return Path(path), metrics
-
-
 def rank_from_cache(
-    cache: str | Path | Any,
+    cache: str | Path | ActivationCache,
     *,
     hook: str | None = None,
     rank: RankConfig | None = None,
+    options: CacheRankConfig | None = None,
     out: str | Path | None = None,
-    exact: bool = True,
-    bins: int = 64,
-    engine: str = "local",
-    ray_address: str | None = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Ranking, dict[str, Any]]:
     """Rank from an activation cache (no model is loaded); write ``ranking.csv`` + ``manifest.json`` to ``out``.
 
     Returns the ranking and its manifest. The cache's own provenance (model, hooks, SAE, dataset) is copied in.
     """
-    from personas.cache import open_cache, rank_cache
 
     rank_cfg = rank or RankConfig()
+    opts = options or CacheRankConfig()
     opened = open_cache(cache)
     ranking = rank_cache(
         opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
-        exact=exact, bins=bins, engine=engine, ray_address=ray_address,
+        exact=opts.exact, bins=opts.bins, engine=opts.engine, ray_address=opts.ray_address,
     )
     source = opened.manifest
     manifest = {
-        "kind": "personas.rank",
-        "created_at": now(),
+        **manifest_header("personas.rank"),
         "source": {"cache": str(opened.path), "fingerprint": source.get("fingerprint")},
         "model": source.get("model"),
         "hook": hook or (opened.hooks[0] if opened.hooks else None),
         "sae": source.get("sae"),
         "pooling": source["fingerprint"]["capture"]["pool"],
         "data": source["data"],
-        "config": {"rank": asdict(rank_cfg), "exact": exact, "bins": None if exact else bins, "engine": engine},
+        "config": {"rank": asdict(rank_cfg), "cache_rank": asdict(opts)},
         "ranking": {
             "n_features": int(len(ranking)),
             "n_significant": int(np.asarray(ranking["significant"]).sum()),
             "key": rank_cfg.key,
             "alpha": rank_cfg.alpha,
         },
-        "versions": library_versions(),
     }
     if out is not None:
         out = output_dir(out)

@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personas.config import CaptureConfig
+from personas.devices import resolve_dtype
 from personas.errors import DataError, PersonasError
+from personas.models import as_model_handle
+from personas.saes import check_site, encode
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -241,9 +244,6 @@ def capture(
     import torch
     from tqdm.auto import tqdm
 
-    from personas.models import as_model_handle
-    from personas.saes import check_site, encode
-
     config = config or CaptureConfig()
     handle = as_model_handle(model)
     hook_list = _resolve_hooks(hooks, config, sae)
@@ -377,9 +377,6 @@ def token_activations(
     """
     import torch
     from tqdm.auto import tqdm
-
-    from personas.devices import resolve_dtype
-    from personas.models import as_model_handle
 
     handle = as_model_handle(model)
     handle.check_hooks([hook])

@@ -17,22 +17,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from personas.cache.engines.local import LocalEngine
+from personas.cache.engines.ray_engine import RayEngine
 from personas.errors import PersonasError
 
 ENGINES = ("local", "ray")
 
 
-def get_engine(name: str = "local", *, address: str | None = None, num_workers: int | None = None, **kwargs: Any):
+def get_engine(name: str = "local", *, address: str | None = None, num_workers: int | None = None,
+               **kwargs: Any) -> LocalEngine | RayEngine:
     """An engine by name: ``"local"`` or ``"ray"`` (``address``: a Ray cluster, default a local Ray)."""
     if name == "local":
-        from personas.engines.local import LocalEngine
-
         if address:
             raise PersonasError(f"ray_address={address!r} was given with engine='local'; use engine='ray' for a cluster.")
         return LocalEngine()
     if name == "ray":
-        from personas.engines.ray_engine import RayEngine
-
         return RayEngine(address=address, num_workers=num_workers, **kwargs)
     raise PersonasError(f"engine={name!r}; expected one of {ENGINES}.")
 

@@ -30,10 +30,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from personas.artifacts import manifest_header
 from personas.config import TrainSAEConfig
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, PersonasError, SiteMismatchError
@@ -378,7 +378,6 @@ def save_trained_sae(
     The folder is written under a temporary name next to `path` and renamed when complete. An existing SAE
     folder at `path` is replaced; any other existing, non-empty folder is refused.
     """
-    from sae_lens import __version__ as sae_lens_version
     from sae_lens.constants import SAE_CFG_FILENAME
 
     path = Path(path)
@@ -394,6 +393,7 @@ def save_trained_sae(
     try:
         sae.save_model(tmp)
         record = {
+            **manifest_header("personas.sae"),
             "metrics": metrics,
             "provenance": provenance,
             "sae": {
@@ -404,8 +404,6 @@ def save_trained_sae(
                 "model_name": sae.cfg.metadata.model_name,
                 "dtype": sae.cfg.dtype,
             },
-            "versions": _versions(sae_lens_version),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / TRAINING_FILENAME).write_text(json.dumps(record, indent=2, default=str))
         if path.exists():
@@ -420,15 +418,3 @@ def save_trained_sae(
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info("saved SAE to %s", path)
     return path
-
-
-def _versions(sae_lens_version: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    try:
-        personas_version = version("personas")
-    except PackageNotFoundError:
-        personas_version = "unknown"
-    return {"personas": personas_version, "sae_lens": sae_lens_version, "torch": torch.__version__}

@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from personas.errors import PersonasError
+
 __all__ = ["GENRES", "build_corpus", "describe_corpus", "iter_documents"]
 
 _BANKS: dict[str, list[str]] = {}
@@ -1700,8 +1702,6 @@ def build_corpus(n_tokens: int, tokenizer: Any = None, seed: int = 0) -> list[st
     special tokens excluded), else estimated as 1.3 per whitespace-separated word.
     """
     if n_tokens < 1:
-        from personas.errors import PersonasError
-
         raise PersonasError(f"build_corpus(n_tokens={n_tokens}) needs a positive token count.")
     count = _token_counter(tokenizer)
     docs: list[str] = []

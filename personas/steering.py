@@ -19,7 +19,6 @@ a dose-response table that shows whether the feature drives the behaviour.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personas.config import MODES, POSITIONS, CaptureConfig, SteerConfig
+from personas.detect import load_detector
 from personas.errors import PersonasError
+from personas.models import as_model_handle
+from personas.saes import check_site
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = ["SteerConfig", "Steering", "generate", "parse_alphas", "render_prompt", "steer", "steer_sweep"]
-
-
 
 
 # ------------------------------------------------------------------------------------------------ the hook
@@ -148,8 +148,6 @@ def steer(
     Yields the `Steering` hook. The hook is removed on exit, also after an exception; other hooks on the model are
     left alone.
     """
-    from personas.models import as_model_handle
-    from personas.saes import check_site
 
     if positions not in POSITIONS:
         raise PersonasError(f"positions={positions!r}; expected one of {POSITIONS}.")
@@ -190,7 +188,6 @@ def _remove_hook(point: Any, fn: Any) -> None:
 
 def active_steerings(model: Any) -> list[Steering]:
     """The `Steering` hooks currently registered on ``model``."""
-    from personas.models import as_model_handle
 
     found = []
     for point in as_model_handle(model).model.hook_dict.values():
@@ -206,7 +203,6 @@ def active_steerings(model: Any) -> list[Steering]:
 def render_prompt(model: Any, prompt: str, config: CaptureConfig | None = None) -> list[int]:
     """Token ids of a prompt as the model sees it before its answer: the chat template with the generation prompt,
     or ``config.prompt_format`` (with BOS when the model expects one). Tokenized once, no double BOS."""
-    from personas.models import as_model_handle
 
     config = config or CaptureConfig()
     handle = as_model_handle(model)
@@ -261,8 +257,6 @@ def generate(
     """
     import torch
     from tqdm.auto import tqdm
-
-    from personas.models import as_model_handle
 
     handle = as_model_handle(model)
     tok = handle.tokenizer
@@ -351,8 +345,6 @@ def steer_sweep(
     config = config or SteerConfig()
     alphas = parse_alphas(alphas)
     if isinstance(detector, (str, Path)):
-        from personas.detect import load_detector
-
         detector = load_detector(detector)
     rows = []
     for alpha in alphas:
@@ -407,63 +399,3 @@ def steer_sweep(
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _cmd_steer(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from personas.cli import config_from_args
-    from personas.diff import load_prompts
-    from personas.models import load_model
-    from personas.provenance import atomic_write_text, library_versions, now, write_json
-    from personas.saes import load_sae, sae_info
-
-    steer_cfg = config_from_args(SteerConfig, args)
-    capture_cfg = config_from_args(CaptureConfig, args)
-    alphas = parse_alphas(args.alphas)
-    prompts = load_prompts(args.prompts).prompts
-    handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-    sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
-    table = steer_sweep(
-        handle, sae, args.feature, prompts, alphas, detector=args.detector, config=steer_cfg, capture=capture_cfg,
-        allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,
-    )
-    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-        print(f"model {handle.model_id} | SAE {args.sae} at {sae.cfg.metadata.hook_name} | feature {args.feature} | "
-              f"mode {steer_cfg.mode} | positions {steer_cfg.positions} | {len(prompts)} prompts")
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if table.attrs.get("spearman"):
-        s = table.attrs["spearman"]
-        print(f"Spearman rho(score, alpha) = {s['rho']:.3f} (p = {s['p_value']:.2e}, n = {s['n']})")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "dose_response.csv", table.to_csv(index=False))
-        atomic_write_text(out / "generations.csv", pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
-        write_json(out / "manifest.json", {
-            "kind": "personas.steer", "created_at": now(), "model": handle.provenance(),
-            "sae": {"spec": str(args.sae), **sae_info(sae)}, "feature": int(args.feature), "alphas": alphas,
-            "config": {"steer": steer_cfg.__dict__, "capture": capture_cfg.__dict__},
-            "detector": args.detector, "prompts": str(args.prompts), "spearman": table.attrs.get("spearman"),
-            "versions": library_versions(),
-        })
-        print(f"wrote {out / 'dose_response.csv'}, {out / 'generations.csv'} and {out / 'manifest.json'}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    from personas.cli import add_config_options
-
-    p = subparsers.add_parser("steer", help="generate with a feature added (or clamped) at several strengths and "
-                              "score the generations: a dose-response table")
-    p.add_argument("--sae", required=True, help="SAE folder, 'RELEASE:SAE_ID' or 'default'; its hook is the site")
-    p.add_argument("--feature", required=True, type=int, help="latent index to steer with")
-    p.add_argument("--prompts", required=True, help="prompts: .txt (one per line), JSONL, CSV or Parquet")
-    p.add_argument("--alphas", default="-8,0,8", help="strengths (or clamp values), comma-separated (default: -8,0,8)")
-    p.add_argument("--detector", default=None, help="folder with a saved detector to score the generations")
-    p.add_argument("--out", default=None, help="folder for dose_response.csv, generations.csv and manifest.json")
-    p.add_argument("--allow-model-mismatch", action="store_true", help="use an SAE trained on another model's name")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_options(p, SteerConfig)
-    add_config_options(p, CaptureConfig, skip=("hook", "pool", "batch_size", "max_length", "skip_first"))
-    # let "--alphas -8,0,8" be read as a value, not as an option (argparse only knows plain negative numbers)
-    p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?([,\s]+-?\d+(\.\d+)?)*$|^-\.\d+$")
-    p.set_defaults(func=_cmd_steer)

@@ -19,7 +19,7 @@ Entry points
 - :data:`SCORE_FUNCTIONS`: pure ``(X, y) -> (scores, pvalues)`` functions, scikit-learn filter style.
 - :class:`FeatureRanker`: an estimator that stores its arguments and sets ``scores_``, ``pvalues_``,
   ``qvalues_``, ``ranking_`` and ``result_`` on ``fit``.
-- :class:`StreamingRanker` (alias ``FeatureStats``): a mergeable accumulator of shards whose ``result()`` equals
+- :class:`StreamingRanker`: a mergeable accumulator of shards whose ``result()`` equals
   :func:`rank_features` on the concatenated data.
 - :func:`benjamini_hochberg`.
 
@@ -57,7 +57,6 @@ __all__ = [
     "KEYS",
     "SCORE_FUNCTIONS",
     "FeatureRanker",
-    "FeatureStats",
     "Ranking",
     "StreamingRanker",
     "benjamini_hochberg",
@@ -751,6 +750,7 @@ def _check_key(key: str) -> None:
 def feature_metrics(
     features: Any, labels: Any, groups: Any = None, ci_level: float = 0.95
 ) -> tuple[dict[str, np.ndarray], int, int]:
+    """Every metric column for every feature (unsorted, unfiltered), and the class sizes ``(n_pos, n_neg)``."""
     x, n, f = _check_features(features)
     y = _check_labels(labels, (n, f))
     gcodes, n_groups = None, 1
@@ -919,6 +919,7 @@ def build_ranking(
     ci_level: float,
     n_groups: int | None,
 ) -> Ranking:
+    """Sort metric columns into a `Ranking`: filter by firing rate, add q-values and significance, break ties."""
     f = metrics["auroc"].size
     score_of, p_col = KEYS[key]
     score = score_of(metrics)
@@ -983,6 +984,7 @@ def build_ranking(
 
 
 def check_rank_args(key: str, alpha: float, min_frac_active: float, ci_level: float) -> None:
+    """Raise a `PersonasError` naming the argument when a ranking argument is out of its range."""
     _check_key(key)
     if not 0.0 < alpha < 1.0:
         raise PersonasError(f"alpha={alpha} must be strictly between 0 and 1 (a false discovery rate).")
@@ -1329,7 +1331,3 @@ class StreamingRanker:
             ci_level=ci_level,
             n_groups=n_groups,
         )
-
-
-FeatureStats = StreamingRanker
-"""Alias of `StreamingRanker`."""

@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from personas.capturing import token_activations
+from personas.models import ModelHandle, as_model_handle
+
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -64,8 +67,6 @@ def make_toy_model(
     import warnings
 
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from personas.models import ModelHandle
 
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
@@ -141,9 +142,6 @@ def plant_sae(
     import torch
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
-
-    from personas.capture import token_activations
-    from personas.models import as_model_handle
 
     handle = as_model_handle(model)
     tok = handle.tokenizer

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from personas.cache.shards import encode_shard, read_shard_file
+from personas.capturing import capture
 from personas.config import CaptureConfig
+from personas.models import as_model_handle, load_model
+from personas.saes import load_sae, sae_fingerprint
+from personas.scoring.ranking import StreamingRanker
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +73,6 @@ class ShardCapturer:
     """Holds one model replica (and SAE) and turns `ShardTask`s into `ShardResult`s with `personas.capture`."""
 
     def __init__(self, spec: CaptureSpec) -> None:
-        from personas.models import as_model_handle, load_model
-        from personas.saes import load_sae
-
         self.spec = spec
         cfg = spec.config
         if isinstance(spec.model, str):
@@ -86,7 +88,6 @@ class ShardCapturer:
 
     def describe(self) -> dict[str, Any]:
         """The model and SAE as loaded: what the cache fingerprint is made of."""
-        from personas.cache import sae_fingerprint
 
         sae_hook = None
         if self.sae is not None:
@@ -101,9 +102,6 @@ class ShardCapturer:
         }
 
     def run(self, task: ShardTask) -> ShardResult:
-        from personas.cache import encode_shard
-        from personas.capture import capture
-
         spec = self.spec
         captured = capture(
             self.handle,
@@ -124,8 +122,6 @@ class ShardCapturer:
 
 def score_shard(task: ScoreTask):
     """A `StreamingRanker` holding one shard's responses (labels from the shard, groups from the task)."""
-    from personas.cache import read_shard_file
-    from personas.scoring import StreamingRanker
 
     shard = read_shard_file(task.path, sha256=task.sha256, size=task.size, verify=task.verify,
                             want=("features",) if task.use == "sae" else ("pooled",), hook=task.hook)

@@ -18,8 +18,16 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from personas.engines.base import CaptureSpec, ScoreTask, ShardCapturer, ShardResult, ShardTask, score_shard
+from personas.cache.engines.base import (
+    CaptureSpec,
+    ScoreTask,
+    ShardCapturer,
+    ShardResult,
+    ShardTask,
+    score_shard,
+)
 from personas.errors import PersonasError
+from personas.scoring.ranking import StreamingRanker
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +145,6 @@ class RayEngine:
     # -- scoring ------------------------------------------------------------------------------------------------
     def score(self, tasks: Iterable[ScoreTask]):
         """Score shards as parallel tasks; merge their accumulators in the order given."""
-        from personas.scoring import StreamingRanker
 
         ray = self.ray
         remote = ray.remote(num_cpus=1)(_score_state)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from personas.engines.base import CaptureSpec, ScoreTask, ShardCapturer, ShardResult, ShardTask, score_shard
+from personas.cache.engines.base import (
+    CaptureSpec,
+    ScoreTask,
+    ShardCapturer,
+    ShardResult,
+    ShardTask,
+    score_shard,
+)
+from personas.scoring.ranking import StreamingRanker
 
 
 class LocalEngine:
@@ -28,7 +36,6 @@ class LocalEngine:
 
     def score(self, tasks: Iterable[ScoreTask]):
         """Merge the shards' accumulators in the order given."""
-        from personas.scoring import StreamingRanker
 
         total = StreamingRanker()
         for task in tasks:

@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from personas.artifacts import EXAMPLES_FILE, manifest_header, write_json
+from personas.capturing import Capture, TokenCodes
 from personas.errors import PersonasError
+from personas.saes import sae_info
 
 logger = logging.getLogger(__name__)
 
 #: File name of saved examples in a run folder.
-EXAMPLES_FILE = "examples.json"
 EXAMPLES_KIND = "personas.examples"
 EXAMPLES_FORMAT_VERSION = 1
 NEURONPEDIA = "https://www.neuronpedia.org"
@@ -62,8 +64,6 @@ def neuronpedia_id(sae: Any) -> str | None:
     if sae is None:
         return None
     if not isinstance(sae, Mapping):
-        from personas.saes import sae_info
-
         sae = sae_info(sae)
     found = sae.get("neuronpedia_id")
     if found:
@@ -249,7 +249,6 @@ class FeatureExamples:
 
 def _unpack_source(source: Any, tokenizer: Any, responses: Any, sae: Any) -> tuple[Any, Any, Any, Any]:
     """(TokenCodes, tokenizer, responses, sae info) from a RankResult, a Capture or TokenCodes."""
-    from personas.capture import Capture, TokenCodes
 
     if hasattr(source, "ranking") and hasattr(source, "capture"):  # a RankResult
         if tokenizer is None and getattr(source, "model", None) is not None:
@@ -513,7 +512,6 @@ def save_examples(
                        "tokens": ["Fake", " an", ...], "activations": [0.0, 0.4, ...]}]}],
          ...extra}
     """
-    from personas.provenance import now, write_json
 
     groups = list(examples.values()) if isinstance(examples, Mapping) else list(examples)
     info = None
@@ -521,13 +519,10 @@ def save_examples(
         if isinstance(sae, Mapping):
             info = dict(sae)
         else:
-            from personas.saes import sae_info
-
             info = sae_info(sae)
     payload = {
-        "kind": EXAMPLES_KIND,
+        **manifest_header(EXAMPLES_KIND),
         "format_version": EXAMPLES_FORMAT_VERSION,
-        "created_at": now(),
         "sae": info,
         "features": [g.to_dict() for g in groups],
         **dict(extra or {}),

@@ -1,0 +1,65 @@
+"""The ``personas`` command line: one parser, one sub-command per file of this package, one error discipline.
+
+Each command module (`personas.cli.rank`, ``cache``, ``detect``, ``steer``, ``diff``, ``report``,
+``train_sae``) has ``register(subparsers)``; its options come from the config dataclasses
+(`personas.cli.options`). A `PersonasError` is printed as one line (what was received, what was expected, how
+to fix it) and the exit code is 2; nothing else in the library prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from personas import __version__
+from personas.cli import cache, detect, diff, rank, report, steer, train_sae
+from personas.errors import PersonasError
+
+#: The command modules, in the order ``personas --help`` lists them.
+COMMANDS = (rank, cache, detect, steer, diff, report, train_sae)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``personas`` parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="personas",
+        description="Find the SAE features that mark a language model's misaligned persona.",
+    )
+    parser.add_argument("--version", action="version", version=f"personas {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``personas ARGV``; return the exit code (2 for a `PersonasError`, with a one-line message)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "huggingface_hub", "urllib3", "filelock", "transformers", "sae_lens", "transformer_lens"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        return int(args.func(args) or 0)
+    except PersonasError as exc:
+        print(f"personas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"personas {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``personas rank``: rank the features separating misaligned from aligned responses (from data or a cache)."""
+
+from __future__ import annotations
+
+import argparse
+
+from personas.cli.options import add_config_options, config_from_args, format_table
+from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
+from personas.errors import PersonasError
+from personas.jobs.rank import rank, rank_from_cache
+from personas.report.html import write_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rank", help="rank SAE features separating misaligned from aligned responses")
+    p.add_argument("data", nargs="?", help="responses: JSONL, CSV or Parquet file (or use --cache)")
+    p.add_argument("--out", default="runs/rank", help="folder for ranking.csv and manifest.json (default: runs/rank)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--report", action="store_true",
+                   help="also keep per-token SAE codes, write examples.json and an HTML report (report.html)")
+    p.add_argument("--cache", help="an activation cache folder written by `personas cache` (no model is loaded)")
+    add_config_options(p, CacheRankConfig)
+    add_config_options(p, CaptureConfig)
+    add_config_options(p, SAEConfig)
+    add_config_options(p, RankConfig)
+    add_config_options(p, DataConfig)
+    p.set_defaults(func=_cmd_rank)
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    if args.cache:
+        if args.data:
+            raise PersonasError(f"got both DATA ({args.data}) and --cache ({args.cache}); give one of them.")
+        rank_cfg = config_from_args(RankConfig, args)
+        ranking, manifest = rank_from_cache(
+            args.cache, hook=getattr(args, "hook", None), rank=rank_cfg, options=config_from_args(CacheRankConfig, args),
+            out=args.out,
+        )
+        data = manifest["data"]
+        print(f"cache {args.cache} | hook {manifest['hook']} | {data['n_misaligned']} misaligned, "
+              f"{data['n_aligned']} aligned | features tested: {len(ranking)} | "
+              f"significant (q < {rank_cfg.alpha}): {manifest['ranking']['n_significant']}")
+        print(format_table(ranking, rank_cfg.top))
+        if args.out:
+            print(f"wrote {args.out}/ranking.csv and {args.out}/manifest.json")
+        return 0
+    if not args.data:
+        raise PersonasError("no responses to rank: give DATA (a JSONL, CSV or Parquet file) or --cache CACHE.")
+    capture_cfg = config_from_args(CaptureConfig, args)
+    result = rank(
+        args.data,
+        capture=capture_cfg,
+        sae=config_from_args(SAEConfig, args),
+        rank=config_from_args(RankConfig, args),
+        data_config=config_from_args(DataConfig, args),
+        out=args.out,
+        keep_tokens=args.report,
+        progress=not args.quiet,
+    )
+    data = result.manifest["data"]
+    top = config_from_args(RankConfig, args).top
+    print(
+        f"model {result.manifest['model']['model']} | hook {result.manifest['hook']} | "
+        f"SAE {(result.manifest['sae'] or {}).get('spec', 'none')} | pool {capture_cfg.pool}"
+    )
+    print(
+        f"responses: {data['n_misaligned']} misaligned, {data['n_aligned']} aligned, "
+        f"{data['n_excluded']} excluded | features tested: {result.manifest['ranking']['n_features']} | "
+        f"significant (q < {result.manifest['ranking']['alpha']}): {result.manifest['ranking']['n_significant']}"
+    )
+    print(format_table(result.ranking, top))
+    if result.out_dir is not None:
+        print(f"wrote {result.out_dir / 'ranking.csv'} and {result.out_dir / 'manifest.json'}")
+        if args.report:
+            print(f"wrote {write_report(result.out_dir)}")
+    return 0

@@ -1,0 +1,69 @@
+"""``personas steer``: generate with a feature added or clamped at several strengths; a dose-response table."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from personas.artifacts import atomic_write_text, manifest_header, write_json
+from personas.cli.options import add_config_options, config_from_args
+from personas.config import CaptureConfig, SteerConfig
+from personas.data.prompts import load_prompts
+from personas.models import load_model
+from personas.saes import load_sae, sae_info
+from personas.steering import parse_alphas, steer_sweep
+
+
+def _cmd_steer(args: argparse.Namespace) -> int:
+    steer_cfg = config_from_args(SteerConfig, args)
+    capture_cfg = config_from_args(CaptureConfig, args)
+    alphas = parse_alphas(args.alphas)
+    prompts = load_prompts(args.prompts).prompts
+    handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
+    sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
+    table = steer_sweep(
+        handle, sae, args.feature, prompts, alphas, detector=args.detector, config=steer_cfg, capture=capture_cfg,
+        allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,
+    )
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(f"model {handle.model_id} | SAE {args.sae} at {sae.cfg.metadata.hook_name} | feature {args.feature} | "
+              f"mode {steer_cfg.mode} | positions {steer_cfg.positions} | {len(prompts)} prompts")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if table.attrs.get("spearman"):
+        s = table.attrs["spearman"]
+        print(f"Spearman rho(score, alpha) = {s['rho']:.3f} (p = {s['p_value']:.2e}, n = {s['n']})")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "dose_response.csv", table.to_csv(index=False))
+        atomic_write_text(out / "generations.csv", pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
+        write_json(out / "manifest.json", {
+            **manifest_header("personas.steer"), "model": handle.provenance(),
+            "sae": {"spec": str(args.sae), **sae_info(sae)}, "feature": int(args.feature), "alphas": alphas,
+            "config": {"steer": steer_cfg.__dict__, "capture": capture_cfg.__dict__},
+            "detector": args.detector, "prompts": str(args.prompts), "spearman": table.attrs.get("spearman"),
+        })
+        print(f"wrote {out / 'dose_response.csv'}, {out / 'generations.csv'} and {out / 'manifest.json'}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("steer", help="generate with a feature added (or clamped) at several strengths and "
+                              "score the generations: a dose-response table")
+    p.add_argument("--sae", required=True, help="SAE folder, 'RELEASE:SAE_ID' or 'default'; its hook is the site")
+    p.add_argument("--feature", required=True, type=int, help="latent index to steer with")
+    p.add_argument("--prompts", required=True, help="prompts: .txt (one per line), JSONL, CSV or Parquet")
+    p.add_argument("--alphas", default="-8,0,8", help="strengths (or clamp values), comma-separated (default: -8,0,8)")
+    p.add_argument("--detector", default=None, help="folder with a saved detector to score the generations")
+    p.add_argument("--out", default=None, help="folder for dose_response.csv, generations.csv and manifest.json")
+    p.add_argument("--allow-model-mismatch", action="store_true", help="use an SAE trained on another model's name")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_options(p, SteerConfig)
+    add_config_options(p, CaptureConfig, skip=("hook", "pool", "batch_size", "max_length", "skip_first"))
+    # let "--alphas -8,0,8" be read as a value, not as an option (argparse only knows plain negative numbers)
+    p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?([,\s]+-?\d+(\.\d+)?)*$|^-\.\d+$")
+    p.set_defaults(func=_cmd_steer)

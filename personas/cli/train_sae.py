@@ -1,0 +1,39 @@
+"""``personas train-sae``: train a sae-lens SAE on a model's activations over a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from personas.cli.options import add_config_options, config_from_args
+from personas.config import CaptureConfig, TrainSAEConfig
+from personas.jobs.train_sae import train_sae_job
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-sae", help="train a sae-lens SAE on a model's activations over the built-in corpus")
+    p.add_argument("--model", default=CaptureConfig.model, help="model to read (default: %(default)s)")
+    p.add_argument("--hook", default="blocks.3.hook_resid_post", help="hook name to train on (default: %(default)s)")
+    p.add_argument("--out", required=True, help="folder to write the SAE into")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_options(p, TrainSAEConfig)
+    p.set_defaults(func=_cmd_train_sae)
+
+
+def _cmd_train_sae(args: argparse.Namespace) -> int:
+    out, metrics = train_sae_job(
+        model=args.model,
+        hook=args.hook,
+        config=config_from_args(TrainSAEConfig, args),
+        out=args.out,
+        device=args.device,
+        command=" ".join(["personas", *sys.argv[1:]]),
+        progress=not args.quiet,
+    )
+    print(
+        f"explained variance {metrics['explained_variance']:.3f} | L0 {metrics['l0']:.1f} | "
+        f"dead fraction {metrics['dead_fraction']:.3f}"
+    )
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,48 @@
+"""A site: a model, an SAE and the hook they meet at, opened together (what every job reads activations from).
+
+`open_site` resolves the SAE first (a folder, ``"RELEASE:SAE_ID"``, ``"default"`` or ``None``), then loads the
+model, and settles the hook: the capture config's, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from personas.config import DEFAULT_HOOK, CaptureConfig, SAEConfig
+from personas.models import as_model_handle, load_model
+from personas.saes import load_sae
+
+
+@dataclass
+class Site:
+    """A loaded model, the SAE (if any) and the hook they meet at: what every job reads activations from."""
+
+    model: Any  # personas.models.ModelHandle
+    sae: Any
+    sae_config: SAEConfig
+    hook: str
+
+
+def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: Any = None) -> Site:
+    """Load the model named by ``capture.model`` (unless ``model`` is given) and the SAE named by ``sae``.
+
+    ``sae`` is an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, ``"none"``) or a
+    loaded SAE. The hook is ``capture.hook``, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
+    """
+
+    sae_obj = None
+    if isinstance(sae, SAEConfig):
+        sae_cfg = sae
+    elif sae is None or isinstance(sae, (str, Path)):
+        sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
+    else:  # an SAE object that is already loaded
+        sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
+    handle = as_model_handle(model) if model is not None else load_model(
+        capture.model, device=capture.device, dtype=capture.dtype
+    )
+    if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
+        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture.dtype)
+    hook = capture.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or DEFAULT_HOOK
+    return Site(model=handle, sae=sae_obj, sae_config=sae_cfg, hook=hook)
