@@ -221,7 +221,7 @@ difference of the class means of the raw activations at the same hook, scored by
     ("md", "## 1. Fit on 18 questions, evaluate on the 6 others"),
     ("code", """\
 from personas.config import DetectorConfig
-from personas.detect import fit_detector, format_evaluation
+from personas.jobs.detect import fit_detector, format_evaluation
 
 config = DetectorConfig(k=10, method="logistic", holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4)
 fitted = fit_detector(DEMO, config=config, sae="default", progress=False)
@@ -407,7 +407,7 @@ ranked.ranking.head(5)"""),
 Fit on half of the questions, evaluated on the others; it will score what the steered model writes."""),
     ("code", """\
 from personas.config import DetectorConfig
-from personas.detect import fit_detector, format_evaluation
+from personas.jobs.detect import fit_detector, format_evaluation
 
 fitted = fit_detector(data, config=DetectorConfig(k=3, holdout_by="group", test_fraction=0.5),
                       capture=CaptureConfig(hook=READ_HOOK), sae=reader, model=model, progress=False)

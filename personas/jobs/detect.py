@@ -208,3 +208,22 @@ def write_detect(result: DetectResult, out: str | Path) -> Path:
     return out
 
 
+def format_evaluation(evaluation: dict[str, Any]) -> str:
+    """Detector and dense baseline side by side, as printed by ``personas detect``."""
+    rows = []
+    first = "SAE detector" if evaluation.get("sae_info") else "top-k detector (raw dims)"
+    for name, ev in ((first, evaluation["sae"]), ("dense baseline (diff of means)", evaluation["dense_baseline"])):
+        lo, hi = ev["auroc_ci"]
+        extra = f"k={ev['k']} {ev['method']}" if "k" in ev else f"d={ev['d']}"
+        rows.append(
+            f"{name:32s} AUROC {ev['auroc']:.3f} [{lo:.3f}, {hi:.3f}]  accuracy {ev['accuracy']:.3f}  "
+            f"balanced {ev['balanced_accuracy']:.3f}  ({extra})"
+        )
+    cv = evaluation.get("cross_validation")
+    if cv:
+        def fmt(stat):
+            return "n/a" if stat["mean"] is None else f"{stat['mean']:.3f} +- {stat['sd'] or 0:.3f}"
+
+        rows.append(f"{cv['n_folds']}-fold CV by question: detector AUROC {fmt(cv['sae_auroc'])}, "
+                    f"dense baseline AUROC {fmt(cv['dense_auroc'])} (mean +- sd over folds)")
+    return "\n".join(rows)
