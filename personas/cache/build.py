@@ -205,7 +205,7 @@ def build_cache(
                 lo, hi = bounds[i]
                 yield ShardTask(i, lo, hi, prompts[lo:hi], texts[lo:hi], labels[lo:hi])
 
-        bar = tqdm(total=len(todo), desc="cache", unit="shard", disable=not progress or None, leave=False)
+        bar = tqdm(total=len(todo), desc="cache", unit="shard", disable=not progress, leave=False)
         for result in engine.run_capture(tasks()):
             path = out / SHARD_PATTERN.format(result.index)
             atomic_write_bytes(path, result.data)

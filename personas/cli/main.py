@@ -3,7 +3,9 @@
 Each command module (`personas.cli.rank`, ``cache``, ``detect``, ``steer``, ``diff``, ``report``,
 ``train_sae``) has ``register(subparsers)``; its options come from the config dataclasses
 (`personas.cli.options`). A `PersonasError` is printed as one line (what was received, what was expected, how
-to fix it) and the exit code is 2; nothing else in the library prints.
+to fix it) and the exit code is 2; nothing else in the library prints. Progress bars show on a terminal unless
+``--quiet``; the loading chatter of transformers and TransformerLens is hidden where models load
+(`personas.logs.quiet_third_party`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "huggingface_hub", "urllib3", "filelock", "transformers", "sae_lens", "transformer_lens"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    if hasattr(args, "quiet") and not sys.stderr.isatty():
+        args.quiet = True  # progress bars on a terminal only, not in logs and pipes
+    if getattr(args, "quiet", False):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from transformers.utils import logging as hf_logging
 

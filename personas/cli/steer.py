@@ -13,6 +13,7 @@ from personas.artifacts import atomic_write_text, manifest_header, write_json
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
+from personas.logs import quiet_third_party
 from personas.models import load_model
 from personas.saes import load_sae, sae_info
 from personas.steering import parse_alphas, steer_sweep
@@ -23,8 +24,9 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     alphas = parse_alphas(args.alphas)
     prompts = load_prompts(args.prompts).prompts
-    handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-    sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
+    with quiet_third_party():
+        handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
+        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
     table = steer_sweep(
         handle, sae, args.feature, prompts, alphas, detector=args.detector, config=steer_cfg, capture=capture_cfg,
         allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,
