@@ -213,6 +213,13 @@ class Capture:
     def provenance(self) -> dict[str, Any]:
         return {"capture": asdict(self.config), "model": self.model, "sae_hook": self.sae_hook, **self.stats}
 
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{hook} ({a.shape[1]} dims)" for hook, a in self.pooled.items())
+        codes = "" if self.features is None else f"; SAE codes {self.features.shape[1]} latents at {self.sae_hook}"
+        tokens = "" if self.token_codes is None else " + per-token codes"
+        return (f"Capture({len(self)} responses, {int(self.n_tokens.sum())} response tokens, {self.config.pool} "
+                f"pooling of {(self.model or {}).get('model')} at {sites}{codes}{tokens})")
+
 
 def capture(
     model: Any,
@@ -266,7 +273,7 @@ def capture(
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
-    bar = tqdm(total=n, desc="capture", unit="resp", disable=not progress or None, leave=False)
+    bar = tqdm(total=n, desc="capture", unit="resp", disable=not progress, leave=False)
     for batch in batches:
         items = [tokenized[i] for i in batch]
         width = max(len(t.input_ids) for t in items)
@@ -384,7 +391,7 @@ def token_activations(
     out_dtype = resolve_dtype(dtype)
     special = set(tok.all_special_ids)
     parts: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=len(texts), desc=f"activations {hook}", unit="doc", disable=not progress or None, leave=False)
+    bar = tqdm(total=len(texts), desc=f"activations {hook}", unit="doc", disable=not progress, leave=False)
     order = np.argsort([len(t) for t in texts], kind="stable")
     for lo in range(0, len(texts), batch_size):
         batch = [texts[i] for i in order[lo : lo + batch_size]]

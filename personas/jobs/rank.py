@@ -1,27 +1,47 @@
-"""The rank job: responses -> capture -> SAE codes -> scores -> ``ranking.csv`` + ``manifest.json``.
+"""The rank job: responses -> capture -> SAE codes -> scores -> ``ranking.csv``, ``ranking.parquet`` and
+``manifest.json``; and `load_run`, which reads such a folder back as a `Ranking`.
 
 `rank` is what ``personas rank`` runs; every step is also usable on its own (`load_responses`, `load_model`,
-`capture`, `load_sae`, `rank_features`).
+`capture`, `load_sae`, `rank_features`). The ranking is written twice: CSV for people and spreadsheets, Parquet
+for exact types and fast reading; the manifest records both checksums and the ranking's metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from personas.artifacts import MANIFEST_FILE, RANKING_FILE, manifest_header, output_dir, write_csv, write_json
+from personas.artifacts import (
+    EXAMPLES_FILE,
+    MANIFEST_FILE,
+    RANKING_FILE,
+    atomic_write_bytes,
+    manifest_header,
+    output_dir,
+    write_csv,
+    write_json,
+)
 from personas.cache.store import ActivationCache, open_cache, rank_cache
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
 from personas.data.responses import load_responses
-from personas.report.examples import EXAMPLES_FILE, save_examples, top_activating
+from personas.errors import DataError
+from personas.logs import quiet_third_party
+from personas.report.examples import save_examples, top_activating
 from personas.saes import sae_info
 from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
+
+__all__ = ["RANKING_PARQUET", "RankResult", "load_run", "rank", "rank_from_cache", "write_ranking",
+           "write_ranking_tables"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +50,8 @@ EXAMPLE_FEATURES = 10
 EXAMPLES_PER_FEATURE = 5
 #: Warn when response length alone reaches |AUROC - 0.5| of this much.
 LENGTH_WARNING = 0.2
+#: The ranking as Parquet, beside ``ranking.csv``; `load_run` reads it first.
+RANKING_PARQUET = "ranking.parquet"
 
 
 @dataclass
@@ -52,12 +74,23 @@ class RankResult:
         return self.capture.pooled[self.manifest["hook"]]
 
     def top(self, n: int = 20):
+        """The ``n`` best features."""
         return self.ranking.head(n)
 
     def examples(self, feature: int, k: int = 10):
         """Top-activating responses of ``feature`` (needs ``rank(..., keep_tokens=True)``); see `personas.examples`."""
 
         return top_activating(self, feature, k=k)
+
+    def __repr__(self) -> str:
+        m, stats = self.manifest, self.manifest.get("ranking", {})
+        sae = m.get("sae")
+        what = f"SAE {sae.get('spec')} ({stats.get('n_features')} latents)" if sae else (
+            f"no SAE ({stats.get('n_features')} activation dims)")
+        top = ", ".join(f"{int(r.feature)} (AUROC {r.auroc:.2f})" for r in self.ranking.head(3).itertuples())
+        out = "" if self.out_dir is None else f"; out={str(self.out_dir)!r}"
+        return (f"RankResult({len(self.responses)} responses, {(m.get('model') or {}).get('model')} at {m.get('hook')}, "
+                f"{what}; {stats.get('n_significant')} significant at q < {stats.get('alpha')}; top: {top}{out})")
 
     def _repr_html_(self) -> str:
         html = getattr(self.ranking, "_repr_html_", None)
@@ -68,7 +101,7 @@ def rank(
     data: Any,
     *,
     capture: CaptureConfig | None = None,
-    sae: SAEConfig | str | None = None,
+    sae: SAEConfig | str | Any | None = "default",
     rank: RankConfig | None = None,
     data_config: DataConfig | None = None,
     out: str | Path | None = None,
@@ -81,8 +114,9 @@ def rank(
     Args:
         data: anything `personas.load_responses` takes (a file, a DataFrame, a Dataset, a `Responses`).
         capture: model, hook, pooling and batching (`CaptureConfig`); default: MiniLM at blocks.3.hook_resid_post.
-        sae: an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, or ``"none"`` to rank
-            the raw activation dimensions), or a loaded sae-lens SAE; default ``"default"``.
+        sae: an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``), a loaded sae-lens SAE,
+            or ``None`` / ``"none"`` to rank the raw activation dimensions; default ``"default"``, the SAE shipped
+            for the default model.
         rank: ranking key, FDR level and filters (`RankConfig`).
         data_config: column names and judge-score thresholds (`DataConfig`).
         out: folder to write ``ranking.csv`` and ``manifest.json`` into (nothing is written when None).
@@ -93,7 +127,8 @@ def rank(
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
     responses = load_responses(data, data_config)
-    site = open_site(capture_cfg, sae, model)
+    with quiet_third_party():
+        site = open_site(capture_cfg, "none" if sae is None else sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
 
     captured = run_capture(
@@ -151,6 +186,7 @@ def rank(
             "alpha": rank_cfg.alpha,
             "stratified_by_group": stratified,
             "length_auroc": length_auroc,
+            "meta": dict(getattr(ranking, "meta", None) or {}),
         },
     }
     result = RankResult(ranking, responses, captured, manifest, sae=sae_obj, model=handle)
@@ -159,10 +195,25 @@ def rank(
     return result
 
 
+def write_ranking_tables(out: str | Path, ranking: Any) -> dict[str, dict[str, str]]:
+    """Write ``ranking.csv`` and ``ranking.parquet`` (each atomically) into the folder ``out``; return their
+    checksum entries for a manifest's ``files``."""
+    out = Path(out)
+    frame = pd.DataFrame(ranking, copy=True)
+    frame.attrs = {}  # the metadata lives in the manifest; Parquet would need it JSON-serialisable
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    atomic_write_bytes(out / RANKING_PARQUET, data)
+    return {RANKING_FILE: write_csv(out / RANKING_FILE, frame),
+            RANKING_PARQUET: {"sha256": hashlib.sha256(data).hexdigest()}}
+
+
 def write_ranking(result: RankResult, out: str | Path) -> Path:
-    """Write ``ranking.csv`` and ``manifest.json`` (each atomically) into ``out``; return the folder."""
+    """Write ``ranking.csv``, ``ranking.parquet`` and ``manifest.json`` (each atomically) into ``out``, and with
+    per-token codes ``examples.json``; return the folder."""
     out = output_dir(out)
-    result.manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, result.ranking)}
+    result.manifest["files"] = write_ranking_tables(out, result.ranking)
     if result.capture.token_codes is not None:
         top = [int(f) for f in result.ranking["feature"].head(EXAMPLE_FEATURES)]
         examples = {f: result.examples(f, k=EXAMPLES_PER_FEATURE) for f in top}
@@ -214,3 +265,66 @@ def rank_from_cache(
         manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
         write_json(out / MANIFEST_FILE, manifest)
     return ranking, manifest
+
+
+def load_run(folder: str | Path) -> Ranking:
+    """The `Ranking` of a ``personas rank`` run folder, with the metadata it was written with.
+
+    Reads ``ranking.parquet`` when the folder has one, else ``ranking.csv`` (folders written before Parquet), and
+    checks the file against the checksum in ``manifest.json``. ``ranking.meta`` holds the ranking's metadata
+    (``n_pos``, ``n_neg``, ``key``, ``alpha``, ``n_features``, ...; rebuilt from the manifest for older folders) and
+    ``ranking.attrs["manifest"]`` the whole manifest (model, hook, SAE, data, configuration, versions)::
+
+        ranking = personas.load_run("runs/demo")
+        ranking.attrs["manifest"]["hook"], ranking.meta["n_pos"], ranking.head(10)
+
+    Works for ``personas rank --cache`` folders too. Raises `DataError` when the folder is not a rank run or a
+    file does not match its checksum.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise DataError(f"{str(folder)!r} is not a personas rank run: expected {MANIFEST_FILE} and {RANKING_FILE} "
+                        "in it (written by `personas rank --out` or personas.rank(out=...)).")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{manifest_path} is not valid JSON ({exc}); the run folder is damaged.") from exc
+    if not isinstance(manifest, dict) or manifest.get("kind") != "personas.rank":
+        kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"{manifest_path} describes a {kind!r} run, not 'personas.rank'; load_run reads rank runs "
+                        "(a detect run's detector loads with personas.load_detector).")
+    files = manifest.get("files") or {}
+    for name in (RANKING_PARQUET, RANKING_FILE):
+        path = folder / name
+        if path.is_file():
+            break
+    else:
+        raise DataError(f"{str(folder)!r} has a rank manifest but neither {RANKING_PARQUET} nor {RANKING_FILE}.")
+    data = path.read_bytes()
+    expected = (files.get(name) or {}).get("sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise DataError(f"{path} does not match the checksum in {MANIFEST_FILE}: it was changed after the run "
+                        "wrote it. Rerun `personas rank`, or restore the file.")
+    frame = pd.read_parquet(io.BytesIO(data)) if name == RANKING_PARQUET else pd.read_csv(io.BytesIO(data))
+    ranking = Ranking(frame)
+    ranking.meta = _run_meta(manifest, frame)
+    ranking.attrs["manifest"] = manifest
+    return ranking
+
+
+def _run_meta(manifest: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
+    """The ranking's metadata: as saved, or rebuilt from the manifest of a folder written before it was saved."""
+    stats = manifest.get("ranking") or {}
+    if stats.get("meta"):
+        return dict(stats["meta"])
+    data = manifest.get("data") or {}
+    return {
+        "n_pos": data.get("n_misaligned"),
+        "n_neg": data.get("n_aligned"),
+        "key": stats.get("key"),
+        "alpha": stats.get("alpha"),
+        "n_features": stats.get("n_features"),
+        "n_features_tested": int(len(frame)),
+        "grouped": bool(stats.get("stratified_by_group", "group_auroc" in frame)),
+    }
