@@ -60,7 +60,7 @@ class RankResult:
 
     ranking: Any  # personas.scoring.Ranking, a pandas DataFrame
     responses: Any  # personas.data.Responses
-    capture: Any  # personas.capture.Capture
+    capture: Any  # personas.capturing.Capture
     manifest: dict[str, Any]
     out_dir: Path | None = None
     sae: Any = field(default=None, repr=False)

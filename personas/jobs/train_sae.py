@@ -12,18 +12,21 @@ from personas.artifacts import manifest_header
 from personas.capturing import token_activations
 from personas.config import DEFAULT_HOOK, TrainSAEConfig
 from personas.errors import PersonasError
+from personas.logs import quiet_third_party
 from personas.models import load_model
 from personas.training.corpus import build_corpus, describe_corpus
 from personas.training.sae import save_trained_sae, train_sae
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["train_sae_job"]
+
 
 def train_sae_job(
     *,
     model: str | Any = "minilm",
     hook: str = DEFAULT_HOOK,
-    config: Any = None,
+    config: TrainSAEConfig | None = None,
     out: str | Path,
     device: str = "cpu",
     command: str | None = None,
@@ -36,7 +39,8 @@ def train_sae_job(
     import time
 
     config = config or TrainSAEConfig()
-    handle = load_model(model, device=device)
+    with quiet_third_party():
+        handle = load_model(model, device=device)
     if config.corpus:
         path = Path(config.corpus)
         if not path.is_file():
