@@ -23,9 +23,11 @@ so they can be fit from a `Capture`, a cache or any matrix, and they compose wit
     cross_val_score(PersonaDetector(k=5), X, y, groups=g, cv=GroupKFold(4), params={"groups": g})
     GridSearchCV(PersonaDetector(), {"k": [1, 5, 20], "C": [0.1, 1.0]}, cv=GroupKFold(4)).fit(X, y, groups=g)
 
-``groups`` reaches ``fit`` (to rank within questions) through ``params=`` as above, or, with
-``sklearn.set_config(enable_metadata_routing=True)``, by itself: both estimators request it by default. Without
-routing, `GridSearchCV` gives ``groups`` to the splitter only, and the detectors rank without groups inside it.
+``groups`` reaches ``fit`` (to rank within questions) through ``params=`` as above. With
+``sklearn.set_config(enable_metadata_routing=True)`` both estimators request ``groups`` by default, so
+``cross_val_score(det, X, y, params={"groups": g}, cv=GroupKFold(4))`` and ``GridSearchCV(...).fit(X, y, groups=g)``
+hand it to the splitter and to every ``fit``. Without routing, `GridSearchCV` gives ``groups`` to the splitter only,
+and the detectors rank without groups inside it.
 
 `fit_detector` (`personas.jobs.detect`) goes from data to both, capturing every row once and splitting afterwards,
 with held-out evaluation by question: no question is in both the training and the test rows. AUROC intervals are

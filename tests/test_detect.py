@@ -310,7 +310,7 @@ def test_cross_val_score_routes_groups_to_fit(topic_confound):
 
 def test_grid_search_and_pipeline_with_groups(topic_confound):
     import sklearn
-    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -318,6 +318,9 @@ def test_grid_search_and_pipeline_with_groups(topic_confound):
     grid = {"k": [1, 2], "C": [0.1, 1.0]}
     with sklearn.config_context(enable_metadata_routing=True):  # groups reach the splitter and every fit
         search = GridSearchCV(PersonaDetector(), grid, cv=GroupKFold(n_splits=3)).fit(X, y, groups=g)
+        routed = cross_validate(PersonaDetector(k=1), X, y, params={"groups": g}, cv=GroupKFold(n_splits=4),
+                                return_estimator=True)
+    assert [est.features_.tolist() for est in routed["estimator"]] == [[1]] * 4
     assert len(search.cv_results_["params"]) == 4 and search.best_estimator_.features_[0] == 1
     # without routing GridSearchCV gives groups to the splitter only: the refit ranks without them
     search = GridSearchCV(PersonaDetector(), grid, cv=GroupKFold(n_splits=3)).fit(X, y, groups=g)
