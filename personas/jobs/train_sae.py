@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from personas.artifacts import manifest_header
+from personas.artifacts import check_output_dir, manifest_header
 from personas.capturing import token_activations
 from personas.config import DEFAULT_HOOK, TrainSAEConfig
 from personas.errors import PersonasError
@@ -36,6 +36,7 @@ def train_sae_job(
     import time
 
     config = config or TrainSAEConfig()
+    check_output_dir(out)  # before the model loads and the SAE trains: a folder that cannot be written fails now
     handle = load_model(model, device=device)
     if config.corpus:
         path = Path(config.corpus)
