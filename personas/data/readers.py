@@ -91,7 +91,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"{str(path)!r}, line {line_number}: not valid JSON ({exc.msg} at column {exc.colno}). "
+                    f"{str(path)!r}, line {line_number}: not valid JSON ({exc.msg}; column {exc.colno}). "
                     "Expected one JSON object per line; fix or remove that line."
                 ) from exc
             if not isinstance(record, dict):
@@ -109,8 +109,8 @@ def _read_json(path: Path) -> pd.DataFrame:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise DataError(
-                f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}). If it holds one object per "
-                "line, name it .jsonl."
+                f"{str(path)!r} is not valid JSON ({exc.msg}; line {exc.lineno}, column {exc.colno}). If it holds one "
+                "object per line, name it .jsonl."
             ) from exc
     if isinstance(data, list):
         bad = [i for i, record in enumerate(data) if not isinstance(record, dict)]
