@@ -37,11 +37,11 @@ def train_sae_job(
 
     config = config or TrainSAEConfig()
     check_output_dir(out)  # before the model loads and the SAE trains: a folder that cannot be written fails now
+    if config.corpus and not Path(config.corpus).is_file():
+        raise PersonasError(f"--corpus {config.corpus!r} is not a file; expected a text file, one document per line.")
     handle = load_model(model, device=device)
     if config.corpus:
         path = Path(config.corpus)
-        if not path.is_file():
-            raise PersonasError(f"--corpus {str(path)!r} is not a file; expected a text file, one document per line.")
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         corpus_description = f"user corpus {path} ({len(texts)} documents)"
     else:
