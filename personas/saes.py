@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAE_NAME = "minilm-l6-blocks.3.hook_resid_post-topk-4096"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
-#: Weight name -> its expected shape, in terms of the config's d_in and d_sae.
-_SHAPES = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_enc": ("d_sae",), "b_dec": ("d_in",)}
+#: Weight name -> its expected shape in terms of the config's d_in and d_sae (None: any size), and whether every
+#: architecture has it (gated SAEs have no b_enc; transcoders decode to another width).
+_SHAPES = {"W_enc": (("d_in", "d_sae"), True), "W_dec": (("d_sae", None), True), "b_enc": (("d_sae",), False)}
 
 
 def data_dir() -> Path:
@@ -91,7 +92,7 @@ def check_sae_spec(spec: str | os.PathLike | Any) -> Path | tuple[str, str] | No
 
 def check_sae_folder(folder: str | os.PathLike) -> dict[str, Any]:
     """Check a saved SAE folder: ``cfg.json`` is a JSON object with integer ``d_in``/``d_sae``, and the weights
-    file is complete and holds ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec`` of the shapes the config implies.
+    file is complete and holds ``W_enc`` [d_in, d_sae] and ``W_dec`` [d_sae, ...] (and ``b_enc`` [d_sae] if any).
 
     Returns the config. Raises `ModelLoadError` (missing or unreadable files) or `SiteMismatchError` (a config
     that does not match its weights), naming the file and what was expected.
@@ -134,12 +135,15 @@ def check_sae_folder(folder: str | os.PathLike) -> dict[str, Any]:
         ) from exc
     sizes = {"d_in": cfg["d_in"], "d_sae": cfg["d_sae"]}
     problems = []
-    for name, dims in _SHAPES.items():
-        expected = tuple(sizes[d] for d in dims)
+    for name, (dims, required) in _SHAPES.items():
         if name not in shapes:
-            problems.append(f"{name} is missing")
-        elif shapes[name] != expected:
-            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected)}")
+            if required:
+                problems.append(f"{name} is missing")
+            continue
+        found = shapes[name]
+        expected = [sizes[d] if d else found[i] if i < len(found) else "any" for i, d in enumerate(dims)]
+        if list(found) != expected:
+            problems.append(f"{name} has shape {list(found)}, expected {expected}")
     if problems:
         raise SiteMismatchError(
             f"the SAE in {str(folder)!r} does not match its config (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}): "
