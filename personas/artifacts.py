@@ -220,10 +220,13 @@ def _probe_writable(folder: Path, out: Path) -> None:
             Path(probe).unlink(missing_ok=True)
 
 
-def _read_kind(path: Path) -> str | None:
+def _read_kind(path: Path, strict: bool = True) -> str | None:
+    """The ``kind`` of a manifest; an unreadable one raises when ``strict`` (it is this run's manifest name)."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if not strict:
+            return None
         raise PersonasError(
             f"{str(path)!r} cannot be read as a manifest ({type(exc).__name__}: {exc}), so the files beside it "
             "cannot be told apart from a new run's. Remove the folder's contents or choose another output folder."
@@ -251,7 +254,7 @@ def _stale_entries(out: Path, kind: str) -> list[Path]:
     for other in {lay.manifest for lay in RUN_LAYOUTS.values()}:
         path = out / other
         if path.is_file():
-            found = _read_kind(path)
+            found = _read_kind(path, strict=other == layout.manifest)
             if found != kind and (other == layout.manifest or found in RUN_LAYOUTS):
                 raise PersonasError(
                     f"--out {str(out)!r} holds a {found!r} run ({other}), not a {kind!r} run; every file of a run "

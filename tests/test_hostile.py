@@ -266,6 +266,25 @@ def _(ctx):
     return out
 
 
+def _check_dedupe_rank(ctx, results):
+    clean, deduped = results
+    assert deduped.manifest["data"]["n_duplicates_dropped"] == 5
+    assert json.loads((ctx.tmp / "run" / "manifest.json").read_text())["data"]["n_duplicates_dropped"] == 5
+    pd.testing.assert_frame_equal(clean.ranking.reset_index(drop=True), deduped.ranking.reset_index(drop=True))
+
+
+@case("rank with --dedupe ranks exactly as the data without the repeats, and the manifest counts them",
+      check=_check_dedupe_rank)
+def _(ctx):
+    data = pd.DataFrame(ctx.fixture("planted_data"))
+    repeated = pd.concat([data, data.iloc[[0, 1, 2, 45, 60]]], ignore_index=True)
+    common = dict(model=ctx.fixture("toy_model"), sae=ctx.fixture("planted_sae"), capture=CaptureConfig(hook=TOY_HOOK),
+                  progress=False)
+    with pytest.raises(DataError, match="5 rows: 80 \\(same as row 0\\)"):
+        rank(repeated, **common)
+    return rank(data, **common), rank(repeated, data_config=DataConfig(dedupe=True), out=ctx.tmp / "run", **common)
+
+
 @case("the output folder is checked before the model loads", PersonasError, "is a file; expected a folder")
 def _(ctx):
     return rank(rows(*BASE), capture=CaptureConfig(model=str(ctx.tmp / "no-such-model")), sae="none",
