@@ -28,6 +28,13 @@ import numpy as np
 from personas.artifacts import atomic_write_bytes, manifest_header, write_json
 from personas.capturing import capture as run_capture
 from personas.config import THRESHOLDS, CaptureConfig, DetectorConfig
+from personas.detector_files import (
+    check_detector_weights,
+    check_finite_input,
+    check_finite_weights,
+    check_saved,
+    check_shapes,
+)
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
@@ -127,124 +134,6 @@ def _labels(y: Any, n: int) -> np.ndarray:
     if not np.isin(arr, (0, 1, True, False)).all():
         raise DataError(f"labels must be 0 (aligned) or 1 (misaligned); found {np.unique(arr)[:5].tolist()}.")
     return arr.astype(np.int8)
-
-
-def _check_finite_input(Z: np.ndarray, columns: np.ndarray | None) -> None:
-    """Raise `DataError` naming the first non-finite value a detector would score."""
-    bad = ~np.isfinite(Z)
-    if bad.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad))
-        feature = int(columns[col]) if columns is not None else col
-        raise DataError(
-            f"X holds {int(bad.sum())} non-finite values (NaN or inf) in the columns the detector reads; the first "
-            f"is {Z[row, col]} at row {row}, column {feature}. Fix or drop those rows before scoring."
-        )
-
-
-# Keys of detector.json: the manifest header, then what `_Scorer.save` adds around a scorer's `_state()`.
-_SAVED_KEYS = ("kind", "created_at", "versions", "format_version", "class", "params", "threshold", "train_auroc",
-               "provenance")
-
-
-def _check_saved(folder: Any, meta: dict[str, Any], tensors: dict[str, np.ndarray], cls: type,
-                 state_keys: tuple[str, ...], tensor_keys: tuple[str, ...]) -> None:
-    """Keys, parameters and provenance of a saved detector: all known, all there, of the right types."""
-    import dataclasses
-    import inspect
-
-    where = f"{Path(folder) / CONFIG_FILE}"
-    known = {*_SAVED_KEYS, *state_keys}
-    unknown, missing = sorted(set(meta) - known), sorted(k for k in known if k not in meta)
-    if unknown or missing:
-        raise PersonasError(
-            f"{where} has unknown keys {unknown} and lacks keys {missing}; expected exactly {sorted(known)}. "
-            "It was not written by this version of personas (or was edited); save the detector again."
-        )
-    extra, absent = sorted(set(tensors) - set(tensor_keys)), sorted(set(tensor_keys) - set(tensors))
-    if extra or absent:
-        raise PersonasError(
-            f"{Path(folder) / WEIGHTS_FILE} has unknown tensors {extra} and lacks {absent}; expected "
-            f"{sorted(tensor_keys)}. Save the detector again."
-        )
-    params = meta["params"]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    if not isinstance(params, dict) or set(params) - accepted:
-        bad = sorted(set(params) - accepted) if isinstance(params, dict) else type(params).__name__
-        raise PersonasError(f"{where}: 'params' holds {bad}, which {cls.__name__} does not take; expected {sorted(accepted)}.")
-    n_in = meta["n_features_in"]
-    if not isinstance(n_in, int) or isinstance(n_in, bool) or n_in < 1:
-        raise PersonasError(f"{where}: n_features_in={n_in!r}; expected a positive integer.")
-    threshold = meta["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
-        raise PersonasError(f"{where}: threshold={threshold!r}; expected a finite number.")
-    provenance = meta["provenance"]
-    if not isinstance(provenance, dict):
-        raise PersonasError(f"{where}: 'provenance' is a {type(provenance).__name__}; expected an object.")
-    capture = provenance.get("capture")
-    if capture is not None:
-        fields = {f.name for f in dataclasses.fields(CaptureConfig)}
-        if not isinstance(capture, dict) or set(capture) - fields:
-            bad = sorted(set(capture) - fields) if isinstance(capture, dict) else type(capture).__name__
-            raise PersonasError(
-                f"{where}: the recorded capture config holds {bad}, which are not CaptureConfig fields "
-                f"{sorted(fields)}; the detector could not capture responses itself. Save it again."
-            )
-        try:
-            CaptureConfig(**capture)
-        except TypeError as exc:
-            raise PersonasError(f"{where}: the recorded capture config is not usable ({exc}).") from exc
-
-
-def _check_shapes(folder: Any, tensors: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
-    wrong = {name: list(tensors[name].shape) for name, shape in expected.items() if tensors[name].shape != shape}
-    if wrong:
-        raise PersonasError(
-            f"{Path(folder) / WEIGHTS_FILE} holds tensors of the wrong shapes {wrong}; expected "
-            f"{ {name: list(shape) for name, shape in expected.items()} }. Save the detector again."
-        )
-
-
-def _check_finite_weights(folder: Any, tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
-    bad = [name for name in names if not np.isfinite(np.asarray(tensors[name], dtype=np.float64)).all()]
-    if bad:
-        raise PersonasError(f"{Path(folder) / WEIGHTS_FILE}: {bad} hold NaN or inf; expected finite weights.")
-
-
-def _check_detector_weights(folder: Any, meta: dict[str, Any], t: dict[str, np.ndarray]) -> None:
-    """A `PersonaDetector`'s weights: k of each, indices inside the fitted width, finite values, positive scales."""
-    k = int(t["features"].shape[0]) if t["features"].ndim == 1 else -1
-    if k < 1:
-        raise PersonasError(
-            f"{Path(folder) / WEIGHTS_FILE}: 'features' has shape {list(t['features'].shape)}; expected [k], k >= 1."
-        )
-    _check_shapes(folder, t, {"features": (k,), "signs": (k,), "coef": (k,), "mean": (k,), "scale": (k,),
-                              "intercept": (1,)})
-    if not np.issubdtype(t["features"].dtype, np.integer):
-        raise PersonasError(f"{Path(folder) / WEIGHTS_FILE}: 'features' is {t['features'].dtype}; expected integers.")
-    n_in = int(meta["n_features_in"])
-    outside = [int(f) for f in t["features"] if not 0 <= int(f) < n_in]
-    if outside:
-        raise PersonasError(
-            f"{Path(folder) / WEIGHTS_FILE}: feature indices {outside} are outside [0, {n_in}) (n_features_in); "
-            "save the detector again."
-        )
-    listed = meta["features"]
-    if listed != [int(f) for f in t["features"]]:
-        raise PersonasError(
-            f"{Path(folder) / CONFIG_FILE} lists features {listed} but the weights hold {t['features'].tolist()}; "
-            "the two files come from different detectors. Save the detector again."
-        )
-    _check_finite_weights(folder, t, ("signs", "coef", "intercept", "mean", "scale"))
-    if not (t["scale"] > 0).all():
-        raise PersonasError(
-            f"{Path(folder) / WEIGHTS_FILE}: 'scale' holds {t['scale'][t['scale'] <= 0].tolist()}; expected positive "
-            "standard deviations (a zero scale would give infinite scores)."
-        )
-    if not np.isin(t["signs"], (-1.0, 1.0)).all():
-        raise PersonasError(f"{Path(folder) / WEIGHTS_FILE}: 'signs' holds {t['signs'].tolist()}; expected +1 or -1.")
-    names = meta["feature_names"]
-    if names is not None and (not isinstance(names, list) or len(names) != k):
-        raise PersonasError(f"{Path(folder) / CONFIG_FILE}: feature_names must be null or a list of {k} names.")
 
 
 # ---------------------------------------------------------------------------------------------------- scorers
@@ -501,7 +390,7 @@ class PersonaDetector(_Scorer):
                 "(features of one SAE, or activations of one hook); capture with the same SAE/site."
             )
         Z = _dense_columns(X, self.features_)
-        _check_finite_input(Z, self.features_)
+        check_finite_input(Z, self.features_)
         Zs = (Z - self.mean_) / self.scale_
         return Zs @ self.coef_ + self.intercept_
 
@@ -541,9 +430,10 @@ class PersonaDetector(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.detector":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.detector.")
-        _check_saved(folder, meta, t, cls, ("n_features_in", "features", "feature_names"),
-                     ("features", "signs", "coef", "intercept", "mean", "scale"))
-        _check_detector_weights(folder, meta, t)
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in", "features", "feature_names"),
+                    ("features", "signs", "coef", "intercept", "mean", "scale"))
+        check_detector_weights(*where, meta, t)
         det = cls(**meta["params"])
         det.features_ = t["features"].astype(np.int64)
         det.signs_ = t["signs"]
@@ -594,7 +484,7 @@ class DiffMeansProbe(_Scorer):
         Z = _dense_columns(X)
         if Z.shape[1] != self.n_features_in_:
             raise DataError(f"X has {Z.shape[1]} columns; the probe was fit on {self.n_features_in_} (d_model).")
-        _check_finite_input(Z, None)
+        check_finite_input(Z, None)
         return Z @ self.direction_
 
     def _describe(self) -> dict[str, Any]:
@@ -611,9 +501,10 @@ class DiffMeansProbe(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.dense_probe":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.dense_probe.")
-        _check_saved(folder, meta, t, cls, ("n_features_in",), ("direction", "norm"))
-        _check_shapes(folder, t, {"direction": (int(meta["n_features_in"]),), "norm": (1,)})
-        _check_finite_weights(folder, t, ("direction", "norm"))
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in",), ("direction", "norm"))
+        check_shapes(where[1], t, {"direction": (int(meta["n_features_in"]),), "norm": (1,)})
+        check_finite_weights(where[1], t, ("direction", "norm"))
         probe = cls(**meta["params"])
         probe.direction_ = t["direction"]
         probe.norm_ = float(t["norm"][0])
