@@ -55,10 +55,6 @@ class RunLayout:
     manifest: str
     files: tuple[str, ...]
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.manifest, *self.files)
-
 
 #: Run kind -> its layout. Folders (``detector``) are written by `PersonaDetector.save` and cleaned as a whole.
 RUN_LAYOUTS = {
