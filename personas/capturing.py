@@ -69,6 +69,15 @@ def tokenize_conversations(
         out = _tokenize_pairs(tok, prompts, responses, config)
     else:
         out = [_tokenize_causal(handle, tok, p, r, config) for p, r in zip(prompts, responses, strict=True)]
+    n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
+    too_long = [i for i, t in enumerate(out) if n_ctx and len(t.input_ids) > n_ctx]
+    if too_long:
+        raise DataError(
+            f"{len(too_long)} conversation(s) (rows {too_long[:10]}) are up to "
+            f"{max(len(out[i].input_ids) for i in too_long)} tokens long after truncation to max_length="
+            f"{config.max_length}, but model {handle.model_id!r} has {n_ctx} positions (n_ctx). "
+            f"Set max_length (--max-length) to at most {n_ctx}."
+        )
     empty = [i for i, t in enumerate(out) if t.n_response - config.skip_first < 1]
     if empty:
         raise DataError(

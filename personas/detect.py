@@ -28,6 +28,13 @@ import numpy as np
 from personas.artifacts import atomic_write_bytes, manifest_header, write_json
 from personas.capturing import capture as run_capture
 from personas.config import THRESHOLDS, CaptureConfig, DetectorConfig
+from personas.detector_files import (
+    check_detector_weights,
+    check_finite_input,
+    check_finite_weights,
+    check_saved,
+    check_shapes,
+)
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
@@ -220,6 +227,7 @@ class _Scorer:
 
     @classmethod
     def _read(cls, folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The settings and weights of a saved detector, read with clear errors (not yet checked against a kind)."""
         import json
 
         from safetensors.numpy import load_file
@@ -231,12 +239,24 @@ class _Scorer:
                 f"{str(folder)!r} is not a saved detector: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it "
                 "(written by PersonaDetector.save or `personas detect --out`)."
             )
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PersonasError(f"{str(cfg_path)!r} is not valid JSON ({exc}); save the detector again.") from exc
+        if not isinstance(meta, dict):
+            raise PersonasError(f"{str(cfg_path)!r} holds a JSON {type(meta).__name__}; expected an object.")
         if meta.get("format_version") != FORMAT_VERSION:
             raise PersonasError(
                 f"{cfg_path} has format_version {meta.get('format_version')!r}; this personas reads {FORMAT_VERSION}."
             )
-        return meta, load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+            raise PersonasError(
+                f"{str(w_path)!r} is not a complete safetensors file ({type(exc).__name__}: {exc}); it may be "
+                "truncated. Save the detector again."
+            ) from exc
+        return meta, tensors
 
     # -- scoring raw responses -----------------------------------------------------------------------------
 
@@ -369,7 +389,9 @@ class PersonaDetector(_Scorer):
                 f"X has {_n_columns(X)} columns but the detector was fit on {self.n_features_in_} "
                 "(features of one SAE, or activations of one hook); capture with the same SAE/site."
             )
-        Zs = (_dense_columns(X, self.features_) - self.mean_) / self.scale_
+        Z = _dense_columns(X, self.features_)
+        check_finite_input(Z, self.features_)
+        Zs = (Z - self.mean_) / self.scale_
         return Zs @ self.coef_ + self.intercept_
 
     def _describe(self) -> dict[str, Any]:
@@ -408,6 +430,10 @@ class PersonaDetector(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.detector":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.detector.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in", "features", "feature_names"),
+                    ("features", "signs", "coef", "intercept", "mean", "scale"))
+        check_detector_weights(*where, meta, t)
         det = cls(**meta["params"])
         det.features_ = t["features"].astype(np.int64)
         det.signs_ = t["signs"]
@@ -458,6 +484,7 @@ class DiffMeansProbe(_Scorer):
         Z = _dense_columns(X)
         if Z.shape[1] != self.n_features_in_:
             raise DataError(f"X has {Z.shape[1]} columns; the probe was fit on {self.n_features_in_} (d_model).")
+        check_finite_input(Z, None)
         return Z @ self.direction_
 
     def _describe(self) -> dict[str, Any]:
@@ -474,6 +501,10 @@ class DiffMeansProbe(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.dense_probe":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.dense_probe.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in",), ("direction", "norm"))
+        check_shapes(where[1], t, {"direction": (int(meta["n_features_in"]),), "norm": (1,)})
+        check_finite_weights(where[1], t, ("direction", "norm"))
         probe = cls(**meta["params"])
         probe.direction_ = t["direction"]
         probe.norm_ = float(t["norm"][0])

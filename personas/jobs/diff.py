@@ -29,7 +29,9 @@ from typing import Any
 from personas.artifacts import (
     DIFF_FILE,
     MANIFEST_FILE,
+    RESPONSES_FILE,
     atomic_write_text,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_csv,
@@ -41,7 +43,7 @@ from personas.config import CaptureConfig, DiffConfig, SAEConfig
 from personas.data.prompts import Prompts, load_prompts
 from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.models import as_model_handle, load_model
-from personas.saes import check_site, load_sae, sae_info, same_model
+from personas.saes import check_sae_spec, check_site, load_sae, sae_info, same_model
 from personas.scoring.paired import diff_features
 from personas.steering import generate
 
@@ -130,7 +132,6 @@ def diff_models(
             return load_model(str(model), device=capture_cfg.device, dtype=capture_cfg.dtype)
         return as_model_handle(model)
 
-    base_h, ft_h = _load(base), _load(finetuned)
     if isinstance(sae, SAEConfig):
         sae_spec, encode_batch = sae.sae, sae.encode_batch_tokens
         if allow_model_mismatch is None:
@@ -139,6 +140,11 @@ def diff_models(
         sae_spec, encode_batch = (str(sae) if isinstance(sae, (str, os.PathLike)) else "in-memory"), 8192
     if sae_spec in (None, "none"):
         raise PersonasError("model diffing needs an SAE (sae='none' was given): latents are compared across models.")
+    if sae_spec != "in-memory":
+        check_sae_spec(sae_spec)  # a wrong SAE fails before two models load
+    if out is not None:
+        check_output_dir(out, "personas.diff")
+    base_h, ft_h = _load(base), _load(finetuned)
     sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=capture_cfg.dtype)
     hook = hook or capture_cfg.hook or sae_obj.cfg.metadata.hook_name
     base_h.check_hooks([hook])
@@ -196,15 +202,15 @@ def diff_models(
 
 def write_diff(result: DiffResult, out: str | Path) -> Path:
     """Write ``diff.csv`` and ``manifest.json`` (atomically) into ``out``."""
-    out = output_dir(out)
+    out = output_dir(out, "personas.diff")
     result.manifest["files"] = {DIFF_FILE: write_csv(out / DIFF_FILE, result.table)}
     if result.manifest["prompts"].get("responses_generated_by"):
         import pandas as pd
 
         frame = pd.DataFrame({"id": result.prompts.ids, "prompt": result.prompts.prompts,
                               "response": result.prompts.responses})
-        atomic_write_text(out / "responses.jsonl", frame.to_json(orient="records", lines=True, force_ascii=False))
-        result.manifest["files"]["responses.jsonl"] = {"note": "generated answers that were teacher-forced"}
+        atomic_write_text(out / RESPONSES_FILE, frame.to_json(orient="records", lines=True, force_ascii=False))
+        result.manifest["files"][RESPONSES_FILE] = {"note": "generated answers that were teacher-forced"}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 

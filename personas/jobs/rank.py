@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from personas.artifacts import MANIFEST_FILE, RANKING_FILE, manifest_header, output_dir, write_csv, write_json
+from personas.artifacts import (
+    MANIFEST_FILE,
+    RANKING_FILE,
+    check_output_dir,
+    manifest_header,
+    output_dir,
+    write_csv,
+    write_json,
+)
 from personas.cache.store import ActivationCache, open_cache, rank_cache
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
@@ -30,6 +38,7 @@ EXAMPLE_FEATURES = 10
 EXAMPLES_PER_FEATURE = 5
 #: Warn when response length alone reaches |AUROC - 0.5| of this much.
 LENGTH_WARNING = 0.2
+RUN_KIND = "personas.rank"
 
 
 @dataclass
@@ -93,6 +102,8 @@ def rank(
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
     responses = load_responses(data, data_config)
+    if out is not None:
+        check_output_dir(out, RUN_KIND)  # before the model loads: a folder that cannot take the run fails now
     site = open_site(capture_cfg, sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
 
@@ -131,7 +142,7 @@ def rank(
         )
     ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
     manifest = {
-        **manifest_header("personas.rank"),
+        **manifest_header(RUN_KIND),
         "model": captured.model,
         "hook": hook,
         "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
@@ -161,13 +172,15 @@ def rank(
 
 def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv`` and ``manifest.json`` (each atomically) into ``out``; return the folder."""
-    out = output_dir(out)
+    out = output_dir(out, RUN_KIND)
     result.manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, result.ranking)}
     if result.capture.token_codes is not None:
         top = [int(f) for f in result.ranking["feature"].head(EXAMPLE_FEATURES)]
         examples = {f: result.examples(f, k=EXAMPLES_PER_FEATURE) for f in top}
-        save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"])
-        result.manifest["files"][EXAMPLES_FILE] = {"features": top}
+        dataset_hash = result.manifest["data"]["dataset_hash"]
+        save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"],
+                      extra={"dataset_hash": dataset_hash})
+        result.manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 
@@ -187,6 +200,8 @@ def rank_from_cache(
 
     rank_cfg = rank or RankConfig()
     opts = options or CacheRankConfig()
+    if out is not None:
+        check_output_dir(out, RUN_KIND)
     opened = open_cache(cache)
     ranking = rank_cache(
         opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
@@ -194,7 +209,7 @@ def rank_from_cache(
     )
     source = opened.manifest
     manifest = {
-        **manifest_header("personas.rank"),
+        **manifest_header(RUN_KIND),
         "source": {"cache": str(opened.path), "fingerprint": source.get("fingerprint")},
         "model": source.get("model"),
         "hook": hook or (opened.hooks[0] if opened.hooks else None),
@@ -210,7 +225,7 @@ def rank_from_cache(
         },
     }
     if out is not None:
-        out = output_dir(out)
+        out = output_dir(out, RUN_KIND)
         manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
         write_json(out / MANIFEST_FILE, manifest)
     return ranking, manifest
