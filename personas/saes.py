@@ -18,14 +18,18 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
 from personas.models import hub_error
 
 if TYPE_CHECKING:
+    import scipy.sparse
     import torch
 
     from personas.models import ModelHandle
@@ -257,10 +261,7 @@ def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> 
     """SAE latent activations for [n_tokens, d_in] activations, encoded in chunks of ``batch_tokens``."""
     import torch
 
-    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
-        raise SiteMismatchError(
-            f"expected activations of shape [n_tokens, {sae.cfg.d_in}] for this SAE, got {tuple(activations.shape)}."
-        )
+    _check_activation_shape(sae, activations)
     param = next(iter(sae.parameters()))
     chunks = []
     with torch.no_grad():
@@ -270,6 +271,65 @@ def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> 
     if not chunks:
         return torch.zeros(0, sae.cfg.d_sae, device=param.device)
     return torch.cat(chunks)
+
+
+@dataclass
+class SparseCodes:
+    """SAE codes of ``n_rows`` tokens kept sparse: the non-zero ``(row, col, value)`` triples, rows ascending.
+
+    Tensors stay on the device they were computed on; ``to_csr`` gives a scipy CSR matrix on the host.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+    n_rows: int
+    n_cols: int
+
+    def to_csr(self, row_order: np.ndarray | None = None) -> scipy.sparse.csr_matrix:
+        """A [n_rows, n_cols] float32 CSR matrix of the codes (``row_order``: new row index of each old row)."""
+        import scipy.sparse
+
+        rows = self.rows.cpu().numpy()
+        if row_order is not None:
+            rows = np.asarray(row_order)[rows]
+        return scipy.sparse.csr_matrix(
+            (self.values.cpu().numpy().astype(np.float32, copy=False), (rows, self.cols.cpu().numpy())),
+            shape=(self.n_rows, self.n_cols),
+        )
+
+
+def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> SparseCodes:
+    """SAE codes of [n_tokens, d_in] activations as non-zero triples: no dense [n_tokens, d_sae] matrix is kept.
+
+    Each chunk of ``batch_tokens`` rows is encoded densely (one chunk at a time) and reduced to its non-zeros at
+    once, so memory grows with the non-zeros (about k per token for a TopK SAE), not with ``n_tokens * d_sae``.
+    """
+    import torch
+
+    _check_activation_shape(sae, activations)
+    param = next(iter(sae.parameters()))
+    rows, cols, values = [], [], []
+    with torch.no_grad():
+        for lo in range(0, activations.shape[0], batch_tokens):
+            chunk = activations[lo : lo + batch_tokens].to(device=param.device, dtype=param.dtype)
+            codes = sae.encode(chunk)
+            r, c = codes.nonzero(as_tuple=True)
+            rows.append(r + lo)
+            cols.append(c)
+            values.append(codes[r, c].float())
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=param.device)
+        return SparseCodes(empty, empty, torch.zeros(0, device=param.device), 0, int(sae.cfg.d_sae))
+    return SparseCodes(torch.cat(rows), torch.cat(cols), torch.cat(values), int(activations.shape[0]),
+                       int(sae.cfg.d_sae))
+
+
+def _check_activation_shape(sae: Any, activations: torch.Tensor) -> None:
+    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
+        raise SiteMismatchError(
+            f"expected activations of shape [n_tokens, {sae.cfg.d_in}] for this SAE, got {tuple(activations.shape)}."
+        )
 
 
 def sae_fingerprint(sae: Any, spec: Any = None) -> dict[str, Any]:
