@@ -49,6 +49,12 @@ from sklearn.utils.validation import column_or_1d
 from personas.artifacts import atomic_write_bytes, manifest_header, write_json
 from personas.capturing import capture as run_capture
 from personas.config import THRESHOLDS, CaptureConfig, DetectorConfig
+from personas.detector_files import (
+    check_detector_weights,
+    check_finite_weights,
+    check_saved,
+    check_shapes,
+)
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
@@ -161,11 +167,26 @@ def _as_matrix(X: Any) -> Any:
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"Found array with 0 sample(s) or 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
                         "required: expected at least one response and one feature.")
-    bad = values.size - int(np.isfinite(values).sum()) if values.dtype.kind == "f" else 0
-    if bad:
-        raise DataError(f"X holds {bad} non-finite values (NaN or inf); expected finite features. Drop or impute "
-                        "those rows before fitting or scoring.")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        _raise_non_finite(X, values)
     return X
+
+
+def _raise_non_finite(X: Any, values: np.ndarray) -> None:
+    """Raise `DataError` naming how many values of ``X`` are NaN or inf, and where the first one is."""
+    import scipy.sparse as sp
+
+    bad = ~np.isfinite(values)
+    if sp.issparse(X):  # the first bad stored value, in storage order; its row and column from the index arrays
+        k = int(np.flatnonzero(bad)[0])
+        outer = int(np.searchsorted(X.indptr, k, side="right") - 1)
+        row, col = (outer, int(X.indices[k])) if X.format == "csr" else (int(X.indices[k]), outer)
+        value = values[k]
+    else:
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        value = values[row, col]
+    raise DataError(f"X holds {int(bad.sum())} non-finite values (NaN or inf); the first is {value} at row {row}, "
+                    f"column {col}. Fix or drop those rows before fitting or scoring.")
 
 
 def _feature_names(X: Any) -> np.ndarray | None:
@@ -365,6 +386,7 @@ class _Scorer(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def _read(cls, folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The settings and weights of a saved detector, read with clear errors (not yet checked against a kind)."""
         import json
 
         from safetensors.numpy import load_file
@@ -376,12 +398,24 @@ class _Scorer(ClassifierMixin, BaseEstimator):
                 f"{str(folder)!r} is not a saved detector: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it "
                 "(written by PersonaDetector.save or `personas detect --out`)."
             )
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PersonasError(f"{str(cfg_path)!r} is not valid JSON ({exc}); save the detector again.") from exc
+        if not isinstance(meta, dict):
+            raise PersonasError(f"{str(cfg_path)!r} holds a JSON {type(meta).__name__}; expected an object.")
         if meta.get("format_version") != FORMAT_VERSION:
             raise PersonasError(
                 f"{cfg_path} has format_version {meta.get('format_version')!r}; this personas reads {FORMAT_VERSION}."
             )
-        return meta, load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+            raise PersonasError(
+                f"{str(w_path)!r} is not a complete safetensors file ({type(exc).__name__}: {exc}); it may be "
+                "truncated. Save the detector again."
+            ) from exc
+        return meta, tensors
 
     # -- scoring raw responses -----------------------------------------------------------------------------
 
@@ -550,13 +584,11 @@ class PersonaDetector(_Scorer):
         }
 
     def _state(self) -> dict[str, Any]:
-        names_in = getattr(self, "feature_names_in_", None)
         return {
             "params": self.get_params(),
             "n_features_in": int(self.n_features_in_),
             "features": [int(f) for f in self.features_],
             "feature_names": self.feature_names_,
-            "feature_names_in": None if names_in is None else [str(n) for n in names_in],
         }
 
     @classmethod
@@ -565,6 +597,10 @@ class PersonaDetector(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.detector":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.detector.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in", "features", "feature_names"),
+                    ("features", "signs", "coef", "intercept", "mean", "scale"))
+        check_detector_weights(*where, meta, t)
         det = cls(**meta["params"])
         det.features_ = t["features"].astype(np.int64)
         det.signs_ = t["signs"]
@@ -622,6 +658,10 @@ class DiffMeansProbe(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.dense_probe":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.dense_probe.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in",), ("direction", "norm"))
+        check_shapes(where[1], t, {"direction": (int(meta["n_features_in"]),), "norm": (1,)})
+        check_finite_weights(where[1], t, ("direction", "norm"))
         probe = cls(**meta["params"])
         probe.direction_ = t["direction"]
         probe.norm_ = float(t["norm"][0])

@@ -18,8 +18,10 @@ from collections.abc import Sequence
 
 from personas import __version__
 from personas.cli import cache, detect, diff, rank, report, steer, train_sae
+from personas.devices import set_threads
 from personas.errors import PersonasError
 
+THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
 COMMANDS = (rank, cache, detect, steer, diff, report, train_sae)
 
@@ -32,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"personas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
+    for command_parser in sub.choices.values():  # also after the command: `personas rank --threads 1 ...`
+        command_parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
     return parser
 
 
@@ -56,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()
     try:
+        set_threads(args.threads)
         return int(args.func(args) or 0)
     except PersonasError as exc:
         print(f"personas {args.command}: error: {exc}", file=sys.stderr)

@@ -9,7 +9,16 @@ misaligned) or from the 0-100 ``aligned`` and ``coherent`` scores that the emerg
 With scores, a response is misaligned when ``aligned < misaligned_below`` and ``coherent > coherent_above``,
 aligned when ``aligned > aligned_above`` and ``coherent > coherent_above``; the rest are excluded and counted.
 
+Repeated rows are refused: two labelled rows with the same prompt and response (after whitespace normalisation,
+whatever their ids) would count as two independent observations and inflate every test. ``DataConfig.dedupe``
+(``--dedupe``) drops them instead, keeping the first of each; they are then listed among the excluded rows with
+the reason "duplicate", and ``summary()["n_duplicates_dropped"]`` counts them for the manifest.
+
 Row numbers in error messages are 0-based positions in the input (records of a JSONL file, data rows of a CSV).
+
+Why this module is long: it is the one gate every dataset passes through, and each malformed input it refuses
+(missing or repeated ids, non-text cells, unknown labels, unusable judge scores, chat cells, repeated rows) has
+its own check and its own message naming the rows; splitting them would scatter one contract over files.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ ALIGNED = 0
 REASON_AMBIGUOUS = "ambiguous alignment score"
 REASON_INCOHERENT = "incoherent"
 REASON_VERDICT = "judge verdict"  # followed by the word, e.g. "judge verdict REFUSAL"
+REASON_DUPLICATE = "duplicate"
 # The emergent-misalignment judge answers some rows with a word instead of a score (REFUSAL, CODE).
 _JUDGE_VERDICT = re.compile(r"[A-Za-z][A-Za-z_ -]*")
 
@@ -259,6 +269,7 @@ class Responses:
             "n_aligned": self.n_aligned,
             "n_excluded": len(self.excluded),
             "excluded_by_reason": self.excluded_counts(),
+            "n_duplicates_dropped": self.excluded_counts().get(REASON_DUPLICATE, 0),
             "label_source": self.label_source,
             "thresholds": {
                 "misaligned_below": float(self.config.misaligned_below),
@@ -543,6 +554,13 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
     extras = extras.rename(columns={c: f"{c}_original" for c in extras.columns if c in _CORE})
     full = pd.concat([full, extras], axis=1)
 
+    duplicate_of = _repeated_pairs(prompts, responses, labels >= 0)
+    if duplicate_of:
+        if not config.dedupe:
+            raise DataError(_duplicates_message(duplicate_of, source))
+        for row in duplicate_of:
+            labels[row], reasons[row] = -1, REASON_DUPLICATE
+        logger.info("%s: dropped %d repeated (prompt, response) rows (dedupe).", source, len(duplicate_of))
     keep = labels >= 0
     frame = full[keep].reset_index(drop=True)
     frame.insert(3, "label", labels[keep].astype(np.int8))
@@ -569,12 +587,43 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
     return result
 
 
+def _repeated_pairs(prompts: list[str], responses: list[str], labelled: np.ndarray) -> dict[int, int]:
+    """Labelled row -> the earlier labelled row with the same prompt and response, whitespace normalised."""
+    first: dict[tuple[str, str], int] = {}
+    repeats: dict[int, int] = {}
+    for i in np.flatnonzero(labelled).tolist():
+        key = (" ".join(prompts[i].split()), " ".join(responses[i].split()))
+        if key in first:
+            repeats[i] = first[key]
+        else:
+            first[key] = i
+    return repeats
+
+
+def _duplicates_message(duplicate_of: dict[int, int], source: str) -> str:
+    shown = ", ".join(f"{row} (same as row {earlier})" for row, earlier in list(duplicate_of.items())[:10])
+    more = f", ... and {len(duplicate_of) - 10} more" if len(duplicate_of) > 10 else ""
+    return (
+        f"{source} repeats the same prompt and response (after whitespace normalisation) in "
+        f"{len(duplicate_of)} {'row' if len(duplicate_of) == 1 else 'rows'}: {shown}{more}. Repeated rows would "
+        "count as independent observations and inflate significance, whatever their ids. Drop them: "
+        "DataConfig(dedupe=True) or --dedupe keeps the first of each, or remove them from the data."
+    )
+
+
 def _expand_messages(raw: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
     """Chat-format rows (a list of {"role", "content"} turns, or ShareGPT {"from", "value"}): the last assistant
     turn is the response and the last user turn before it the prompt."""
     prompts, responses, bad = [], [], []
+    not_json: list[int] = []
     for i, value in enumerate(raw[column].tolist()):
-        turns = json.loads(value) if isinstance(value, str) else value
+        try:
+            turns = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            not_json.append(i)
+            prompts.append(None)
+            responses.append(None)
+            continue
         try:
             turns = [(str(t.get("role", t.get("from", ""))).lower(), t.get("content", t.get("value"))) for t in turns]
         except (AttributeError, TypeError):
@@ -590,6 +639,12 @@ def _expand_messages(raw: pd.DataFrame, column: str, source: str) -> pd.DataFram
             continue
         prompts.append(turns[user][1])
         responses.append(turns[last][1])
+    if not_json:
+        raise DataError(
+            f"{source}: the {column!r} column holds text that is not JSON in {list_rows(not_json)}. Expected a list "
+            'of {"role": "user"|"assistant", "content": ...} turns per row (a JSON list, or a list in a JSONL '
+            "record); fix those cells, or give prompt and response columns."
+        )
     if bad:
         raise DataError(
             f"{source}: the {column!r} column has no user turn followed by an assistant turn in {list_rows(bad)}. "

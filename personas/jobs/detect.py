@@ -15,6 +15,7 @@ from personas.artifacts import (
     EVAL_FILE,
     SCORES_FILE,
     atomic_write_text,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_json,
@@ -113,6 +114,8 @@ def fit_detector(
         split_mode = "none"
         logger.warning("no test data and holdout_by='none': the detector is fit but not evaluated on held-out rows")
 
+    if out is not None:
+        check_output_dir(out, "personas.detect")  # before the model loads
     with quiet_third_party():
         site = open_site(capture_cfg, "none" if sae is None else sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
@@ -214,7 +217,7 @@ def fit_detector(
 def write_detect(result: DetectResult, out: str | Path) -> Path:
     """Write ``detector/``, ``dense_baseline/``, and with an evaluation ``eval.json`` and ``test_scores.csv``."""
 
-    out = output_dir(out)
+    out = output_dir(out, "personas.detect")
     result.detector.save(out / "detector")
     result.baseline.save(out / "dense_baseline")
     if result.evaluation is not None:

@@ -29,7 +29,9 @@ from typing import Any
 from personas.artifacts import (
     DIFF_FILE,
     MANIFEST_FILE,
+    RESPONSES_FILE,
     atomic_write_text,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_csv,
@@ -42,7 +44,7 @@ from personas.data.prompts import Prompts, load_prompts
 from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
-from personas.saes import check_site, load_sae, sae_info, same_model
+from personas.saes import check_sae_spec, check_site, load_sae, sae_info, same_model
 from personas.scoring.paired import diff_features
 from personas.steering import generate
 
@@ -142,6 +144,10 @@ def diff_models(
     if sae_spec is None or str(sae_spec).lower() == "none":
         raise PersonasError(f"model diffing needs an SAE (sae={sae_spec!r} was given): latents are compared across "
                             "models. Pass sae='default', a folder, 'RELEASE:SAE_ID' or a loaded SAE.")
+    if sae_spec != "in-memory":
+        check_sae_spec(sae_spec)  # a wrong SAE fails before two models load
+    if out is not None:
+        check_output_dir(out, "personas.diff")
     with quiet_third_party():
         base_h, ft_h = _load(base), _load(finetuned)
         sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=capture_cfg.dtype)
@@ -201,14 +207,14 @@ def diff_models(
 
 def write_diff(result: DiffResult, out: str | Path) -> Path:
     """Write ``diff.csv`` and ``manifest.json`` (atomically) into ``out``."""
-    out = output_dir(out)
+    out = output_dir(out, "personas.diff")
     result.manifest["files"] = {DIFF_FILE: write_csv(out / DIFF_FILE, result.table)}
     if result.manifest["prompts"].get("responses_generated_by"):
         import pandas as pd
 
         frame = pd.DataFrame({"id": result.prompts.ids, "prompt": result.prompts.prompts,
                               "response": result.prompts.responses})
-        atomic_write_text(out / "responses.jsonl", frame.to_json(orient="records", lines=True, force_ascii=False))
-        result.manifest["files"]["responses.jsonl"] = {"note": "generated answers that were teacher-forced"}
+        atomic_write_text(out / RESPONSES_FILE, frame.to_json(orient="records", lines=True, force_ascii=False))
+        result.manifest["files"][RESPONSES_FILE] = {"note": "generated answers that were teacher-forced"}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out

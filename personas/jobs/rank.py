@@ -23,7 +23,9 @@ from personas.artifacts import (
     EXAMPLES_FILE,
     MANIFEST_FILE,
     RANKING_FILE,
+    RANKING_PARQUET,
     atomic_write_bytes,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_csv,
@@ -50,8 +52,7 @@ EXAMPLE_FEATURES = 10
 EXAMPLES_PER_FEATURE = 5
 #: Warn when response length alone reaches |AUROC - 0.5| of this much.
 LENGTH_WARNING = 0.2
-#: The ranking as Parquet, beside ``ranking.csv``; `load_run` reads it first.
-RANKING_PARQUET = "ranking.parquet"
+RUN_KIND = "personas.rank"
 
 
 @dataclass
@@ -127,6 +128,8 @@ def rank(
     capture_cfg = capture or CaptureConfig()
     rank_cfg = rank or RankConfig()
     responses = load_responses(data, data_config)
+    if out is not None:
+        check_output_dir(out, RUN_KIND)  # before the model loads: a folder that cannot take the run fails now
     with quiet_third_party():
         site = open_site(capture_cfg, "none" if sae is None else sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
@@ -166,7 +169,7 @@ def rank(
         )
     ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
     manifest = {
-        **manifest_header("personas.rank"),
+        **manifest_header(RUN_KIND),
         "model": captured.model,
         "hook": hook,
         "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
@@ -212,13 +215,15 @@ def write_ranking_tables(out: str | Path, ranking: Any) -> dict[str, dict[str, s
 def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``manifest.json`` (each atomically) into ``out``, and with
     per-token codes ``examples.json``; return the folder."""
-    out = output_dir(out)
+    out = output_dir(out, RUN_KIND)
     result.manifest["files"] = write_ranking_tables(out, result.ranking)
     if result.capture.token_codes is not None:
         top = [int(f) for f in result.ranking["feature"].head(EXAMPLE_FEATURES)]
         examples = {f: result.examples(f, k=EXAMPLES_PER_FEATURE) for f in top}
-        save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"])
-        result.manifest["files"][EXAMPLES_FILE] = {"features": top}
+        dataset_hash = result.manifest["data"]["dataset_hash"]
+        save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"],
+                      extra={"dataset_hash": dataset_hash})
+        result.manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 
@@ -238,6 +243,8 @@ def rank_from_cache(
 
     rank_cfg = rank or RankConfig()
     opts = options or CacheRankConfig()
+    if out is not None:
+        check_output_dir(out, RUN_KIND)
     opened = open_cache(cache)
     ranking = rank_cache(
         opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
@@ -245,7 +252,7 @@ def rank_from_cache(
     )
     source = opened.manifest
     manifest = {
-        **manifest_header("personas.rank"),
+        **manifest_header(RUN_KIND),
         "source": {"cache": str(opened.path), "fingerprint": source.get("fingerprint")},
         "model": source.get("model"),
         "hook": hook or (opened.hooks[0] if opened.hooks else None),
@@ -261,7 +268,7 @@ def rank_from_cache(
         },
     }
     if out is not None:
-        out = output_dir(out)
+        out = output_dir(out, RUN_KIND)
         manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
         write_json(out / MANIFEST_FILE, manifest)
     return ranking, manifest
@@ -290,7 +297,7 @@ def load_run(folder: str | Path) -> Ranking:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{manifest_path} is not valid JSON ({exc}); the run folder is damaged.") from exc
-    if not isinstance(manifest, dict) or manifest.get("kind") != "personas.rank":
+    if not isinstance(manifest, dict) or manifest.get("kind") != RUN_KIND:
         kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
         raise DataError(f"{manifest_path} describes a {kind!r} run, not 'personas.rank'; load_run reads rank runs "
                         "(a detect run's detector loads with personas.load_detector).")

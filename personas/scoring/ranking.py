@@ -355,8 +355,8 @@ def _check_finite(vals: np.ndarray, rows: np.ndarray, cols: np.ndarray, j0: int)
         bad = np.flatnonzero(~np.isfinite(vals))
         i = bad[0]
         raise DataError(
-            f"features contain {bad.size} non-finite values (NaN or inf) in columns {j0}..; the first is "
-            f"{vals[i]} at response {int(rows[i])}, feature {j0 + int(cols[i])}. Fix or drop those responses."
+            f"features contain {bad.size} non-finite values (NaN or inf) in the block of columns from {j0}; the "
+            f"first is {vals[i]} at response {int(rows[i])}, feature {j0 + int(cols[i])}. Fix or drop those responses."
         )
 
 
