@@ -9,9 +9,16 @@ import pandas as pd
 import pytest
 
 from personas.config import CaptureConfig
-from personas.detect import DetectorConfig, DiffMeansProbe, PersonaDetector, auroc_with_ci, calibrate_threshold, load_detector
-from personas.jobs.detect import fit_detector
+from personas.detect import (
+    DetectorConfig,
+    DiffMeansProbe,
+    PersonaDetector,
+    auroc_with_ci,
+    calibrate_threshold,
+    load_detector,
+)
 from personas.errors import DataError, PersonasError
+from personas.jobs.detect import fit_detector
 
 from conftest import TOY_HOOK
 

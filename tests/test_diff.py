@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from personas.jobs.diff import DiffConfig, diff_features, diff_models, load_prompts
 from personas.errors import DataError, PersonasError, SiteMismatchError
+from personas.jobs.diff import DiffConfig, diff_features, diff_models, load_prompts
 
 from conftest import TOY_HOOK, TRIGGERS
 
