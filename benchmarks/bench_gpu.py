@@ -148,7 +148,6 @@ def bench_size(name: str, args, tokenizer) -> dict[str, float]:
     }
     for r, v in ratios.items():
         print(f"  ratio {r:36s} {v:6.3f}")
-    del model, handle, sae, x
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return ratios

@@ -14,7 +14,15 @@ from scipy import stats
 
 import personas.scoring.ranking as scoring
 from personas.errors import DataError, PersonasError
-from personas.scoring.ranking import KEYS, SCORE_FUNCTIONS, FeatureRanker, Ranking, StreamingRanker, benjamini_hochberg, rank_features
+from personas.scoring.ranking import (
+    KEYS,
+    SCORE_FUNCTIONS,
+    FeatureRanker,
+    Ranking,
+    StreamingRanker,
+    benjamini_hochberg,
+    rank_features,
+)
 
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
 
