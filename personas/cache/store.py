@@ -31,6 +31,7 @@ from personas.cache.shards import (
     read_shard_file,
 )
 from personas.errors import CacheError, PersonasError
+from personas.scoring.ranking import has_mixed_group
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -244,6 +245,9 @@ def rank_cache(
     hook, use = cache._resolve(hook, use)
     cache._require_complete()
     group_values = cache.groups if groups else None
+    if group_values is not None and not has_mixed_group(group_values, cache.labels):
+        logger.warning("no question has both misaligned and aligned responses: ranking without stratification")
+        group_values = None
     if not exact:
         ranking = BinnedRanker(bins).fit_cache(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
                                                min_frac_active=min_frac_active, ci_level=ci_level, verify=verify)
@@ -261,6 +265,32 @@ def rank_cache(
     ranking = ranker.result(key=key, alpha=alpha, min_frac_active=min_frac_active, ci_level=ci_level)
     ranking.meta["cache"] = _rank_meta(cache, hook, use)
     return ranking
+
+
+def cache_covariate_correlation(cache: ActivationCache, covariate: Any, *, hook: str | None = None,
+                                use: str = "auto", verify: bool = True) -> np.ndarray:
+    """Pearson correlation of every feature with one covariate per response (e.g. ``index["n_tokens"]``), streamed.
+
+    Equal, up to summation order, to `personas.scoring.covariate_correlation` on the whole matrix, in memory of one
+    shard plus three float64 sums per feature; constant features get 0.
+    """
+    hook, use = cache._resolve(hook, use)
+    z = np.asarray(covariate, dtype=np.float64).ravel()
+    if z.shape[0] != cache.n_rows:
+        raise PersonasError(f"covariate has {z.shape[0]} values for {cache.n_rows} responses; expected one per response.")
+    zc = z - z.mean()
+    sums = squares = cross = None
+    for shard in cache.iter_shards(want=("features",) if use == "sae" else ("pooled",), hook=hook, verify=verify):
+        x = shard.features if use == "sae" else shard.pooled[hook]
+        x = x.astype(np.float64)
+        part = (np.asarray(x.sum(axis=0)).ravel(), np.asarray(x.multiply(x).sum(axis=0)).ravel() if use == "sae"
+                else (x**2).sum(axis=0), np.asarray(x.T @ zc[shard.start:shard.stop]).ravel())
+        sums, squares, cross = part if sums is None else (sums + part[0], squares + part[1], cross + part[2])
+    n, z_norm = len(z), np.sqrt((zc**2).sum())
+    x_norm = np.sqrt(np.maximum(squares - sums**2 / n, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cross / (x_norm * z_norm)
+    return np.where((x_norm > 1e-12 * np.maximum(1.0, np.abs(sums) / n)) & (z_norm > 0), np.clip(r, -1, 1), 0.0)
 
 
 def _rank_meta(cache: ActivationCache, hook: str, use: str) -> dict[str, Any]:
