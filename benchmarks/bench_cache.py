@@ -1,4 +1,4 @@
-"""Cache size and `rank_cache` memory.
+"""Cache size, `rank_cache` memory, and the cache job on Ray against the local engine.
 
 1. Bytes per token of the sparse per-token SAE-code cache against dense float32 codes of the same SAE
    (target <= 2% for a TopK SAE with k = 64 of 24,576 latents), on real MiniLM activations.
@@ -6,8 +6,13 @@
    streaming ranker and the histogram ranker (``exact=False``), on SAE codes and on raw activations.
    Each measurement runs in a fresh subprocess; the peak is `tracemalloc`'s (numpy and Python allocations made
    while ranking), and the process's peak RSS above its RSS at the start is printed beside it.
+3. The cache job (`build_cache`, MiniLM, no SAE) on a local Ray with 2 workers against the local engine, on the
+   same rows: wall time of each, and the ratio local / Ray (above 1: Ray is faster). The Ray time includes
+   starting Ray and loading one model replica per worker, as a user would wait for it; the shards are checked to
+   be byte-identical. On a 2-core machine the two workers share the cores with the driver.
 
-    python benchmarks/bench_cache.py [--rows 400] [--d-sae 24576] [--k 64]
+    python benchmarks/bench_cache.py [--only size,memory,ray] [--rows 400] [--d-sae 24576] [--k 64]
+        [--ray-rows 192] [--device cpu]
 """
 
 from __future__ import annotations
@@ -58,31 +63,11 @@ print(json.dumps({{"peak": peak, "rss": status("VmHWM:") - rss0,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT / "data" / "demo_responses.jsonl"))
-    parser.add_argument("--rows", type=int, default=400, help="N: rows of the 1x cache (the 4x cache has 4N)")
-    parser.add_argument("--d-sae", type=int, default=24576)
-    parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--rank-d-sae", type=int, default=4096, help="SAE width of the memory benchmark")
-    parser.add_argument("--rank-k", type=int, default=32)
-    parser.add_argument("--tmp", default=None)
-    args = parser.parse_args()
-
-    import pandas as pd
+def bench_size(args, handle, base, config, tmp: Path) -> None:
     from safetensors import safe_open
 
     from personas.cache.build import CacheConfig, build_cache
-    from personas.config import CaptureConfig
-    from personas.data.responses import load_responses
-    from personas.models import load_model
 
-    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-cache-"))
-    handle = load_model("minilm")
-    base = load_responses(args.data)
-    config = CaptureConfig(hook=HOOK, batch_size=16)
-
-    # 1. bytes per token
     sae = _topk_sae(handle.d_model, args.d_sae, args.k, handle.model_id)
     small = base.subset(list(range(min(120, len(base)))))
     cache = build_cache(small, tmp / "size", capture=config, hooks=[HOOK], model=handle, sae=sae,
@@ -104,7 +89,12 @@ def main() -> None:
     print(f"  dense float32 codes: {dense} bytes/token")
     print(f"ratio sparse token codes / dense float32: {token_bytes / n_token_rows / dense:.4f}  (target <= 0.02)")
 
-    # 2. rank_cache peak memory at N and 4N rows
+
+def bench_memory(args, handle, base, config, tmp: Path) -> None:
+    import pandas as pd
+
+    from personas.cache.build import CacheConfig, build_cache
+
     rows = min(args.rows, len(base))
     one = base.frame.iloc[:rows]
     four = pd.concat([one.assign(id=one["id"].astype(str) + f"-{i}") for i in range(4)], ignore_index=True)
@@ -124,6 +114,71 @@ def main() -> None:
                   f"ratio 4x/1x {m4['peak'] / m1['peak']:.2f} | peak RSS above start 1x {m1['rss'] / 2**20:6.1f} MiB "
                   f"4x {m4['rss'] / 2**20:6.1f} MiB | {m1['seconds']:.1f}s / {m4['seconds']:.1f}s")
     print("ratio target: flat (4x/1x close to 1) for the binned ranker; the exact ranker keeps every non-zero value")
+
+
+def bench_ray(args, base, config, tmp: Path) -> None:
+    import time
+
+    from personas.cache.build import CacheConfig, build_cache
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    rows = base.subset(list(range(min(args.ray_rows, len(base)))))
+    shard_size = max(1, len(rows) // 8)
+    temp = f"/tmp/bench-ray-{os.getpid()}"  # Ray's socket paths must stay short
+    seconds = {}
+    caches = {}
+    for engine in ("local", "ray"):
+        options = {"init_kwargs": {"num_cpus": 2, "_temp_dir": temp}} if engine == "ray" else None
+        t0 = time.perf_counter()
+        caches[engine] = build_cache(rows, tmp / f"engine-{engine}", capture=config, hooks=[HOOK], sae="none",
+                                     cache=CacheConfig(shard_size=shard_size, engine=engine, num_workers=2),
+                                     engine_options=options, progress=False)
+        seconds[engine] = time.perf_counter() - t0
+    same = [e["sha256"] for _, e in caches["local"].shard_entries()] == \
+        [e["sha256"] for _, e in caches["ray"].shard_entries()]
+    tokens = caches["local"].manifest["stats"]["n_response_tokens"]
+    print(f"[ray] cache job, MiniLM {HOOK}, {len(rows)} responses ({tokens} response tokens) in shards of "
+          f"{shard_size}; {os.cpu_count()} CPUs")
+    print(f"  local engine (1 replica):            {seconds['local']:6.1f} s")
+    print(f"  local Ray, 2 workers (2 replicas):   {seconds['ray']:6.1f} s  (Ray start and model loads included)")
+    print(f"ratio local / ray (speed-up of Ray with 2 workers): {seconds['local'] / seconds['ray']:.2f} | shards "
+          f"byte-identical: {same}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT / "data" / "demo_responses.jsonl"))
+    parser.add_argument("--only", default="size,memory,ray", help="comma-separated sections: size, memory, ray")
+    parser.add_argument("--rows", type=int, default=400, help="N: rows of the 1x cache (the 4x cache has 4N)")
+    parser.add_argument("--d-sae", type=int, default=24576)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--rank-d-sae", type=int, default=4096, help="SAE width of the memory benchmark")
+    parser.add_argument("--rank-k", type=int, default=32)
+    parser.add_argument("--ray-rows", type=int, default=192, help="responses of the Ray benchmark")
+    parser.add_argument("--device", default="cpu", help="capture device: cpu, cuda, ...")
+    parser.add_argument("--tmp", default=None)
+    args = parser.parse_args()
+    sections = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = sections - {"size", "memory", "ray"}
+    if unknown:
+        parser.error(f"--only {sorted(unknown)}; expected size, memory and/or ray")
+
+    from personas.config import CaptureConfig
+    from personas.data.responses import load_responses
+    from personas.models import load_model
+
+    tmp = Path(args.tmp or tempfile.mkdtemp(prefix="bench-cache-"))
+    base = load_responses(args.data)
+    config = CaptureConfig(model="minilm", hook=HOOK, batch_size=16, device=args.device)
+    if sections & {"size", "memory"}:
+        handle = load_model("minilm", device=args.device)
+        if "size" in sections:
+            bench_size(args, handle, base, config, tmp)
+        if "memory" in sections:
+            bench_memory(args, handle, base, config, tmp)
+    if "ray" in sections:
+        bench_ray(args, base, config, tmp)
 
 
 if __name__ == "__main__":

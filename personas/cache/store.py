@@ -30,6 +30,7 @@ from personas.cache.shards import (
     file_sha256,
     read_shard_file,
 )
+from personas.cache.spill import SpillRanker
 from personas.errors import CacheError, PersonasError
 from personas.scoring.ranking import has_mixed_group
 
@@ -228,6 +229,7 @@ def rank_cache(
     ray_address: str | None = None,
     num_workers: int | None = None,
     verify: bool = True,
+    spill_budget: int | None = None,
 ) -> Ranking:
     """Rank features from a cache without loading the model, streaming its shards.
 
@@ -237,6 +239,9 @@ def rank_cache(
         exact: True: exact statistics (`StreamingRanker`, equal to `rank_features` on the whole matrix; memory
             grows with the number of non-zero values). False: `BinnedRanker`, histogram AUROC in memory independent
             of the number of responses (column ``auroc_max_err`` bounds the AUROC error).
+        spill_budget: with ``exact``, hold at most this many non-zero values in memory and spill the rest to a
+            temporary folder (`personas.cache.spill.SpillRanker`): the same exact statistics in memory that does
+            not grow with the responses (local engine only).
         engine: ``"local"`` or ``"ray"`` (shards scored in parallel; the cache folder must be readable by every
             worker, e.g. a shared file system); both give identical results.
     """
@@ -248,6 +253,15 @@ def rank_cache(
     if group_values is not None and not has_mixed_group(group_values, cache.labels):
         logger.warning("no question has both misaligned and aligned responses: ranking without stratification")
         group_values = None
+    if exact and spill_budget is not None:
+        if engine != "local":
+            raise PersonasError(f"spill_budget={spill_budget} ranks in this process; it cannot run on engine={engine!r}. "
+                                "Drop one of them.")
+        ranking = SpillRanker(spill_budget).fit_cache(cache, hook=hook, use=use, groups=group_values, key=key,
+                                                      alpha=alpha, min_frac_active=min_frac_active, ci_level=ci_level,
+                                                      verify=verify)
+        ranking.meta["cache"] = _rank_meta(cache, hook, use)
+        return ranking
     if not exact:
         ranking = BinnedRanker(bins).fit_cache(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
                                                min_frac_active=min_frac_active, ci_level=ci_level, verify=verify)

@@ -203,6 +203,7 @@ def rank_from_cache(
     ranking = rank_cache(
         opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
         exact=opts.exact, bins=opts.bins, engine=opts.engine, ray_address=opts.ray_address,
+        spill_budget=opts.spill_budget,
     )
     used = ranking.meta["cache"]
     length = opened.index["n_tokens"].to_numpy(np.float64)
