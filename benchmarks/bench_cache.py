@@ -3,16 +3,17 @@
 1. Bytes per token of the sparse per-token SAE-code cache against dense float32 codes of the same SAE
    (target <= 2% for a TopK SAE with k = 64 of 24,576 latents), on real MiniLM activations.
 2. Peak memory of `rank_cache` on a cache of N responses and of 4N responses (target: flat), for the exact
-   streaming ranker and the histogram ranker (``exact=False``), on SAE codes and on raw activations.
-   Each measurement runs in a fresh subprocess; the peak is `tracemalloc`'s (numpy and Python allocations made
-   while ranking), and the process's peak RSS above its RSS at the start is printed beside it.
+   streaming ranker in memory, the exact ranker spilled to disk (``spill_budget``) and the histogram ranker
+   (``exact=False``), on SAE codes and on raw activations. Each measurement runs in a fresh subprocess; the peak
+   is `tracemalloc`'s (numpy and Python allocations made while ranking), and the process's peak RSS above its RSS
+   at the start is printed beside it.
 3. The cache job (`build_cache`, MiniLM, no SAE) on a local Ray with 2 workers against the local engine, on the
    same rows: wall time of each, and the ratio local / Ray (above 1: Ray is faster). The Ray time includes
    starting Ray and loading one model replica per worker, as a user would wait for it; the shards are checked to
    be byte-identical. On a 2-core machine the two workers share the cores with the driver.
 
     python benchmarks/bench_cache.py [--only size,memory,ray] [--rows 400] [--d-sae 24576] [--k 64]
-        [--ray-rows 192] [--device cpu]
+        [--spill-budget 65536] [--ray-rows 192] [--device cpu]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _topk_sae(d_in: int, d_sae: int, k: int, model_id: str):
     return TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=SAEMetadata(hook_name=HOOK, model_name=model_id)))
 
 
-def _measure(cache: str, exact: bool, use: str) -> dict:
+def _measure(cache: str, exact: bool, use: str, spill: int | None = None) -> dict:
     code = f"""
 import json, tracemalloc, time
 from personas.cache import rank_cache
@@ -53,7 +54,7 @@ def status(field):
 rss0 = status("VmRSS:")
 tracemalloc.start()
 t0 = time.perf_counter()
-r = rank_cache({cache!r}, exact={exact}, use={use!r})
+r = rank_cache({cache!r}, exact={exact}, use={use!r}, spill_budget={spill!r})
 sec = time.perf_counter() - t0
 peak = tracemalloc.get_traced_memory()[1]
 print(json.dumps({{"peak": peak, "rss": status("VmHWM:") - rss0,
@@ -106,14 +107,15 @@ def bench_memory(args, handle, base, config, tmp: Path) -> None:
     print(f"[memory] rank_cache on {rows} and {4 * rows} responses (TopK SAE {args.rank_d_sae}, k={args.rank_k}; "
           f"activations {handle.d_model}-d); shards of 128 responses")
     for use in ("sae", "activations"):
-        for exact in (True, False):
-            m1 = _measure(str(caches["1x"].path), exact, use)
-            m4 = _measure(str(caches["4x"].path), exact, use)
-            label = f"{use:11s} {'exact' if exact else 'binned':6s}"
+        for mode, exact, spill in (("exact", True, None), ("spill", True, args.spill_budget), ("binned", False, None)):
+            m1 = _measure(str(caches["1x"].path), exact, use, spill)
+            m4 = _measure(str(caches["4x"].path), exact, use, spill)
+            label = f"{use:11s} {mode:6s}"
             print(f"  {label} peak 1x {m1['peak'] / 2**20:7.1f} MiB  4x {m4['peak'] / 2**20:7.1f} MiB  "
                   f"ratio 4x/1x {m4['peak'] / m1['peak']:.2f} | peak RSS above start 1x {m1['rss'] / 2**20:6.1f} MiB "
                   f"4x {m4['rss'] / 2**20:6.1f} MiB | {m1['seconds']:.1f}s / {m4['seconds']:.1f}s")
-    print("ratio target: flat (4x/1x close to 1) for the binned ranker; the exact ranker keeps every non-zero value")
+    print("ratio target: flat (4x/1x close to 1) for the binned and the spilled exact ranker (--spill-budget "
+          f"{args.spill_budget} values); the in-memory exact ranker keeps every non-zero value")
 
 
 def bench_ray(args, base, config, tmp: Path) -> None:
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--rank-d-sae", type=int, default=4096, help="SAE width of the memory benchmark")
     parser.add_argument("--rank-k", type=int, default=32)
+    parser.add_argument("--spill-budget", type=int, default=1 << 16,
+                        help="non-zero values the spilled exact ranker holds in memory")
     parser.add_argument("--ray-rows", type=int, default=192, help="responses of the Ray benchmark")
     parser.add_argument("--device", default="cpu", help="capture device: cpu, cuda, ...")
     parser.add_argument("--tmp", default=None)
