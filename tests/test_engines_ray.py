@@ -42,6 +42,8 @@ def hf_setup(tmp_path_factory, toy_tokenizer, planted_data):
     return str(folder), sae, pd.DataFrame(planted_data).iloc[::2].reset_index(drop=True)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_ray_engine_matches_local(ray_local, tmp_path, hf_setup):
     from personas.config import CaptureConfig
 

@@ -3,8 +3,13 @@
 `ActivationCache` gives the manifest, the row index (``index.parquet``: row, id, group, label, n_tokens,
 shard), the shards one at a time (``.iter_shards()``, each checked against the manifest's size and sha256),
 ``.load_features()``, ``.token_codes(row)`` and ``.verify()``. `rank_cache` streams the shards: exact
-(`personas.scoring.StreamingRanker`, equal to `rank_features` on the whole matrix) or, with ``exact=False``, in
+(`personas.scoring.StreamingRanker`, equal to `rank_features` on the whole matrix; with ``spill_budget``, the same
+statistics in bounded memory, `personas.cache.spill.SpillRanker`) or, with ``exact=False``, histogram AUROCs in
 memory that does not grow with the responses (`personas.cache.binned.BinnedRanker`).
+
+Nothing read from a cache folder is trusted: `read_manifest` checks every key, type and file name of the manifest
+(file names only, never paths), `read_index` checks the row index against the manifest, and each shard is checked
+against its manifest entry (sha256, rows) and the index (labels, token counts) as it is read.
 """
 
 from __future__ import annotations
@@ -41,14 +46,6 @@ if TYPE_CHECKING:
     from personas.scoring.ranking import Ranking
 
 logger = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
 
 
 class ActivationCache:
@@ -123,6 +120,7 @@ class ActivationCache:
                                  "arguments to rewrite it.")
             self._index = read_index(path, self.manifest)
         return self._index
+
     @property
     def labels(self) -> np.ndarray:
         return self.index["label"].to_numpy(np.int8)
@@ -209,8 +207,6 @@ class ActivationCache:
 def open_cache(path: str | os.PathLike) -> ActivationCache:
     """Open a cache folder written by `build_cache` / ``personas cache``."""
     return ActivationCache(path)
-
-
 
 
 def rank_cache(

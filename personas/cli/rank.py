@@ -63,8 +63,8 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Options that still mean something with --cache: which cached hook to rank.
-_CACHE_KEEPS = ("hook",)
+#: Options that still mean something with --cache: which cached hook to rank (and, where given, CPU threads).
+_CACHE_KEEPS = ("hook", "threads")
 
 
 def _rank_cache(args: argparse.Namespace) -> int:
