@@ -67,6 +67,22 @@ def test_ray_engine_matches_local(ray_local, tmp_path, hf_setup):
     assert int(top["feature"].iloc[0]) == 5  # the planted latent
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_more_workers_than_the_cluster_holds_is_an_error_not_a_hang(ray_local, hf_setup):
+    from personas.cache.engines.base import CaptureSpec
+    from personas.cache.engines.ray_engine import RayEngine
+    from personas.config import CaptureConfig
+    from personas.errors import PersonasError
+
+    folder, _, _ = hf_setup
+    engine = RayEngine(num_workers=3)  # the fixture's local Ray has 2 CPUs, one per worker
+    with pytest.raises(PersonasError, match=r"num_workers=3 capture workers need 3 CPUs \(1 each\) but the Ray "
+                                            r"cluster has 2. Use --num-workers 2"):
+        engine.start_capture(CaptureSpec(model=folder, sae=None, hooks=[HOOK], config=CaptureConfig(model=folder)))
+    engine.close()
+
+
 def _free_port() -> int:
     import socket
 
