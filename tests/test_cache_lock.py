@@ -71,6 +71,12 @@ def test_without_flock_a_live_holder_or_another_host_is_refused(tmp_path, monkey
         CacheLock(folder).acquire()
 
 
+def test_a_folder_that_cannot_be_written_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(CacheError, match=r"cannot write the cache folder .*file/cache .*Choose another --out"):
+        CacheLock(tmp_path / "file" / "cache").acquire()
+
+
 @pytest.mark.slow
 def test_a_second_cache_job_on_one_folder_fails_at_once_and_the_first_finishes(tmp_path, toy_tokenizer,
                                                                                 planted_data):

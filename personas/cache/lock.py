@@ -63,10 +63,16 @@ class CacheLock:
 
     def acquire(self) -> None:
         """Take the lock or raise `CacheError` naming the job that holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):  # retries only when another job removed or replaced the file in between
-            if self._try_flock() or self._try_exclusive():
-                return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(5):  # retries only when another job removed or replaced the file in between
+                if self._try_flock() or self._try_exclusive():
+                    return
+        except OSError as exc:  # read-only, under a file, full disk: before any capture runs
+            raise CacheError(
+                f"cannot write the cache folder {self.folder} ({type(exc).__name__}: {exc.strerror or exc}); expected "
+                "a folder this job can create and write. Choose another --out."
+            ) from exc
         raise CacheError(f"could not lock {self.folder}: its lock file {self.path} keeps changing; another job is "
                          "starting or stopping there. Retry when it is done.")
 
