@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def bench_ray(args, base, config, tmp: Path) -> None:
                                      cache=CacheConfig(shard_size=shard_size, engine=engine, num_workers=2),
                                      engine_options=options, progress=False)
         seconds[engine] = time.perf_counter() - t0
+    shutil.rmtree(temp, ignore_errors=True)
     same = [e["sha256"] for _, e in caches["local"].shard_entries()] == \
         [e["sha256"] for _, e in caches["ray"].shard_entries()]
     tokens = caches["local"].manifest["stats"]["n_response_tokens"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pandas as pd
 import pytest
@@ -29,6 +30,7 @@ def ray_local(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=short, log_to_driver=False, configure_logging=False)
     yield temp
     ray.shutdown()
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,6 @@ def test_readme_cluster_recipe_on_a_two_node_local_cluster(tmp_path, hf_setup):
     second raylet on this machine, one CPU each), then ``personas cache`` and ``personas rank --cache`` with
     ``--engine ray --ray-address HEAD:PORT``: the same shards, byte for byte, and the same ranking as the local
     engine. Only the processes this test started are stopped (by process group), never ``ray stop``."""
-    import shutil
     import signal
     import subprocess
     import sys
