@@ -11,7 +11,7 @@ import pytest
 from personas.cache.build import CacheConfig, build_cache
 from personas.cache.store import open_cache, rank_cache
 from personas.config import CaptureConfig
-from personas.errors import CacheError
+from personas.errors import CacheError, PersonasError
 
 from conftest import TOY_HOOK
 
@@ -58,6 +58,8 @@ def test_cache_holds_what_capture_returns(full_cache, toy_model, planted_sae, pl
     ids, codes = cache.token_codes(17)
     np.testing.assert_array_equal(ids, ref.token_codes.response(1)[0])
     assert index["n_tokens"].iloc[17] == len(ids) == codes.shape[0]
+    with pytest.raises(PersonasError, match=r"row=80 is out of range; the cache holds rows 0..79"):
+        cache.token_codes(80)
     m = cache.manifest
     assert m["fingerprint"]["dataset_hash"] and m["sae"]["weights_sha256"] and m["versions"]["numpy"]
     assert m["stop_at_layer"] is None and m["sae_hook"] == TOY_HOOK

@@ -199,6 +199,8 @@ class ActivationCache:
         """(token ids, per-token SAE codes) of one response, reading only its shard."""
         if not self.has_tokens:
             raise CacheError(f"the cache {self.path} holds no per-token codes (made without an SAE or tokens=False).")
+        if not 0 <= int(row) < self.n_rows:
+            raise PersonasError(f"row={row} is out of range; the cache holds rows 0..{self.n_rows - 1}.")
         shard_index = int(self.index["shard"].iloc[row])
         shard = self.read_shard(shard_index, want=("tokens",))
         return shard.token_codes.response(row - shard.start)
