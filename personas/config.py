@@ -316,8 +316,15 @@ class CacheRankConfig:
     engine: Literal["local", "ray"] = _help("score shards in this process (local) or on Ray", default="local")
     ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
                                     default=None)
+    spill_budget: int | None = _help(
+        "exact statistics holding at most this many non-zero values in memory (about 100 bytes each), the rest "
+        "spilled to a temporary folder: memory that does not grow with the responses; default: all in memory",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
+        if self.spill_budget is not None and self.spill_budget < 1:
+            raise PersonasError(f"CacheRankConfig.spill_budget={self.spill_budget} must be at least 1.")
         if self.bins < 2:
             raise PersonasError(f"CacheRankConfig.bins={self.bins} must be at least 2.")
         if self.engine not in ("local", "ray"):

@@ -31,13 +31,15 @@ from personas.artifacts import (
     write_csv,
     write_json,
 )
-from personas.cache.store import ActivationCache, open_cache, rank_cache
+from personas.cache.store import ActivationCache, cache_covariate_correlation, open_cache, rank_cache
+from personas.capturing import TokenCodes
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
 from personas.data.responses import load_responses
-from personas.errors import DataError
+from personas.errors import CacheError, DataError, PersonasError
 from personas.logs import quiet_third_party
-from personas.report.examples import save_examples, top_activating
+from personas.offline_models import offline_model
+from personas.report.examples import save_examples, top_activating, top_examples
 from personas.saes import sae_info
 from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
@@ -235,28 +237,48 @@ def rank_from_cache(
     rank: RankConfig | None = None,
     options: CacheRankConfig | None = None,
     out: str | Path | None = None,
+    examples: bool = False,
+    tokenizer: Any = None,
 ) -> tuple[Ranking, dict[str, Any]]:
     """Rank from an activation cache (no model is loaded); write ``ranking.csv`` + ``manifest.json`` to ``out``.
 
-    Returns the ranking and its manifest. The cache's own provenance (model, hooks, SAE, dataset) is copied in.
+    Like `rank`: the ranking has a ``length_corr`` column (each feature's correlation with the response's token
+    count, streamed over the shards) and the manifest the ``length_auroc`` of length alone. With ``examples``,
+    ``examples.json`` holds the top-activating responses of the top features, read from the cached per-token codes
+    (the model's tokenizer is loaded, not the model; or pass ``tokenizer``). Returns the ranking and its manifest;
+    the cache's own provenance (model, hooks, SAE, dataset) is copied in.
     """
 
     rank_cfg = rank or RankConfig()
     opts = options or CacheRankConfig()
     if out is not None:
         check_output_dir(out, RUN_KIND)
-    opened = open_cache(cache)
+    opened = cache if isinstance(cache, ActivationCache) else open_cache(cache)
+    if examples and not opened.has_tokens:
+        raise CacheError(f"examples need per-token SAE codes, and the cache {opened.path} holds none (made without an "
+                         "SAE or with --no-tokens). Rebuild it with an SAE and tokens, or rank without --report.")
     ranking = rank_cache(
         opened, hook=hook, key=rank_cfg.key, alpha=rank_cfg.alpha, min_frac_active=rank_cfg.min_frac_active,
         exact=opts.exact, bins=opts.bins, engine=opts.engine, ray_address=opts.ray_address,
+        spill_budget=opts.spill_budget,
     )
+    used = ranking.meta["cache"]
+    length = opened.index["n_tokens"].to_numpy(np.float64)
+    length_auroc = float(rank_features(length[:, None], opened.labels)["auroc"].iloc[0])
+    if abs(length_auroc - 0.5) >= LENGTH_WARNING:
+        logger.warning(
+            "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
+            "see the length_corr column", length_auroc,
+        )
+    corr = cache_covariate_correlation(opened, length, hook=used["hook"], use=used["use"])
+    ranking["length_corr"] = corr[ranking["feature"].to_numpy()]
     source = opened.manifest
     manifest = {
         **manifest_header(RUN_KIND),
         "source": {"cache": str(opened.path), "fingerprint": source.get("fingerprint")},
         "model": source.get("model"),
-        "hook": hook or (opened.hooks[0] if opened.hooks else None),
-        "sae": source.get("sae"),
+        "hook": used["hook"],
+        "sae": source.get("sae") if used["use"] == "sae" else None,
         "pooling": source["fingerprint"]["capture"]["pool"],
         "data": source["data"],
         "config": {"rank": asdict(rank_cfg), "cache_rank": asdict(opts)},
@@ -265,11 +287,20 @@ def rank_from_cache(
             "n_significant": int(np.asarray(ranking["significant"]).sum()),
             "key": rank_cfg.key,
             "alpha": rank_cfg.alpha,
+            "stratified_by_group": bool(ranking.meta.get("grouped")),
+            "length_auroc": length_auroc,
         },
     }
     if out is not None:
         out = output_dir(out, RUN_KIND)
         manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
+        if examples:
+            top = [int(f) for f in ranking["feature"].head(EXAMPLE_FEATURES)]
+            found = _cache_examples(opened, top, tokenizer=tokenizer if tokenizer is not None else
+                                   _cache_tokenizer(opened), k=EXAMPLES_PER_FEATURE)
+            dataset_hash = source["data"].get("dataset_hash")
+            save_examples(out / EXAMPLES_FILE, found, sae=source.get("sae"), extra={"dataset_hash": dataset_hash})
+            manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}
         write_json(out / MANIFEST_FILE, manifest)
     return ranking, manifest
 
@@ -335,3 +366,102 @@ def _run_meta(manifest: dict[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
         "n_features_tested": int(len(frame)),
         "grouped": bool(stats.get("stratified_by_group", "group_auroc" in frame)),
     }
+
+
+@dataclass
+class _IndexRows:
+    """The rows of a cache's index in the shape `top_examples` reads from `Responses` (prompts are not cached)."""
+
+    labels: np.ndarray
+    ids: list[str]
+    groups: np.ndarray | None
+    prompts: None = None
+
+    @property
+    def has_groups(self) -> bool:
+        return self.groups is not None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _cache_examples(cache: ActivationCache, features: list[int], *, tokenizer: Any, k: int = EXAMPLES_PER_FEATURE):
+    """`personas.examples.top_examples` over a whole cache, one shard in memory at a time.
+
+    Pass 1 reads each shard's per-token codes and keeps, per feature, every response's highest token activation;
+    pass 2 reads only the shards that hold a top-``k`` response and has `top_examples` render those responses.
+    The examples equal `top_examples` on the whole cache's codes (rows are dataset rows), without prompts.
+    """
+    import scipy.sparse
+
+    chosen = [int(f) for f in features]
+    best = np.zeros((len(chosen), cache.n_rows))
+    for shard in cache.iter_shards(want=("tokens",)):
+        codes, offsets = shard.token_codes.codes[:, chosen].tocsc(), np.asarray(shard.token_codes.offsets)
+        nonempty = np.diff(offsets) > 0
+        for j in range(len(chosen)):
+            column = np.asarray(codes[:, [j]].toarray(), dtype=np.float64).ravel()
+            if nonempty.any():
+                best[j, shard.start + np.flatnonzero(nonempty)] = np.maximum.reduceat(column, offsets[:-1][nonempty])
+    tops = {f: _top_rows(best[j], k) for j, f in enumerate(chosen)}
+    wanted = np.unique(np.concatenate([np.zeros(0, np.int64), *tops.values()]))
+    # the wanted responses' codes, in dataset order, as one small TokenCodes
+    parts, ids_parts, offsets = [], [], [0]
+    index = cache.index
+    for shard_no in np.unique(index["shard"].to_numpy()[wanted]) if wanted.size else []:
+        shard = cache.read_shard(int(shard_no), want=("tokens",))
+        for row in wanted[(wanted >= shard.start) & (wanted < shard.stop)]:
+            token_ids, codes = shard.token_codes.response(int(row - shard.start))
+            parts.append(codes)
+            ids_parts.append(token_ids)
+            offsets.append(offsets[-1] + codes.shape[0])
+    width = cache.d_sae
+    sub = TokenCodes(scipy.sparse.vstack(parts, format="csr") if parts else scipy.sparse.csr_matrix((0, width)),
+                     np.asarray(offsets, dtype=np.int64),
+                     np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64))
+    rows = index.iloc[wanted]
+    subset = _IndexRows(rows["label"].to_numpy(), rows["id"].astype(str).tolist(),
+                        rows["group"].to_numpy(str) if cache.manifest.get("has_groups") else None)
+    found = top_examples(sub, chosen, tokenizer=tokenizer, responses=subset, k=k, sae=cache.manifest.get("sae"))
+    labels = cache.labels
+    for j, f in enumerate(chosen):
+        fe = found[f]
+        for example in fe.examples:
+            example.row = int(wanted[example.row])
+        active = best[j] > 0
+        fe.n_responses, fe.n_active = cache.n_rows, int(active.sum())
+        for value, name in ((1, "misaligned"), (0, "aligned")):
+            mask = labels == value
+            fe.stats[f"frac_active_{name}"] = float(active[mask].mean()) if mask.any() else None
+    return found
+
+
+def _top_rows(best: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows with the highest positive values, ties broken by row (as `top_examples` orders them)."""
+    rows = np.flatnonzero(best > 0)
+    return rows[np.lexsort((rows, -best[rows]))][:k]
+
+
+def _cache_tokenizer(cache: ActivationCache) -> Any:
+    """The tokenizer of the model a cache was captured with, loaded without the model (offline-aware)."""
+    from transformers import AutoTokenizer
+
+    asked = str(((cache.manifest.get("config") or {}).get("capture") or {}).get("model") or "")
+    model_id = str(cache.fingerprint.get("model"))
+    offline = offline_model(asked) or offline_model(model_id)
+    if offline is not None:  # minilm, smollm2: the tokenizer is in the folder the package provides
+        where = str(offline.path())
+    elif Path(model_id).is_dir():
+        where = model_id
+    elif asked and Path(asked).is_dir():
+        where = asked
+    else:
+        where = model_id
+    try:
+        return AutoTokenizer.from_pretrained(where)
+    except Exception as exc:  # transformers raises OSError, ValueError or hub errors for a tokenizer it cannot find
+        raise PersonasError(
+            f"top-activating examples need the tokenizer of {model_id!r}, which could not be loaded from {where!r} "
+            f"({type(exc).__name__}). Make the model folder (or the Hugging Face cache) available, pass tokenizer= "
+            "to rank_from_cache, or rank without --report."
+        ) from exc
