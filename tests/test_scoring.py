@@ -12,9 +12,18 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-import personas.scoring.ranking as scoring
+import personas.scoring.checks as checks
+import personas.scoring.kernels as kernels
 from personas.errors import DataError, PersonasError
-from personas.scoring.ranking import KEYS, SCORE_FUNCTIONS, FeatureRanker, Ranking, StreamingRanker, benjamini_hochberg, rank_features
+from personas.scoring import (
+    KEYS,
+    SCORE_FUNCTIONS,
+    FeatureRanker,
+    Ranking,
+    StreamingRanker,
+    benjamini_hochberg,
+    rank_features,
+)
 
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
 
@@ -151,10 +160,11 @@ def test_blocking_and_chunking_do_not_change_results(monkeypatch):
     x, y = _awkward_data(seed=4, n=200, f=30)
     g = np.random.default_rng(0).integers(0, 4, x.shape[0])
     full = _by_feature(rank_features(sp.csr_matrix(x), y, g))
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_NNZ", 300)
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_DENSE", 1000)
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_SEGMENTS", 20)
-    monkeypatch.setattr(scoring, "_CHUNK_ENTRIES", 50)
+    monkeypatch.setattr(checks, "BLOCK_NNZ", 300)
+    monkeypatch.setattr(checks, "BLOCK_DENSE", 1000)
+    monkeypatch.setattr(kernels, "BLOCK_SEGMENTS", 20)
+    monkeypatch.setattr(kernels, "CHUNK_ENTRIES", 50)
+    monkeypatch.setattr(kernels, "GROUP_CHUNK", 40)
     for inp in (sp.csr_matrix(x), x):
         small = _by_feature(rank_features(inp, y, g))
         pd.testing.assert_frame_equal(small, full, check_exact=False, rtol=1e-12, atol=1e-12)
@@ -367,7 +377,7 @@ def test_ranking_container(tmp_path):
     ):
         assert col in r.columns
     html = r._repr_html_()
-    assert "<table>" in html and "&#9733;" in html and "latent_0" in html
+    assert "<table" in html and "\u2605" in html and "latent_0" in html
     path = tmp_path / "ranking.csv"
     r.to_csv(path, index=False)
     back = pd.read_csv(path)
@@ -479,7 +489,7 @@ def test_clear_errors():
 
 
 def test_covariate_correlation_matches_numpy_dense_and_sparse():
-    from personas.scoring.ranking import covariate_correlation
+    from personas.scoring import covariate_correlation
 
     rng = np.random.default_rng(3)
     x = rng.random((60, 7)) * (rng.random((60, 7)) < 0.3)

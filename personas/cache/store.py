@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personas.artifacts import MANIFEST_FILE
-from personas.cache.binned import BinnedRanker
+from personas.cache.binned import rank_binned
 from personas.cache.engines import get_engine
 from personas.cache.engines.base import ScoreTask
 from personas.cache.shards import FORMAT, Shard, file_sha256, read_shard_file
@@ -247,8 +247,8 @@ def rank_cache(
     cache._require_complete()
     group_values = cache.groups if groups else None
     if not exact:
-        ranking = BinnedRanker(bins).fit_cache(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
-                                               min_frac_active=min_frac_active, ci_level=ci_level, verify=verify)
+        ranking = rank_binned(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
+                              min_frac_active=min_frac_active, ci_level=ci_level, bins=bins, verify=verify)
         ranking.meta["cache"] = _rank_meta(cache, hook, use)
         return ranking
     tasks = [

@@ -20,7 +20,7 @@ from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConf
 from personas.data.responses import load_responses
 from personas.report.examples import EXAMPLES_FILE, save_examples, top_activating
 from personas.saes import sae_info
-from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
+from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from scipy import special, stats
 
 from personas.config import DIFF_KEYS
 from personas.errors import DataError, PersonasError
-from personas.scoring.ranking import benjamini_hochberg
+from personas.scoring.metrics import benjamini_hochberg
 
 __all__ = ["diff_features"]
 
