@@ -234,11 +234,14 @@ def test_planted_features_rank_first_and_are_significant():
     for j in planted:
         rows = np.flatnonzero((y == 1) & (rng.random(n) < 0.4))
         x[rows, j] = 2.0 + rng.random(rows.size)
-    # a dense, always-on latent with a large raw mean shift but huge noise: wins mean_diff, not AUROC
-    x[:, 3] = (50 + 200 * rng.random(n) + 5 * y)[:, None]
+    # a dense, always-on latent with a large raw mean shift (rare huge values) but little rank signal:
+    # wins mean_diff, not AUROC
+    x[:, 3] = (50 + 200 * rng.random(n) + 2000 * (y * (rng.random(n) < 0.1)))[:, None]
     r = rank_features(x.tocsr(), y)
     assert set(r["feature"].head(3)) == set(planted)
-    assert r.significant()["feature"].isin(planted).all()
+    # BH bounds the expected share of false discoveries, it does not promise none: over 300 seeds 0, 1, 2 and
+    # 3 false discoveries among the 497 null features occurred in 75%, 22%, 2% and 0.3% of runs.
+    assert (~r.significant()["feature"].isin(planted)).sum() <= 2
     assert set(planted) <= set(r.significant()["feature"])
     assert r.iloc[0]["auroc"] > 0.6 and r.iloc[0]["auroc_lo"] > 0.5
     by_mean = rank_features(x.tocsr(), y, key="mean_diff")
@@ -277,11 +280,14 @@ def _confounded(seed: int = 0):
 def test_grouped_test_does_not_flag_topic_features():
     x, y, g = _confounded()
     plain = _by_feature(rank_features(x, y))
-    grouped = _by_feature(rank_features(x, y, groups=g))
+    grouped = _by_feature(rank_features(x, y, groups=g, alpha=0.01))
     assert plain["significant"][0] and plain["auroc"][0] > 0.75  # the confound fools the unstratified test
+    assert plain["p_value"][0] < 1e-10
     assert not grouped["significant"][0]
     assert abs(grouped["group_auroc"][0] - 0.5) < 0.1  # within a question it says nothing about alignment
-    assert grouped["p_value"][0] > 0.5
+    # within questions feature 0 is null, so its p-value is uniform: > 1e-3 for 99.9% of seeds (the old
+    # assertion p > 0.5 held for half of them)
+    assert grouped["p_value"][0] > 1e-3
     assert grouped["significant"][1] and grouped["group_auroc"][1] > 0.7
     top = rank_features(x, y, groups=g)
     assert top["feature"].iloc[0] == 1
@@ -500,3 +506,70 @@ def test_covariate_correlation_matches_numpy_dense_and_sparse():
     np.testing.assert_allclose(covariate_correlation(x, length), expected, atol=1e-12)
     np.testing.assert_allclose(covariate_correlation(sp.csr_matrix(x), length), expected, atol=1e-12)
     assert covariate_correlation(x, length)[4] > 0.99
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Extreme values and empty input
+# -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-300, 1e-160, 1e150])
+def test_effect_sizes_do_not_overflow_at_extreme_scales(scale):
+    x, y = _awkward_data(seed=8)
+    ref = _by_feature(rank_features(x, y))
+    got = _by_feature(rank_features(x * scale, y))
+    for col in ("cohens_d", "hedges_g", "welch_p", "auroc", "p_value"):
+        assert np.isfinite(got[col][[0, 1, 2, 3, 6]]).all(), col
+        np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["mean_diff"], ref["mean_diff"] * scale, rtol=1e-9, atol=0)
+    # an independent oracle: Cohen's d of the scaled column computed from unscaled numpy moments
+    pos, neg = x[y == 1, 0], x[y == 0, 0]
+    pooled = np.sqrt(((pos.size - 1) * pos.var(ddof=1) + (neg.size - 1) * neg.var(ddof=1)) / (x.shape[0] - 2))
+    assert got["cohens_d"][0] == pytest.approx((pos.mean() - neg.mean()) / pooled, rel=1e-9)
+    # shards of different magnitudes merge into the same moments as one pass
+    mixed = x.copy()
+    mixed[:, 0] *= scale
+    one = _by_feature(rank_features(mixed, y))
+    acc = StreamingRanker().update(mixed[:70], y[:70]).merge(StreamingRanker().update(mixed[70:], y[70:]))
+    merged = _by_feature(acc.result())
+    np.testing.assert_allclose(merged["cohens_d"], one["cohens_d"], rtol=1e-9)
+    np.testing.assert_allclose(merged["mean_diff"], one["mean_diff"], rtol=1e-9)
+
+
+def test_zero_feature_columns_give_an_empty_ranking_with_every_column():
+    x, y = _awkward_data()
+    full = rank_features(x, y, groups=np.arange(len(y)) % 3)
+    for empty in (x[:, :0], sp.csr_matrix(x[:, :0])):
+        r = rank_features(empty, y, groups=np.arange(len(y)) % 3)
+        assert isinstance(r, Ranking) and len(r) == 0
+        assert list(r.columns) == list(full.columns)
+        assert r.meta["n_features"] == 0 and r.meta["n_significant"] == 0
+        assert r.dtypes.to_dict() == full.dtypes.to_dict()
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Display
+# -------------------------------------------------------------------------------------------------------------
+
+
+def test_ranking_display_counts_come_from_metadata_and_follow_pandas_options():
+    x, y = _awkward_data()
+    r = rank_features(x, y)
+    r["length_corr"] = np.linspace(-1, 1, len(r))
+    n_sig = int(r["significant"].sum())
+    assert r.attrs is r.meta and r.attrs["n_significant"] == n_sig > 0
+    subset = r[["feature", "auroc"]].iloc[5:8]  # no 'significant' column, no significant row
+    assert isinstance(subset, Ranking)
+    text = subset._repr_html_()
+    assert f"{n_sig} significant" in text and "3 rows of 24 tested features" in text
+    assert repr(subset).splitlines()[0] == subset.summary()
+    assert "length_corr" in r._repr_html_()
+    with pd.option_context("display.max_rows", 6, "display.min_rows", 4):
+        html = r._repr_html_()
+    assert _body_rows(html) == 4 and f"{len(r) - 4} more rows" in html
+    with pd.option_context("display.max_rows", None):
+        assert _body_rows(r._repr_html_()) == len(r)
+
+
+def _body_rows(html: str) -> int:
+    return html.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")

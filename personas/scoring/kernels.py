@@ -76,7 +76,8 @@ def empty_moments(f: int) -> dict[str, np.ndarray]:
 def _class_sums(cls: np.ndarray, vals: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     w = vals.astype(np.float64)
     s = np.bincount(cls, w, minlength=2 * width).reshape(width, 2)
-    w *= w
+    with np.errstate(over="ignore", under="ignore"):  # extreme columns are summed again in their own unit
+        w *= w
     s2 = np.bincount(cls, w, minlength=2 * width).reshape(width, 2)
     return s, s2
 
@@ -119,9 +120,12 @@ def merge_moments(into: dict[str, np.ndarray], other: dict[str, np.ndarray], sl:
     b_scale = np.asarray(other.get("scale", np.ones_like(a_scale)))
     if np.array_equal(a_scale, b_scale):
         fa = fb = None
-    else:
-        target = np.maximum(a_scale, b_scale)
-        fa, fb = a_scale / target, b_scale / target
+    else:  # a side without non-zeros has nothing to rescale: the other side's unit wins
+        a_empty = (into["nnz_pos"][sl] + into["nnz_neg"][sl]) == 0
+        b_empty = (np.asarray(other["nnz_pos"]) + np.asarray(other["nnz_neg"])) == 0
+        target = np.where(a_empty, b_scale, np.where(b_empty, a_scale, np.maximum(a_scale, b_scale)))
+        fa = np.where(a_empty, 0.0, a_scale / target)
+        fb = np.where(b_empty, 0.0, b_scale / target)
         into["scale"][sl] = target
     for k in ("sum_pos", "sum_neg", "sumsq_pos", "sumsq_neg"):
         power = 2 if k.startswith("sumsq") else 1
@@ -147,7 +151,8 @@ def sorted_keys(
     change the order of (segment, value). Sorting orders entries by (segment, value); equal values form tie runs.
     """
     if vals.dtype == np.float64:
-        v32 = vals.astype(np.float32)
+        with np.errstate(over="ignore"):
+            v32 = vals.astype(np.float32)
         if np.array_equal(v32, vals):
             vals = v32
         del v32

@@ -120,15 +120,24 @@ def metrics_from_stats(
     return out
 
 
+def _variance(sumsq: np.ndarray, mean: np.ndarray, n: float) -> np.ndarray:
+    """Sample variance from a sum of squares; spread below the rounding error of that sum counts as none."""
+    centred = sumsq - n * mean**2
+    noise = 16.0 * np.finfo(np.float64).eps * sumsq
+    return np.where(centred > noise, centred, 0.0) / max(n - 1.0, 1.0)
+
+
 def _moment_metrics(moments: dict[str, np.ndarray], n1f: float, n0f: float) -> dict[str, np.ndarray]:
     """Means, Cohen's d, Hedges' g and Welch's p; computed in units of ``scale`` so no step overflows."""
     n = n1f + n0f
     scale = moments.get("scale", np.ones_like(moments["sum_pos"]))
     mean_pos = moments["sum_pos"] / n1f
     mean_neg = moments["sum_neg"] / n0f
-    var_pos = np.maximum(moments["sumsq_pos"] - n1f * mean_pos**2, 0.0) / max(n1f - 1.0, 1.0)
-    var_neg = np.maximum(moments["sumsq_neg"] - n0f * mean_neg**2, 0.0) / max(n0f - 1.0, 1.0)
+    var_pos = _variance(moments["sumsq_pos"], mean_pos, n1f)
+    var_neg = _variance(moments["sumsq_neg"], mean_neg, n0f)
     diff = mean_pos - mean_neg
+    # a difference below the rounding error of the two means is none (a constant column stays d = 0, not inf)
+    diff = np.where(np.abs(diff) > 64.0 * np.finfo(np.float64).eps * (np.abs(mean_pos) + np.abs(mean_neg)), diff, 0.0)
     out = {"mean_pos": mean_pos * scale, "mean_neg": mean_neg * scale, "mean_diff": diff * scale}
     pooled = np.sqrt(((n1f - 1.0) * var_pos + (n0f - 1.0) * var_neg) / max(n - 2.0, 1.0))
     with np.errstate(divide="ignore", invalid="ignore"):
