@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
+from sklearn.utils import ClassifierTags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from personas.errors import DataError, PersonasError
@@ -63,6 +64,8 @@ class FeatureRanker(SelectorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         tags.input_tags.sparse = True
+        # binary targets only: scikit-learn's generic checks then give it two-class labels, as to a binary classifier
+        tags.classifier_tags = ClassifierTags(multi_class=False)
         return tags
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> FeatureRanker:
@@ -74,9 +77,10 @@ class FeatureRanker(SelectorMixin, BaseEstimator):
             X, y = validate_data(self, X, y, accept_sparse=("csr", "csc", "coo"), dtype=("float64", "float32"))
         self.classes_, codes = np.unique(np.asarray(y).ravel(), return_inverse=True)
         if self.classes_.size != 2:
+            what = "one class only" if self.classes_.size == 1 else f"{self.classes_.size} distinct values"
             raise DataError(
-                f"FeatureRanker needs binary labels (1 misaligned, 0 aligned); y has {self.classes_.size} distinct "
-                f"values {self.classes_[:5].tolist()}."
+                f"FeatureRanker needs binary labels (1 misaligned, 0 aligned); y has {what}: "
+                f"{self.classes_[:5].tolist()}."
             )
         self._check_k()
         result = rank_features(
