@@ -34,6 +34,7 @@ from personas.scoring.kernels import (
     group_statistics,
     hist_rank_stats,
     merge_moments,
+    run_rank_stats,
 )
 from personas.scoring.metrics import metrics_from_stats
 from personas.scoring.ranking import Ranking, build_ranking, check_rank_args
@@ -155,6 +156,29 @@ class BinnedRanker:
             self._cells = [(uniq, np.bincount(inverse.ravel(), weights=hits, minlength=uniq.size).astype(np.int64))]
         self._pending = 0
 
+    def _group_parts(self, k: np.ndarray, h: np.ndarray, w: int, zs: np.ndarray, per_gc: np.ndarray) -> dict:
+        """Within-question statistics of ``w`` features from their sparse cells (local keys ``k``, counts ``h``).
+
+        Each occupied (feature, group, bin) is a tie run; one zero run per (feature, group) holds the responses
+        not counted elsewhere. Runs are ordered by bin and handed to the kernels shared with the exact ranker.
+        """
+        n_groups, slots = per_gc.shape[0], self.bins + 1
+        run_key, cls = np.divmod(k, 2)  # run_key = (feature * groups + group) * slots + slot
+        run_key, run = np.unique(run_key, return_inverse=True)  # keys are sorted: runs are contiguous
+        pos = np.bincount(run, h * cls, minlength=run_key.size)
+        neg = np.bincount(run, h * (1 - cls), minlength=run_key.size)
+        seg, slot = np.divmod(run_key, slots)
+        n_seg = w * n_groups
+        z_pos = np.tile(per_gc[:, 1], w) - np.bincount(seg, pos, minlength=n_seg)
+        z_neg = np.tile(per_gc[:, 0], w) - np.bincount(seg, neg, minlength=n_seg)
+        all_seg = np.concatenate([seg, np.arange(n_seg)])
+        order = np.argsort(np.concatenate([run_key, np.arange(n_seg) * slots + np.repeat(zs, n_groups)]), kind="stable")
+        stats = run_rank_stats(
+            all_seg[order], np.concatenate([pos, z_pos])[order], np.concatenate([neg, z_neg])[order], n_seg
+        )
+        shape = (w, n_groups)
+        return group_statistics(*(a.reshape(shape) for a in stats), per_gc[:, 1], per_gc[:, 0])
+
     # -- result ------------------------------------------------------------------------------------------------
     def result(
         self, *, key: str = "auroc", alpha: float = 0.05, min_frac_active: float = 0.0, ci_level: float = 0.95
@@ -178,23 +202,25 @@ class BinnedRanker:
             )
         zero_slot = self._zero_slot()
         cell = n_groups * slots * 2
-        step = max(1, BLOCK_CELLS // cell)
+        step = max(1, BLOCK_CELLS // (2 * slots + 4 * n_groups))
+        n_class = per_gc.sum(axis=0)
         rank: dict[str, np.ndarray] = {}
         max_err = np.zeros(f)
         bounds = np.searchsorted(keys, np.arange(0, f + step, step, dtype=np.int64) * cell)
         for i, j0 in enumerate(range(0, f, step)):
             j1 = min(f, j0 + step)
-            a, z = int(bounds[i]), int(bounds[i + 1])
-            block = np.bincount(keys[a:z] - j0 * cell, weights=hits[a:z], minlength=(j1 - j0) * cell)
-            block = block.reshape(j1 - j0, n_groups, slots, 2)
-            # exact zeros: every response of (group, class) not counted in a non-zero slot
-            block[np.arange(j1 - j0), :, zero_slot[j0:j1], :] += per_gc[None] - block.sum(axis=2)
-            pooled = block.sum(axis=1)
+            w, zs = j1 - j0, zero_slot[j0:j1]
+            k, h = keys[bounds[i] : bounds[i + 1]], hits[bounds[i] : bounds[i + 1]].astype(np.float64)
+            col, rest = np.divmod(k - j0 * cell, cell)
+            pooled = np.bincount(col * (2 * slots) + rest % (2 * slots), h, minlength=w * 2 * slots)
+            pooled = pooled.reshape(w, slots, 2)
+            # exact zeros: every response of a class not counted in a non-zero slot
+            pooled[np.arange(w), zs, :] += n_class[None] - pooled.sum(axis=1)
             parts = dict(zip(("u", "t", "sp2", "sq2"), hist_rank_stats(pooled), strict=True))
-            pooled[np.arange(j1 - j0), zero_slot[j0:j1], :] = 0.0
+            pooled[np.arange(w), zs, :] = 0.0
             max_err[j0:j1] = 0.5 * (pooled[..., 0] * pooled[..., 1]).sum(axis=1) / (n1 * n0)
             if self._grouped:
-                parts.update(group_statistics(*hist_rank_stats(block), per_gc[:, 1], per_gc[:, 0]))
+                parts.update(self._group_parts(k - j0 * cell, h, w, zs, per_gc))
             for name, value in parts.items():
                 rank.setdefault(name, np.zeros(f))[j0:j1] = value
         metrics = metrics_from_stats(self._moments, rank, n1, n0, ci_level, bool(self._grouped))

@@ -11,7 +11,8 @@ group code, which orders them by (group, feature, value) without a second compar
   a column whose squares would overflow or underflow is summed in units of a power-of-two ``scale`` (exact for
   ordinary values, never ``inf`` for values near 1e200 or 1e-300).
 - `segment_rank_stats`: U, tie term and DeLong placement sums per segment, from sorted keys.
-- `hist_rank_stats`: the same statistics from class counts per ordered bin (the binned ranker).
+- `hist_rank_stats` / `run_rank_stats`: the same statistics from class counts per ordered bin, dense or as sparse
+  weighted tie runs (the binned ranker).
 - `group_statistics`: the within-question statistics (group AUROC, its DeLong variance, van Elteren) from
   per-(feature, group) statistics; the exact and the binned rankers both call it.
 - `rank_pass`: one pass over column blocks computing all of the above.
@@ -39,6 +40,7 @@ __all__ = [
     "hist_rank_stats",
     "merge_moments",
     "rank_pass",
+    "run_rank_stats",
     "segment_rank_stats",
     "sorted_keys",
 ]
@@ -315,6 +317,33 @@ def hist_rank_stats(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     qz = pos.sum(axis=-1, keepdims=True) - np.cumsum(pos, axis=-1) + 0.5 * pos
     c = pos + neg
     return (pos * pz).sum(-1), (c**3 - c).sum(-1), (pos * pz * pz).sum(-1), (neg * qz * qz).sum(-1)
+
+
+def run_rank_stats(
+    seg: np.ndarray, pos: np.ndarray, neg: np.ndarray, n_seg: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(U, T, SP2, SQ2)`` as in `segment_rank_stats`, from weighted tie runs (the binned ranker's sparse cells).
+
+    Runs are sorted by (segment, value); run ``r`` of segment ``seg[r]`` holds ``pos[r]`` misaligned and
+    ``neg[r]`` aligned entries of one value (or bin). Segments without runs get zeros.
+    """
+    cneg = np.cumsum(neg)
+    cpos = np.cumsum(pos)
+    neg_upto = np.cumsum(np.bincount(seg, neg, minlength=n_seg))  # negatives in segments <= s
+    pos_upto = np.cumsum(np.bincount(seg, pos, minlength=n_seg))
+    seg_neg = np.bincount(seg, neg, minlength=n_seg)
+    pz = cneg - neg_upto[seg] + seg_neg[seg] - 0.5 * neg  # negatives below the run, ties 1/2
+    qz = pos_upto[seg] - cpos + 0.5 * pos  # positives above the run, ties 1/2
+    c = pos + neg
+    w = pos * pz
+    u = np.bincount(seg, w, minlength=n_seg)
+    w *= pz
+    sp2 = np.bincount(seg, w, minlength=n_seg)
+    w = neg * qz
+    w *= qz
+    sq2 = np.bincount(seg, w, minlength=n_seg)
+    t = np.bincount(seg, c * c * c - c, minlength=n_seg)
+    return u, t, sp2, sq2
 
 
 def delong_variance(
