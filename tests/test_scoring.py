@@ -573,3 +573,22 @@ def test_ranking_display_counts_come_from_metadata_and_follow_pandas_options():
 
 def _body_rows(html: str) -> int:
     return html.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")
+
+
+def test_memory_is_bounded_by_the_block_size_not_the_input(monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    n, f = 50_000, 1_000
+    x = sp.random(n, f, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    g = rng.integers(0, 20, n)
+    input_bytes = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+    ref = _by_feature(rank_features(x, y, g))
+    monkeypatch.setattr(checks, "BLOCK_NNZ", 10_000)
+    tracemalloc.start()
+    got = _by_feature(rank_features(x, y, g))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    pd.testing.assert_frame_equal(got, ref, check_exact=False, rtol=1e-12, atol=1e-12)
+    assert peak < input_bytes / 2, f"peak {peak / 2**20:.1f} MiB for an input of {input_bytes / 2**20:.1f} MiB"

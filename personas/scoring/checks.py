@@ -225,8 +225,10 @@ Block = tuple[int, int, np.ndarray, np.ndarray, np.ndarray]
 def iter_blocks(x: Any, n: int, f: int, max_width: int | None = None) -> Iterator[Block]:
     """Yield column blocks as COO triples ``(j0, j1, rows, local_cols, values)`` with explicit zeros removed.
 
-    A block holds at most `BLOCK_NNZ` non-zeros (sparse input) or `BLOCK_DENSE` elements (dense input) and
-    at most ``max_width`` columns. The caller's matrix is never modified.
+    A block holds at most `BLOCK_NNZ` non-zeros on average (sparse input) or `BLOCK_DENSE` elements (dense input)
+    and at most ``max_width`` columns. CSR input is read block by block without a copy of the whole matrix (one
+    byte per non-zero for the column mask); other sparse formats are converted to CSC once. The caller's matrix is
+    never modified.
     """
     cap = f if max_width is None else max(1, min(f, max_width))
     if f == 0:
@@ -240,6 +242,16 @@ def iter_blocks(x: Any, n: int, f: int, max_width: int | None = None) -> Iterato
                 x.sum_duplicates()
             rows = np.repeat(np.arange(n, dtype=np.int64 if n >= 2**31 else np.int32), np.diff(x.indptr))
             yield _drop_zeros(0, f, rows, x.indices, x.data)
+            return
+        if x.format == "csr":  # column blocks straight from the rows: no copy of the whole matrix
+            if not x.has_canonical_format:
+                x = x.copy()
+                x.sum_duplicates()
+            for j0 in range(0, f, width):
+                j1 = min(f, j0 + width)
+                at = np.flatnonzero((x.indices >= j0) & (x.indices < j1))
+                rows = np.searchsorted(x.indptr, at, side="right") - 1
+                yield _drop_zeros(j0, j1, rows, x.indices[at].astype(np.int64) - j0, x.data[at])
             return
         csc = x.tocsc()
         if not csc.has_canonical_format:
