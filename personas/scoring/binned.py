@@ -167,7 +167,7 @@ class BinnedRanker:
         run_key, run = np.unique(run_key, return_inverse=True)  # keys are sorted: runs are contiguous
         pos = np.bincount(run, h * cls, minlength=run_key.size)
         neg = np.bincount(run, h * (1 - cls), minlength=run_key.size)
-        seg, slot = np.divmod(run_key, slots)
+        seg = run_key // slots
         n_seg = w * n_groups
         z_pos = np.tile(per_gc[:, 1], w) - np.bincount(seg, pos, minlength=n_seg)
         z_neg = np.tile(per_gc[:, 0], w) - np.bincount(seg, neg, minlength=n_seg)
