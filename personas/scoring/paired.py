@@ -74,7 +74,8 @@ def diff_features(
     """Paired comparison of every column of two [n, m] feature matrices (rows = the same conversations).
 
     Returns a DataFrame, one row per column, sorted by ``key`` (see the module docstring for the columns).
-    Inputs may be numpy arrays or scipy sparse matrices; columns are processed in blocks of ``block``.
+    Inputs may be numpy arrays, DataFrames, scipy sparse matrices or torch tensors (checked by
+    `personas.scoring.checks.check_features`); columns are processed in blocks of ``block``.
     """
     base, n, m = check_features(base)
     finetuned, n_ft, m_ft = check_features(finetuned)
