@@ -38,7 +38,7 @@ from personas.detector_files import (
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
-from personas.scoring.ranking import feature_metrics, has_mixed_group, rank_features
+from personas.scoring import feature_metrics, has_mixed_group, rank_features
 
 logger = logging.getLogger(__name__)
 

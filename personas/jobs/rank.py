@@ -31,7 +31,7 @@ from personas.errors import CacheError, PersonasError
 from personas.offline_models import offline_model
 from personas.report.examples import EXAMPLES_FILE, save_examples, top_activating, top_examples
 from personas.saes import sae_info
-from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
+from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
 
 logger = logging.getLogger(__name__)
