@@ -59,7 +59,7 @@ from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
-from personas.scoring.ranking import feature_metrics, has_mixed_group, rank_features
+from personas.scoring import feature_metrics, has_mixed_group, rank_features
 
 logger = logging.getLogger(__name__)
 

@@ -75,8 +75,10 @@ def test_load_run_reads_the_ranking_with_its_metadata(ranked):
     loaded = personas.load_run(out)
     assert isinstance(loaded, Ranking)
     pd.testing.assert_frame_equal(pd.DataFrame(loaded), pd.DataFrame(result.ranking))  # Parquet keeps exact values
-    assert loaded.meta == result.ranking.meta and loaded.n_pos == 40 and loaded.key == "auroc"
-    assert loaded.attrs["manifest"]["hook"] == TOY_HOOK and loaded.attrs["manifest"]["sae"]["d_sae"] == 64
+    manifest = loaded.attrs["manifest"]  # the metadata is the frame's attrs: the ranking's, plus the run's manifest
+    assert {k: v for k, v in loaded.meta.items() if k != "manifest"} == result.ranking.meta
+    assert loaded.n_pos == 40 and loaded.key == "auroc" and loaded.meta is loaded.attrs
+    assert manifest["hook"] == TOY_HOOK and manifest["sae"]["d_sae"] == 64
     assert loaded.significant()["feature"].tolist() == result.ranking.significant()["feature"].tolist()
 
 

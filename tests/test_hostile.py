@@ -152,7 +152,7 @@ def _(ctx):
 
 
 @case("non-finite features: the message names the block without a typo", DataError,
-      r"in the block of columns from 0; the first is nan at response 1, feature 2\.")
+      r"in the columns from 0 on; the first is nan at response 1, feature 2\.")
 def _(ctx):
     X = np.ones((4, 3))
     X[1, 2] = np.nan

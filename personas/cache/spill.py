@@ -24,7 +24,7 @@ import scipy.sparse
 
 from personas.cache.shards import Shard
 from personas.errors import PersonasError
-from personas.scoring.ranking import Ranking, StreamingRanker, build_ranking, check_rank_args
+from personas.scoring import Ranking, StreamingRanker, build_ranking, check_rank_args
 
 _RECORD = np.dtype([("row", "<i8"), ("col", "<i4"), ("val", "<f4")])
 _METRICS = ("auroc", "auroc_lo", "auroc_hi", "group_auroc", "group_auroc_lo", "group_auroc_hi", "mean_pos",

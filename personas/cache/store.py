@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personas.artifacts import MANIFEST_FILE
-from personas.cache.binned import BinnedRanker
+from personas.cache.binned import rank_binned
 from personas.cache.engines import get_engine
 from personas.cache.engines.base import ScoreTask
 from personas.cache.shards import (
@@ -37,7 +37,7 @@ from personas.cache.shards import (
 )
 from personas.cache.spill import SpillRanker
 from personas.errors import CacheError, PersonasError
-from personas.scoring.ranking import has_mixed_group
+from personas.scoring import has_mixed_group
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,8 +261,8 @@ def rank_cache(
         ranking.meta["cache"] = _rank_meta(cache, hook, use)
         return ranking
     if not exact:
-        ranking = BinnedRanker(bins).fit_cache(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
-                                               min_frac_active=min_frac_active, ci_level=ci_level, verify=verify)
+        ranking = rank_binned(cache, hook=hook, use=use, groups=group_values, key=key, alpha=alpha,
+                              min_frac_active=min_frac_active, ci_level=ci_level, bins=bins, verify=verify)
         ranking.meta["cache"] = _rank_meta(cache, hook, use)
         return ranking
     labels = cache.labels

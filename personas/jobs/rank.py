@@ -41,7 +41,7 @@ from personas.logs import quiet_third_party
 from personas.offline_models import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
 from personas.saes import sae_info
-from personas.scoring.ranking import Ranking, covariate_correlation, has_mixed_group, rank_features
+from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
 
 __all__ = ["RANKING_PARQUET", "RankResult", "load_run", "rank", "rank_from_cache", "write_ranking",
@@ -309,9 +309,10 @@ def load_run(folder: str | Path) -> Ranking:
     """The `Ranking` of a ``personas rank`` run folder, with the metadata it was written with.
 
     Reads ``ranking.parquet`` when the folder has one, else ``ranking.csv`` (folders written before Parquet), and
-    checks the file against the checksum in ``manifest.json``. ``ranking.meta`` holds the ranking's metadata
-    (``n_pos``, ``n_neg``, ``key``, ``alpha``, ``n_features``, ...; rebuilt from the manifest for older folders) and
-    ``ranking.attrs["manifest"]`` the whole manifest (model, hook, SAE, data, configuration, versions)::
+    checks the file against the checksum in ``manifest.json``. The metadata is the frame's ``attrs`` (also
+    ``ranking.meta``): the ranking's own (``n_pos``, ``n_neg``, ``key``, ``alpha``, ``n_features``, ...; rebuilt from
+    the manifest for older folders) and, under ``"manifest"``, the run's whole manifest (model, hook, SAE, data,
+    configuration, versions)::
 
         ranking = personas.load_run("runs/demo")
         ranking.attrs["manifest"]["hook"], ranking.meta["n_pos"], ranking.head(10)

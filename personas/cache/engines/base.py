@@ -17,7 +17,7 @@ from personas.capturing import capture
 from personas.config import CaptureConfig
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae, sae_fingerprint
-from personas.scoring.ranking import StreamingRanker
+from personas.scoring import StreamingRanker
 
 logger = logging.getLogger(__name__)
 

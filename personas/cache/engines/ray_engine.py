@@ -27,7 +27,7 @@ from personas.cache.engines.base import (
     score_shard,
 )
 from personas.errors import PersonasError
-from personas.scoring.ranking import StreamingRanker
+from personas.scoring import StreamingRanker
 
 logger = logging.getLogger(__name__)
 
