@@ -671,7 +671,6 @@ class DiffMeansProbe(_Scorer):
         return probe
 
 
-
 def load_detector(folder: str | Path) -> PersonaDetector | DiffMeansProbe:
     """Load a saved `PersonaDetector` or `DiffMeansProbe`, whichever the folder holds."""
     meta, _ = _Scorer._read(folder)
