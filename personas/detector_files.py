@@ -1,4 +1,4 @@
-"""Checks of saved detector files and of the input a detector scores: a tampered or foreign file fails on load.
+"""Checks of saved detector files: a tampered or foreign file fails on load.
 
 A detector folder (`personas.detect`) holds ``detector.json`` (settings, threshold, provenance) and
 ``detector.safetensors`` (weights). Loading one trusts neither: `check_saved` wants exactly the keys the saver
@@ -6,7 +6,7 @@ writes, parameters the class takes, a finite threshold and a recorded capture co
 fields; `check_detector_weights` wants k of every per-feature tensor, feature indices inside ``[0,
 n_features_in)`` that agree with the JSON, finite values, positive scales and signs of +-1. Without them a feature
 index of -1 silently read the last column, a ``mean`` of length 1 broadcast, and a zero scale gave infinite scores.
-`check_finite_input` refuses NaN or inf in the columns a detector reads.
+Non-finite input is refused by the detectors themselves, as scikit-learn's estimator checks require.
 """
 
 from __future__ import annotations
@@ -19,23 +19,11 @@ from typing import Any
 import numpy as np
 
 from personas.config import CaptureConfig
-from personas.errors import DataError, PersonasError
+from personas.errors import PersonasError
 
 #: Keys of ``detector.json``: the manifest header, then what the saver adds around a scorer's own state.
 SAVED_KEYS = ("kind", "created_at", "versions", "format_version", "class", "params", "threshold", "train_auroc",
               "provenance")
-
-
-def check_finite_input(Z: np.ndarray, columns: np.ndarray | None) -> None:
-    """Raise `DataError` naming the first non-finite value of ``Z`` (the columns ``columns`` of the input)."""
-    bad = ~np.isfinite(Z)
-    if bad.any():
-        row, col = (int(i[0]) for i in np.nonzero(bad))
-        feature = int(columns[col]) if columns is not None else col
-        raise DataError(
-            f"X holds {int(bad.sum())} non-finite values (NaN or inf) in the columns the detector reads; the first "
-            f"is {Z[row, col]} at row {row}, column {feature}. Fix or drop those rows before scoring."
-        )
 
 
 def check_saved(config_path: Path, weights_path: Path, meta: dict[str, Any], tensors: dict[str, np.ndarray],

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError
+from personas.logs import quiet_third_party
 from personas.offline_models import MARKER as SMOLLM2_MARKER
 from personas.offline_models import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
 
@@ -231,9 +232,10 @@ def load_model(
             from transformer_lens import HookedTransformer
 
             logger.info("loading %s with HookedTransformer.from_pretrained", official)
-            model = HookedTransformer.from_pretrained(
-                official, device=str(torch_device), dtype=torch_dtype, default_padding_side="right"
-            )
+            with quiet_third_party():
+                model = HookedTransformer.from_pretrained(
+                    official, device=str(torch_device), dtype=torch_dtype, default_padding_side="right"
+                )
             return ModelHandle(model=model, model_id=official, backend="hooked")
         return _load_bridge(name, name, torch_device, torch_dtype)
     except PersonasError:
@@ -243,11 +245,13 @@ def load_model(
 
 
 def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
-    from transformer_lens.model_bridge import TransformerBridge
+    with quiet_third_party():  # importing TransformerLens warns about its own deprecations
+        from transformer_lens.model_bridge import TransformerBridge
 
     logger.info("loading %s with TransformerBridge.boot_transformers", path_or_id)
     try:
-        bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
+        with quiet_third_party():
+            bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
     except Exception as exc:
         if os.path.isdir(path_or_id):
             raise ModelLoadError(

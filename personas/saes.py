@@ -26,6 +26,7 @@ import numpy as np
 
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
+from personas.logs import quiet_third_party
 from personas.models import hub_error
 
 if TYPE_CHECKING:
@@ -169,11 +170,13 @@ def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="
         raise PersonasError(f"SAE spec {str(spec)!r} names no SAE to load; pass a folder, 'RELEASE:SAE_ID' or 'default'.")
     torch_device = resolve_device(device)
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
-    from sae_lens import SAE
+    with quiet_third_party():  # importing sae-lens warns about TransformerLens deprecations
+        from sae_lens import SAE
 
     if isinstance(resolved, Path):
         try:
-            return SAE.load_from_disk(str(resolved), device=str(torch_device), dtype=dtype_name)
+            with quiet_third_party():
+                return SAE.load_from_disk(str(resolved), device=str(torch_device), dtype=dtype_name)
         except PersonasError:
             raise
         except Exception as exc:  # what sae-lens raises for a config it cannot use is not documented
@@ -184,7 +187,8 @@ def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="
             ) from exc
     release, sae_id = resolved
     try:
-        return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
+        with quiet_third_party():
+            return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
     except Exception as exc:
         raise hub_error("SAE", str(spec), exc) from exc
 

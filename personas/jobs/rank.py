@@ -289,11 +289,12 @@ def rank_from_cache(
             "alpha": rank_cfg.alpha,
             "stratified_by_group": bool(ranking.meta.get("grouped")),
             "length_auroc": length_auroc,
+            "meta": dict(getattr(ranking, "meta", None) or {}),
         },
     }
     if out is not None:
         out = output_dir(out, RUN_KIND)
-        manifest["files"] = {RANKING_FILE: write_csv(out / RANKING_FILE, ranking)}
+        manifest["files"] = write_ranking_tables(out, ranking)
         if examples:
             top = [int(f) for f in ranking["feature"].head(EXAMPLE_FEATURES)]
             found = _cache_examples(opened, top, tokenizer=tokenizer if tokenizer is not None else
