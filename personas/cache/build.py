@@ -31,10 +31,11 @@ from personas.cache.engines.base import CaptureSpec, ShardTask
 from personas.cache.lock import CacheLock
 from personas.cache.shards import FORMAT, INDEX_FILE, SHARD_PATTERN, read_shard_file
 from personas.cache.store import ActivationCache, bad_files, read_manifest
-from personas.config import DEFAULT_HOOK, CacheConfig, CaptureConfig, DataConfig, SAEConfig
+from personas.config import CacheConfig, CaptureConfig, DataConfig, SAEConfig
 from personas.data.responses import load_responses
 from personas.errors import CacheError, PersonasError
 from personas.saes import default_sae_path, load_sae, sae_fingerprint
+from personas.site import default_hook
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class _Job:
         if not hook_list and capture_cfg.hook:
             hook_list = [capture_cfg.hook]
         if not hook_list and spec is not None:
-            hook_list = _sae_hook(spec)
-        return cls(capture_cfg, cache or CacheConfig(), spec, encode_batch_tokens, hook_list or [DEFAULT_HOOK])
+            hook_list = _sae_hook(spec, capture_cfg.model)
+        return cls(capture_cfg, cache or CacheConfig(), spec, encode_batch_tokens,
+                   hook_list or [default_hook(capture_cfg.model)])
 
     def capture_spec(self, model: Any) -> CaptureSpec:
         return CaptureSpec(model=model if model is not None else self.capture.model, sae=self.sae, hooks=self.hooks,
@@ -182,7 +184,7 @@ def _settle_complete(out: Path, manifest: dict[str, Any], job: _Job, responses: 
         if (manifest.get("sae") or {}).get("spec") != (job.sae if isinstance(job.sae, str) else "in-memory"):
             return False
         try:
-            sae = load_sae(job.sae, device="cpu", dtype=job.capture.dtype)
+            sae = load_sae(job.sae, device="cpu", dtype=job.capture.dtype, model=job.capture.model)
         except PersonasError:
             return False
         hook_name = sae.cfg.metadata.hook_name
@@ -338,10 +340,10 @@ def _finish(out: Path, manifest: dict[str, Any], responses: Any) -> None:
     logger.info("cache %s complete: %d responses in %d shards", out, len(responses), len(manifest["shards"]))
 
 
-def _sae_hook(sae_spec: Any) -> list[str]:
+def _sae_hook(sae_spec: Any, model: str | None = None) -> list[str]:
     """The hook an SAE reads: from its cfg.json when it is a folder (without loading the weights), else []."""
     if isinstance(sae_spec, str):
-        folder = default_sae_path() if sae_spec == "default" else Path(sae_spec)
+        folder = default_sae_path(model) if sae_spec == "default" else Path(sae_spec)
         cfg_file = folder / "cfg.json"
         if cfg_file.is_file():
             try:

@@ -38,7 +38,7 @@ def _cmd_cache(args: Any) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     sae_cfg = config_from_args(SAEConfig, args)
     check_output_dir(args.out)  # a folder that cannot be written, or a wrong SAE, fails before the model loads
-    check_sae_spec(sae_cfg.sae)
+    check_sae_spec(sae_cfg.sae, capture_cfg.model)
     result = build_cache(
         args.data,
         args.out,

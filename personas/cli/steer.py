@@ -32,12 +32,12 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     alphas = parse_alphas(args.alphas)
     prompts = load_prompts(args.prompts).prompts
-    check_sae_spec(args.sae)  # before the model loads
+    check_sae_spec(args.sae, capture_cfg.model)  # before the model loads
     if args.out:
         check_output_dir(args.out, "personas.steer")
     with quiet_third_party():
         handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
+        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
     table = steer_sweep(
         handle, sae, args.feature, prompts, alphas, detector=args.detector, config=steer_cfg, capture=capture_cfg,
         allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,

@@ -94,6 +94,13 @@ def _check_pair(sae: Any, hook: str, base: Any, finetuned: Any, allow_model_mism
         )
 
 
+def _model_name(model: Any) -> str | None:
+    """What names a model for ``sae="default"``: the name or folder given, or a loaded model's id."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return as_model_handle(model).model_id if model is not None else None
+
+
 def diff_models(
     base: Any,
     finetuned: Any,
@@ -145,12 +152,13 @@ def diff_models(
         raise PersonasError(f"model diffing needs an SAE (sae={sae_spec!r} was given): latents are compared across "
                             "models. Pass sae='default', a folder, 'RELEASE:SAE_ID' or a loaded SAE.")
     if sae_spec != "in-memory":
-        check_sae_spec(sae_spec)  # a wrong SAE fails before two models load
+        check_sae_spec(sae_spec, _model_name(base))  # a wrong SAE fails before two models load
     if out is not None:
         check_output_dir(out, "personas.diff")
     with quiet_third_party():
         base_h, ft_h = _load(base), _load(finetuned)
-        sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=capture_cfg.dtype)
+        sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=capture_cfg.dtype,
+                           model=base_h.model_id)
     hook = hook or capture_cfg.hook or sae_obj.cfg.metadata.hook_name
     base_h.check_hooks([hook])
     ft_h.check_hooks([hook])

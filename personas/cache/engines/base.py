@@ -83,7 +83,7 @@ class ShardCapturer:
             self.handle = as_model_handle(spec.model)
         self.sae = None
         if spec.sae is not None:
-            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=cfg.dtype)
+            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=cfg.dtype, model=self.handle.model_id)
             if not isinstance(spec.sae, str):
                 self.sae = self.sae.to(self.handle.device)
         self.handle.check_hooks(list(spec.hooks))
