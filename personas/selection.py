@@ -283,7 +283,7 @@ def _l1(Z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, Cs: Any) -> Se
     if cols.size == 0:
         cols = np.array([0])
     return Selection(cols, np.ones(cols.size), np.full(cols.size, max(scores)), "l1",
-                     {"C": best, "cv_auroc": dict(zip(map(float, Cs), scores))})
+                     {"C": best, "cv_auroc": dict(zip(map(float, Cs), scores, strict=True))})
 
 
 def _lda_cv_auroc(Z: np.ndarray, y: np.ndarray, folds: list[np.ndarray], ridge: float = 1e-3) -> float:

@@ -54,7 +54,7 @@ def test_every_method_finds_planted_features_and_drops_the_redundant_copy(method
     assert set(sel.features) in ({0, 3}, {2, 3})
     assert sel.features.size == 2
     if method in ("auroc", "stability"):
-        assert dict(zip(sel.features, sel.signs))[3] == -1.0
+        assert dict(zip(sel.features, sel.signs, strict=True))[3] == -1.0
 
 
 def test_exclude_keeps_flagged_columns_out_and_indices_refer_to_x():
