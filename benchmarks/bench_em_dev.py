@@ -8,10 +8,11 @@ variant are held out together, and every choice (features, C, sign) is made on t
 
 Rows of the table (per model and site):
 - ``sae k=K <selection> <pooling>``: `personas.selection.select_features` on the SAE codes pooled per response by
-  `personas.confounds.pool_codes` (mean, max, frac = fraction of tokens active, topq = mean of the top 25% tokens),
+  `personas.confounds.pool_codes` (mean, max, frac = fraction of tokens active, topq = mean of the top 25% tokens;
+  per-latent = all four side by side, so the selection picks each latent's pooling on the training questions),
   then a class-balanced logistic model (C=1) on the chosen standardised latents;
   ``-conf`` excludes latents flagged by `personas.confounds.flag_confounds` (length, punctuation, one token type;
-  flags computed on training answers), ``|resid`` residualises every latent on length and punctuation share first;
+  flags use no labels, so they are computed once from all answers' tokens), ``|resid`` residualises every latent on length and punctuation share first;
 - ``sae all latents``: logistic on every latent (mean pooling), C by grouped CV inside the training questions;
 - ``dense probe``: logistic on all dimensions (mean pooling), C by grouped CV inside the training questions;
 - ``dense diff-means``: the difference-of-means direction (`personas.DiffMeansProbe`);
@@ -203,6 +204,8 @@ def evaluate(method, data, fit, shift_too):
                 sp[te] = fit(tr, te)
                 mask[te] = True
             shift.append(auroc(sp[mask], y[mask]))
+    print(f"# {method}: {np.mean(per_q):.3f} pooled {pooled[0]:.3f} shift {np.mean(shift) if shift else float('nan'):.3f}",
+          file=sys.stderr, flush=True)
     return {"method": method, "mean": float(np.mean(per_q)), "sd": float(np.std(per_q)), "pooled": pooled,
             "shift": float(np.mean(shift)) if shift else float("nan"), "per_q": per_q}
 
@@ -301,10 +304,16 @@ def model_rows(name, model, hooks, feats, data, args):
         return rows
     h = feats.get("sae_hook") or "sae"
     codes, offsets, tids = feats["codes"], feats["offsets"], feats["token_ids"]
-    cov = response_covariates(offsets, tids, punctuation_ids(model))
+    punct = punctuation_ids(model)
+    cov = response_covariates(offsets, tids, punct)
     covariates = np.column_stack([cov["length"], cov["punctuation"]])
     pooled = {p: pool_codes(codes, offsets, p).tocsc() for p in args.poolings.split(",")}
-    table = confound_table(codes, offsets, tids, pooled=pooled.get("mean"), punctuation_ids=punctuation_ids(model))
+    if len(pooled) > 1:
+        # every (latent, pooling) pair as a column: the selection picks each latent's pooling on training questions
+        import scipy.sparse
+
+        pooled["per-latent"] = scipy.sparse.hstack(list(pooled.values()), format="csc")
+    table = confound_table(codes, offsets, tids, pooled=pooled.get("mean"), punctuation_ids=punct)
     flags = flag_confounds(table)
     print(f"# {name} {h}: {int(flags.sum())} of {flags.size} latents flagged as confounds "
           f"(length/punctuation |r|>0.5 or one token >50% of mass)", file=sys.stderr)
@@ -352,7 +361,7 @@ def model_rows(name, model, hooks, feats, data, args):
     for control in ("conf", "resid"):
         label = f"sae k={args.k} stability mean {'-conf' if control == 'conf' else '|resid'}"
         rows.append((name, h, evaluate(label, data, sparse_fit("stability", "mean", args.k, control), False)))
-    for k in (1, 3, 5, 20, 50):
+    for k in (1, 3, 5, 20):
         rows.append((name, h, evaluate(f"sae k={k} stability mean", data, sparse_fit("stability", "mean", k), False)))
     # what the chosen latents are: confound flags of the latents chosen in most folds
     for key, lists in chosen_log.items():

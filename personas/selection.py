@@ -87,10 +87,43 @@ def _mixed(y: np.ndarray, groups: np.ndarray) -> list[Any]:
     return [g for g in np.unique(groups) if 0 < y[groups == g].sum() < (groups == g).sum()]
 
 
+def _sparse_rank_sums(X: scipy.sparse.csc_matrix, pos: np.ndarray) -> np.ndarray:
+    """Per column, the sum over ``pos`` rows of their ranks in that column (ties averaged), touching only the
+    non-zeros: the implicit zeros form one tied block."""
+    n, f = X.shape
+    X = scipy.sparse.csc_matrix(X, copy=True)
+    X.sum_duplicates()
+    X.eliminate_zeros()  # stored zeros belong to the tied zero block
+    col = np.repeat(np.arange(f), np.diff(X.indptr))
+    vals = X.data.astype(np.float64)
+    nz_col = np.diff(X.indptr)
+    z = n - nz_col  # zeros per column
+    order = np.lexsort((vals, col))
+    col_s, val_s = col[order], vals[order]
+    start = X.indptr[col_s]
+    pos_in_col = np.arange(vals.size) - start  # 0-based position among the column's non-zeros
+    # average position over runs of equal (column, value)
+    new_run = np.r_[True, (col_s[1:] != col_s[:-1]) | (val_s[1:] != val_s[:-1])]
+    run_id = np.cumsum(new_run) - 1
+    run_first = pos_in_col[new_run]
+    run_len = np.bincount(run_id)
+    avg_pos = run_first[run_id] + (run_len[run_id] - 1) / 2.0
+    # rank among all n values: negatives before the zero block, positives after it
+    rank = avg_pos + 1 + np.where(val_s > 0, z[col_s], 0)
+    is_pos = pos[X.indices[order]]
+    sums = np.bincount(col_s[is_pos], weights=rank[is_pos], minlength=f)
+    # the positive rows at zero: their rank is the middle of the zero block
+    n_neg = np.bincount(col_s[val_s < 0], minlength=f)
+    pos_nz = np.bincount(col_s[is_pos], minlength=f)
+    zero_rank = n_neg + (z + 1) / 2.0
+    return sums + (int(pos.sum()) - pos_nz) * zero_rank
+
+
 def within_group_auroc(X: Any, y: Any, groups: Any, *, chunk: int = 2048) -> np.ndarray:
     """[G, F] AUROC of every column within each group that has both classes (rows in sorted group order).
 
-    Ties count 1/2; columns are processed ``chunk`` at a time so a wide sparse X is never densified at once.
+    Ties count 1/2. A sparse X is ranked through its non-zeros only (the zeros are one tied block), so a wide
+    dictionary costs what its non-zeros cost; a dense X is ranked ``chunk`` columns at a time.
     """
 
     X, y, groups = _check(X, y, groups)
@@ -99,10 +132,14 @@ def within_group_auroc(X: Any, y: Any, groups: Any, *, chunk: int = 2048) -> np.
         raise DataError("no group has both misaligned and aligned answers; within-group AUROC is undefined.")
     f = X.shape[1]
     out = np.empty((len(mixed), f))
+    Xr = X.tocsr() if scipy.sparse.issparse(X) else X  # row slices of CSR are cheap
     for gi, g in enumerate(mixed):
         rows = np.flatnonzero(groups == g)
         yy = y[rows].astype(bool)
         n1, n0 = int(yy.sum()), int((~yy).sum())
+        if scipy.sparse.issparse(X):
+            out[gi] = (_sparse_rank_sums(Xr[rows], yy) - n1 * (n1 + 1) / 2) / (n1 * n0)
+            continue
         for c0 in range(0, f, chunk):
             block = _dense(X, rows, slice(c0, min(f, c0 + chunk)))
             r = scipy.stats.rankdata(block, axis=0)
@@ -157,8 +194,8 @@ def fit_logistic(Z: np.ndarray, y: np.ndarray, C: float = 1.0, penalty: str = "l
 
 
 def grouped_cv_auroc(Z: np.ndarray, y: Any, groups: Any, C: float = 1.0, penalty: str = "l2") -> float:
-    """AUROC of leave-one-group-out out-of-fold log-odds of `fit_logistic` (pooled over folds; per-fold
-    standardisation absorbs question offsets only partly, so pooled AUROC also rewards calibrated scores)."""
+    """AUROC of the leave-one-group-out (out-of-fold) log-odds of `fit_logistic` on the columns of Z, pooled over
+    the folds (0.5 when a training fold lacks a class)."""
     y = np.asarray(y).astype(np.int8)
     groups = np.asarray(groups)
     Z = np.asarray(Z, dtype=np.float64)

@@ -36,6 +36,20 @@ def test_within_group_auroc_matches_sklearn():
         np.testing.assert_allclose(got[gi], expect, atol=1e-12)
 
 
+def test_within_group_auroc_sparse_path_handles_ties_and_negative_values():
+    rng = np.random.default_rng(7)
+    n, f = 120, 9
+    X = rng.integers(-2, 3, size=(n, f)).astype(float) * (rng.random((n, f)) < 0.5)  # many ties, zeros, negatives
+    X[:, 0] = 0.0  # a column that never fires
+    y = (rng.random(n) < 0.4).astype(np.int8)
+    groups = np.repeat(["a", "b", "c"], n // 3)
+    got = within_group_auroc(scipy.sparse.csr_matrix(X), y, groups)
+    np.testing.assert_allclose(got, within_group_auroc(X, y, groups), atol=1e-12)
+    for gi, g in enumerate(["a", "b", "c"]):
+        rows = groups == g
+        np.testing.assert_allclose(got[gi], [roc_auc_score(y[rows], X[rows, j]) for j in range(f)], atol=1e-12)
+
+
 def test_stability_prefers_the_consistent_feature_over_a_topic_feature():
     X, y, groups = _planted(1)
     # the univariate ranking is fooled by the topic feature ...
