@@ -69,15 +69,17 @@ def model_specs(args):
 
 
 def read_cache(path):
-    """Labels, per-hook pooled activations, pooled SAE codes' token form (codes, offsets, token ids), n_tokens."""
-
+    """Per-hook pooled activations, per-token SAE codes (codes, offsets, token ids), n_tokens and labels."""
     import personas
 
     cache = personas.open_cache(path)
-    return read_shards(cache.iter_shards(want=("pooled", "tokens")), cache.manifest)
+    out = read_shards(cache.iter_shards(want=("pooled", "tokens")), cache.manifest)
+    out["labels"] = cache.labels
+    return out
 
 
 def read_shards(shards, manifest):
+    """The arrays of `read_cache` from shards in row order (per-token offsets made global)."""
     import numpy as np
     import scipy.sparse
 
@@ -96,17 +98,13 @@ def read_shards(shards, manifest):
     out = {
         "pooled": {h: np.concatenate(v).astype(np.float64) for h, v in pooled.items()},
         "n_tokens": np.concatenate(n_tokens).astype(np.float64),
-        "sae_hook": sae_hook(manifest),
+        "sae_hook": manifest.get("sae_hook"),
     }
     if codes:
         out["codes"] = scipy.sparse.vstack(codes, format="csr")
         out["offsets"] = np.concatenate(offsets)
         out["token_ids"] = np.concatenate(token_ids)
     return out
-
-
-def sae_hook(manifest):
-    return manifest.get("sae_hook")
 
 
 def capture(name, model, hooks, sae, frame, cache_dir):
@@ -120,7 +118,10 @@ def capture(name, model, hooks, sae, frame, cache_dir):
     if not cache.complete:
         raise SystemExit(f"the cache {out} is incomplete; rerun to resume it")
     print(f"# {name}: cache {out} ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return read_cache(out)
+    feats = read_cache(out)
+    if len(feats["labels"]) != len(frame) or (feats["labels"] != (frame["aligned"] < 30).to_numpy()).any():
+        raise SystemExit(f"the cache {out} does not hold em-dev's rows in order; delete it and rerun")
+    return feats
 
 
 def punctuation_ids(model):
@@ -368,10 +369,10 @@ def model_rows(name, model, hooks, feats, data, args):
         if key[0] == "stability" and key[1] == "mean" and key[2] == args.k and key[3] is None:
             ids, counts = np.unique(np.concatenate(lists), return_counts=True)
             top = ids[np.argsort(-counts)][:10]
-            print(f"# {name} stability/mean k={args.k}: latents chosen most often (folds, |r_len|, |r_punct|, "
-                  "top-token share):", file=sys.stderr)
+            print(f"# {name} stability/mean k={args.k}: latents chosen most often (fits out of 8 held-out + 16 "
+                  "shift, |r_len|, |r_punct|, top-token share):", file=sys.stderr)
             for j in top:
-                print(f"#   latent {j}: {counts[ids == j][0]} folds, {abs(table['length_corr'][j]):.2f}, "
+                print(f"#   latent {j}: {counts[ids == j][0]} fits, {abs(table['length_corr'][j]):.2f}, "
                       f"{abs(table['punct_corr'][j]):.2f}, {table['top_token_share'][j]:.2f}", file=sys.stderr)
     return rows
 
