@@ -63,13 +63,15 @@ def pool_codes(codes: Any, offsets: Any, how: str = "mean", q: float = 0.25) -> 
         out = scipy.sparse.csr_matrix((v, (resp, coo.col)), shape=(n, f))  # duplicates are summed
         inv = np.divide(1.0, lengths, out=np.zeros(n), where=lengths > 0)
         return scipy.sparse.diags(inv) @ out
+    if vals.size == 0:
+        return scipy.sparse.csr_matrix((n, f))
     key = resp * f + coo.col.astype(np.int64)
     order = np.lexsort((-vals, key)) if how == "topq" else np.argsort(key, kind="stable")
     key, vals, resp = key[order], vals[order], resp[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ukey = key[starts]
     if how == "max":
-        agg = np.maximum.reduceat(vals, starts) if vals.size else vals
+        agg = np.maximum.reduceat(vals, starts)
         # a response where the latent is zero on some tokens has a maximum of at least 0
         count = np.diff(np.r_[starts, key.size])
         agg = np.where(count < lengths[resp[starts]], np.maximum(agg, 0.0), agg)
@@ -140,7 +142,7 @@ def confound_table(
     ukey, inverse = np.unique(key, return_inverse=True)
     mass_pair = np.bincount(inverse, weights=np.abs(coo.data.astype(np.float64)), minlength=ukey.size)
     latent = ukey // vocab
-    mass = np.bincount(latent, weights=mass_pair, minlength=f)
+    mass = np.bincount(latent, weights=mass_pair, minlength=f).astype(np.float64)
     # heaviest token per latent: sort pairs by (latent, mass) and take each latent's last
     order = np.lexsort((mass_pair, latent))
     last = np.flatnonzero(np.r_[latent[order][1:] != latent[order][:-1], True]) if order.size else order

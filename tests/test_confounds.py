@@ -56,6 +56,12 @@ def test_pool_codes_max_with_negative_values_counts_zero_tokens():
     np.testing.assert_allclose(got, [0.0, -2.0])
 
 
+@pytest.mark.parametrize("how", ["mean", "max", "frac", "topq"])
+def test_pool_codes_of_a_latent_that_never_fires_and_an_empty_response(how):
+    got = pool_codes(scipy.sparse.csr_matrix((5, 3)), np.array([0, 2, 2, 5]), how)
+    assert got.shape == (3, 3) and got.nnz == 0
+
+
 def test_pool_codes_rejects_bad_offsets_and_pooling():
     codes = scipy.sparse.csr_matrix(np.ones((4, 2)))
     with pytest.raises(DataError, match="offsets"):
