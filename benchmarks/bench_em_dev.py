@@ -12,7 +12,8 @@ Rows of the table (per model and site):
   per-latent = all four side by side, so the selection picks each latent's pooling on the training questions),
   then a class-balanced logistic model (C=1) on the chosen standardised latents;
   ``-conf`` excludes latents flagged by `personas.confounds.flag_confounds` (length, punctuation, one token type;
-  flags use no labels, so they are computed once from all answers' tokens), ``|resid`` residualises every latent on length and punctuation share first;
+  flags use no labels, so they are computed once from all answers' tokens); ``|resid`` residualises every latent
+  on length and punctuation share (fitted on the training answers) first;
 - ``sae all latents``: logistic on every latent (mean pooling), C by grouped CV inside the training questions;
 - ``dense probe``: logistic on all dimensions (mean pooling), C by grouped CV inside the training questions;
 - ``dense diff-means``: the difference-of-means direction (`personas.DiffMeansProbe`);
@@ -60,7 +61,8 @@ def model_specs(args):
             hooks = [f"blocks.{i}.hook_resid_post" for i in (6, 12, 18, 24)]
             sae = args.smollm2_sae
             if sae is None:
-                found = sorted(Path("/work/scratch/smol/saes").glob("*")) if Path("/work/scratch/smol/saes").is_dir() else []
+                folder = Path("/work/scratch/smol/saes")
+                found = sorted(folder.glob("*")) if folder.is_dir() else []
                 sae = str(found[-1]) if found else "none"
             specs.append(("smollm2", str(SMOLLM2), hooks, sae))
         else:
@@ -205,10 +207,11 @@ def evaluate(method, data, fit, shift_too):
                 sp[te] = fit(tr, te)
                 mask[te] = True
             shift.append(auroc(sp[mask], y[mask]))
-    print(f"# {method}: {np.mean(per_q):.3f} pooled {pooled[0]:.3f} shift {np.mean(shift) if shift else float('nan'):.3f}",
+    shift_auc = float(np.mean(shift)) if shift else float("nan")
+    print(f"# {method}: {np.mean(per_q):.3f} pooled {pooled[0]:.3f} shift {shift_auc:.3f}",
           file=sys.stderr, flush=True)
     return {"method": method, "mean": float(np.mean(per_q)), "sd": float(np.std(per_q)), "pooled": pooled,
-            "shift": float(np.mean(shift)) if shift else float("nan"), "per_q": per_q}
+            "shift": shift_auc, "per_q": per_q}
 
 
 def main(argv=None):

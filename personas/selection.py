@@ -9,8 +9,8 @@ here therefore scores a feature *within* each question (`within_group_auroc`: th
 answers, averaged over questions) and checks that what it picks holds on questions left out:
 
 - ``"auroc"``: the k features whose mean within-question AUROC is farthest from 0.5;
-- ``"stability"``: in each leave-one-question-out fold of the training questions, the top ``n_candidates`` by within-question
-  AUROC; keep the features chosen in most folds that also separate the left-out question the same way (by more
+- ``"stability"``: in each leave-one-question-out fold of the training questions, the top ``n_candidates`` by
+  within-question AUROC; keep the features chosen in most folds that also separate the left-out question the same way (by more
   than ``min_gap``): stability selection across questions;
 - ``"l1"``: an L1-penalised logistic path over C on the screened candidates, limited to k features, with C chosen by
   leave-one-question-out cross-validation inside the training questions;
