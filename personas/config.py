@@ -177,6 +177,7 @@ class TrainSAEConfig:
 
 
 METHODS = ("logistic", "single")
+SELECTIONS = ("rank", "auroc", "stability", "l1", "forward")
 THRESHOLDS = ("youden", "accuracy")
 
 
@@ -193,6 +194,11 @@ class DetectorConfig:
     key: RankKey = _help("ranking key used to choose the features on the training rows (see personas rank)",
                          default="auroc")
     min_frac_active: float = _help("ignore features active in fewer than this fraction of training rows", default=0.0)
+    selection: Literal["rank", "auroc", "stability", "l1", "forward"] = _help(
+        "how the k features are chosen on the training questions: rank (the top k of the ranking), or, across "
+        "held-out training questions (personas.selection), stability (default: features that rank high in most "
+        "leave-questions-out folds), auroc, l1 or forward", default="stability",
+    )
     threshold: Literal["youden", "accuracy"] = _help(
         "decision threshold calibrated on training scores: youden (best balanced accuracy) or accuracy",
         default="youden",
@@ -214,6 +220,8 @@ class DetectorConfig:
             raise PersonasError(f"DetectorConfig.method={self.method!r}; expected one of {METHODS}.")
         if not self.C > 0:
             raise PersonasError(f"DetectorConfig.C={self.C} must be positive.")
+        if self.selection not in SELECTIONS:
+            raise PersonasError(f"DetectorConfig.selection={self.selection!r}; expected one of {SELECTIONS}.")
         if self.threshold not in THRESHOLDS:
             raise PersonasError(f"DetectorConfig.threshold={self.threshold!r}; expected one of {THRESHOLDS}.")
         if self.holdout_by not in ("none", "group"):

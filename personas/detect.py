@@ -60,6 +60,7 @@ from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
 from personas.scoring import feature_metrics, has_mixed_group, rank_features
+from personas.selection import select_features
 
 logger = logging.getLogger(__name__)
 
@@ -461,8 +462,10 @@ class PersonaDetector(_Scorer):
 
     A scikit-learn classifier: the constructor stores its arguments unchanged, and ``fit(X, y, groups=None)`` ranks
     every column of ``X`` with `personas.scoring.rank_features` on these rows only (stratified by ``groups``, the
-    question of each row, when some question has both classes; unstratified otherwise), keeps the ``k`` best, and
-    sets:
+    question of each row, when some question has both classes; unstratified otherwise) and keeps ``k`` features:
+    with ``groups`` and ``selection="stability"`` (the default; or ``"auroc"``, ``"l1"``, ``"forward"``) those that
+    separate the classes on questions held out *within* the training rows (`personas.selection`), else the top
+    ``k`` of the ranking (``selection="rank"``, or without groups). It sets:
 
     ``features_`` (column indices, best first), ``signs_`` (+1 where the feature is higher on misaligned rows),
     ``mean_``/``scale_`` (standardisation of the k columns on the training rows), ``coef_``/``intercept_``
@@ -488,6 +491,7 @@ class PersonaDetector(_Scorer):
         key: str = "auroc",
         min_frac_active: float = 0.0,
         threshold: str = "youden",
+        selection: str = "stability",
     ) -> None:
         self.k = k
         self.method = method
@@ -495,12 +499,13 @@ class PersonaDetector(_Scorer):
         self.key = key
         self.min_frac_active = min_frac_active
         self.threshold = threshold
+        self.selection = selection
 
     @classmethod
     def from_config(cls, config: DetectorConfig) -> PersonaDetector:
         """A detector with the feature, method and threshold settings of a `DetectorConfig`."""
         return cls(k=config.k, method=config.method, C=config.C, key=config.key,
-                   min_frac_active=config.min_frac_active, threshold=config.threshold)
+                   min_frac_active=config.min_frac_active, threshold=config.threshold, selection=config.selection)
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> PersonaDetector:
         """Choose the top-k features on these rows (ranked within ``groups`` when given) and fit the scorer and its
@@ -508,7 +513,8 @@ class PersonaDetector(_Scorer):
         return super().fit(X, y, groups)
 
     def _fit(self, X: Any, y: np.ndarray, groups: Any, names: np.ndarray | None) -> None:
-        DetectorConfig(k=self.k, method=self.method, C=self.C, threshold=self.threshold)  # validates the settings
+        DetectorConfig(k=self.k, method=self.method, C=self.C, threshold=self.threshold,
+                       selection=self.selection)  # validates the settings
         if groups is not None:
             groups = np.asarray(groups).ravel()
             if groups.shape[0] != y.shape[0]:
@@ -531,6 +537,14 @@ class PersonaDetector(_Scorer):
         auc_column = "group_auroc" if "group_auroc" in top else "auroc"
         self.features_ = top["feature"].to_numpy(dtype=np.int64)
         self.signs_ = np.where(top[auc_column].to_numpy() >= 0.5, 1.0, -1.0)
+        if self.method != "single" and self.selection != "rank" and groups is not None:
+            try:  # features that hold on left-out questions, not only on these rows (personas.selection)
+                chosen = select_features(X, y, groups, k=k, method=self.selection)
+                self.features_ = np.asarray(chosen.features, dtype=np.int64)
+                self.signs_ = np.asarray(chosen.signs, dtype=np.float64)
+            except DataError as exc:
+                logger.warning("selection=%r is not possible here (%s); using the top %d of the ranking",
+                               self.selection, exc, k)
         self.ranking_ = ranking
         self.feature_names_ = None if names is None else [str(names[i]) for i in self.features_]
         Z = _dense_columns(X, self.features_)
