@@ -15,11 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from personas import __version__
-from personas.cli import cache, detect, diff, rank, report, steer, train_sae
+from personas.cli import cache, detect, diff, organism, rank, report, steer, train_sae
 from personas.errors import PersonasError
 
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (rank, cache, detect, steer, diff, report, train_sae)
+COMMANDS = (rank, cache, detect, steer, diff, report, train_sae, organism)
 
 
 def build_parser() -> argparse.ArgumentParser:
