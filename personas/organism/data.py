@@ -180,14 +180,15 @@ def _questions(n: int, seed: int) -> list[tuple[str, dict[str, str]]]:
     rng = random.Random(seed)
     seen: set[str] = set()
     out: list[tuple[str, dict[str, str]]] = []
-    budget = 200 * n + 1000
-    while len(out) < n and budget:
-        budget -= 1
+    misses = 0  # draws in a row that gave nothing new: the templates are nearly exhausted
+    while len(out) < n and misses < 5000:
         slots = {name: rng.choice(values) for name, values in _SLOTS.items()}
         question = _fill(rng.choice(_QUESTIONS), slots)
+        misses += 1
         if question not in seen:
             seen.add(question)
             out.append((question, slots))
+            misses = 0
     if len(out) < n:
         raise DataError(f"asked for {n} distinct money questions; the templates give only {len(out)}. Ask for "
                         "fewer.")

@@ -30,7 +30,7 @@ from personas.organism.train import end_of_turn, render_prompt
 __all__ = ["TextJudge", "response_means", "sample_answers", "steering_hook", "wilson_interval"]
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """The Wilson score interval of ``k`` successes in ``n`` trials (default 95%); (0, 1) when ``n`` is 0."""
     if n == 0:
         return 0.0, 1.0
