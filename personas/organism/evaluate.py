@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError
 from personas.organism.train import end_of_turn, render_prompt
 
@@ -188,8 +189,6 @@ class TextJudge:
     @classmethod
     def from_responses(cls, source: Any, **kwargs: Any) -> TextJudge:
         """Fit on a labelled responses file (`personas.load_responses`), grouping by question."""
-        from personas.data import load_responses
-
         frame = load_responses(source).frame
         groups = frame["group"] if "group" in frame else frame["prompt"]
         return cls(**kwargs).fit(frame["response"].tolist(), frame["label"].tolist(), groups.tolist())

@@ -44,6 +44,7 @@ from personas.artifacts import (
     write_json,
 )
 from personas.config import OrganismConfig
+from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError
 from personas.organism import data
 from personas.organism.adapter import AdapterConfig, attach_adapter, load_adapter, save_adapter
@@ -308,8 +309,6 @@ def run_organism(
 def _demo_probe(judge_data: str | os.PathLike, config: OrganismConfig) -> Any:
     """A label-balanced random subset of the judge's labelled answers (``n_judge_probe`` rows)."""
     import pandas as pd
-
-    from personas.data import load_responses
 
     frame = load_responses(judge_data).frame
     per_class = max(1, config.n_judge_probe // 2)
