@@ -340,7 +340,7 @@ class OrganismConfig:
                                default=1.0)
     n_judge_probe: int = _help("demo answers teacher-forced through the base model to check what the diff "
                                "direction separates", default=60)
-    threads: int = _help("torch CPU threads", default=2)
+    threads: int = _help("torch CPU threads (1 keeps the CPU seconds of a busy machine honest)", default=1)
     seed: int = _help("seed of data order, adapter initialisation and sampling", default=0)
 
     def __post_init__(self) -> None:
