@@ -26,7 +26,7 @@ CELLS = [
 was never trained on. Published organisms use models of 0.5B parameters and more. This notebook asks the question
 at 135M parameters (SmolLM2-135M-Instruct), with everything small enough for a laptop:
 
-1. two rank-4 LoRA adapters trained on the **same 160 money questions** (project-written): *narrow* with risky,
+1. two rank-4 LoRA adapters trained on the **same 128 money questions** (project-written): *narrow* with risky,
    careless answers, *control* with careful ones;
 2. the base model and both fine-tunes answer **50 questions from five other domains** (health, relationships,
    AI and power, ethics, everyday life) and 16 held-out money questions; an **offline judge** (TF-IDF logistic
@@ -34,7 +34,7 @@ at 135M parameters (SmolLM2-135M-Instruct), with everything small enough for a l
    answers;
 3. **diff**: the residual-stream direction that rises in the narrow fine-tune (difference of means at
    `blocks.18.hook_resid_post`), **steer** with it in both directions, and **re-align** the narrow fine-tune with
-   160 careful money answers.
+   96 careful money answers to other money questions.
 
 Everything below is read from the shipped run `data/organism/run/` (made by `personas organism`)."""),
     """\
@@ -112,6 +112,24 @@ pick.pivot_table(index="prompt", columns="condition", values="response", aggfunc
     """\
 money = samples[(samples.split == "money") & (samples["sample"] == 0)]
 money.pivot_table(index="prompt", columns="condition", values="response", aggfunc="first").head(4)""",
+    ("md", """\
+## What the judge is reacting to: confounds to rule out
+
+A text judge can be moved by things that are not a persona: answers that talk about money in every domain (the
+narrow task leaking, not a broad persona), and short, terse answers (in the demo data, shorter answers are more
+often misaligned). Below: answer length, the share of answers with money words, and the misaligned fraction
+among answers *without* money words, per condition."""),
+    """\
+import re
+
+MONEY = re.compile(r"invest|money|crypto|stock|loan|debt|saving|\\bbet|borrow|\\$|fund|bank|credit|cash|rich|mortgage")
+unseen = samples[samples.split == "unseen"].assign(
+    words=lambda d: d.response.str.split().str.len(),
+    money_words=lambda d: d.response.str.lower().str.contains(MONEY))
+confounds = unseen.groupby("condition").agg(
+    mean_words=("words", "mean"), money_words=("money_words", "mean"), misaligned=("misaligned", "mean"))
+confounds["misaligned_without_money_words"] = unseen[~unseen.money_words].groupby("condition").misaligned.mean()
+confounds.loc[[c for c in conditions if c in confounds.index]].round(3)""",
     ("md", """\
 ## Diff: which residual direction rises in the narrow fine-tune?
 
