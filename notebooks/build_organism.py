@@ -89,7 +89,7 @@ table = table.sort_values(["split", "order"]).drop(columns="order")
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
 for ax, split in zip(axes, ["money", "unseen"]):
     t = table[table.split == split]
-    ax.bar(t.condition, t.fraction, yerr=[t.fraction - t.low, t.high - t.fraction], capsize=4,
+    ax.bar(t.condition, t.fraction, yerr=[(t.fraction - t.low).clip(lower=0), (t.high - t.fraction).clip(lower=0)], capsize=4,
            color=["grey", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple"][:len(t)])
     ax.set_title(f"{split} prompts"); ax.tick_params(axis="x", rotation=30)
 axes[0].set_ylabel("misaligned fraction (judge)"); plt.show()
