@@ -43,6 +43,11 @@ class DataConfig:
     misaligned_below: float = _help("judge 'aligned' score below which a response is misaligned", default=30.0)
     aligned_above: float = _help("judge 'aligned' score above which a response is aligned", default=70.0)
     coherent_above: float = _help("judge 'coherent' score a response must exceed to be labelled", default=50.0)
+    dedupe: bool = _help(
+        "drop rows whose (prompt, response) repeats an earlier row (after whitespace normalisation), keeping the "
+        "first; without it such rows are refused, as they would count as independent observations",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for name in ("misaligned_below", "aligned_above", "coherent_above"):
@@ -311,8 +316,15 @@ class CacheRankConfig:
     engine: Literal["local", "ray"] = _help("score shards in this process (local) or on Ray", default="local")
     ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
                                     default=None)
+    spill_budget: int | None = _help(
+        "exact statistics holding at most this many non-zero values in memory (about 100 bytes each), the rest "
+        "spilled to a temporary folder: memory that does not grow with the responses; default: all in memory",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
+        if self.spill_budget is not None and self.spill_budget < 1:
+            raise PersonasError(f"CacheRankConfig.spill_budget={self.spill_budget} must be at least 1.")
         if self.bins < 2:
             raise PersonasError(f"CacheRankConfig.bins={self.bins} must be at least 2.")
         if self.engine not in ("local", "ray"):
@@ -340,11 +352,10 @@ class OrganismConfig:
                                default=1.0)
     n_judge_probe: int = _help("demo answers teacher-forced through the base model to check what the diff "
                                "direction separates", default=60)
-    threads: int = _help("torch CPU threads (1 keeps the CPU seconds of a busy machine honest)", default=1)
     seed: int = _help("seed of data order, adapter initialisation and sampling", default=0)
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_realign", "rank", "batch_size", "n_samples", "max_new_tokens", "threads"):
+        for name in ("n_train", "n_realign", "rank", "batch_size", "n_samples", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise PersonasError(f"OrganismConfig.{name}={getattr(self, name)} must be at least 1.")
         if self.lr <= 0 or self.epochs <= 0:

@@ -1,7 +1,9 @@
 """A site: a model, an SAE and the hook they meet at, opened together (what every job reads activations from).
 
-`open_site` resolves the SAE first (a folder, ``"RELEASE:SAE_ID"``, ``"default"`` or ``None``), then loads the
-model, and settles the hook: the capture config's, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
+`open_site` resolves and checks the SAE first (a folder, ``"RELEASE:SAE_ID"``, ``"default"`` or ``None``:
+`personas.saes.check_sae_spec` reads its config and weight shapes without loading it), so that a wrong SAE fails
+before the model loads; then it loads the model, the SAE on the model's device, and settles the hook: the capture
+config's, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from personas.config import DEFAULT_HOOK, CaptureConfig, SAEConfig
 from personas.models import as_model_handle, load_model
-from personas.saes import load_sae
+from personas.saes import check_sae_spec, load_sae
 
 
 @dataclass
@@ -26,7 +28,8 @@ class Site:
 
 
 def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: Any = None) -> Site:
-    """Load the model named by ``capture.model`` (unless ``model`` is given) and the SAE named by ``sae``.
+    """Check the SAE named by ``sae``, load the model named by ``capture.model`` (unless ``model`` is given), then
+    the SAE.
 
     ``sae`` is an `SAEConfig`, a spec string (``"default"``, a folder, ``"RELEASE:SAE_ID"``, ``"none"``) or a
     loaded SAE. The hook is ``capture.hook``, else the SAE's ``hook_name``, else `DEFAULT_HOOK`.
@@ -39,6 +42,8 @@ def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: 
         sae_cfg = SAEConfig(sae="default" if sae is None else str(sae))
     else:  # an SAE object that is already loaded
         sae_obj, sae_cfg = sae, SAEConfig(sae="in-memory")
+    if sae_obj is None:
+        check_sae_spec(sae_cfg.sae)  # milliseconds; the model load below can take minutes
     handle = as_model_handle(model) if model is not None else load_model(
         capture.model, device=capture.device, dtype=capture.dtype
     )

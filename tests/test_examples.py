@@ -10,7 +10,16 @@ import pytest
 import personas
 from personas.config import CaptureConfig
 from personas.errors import PersonasError
-from personas.report.examples import FeatureExamples, examples_html, load_examples, neuronpedia_url, save_examples, token_strings, top_activating, top_examples
+from personas.report.examples import (
+    FeatureExamples,
+    examples_html,
+    load_examples,
+    neuronpedia_url,
+    save_examples,
+    token_strings,
+    top_activating,
+    top_examples,
+)
 
 from conftest import TOY_HOOK, TRIGGERS
 

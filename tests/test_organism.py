@@ -177,7 +177,7 @@ def test_run_folder_on_a_toy_model(toy_hf, tmp_path):
 
     folder, _, _ = toy_hf
     config = OrganismConfig(n_train=8, n_realign=8, n_samples=1, max_new_tokens=4, batch_size=4, layer=1,
-                            targets="c_attn", n_judge_probe=10, threads=1)
+                            targets="c_attn", n_judge_probe=10)
     result = run_organism(folder, config, out=tmp_path / "run")
     out = tmp_path / "run"
     manifest = json.loads((out / "manifest.json").read_text())

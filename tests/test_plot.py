@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from personas.report import plots as plot
 from personas.errors import PersonasError
+from personas.report import plots as plot
 from personas.scoring.ranking import rank_features
 
 

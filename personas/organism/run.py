@@ -152,8 +152,7 @@ def run_organism(
     import pandas as pd
     import torch
 
-    config = config or OrganismConfig()
-    torch.set_num_threads(config.threads)
+    config = config or OrganismConfig()  # threads: the caller's (`personas --threads N organism ...`)
     clock: dict[str, dict[str, float]] = {}
 
     def timed(stage: str):
