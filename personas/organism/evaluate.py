@@ -144,7 +144,6 @@ class TextJudge:
 
     threshold: float = 0.5
     n_folds: int = 6
-    seed: int = 0
     pipeline_: Any = field(default=None, repr=False)
     heldout_auroc_: float | None = None
     heldout_accuracy_: float | None = None

@@ -169,7 +169,7 @@ def run_organism(
     folder = Path(model) if model is not None else smollm2_folder()
     with timed("load"):
         lm, tokenizer = load_chat_model(folder)
-        judge = TextJudge.from_responses(judge_data, seed=config.seed)
+        judge = TextJudge.from_responses(judge_data)
     narrow_set = data.narrow_set(config.n_train, seed=config.seed)
     control_set = data.control_set(config.n_train, seed=config.seed)
     realign_set = data.realign_set(config.n_realign, seed=config.seed + 1, exclude=narrow_set)
