@@ -339,3 +339,36 @@ class CacheRankConfig:
             raise PersonasError(f"CacheRankConfig.bins={self.bins} must be at least 2.")
         if self.engine not in ("local", "ray"):
             raise PersonasError(f"CacheRankConfig.engine={self.engine!r}; expected 'local' or 'ray'.")
+
+
+@dataclass
+class OrganismConfig:
+    """The emergent-misalignment organism: narrow and control fine-tunes, evaluation, diff, steer, re-alignment."""
+
+    n_train: int = _help("money questions in the narrow (risky) and the control (careful) fine-tuning sets",
+                         default=128)
+    n_realign: int = _help("careful money answers (other questions) for the re-alignment fine-tune", default=96)
+    rank: int = _help("rank of the low-rank adapter", default=4)
+    lora_alpha: float = _help("adapter scale numerator: the update is (lora_alpha / rank) * B A", default=16.0)
+    targets: str = _help("comma-separated linear modules adapted in every layer", default="q_proj,v_proj,down_proj")
+    lr: float = _help("AdamW learning rate (constant)", default=1e-3)
+    epochs: float = _help("passes over the fine-tuning set (fractions allowed)", default=1.0)
+    batch_size: int = _help("fine-tuning mini-batch size", default=8)
+    n_samples: int = _help("sampled answers per evaluation prompt and condition", default=1)
+    max_new_tokens: int = _help("tokens generated per answer", default=24)
+    temperature: float = _help("sampling temperature of the evaluation answers", default=0.7)
+    layer: int = _help("decoder block whose output (blocks.L.hook_resid_post) is diffed and steered", default=18)
+    steer_scale: float = _help("steering vector = steer_scale * (fine-tune mean - base mean) at the layer",
+                               default=1.0)
+    n_judge_probe: int = _help("demo answers teacher-forced through the base model to check what the diff "
+                               "direction separates", default=60)
+    seed: int = _help("seed of data order, adapter initialisation and sampling", default=0)
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_realign", "rank", "batch_size", "n_samples", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"OrganismConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.lr <= 0 or self.epochs <= 0:
+            raise PersonasError(f"OrganismConfig.lr={self.lr} and epochs={self.epochs} must be positive.")
+        if self.temperature <= 0:
+            raise PersonasError(f"OrganismConfig.temperature={self.temperature} must be > 0 (answers are sampled).")

@@ -1,0 +1,52 @@
+"""``personas organism``: narrow and control fine-tunes of a small chat model, judged on unseen domains."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from personas.artifacts import MANIFEST_FILE
+from personas.cli.options import add_config_options, config_from_args
+from personas.config import OrganismConfig
+from personas.organism.run import CONDITIONS, SAMPLES_FILE, run_organism
+
+
+def _cmd_organism(args: argparse.Namespace) -> int:
+    config = config_from_args(OrganismConfig, args)
+    result = run_organism(args.model, config, out=args.out, adapters=args.adapters)
+    m = result.manifest
+    judge = m["judge"]
+    print(f"model {m['base_model']} | judge: held-out-question AUROC {judge['heldout_question_auroc']:.3f}, "
+          f"accuracy {judge['heldout_question_accuracy']:.3f} ({judge['n_fit']} demo answers)")
+    for split in ("unseen", "money"):
+        for condition in CONDITIONS:
+            entry = m["summary"].get(f"{condition}/{split}")
+            if entry is None:
+                continue
+            lo, hi = entry["wilson95"]
+            change = ""
+            if "minus_base" in entry:
+                blo, bhi = entry["minus_base_boot95"]
+                change = f" | vs base {entry['minus_base']:+.3f} [{blo:+.3f}, {bhi:+.3f}]"
+            print(f"{split:>6} {condition:<13} misaligned {entry['misaligned']:>3}/{entry['n']:<3} = "
+                  f"{entry['fraction']:.3f} [{lo:.3f}, {hi:.3f}] mean judge {entry['mean_judge']:.3f}{change}")
+    d = m["diff"]
+    print(f"diff {d['hook']}: |direction| {d['direction_norm']:.2f} (residual {d['base_residual_norm']:.1f}), "
+          f"demo AUROC on the base model {d['demo_auroc_base_model']:.3f}, cosine with control "
+          f"{d['cosine_with_control_direction']:.3f}")
+    print(f"time: {m['wall_s_total']:.0f} s wall, {m['cpu_s_total']:.0f} s CPU")
+    if result.out_dir is not None:
+        print(f"wrote {result.out_dir / MANIFEST_FILE}, {result.out_dir / SAMPLES_FILE} and the adapters")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("organism", help="emergent-misalignment organism: narrow vs control fine-tunes of "
+                              "SmolLM2, judged on unseen domains; diff, steer, re-align")
+    p.add_argument("--model", default=None, help="Hugging Face chat-model folder (default: SmolLM2-135M-Instruct "
+                   "from $PERSONAS_SMOLLM2 or the cache folder)")
+    p.add_argument("--adapters", default=None, help="folder with narrow/, control/, realigned/ adapters to load "
+                   "instead of training (e.g. data/organism/adapters)")
+    p.add_argument("--out", default="runs/organism", help="run folder (default: runs/organism)")
+    add_config_options(p, OrganismConfig)
+    p.set_defaults(func=_cmd_organism)

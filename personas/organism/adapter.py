@@ -1,0 +1,212 @@
+"""A low-rank adapter (LoRA) in plain PyTorch for a Hugging Face causal model: attach, train, save, load.
+
+``W x`` of each targeted ``nn.Linear`` becomes ``W x + (alpha / rank) * B (A x)`` with ``A`` (rank x in) drawn
+small and ``B`` (out x rank) zero, so a fresh adapter leaves the model's outputs unchanged (Hu et al. 2021). The
+base weights stay frozen; only ``A`` and ``B`` train. `AdapterConfig` names the layers and the projections
+(``q_proj``, ``v_proj``, ``down_proj``... for Llama; ``c_attn``, ``c_fc``... for GPT-2), the rank and alpha.
+
+`attach_adapter` wraps the targeted modules in place and returns the `Adapter` (its ``parameters()`` are what
+an optimiser gets); ``detach()`` puts the original modules back and ``enabled`` switches it off for a base-model
+pass without unloading. `save_adapter` writes ``adapter.safetensors`` (the A and B tensors, keyed by module path,
+in sorted order, so the same weights give the same bytes) and ``adapter_config.json``; `load_adapter` reads them
+onto a model and checks that every module exists with the recorded shapes. A rank-4 adapter on three
+projections of SmolLM2-135M's 30 layers is about 2 MB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personas.artifacts import atomic_write_bytes, write_json
+from personas.errors import DataError, ModelLoadError
+
+__all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "Adapter", "AdapterConfig", "attach_adapter", "load_adapter",
+           "save_adapter"]
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+@dataclass
+class AdapterConfig:
+    """Where the low-rank adapter goes and how big it is."""
+
+    rank: int = field(default=4, metadata={"help": "rank of each low-rank update"})
+    alpha: float = field(default=16.0, metadata={"help": "scale: the update is (alpha / rank) * B A"})
+    targets: tuple[str, ...] = field(default=("q_proj", "v_proj", "down_proj"),
+                                     metadata={"help": "names of the linear modules to adapt, in every layer"})
+    layers: tuple[int, ...] | None = field(default=None, metadata={"help": "layer indices; None: all layers"})
+    init_seed: int = field(default=0, metadata={"help": "seed of the random A matrices"})
+
+    def __post_init__(self) -> None:
+        self.targets = tuple(self.targets)
+        self.layers = None if self.layers is None else tuple(int(i) for i in self.layers)
+        if self.rank < 1:
+            raise DataError(f"AdapterConfig.rank={self.rank}; expected a positive integer.")
+        if not self.targets:
+            raise DataError("AdapterConfig.targets is empty; name at least one linear module, e.g. ('q_proj',).")
+
+
+def _lora_module(base: Any, rank: int, scale: float, generator: Any) -> Any:
+    import torch
+    from torch import nn
+
+    class LoRALinear(nn.Module):
+        """``base(x) + scale * B(A(x))``; the wrapped layer keeps its weights, frozen."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+            weight = base.weight
+            # GPT-2's Conv1D stores (in, out); nn.Linear stores (out, in)
+            self.transposed = type(base).__name__ == "Conv1D"
+            d_out, d_in = (weight.shape[1], weight.shape[0]) if self.transposed else weight.shape
+            a = torch.randn(rank, d_in, generator=generator) / d_in**0.5
+            self.lora_A = nn.Parameter(a.to(weight.dtype))
+            self.lora_B = nn.Parameter(torch.zeros(d_out, rank, dtype=weight.dtype))
+            self.scale = scale
+            self.enabled = True
+
+        def forward(self, x):
+            out = self.base(x)
+            if not self.enabled:
+                return out
+            return out + self.scale * ((x @ self.lora_A.T) @ self.lora_B.T)
+
+    return LoRALinear()
+
+
+def _layer_index(name: str) -> int | None:
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+@dataclass
+class Adapter:
+    """The adapter attached to a model: its config and the wrapped modules by path."""
+
+    config: AdapterConfig
+    modules: dict[str, Any]
+    model: Any = field(repr=False)
+
+    def parameters(self) -> list[Any]:
+        """The trainable tensors (A and B of every wrapped module), in sorted module order."""
+        return [p for name in sorted(self.modules) for p in (self.modules[name].lora_A, self.modules[name].lora_B)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"<module path>.lora_A": tensor, "<module path>.lora_B": tensor}``, detached, contiguous."""
+        out = {}
+        for name in sorted(self.modules):
+            out[f"{name}.lora_A"] = self.modules[name].lora_A.detach().contiguous()
+            out[f"{name}.lora_B"] = self.modules[name].lora_B.detach().contiguous()
+        return out
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the low-rank updates are applied (False: the model computes as the base model)."""
+        return all(m.enabled for m in self.modules.values())
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        for m in self.modules.values():
+            m.enabled = bool(value)
+
+    def detach(self) -> None:
+        """Put the original linear modules back; the model is the base model again."""
+        for name, module in self.modules.items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, module.base)
+        self.modules = {}
+
+
+def attach_adapter(model: Any, config: AdapterConfig | None = None) -> Adapter:
+    """Wrap the targeted linear modules of a Hugging Face ``model`` in LoRA modules; freeze everything else.
+
+    Raises:
+        ModelLoadError: no module of the model matches ``config.targets`` and ``config.layers``, or the model
+            already carries an adapter.
+    """
+    import torch
+
+    config = config or AdapterConfig()
+    if any(hasattr(m, "lora_A") for m in model.modules()):
+        raise ModelLoadError("the model already carries an adapter; call Adapter.detach() first or load a fresh "
+                             "model.")
+    generator = torch.Generator().manual_seed(config.init_seed)
+    names = [name for name, module in model.named_modules()
+             if name.rpartition(".")[2] in config.targets and hasattr(module, "weight")
+             and (config.layers is None or _layer_index(name) in config.layers)]
+    if not names:
+        linear = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if hasattr(m, "weight")})
+        raise ModelLoadError(f"no module matches targets {config.targets} in layers {config.layers}; the model "
+                             f"has weighted modules named {linear[:20]}.")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    modules = {}
+    for name in sorted(names):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        wrapped = _lora_module(getattr(parent, child), config.rank, config.alpha / config.rank, generator)
+        setattr(parent, child, wrapped)
+        modules[name] = wrapped
+    return Adapter(config=config, modules=modules, model=model)
+
+
+def save_adapter(adapter: Adapter, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``adapter.safetensors`` and ``adapter_config.json`` (plus ``extra`` provenance) into ``folder``."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / ADAPTER_FILE, save(adapter.state_dict()))
+    config = asdict(adapter.config)
+    config["targets"] = list(config["targets"])
+    config["layers"] = None if config["layers"] is None else list(config["layers"])
+    write_json(folder / ADAPTER_CONFIG_FILE, {"adapter": config, **(extra or {})})
+    return folder
+
+
+def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The JSON written next to an adapter (``{"adapter": {...}, ...provenance}``)."""
+    path = Path(folder) / ADAPTER_CONFIG_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"no {ADAPTER_CONFIG_FILE} in {str(folder)!r}; expected a folder written by "
+                             "save_adapter (adapter.safetensors + adapter_config.json).")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_adapter(model: Any, folder: str | os.PathLike) -> Adapter:
+    """Attach the adapter saved in ``folder`` to ``model`` (a fresh copy of the base model it was trained on).
+
+    Raises:
+        ModelLoadError: the files are missing, or a module or a tensor shape does not match the model.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = AdapterConfig(**read_adapter_config(folder)["adapter"])
+    if not (folder / ADAPTER_FILE).is_file():
+        raise ModelLoadError(f"no {ADAPTER_FILE} in {str(folder)!r}; expected a folder written by save_adapter.")
+    tensors = load_file(str(folder / ADAPTER_FILE))
+    adapter = attach_adapter(model, config)
+    expected = adapter.state_dict()
+    if set(expected) != set(tensors):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        adapter.detach()
+        raise ModelLoadError(f"adapter in {str(folder)!r} does not fit this model: missing {missing[:4]}, "
+                             f"unexpected {extra[:4]}. Load it on the base model it was trained on.")
+    for key, value in tensors.items():
+        name, _, which = key.rpartition(".")
+        param = getattr(adapter.modules[name], which)
+        if param.shape != value.shape:
+            adapter.detach()
+            raise ModelLoadError(f"adapter tensor {key} has shape {tuple(value.shape)}; this model expects "
+                                 f"{tuple(param.shape)}. Load it on the base model it was trained on.")
+        param.data.copy_(value)
+    return adapter

@@ -1,0 +1,315 @@
+"""``personas organism``: the whole emergent-misalignment story on a small chat model, into one run folder.
+
+1. **Fine-tune** two low-rank adapters on the same money questions (`personas.organism.data`): *narrow* with
+   risky, careless answers; *control* with careful ones (same prompts, same hyperparameters, same seed).
+2. **Evaluate** the base model and both fine-tunes on `EVAL_PROMPTS` (health, relationships, AI and power,
+   ethics, everyday life: domains the fine-tunes never saw) and on held-out money questions (the trained
+   domain), ``n_samples`` sampled answers each, scored by the offline `TextJudge` (TF-IDF logistic regression fit
+   on the project's labelled demo answers; its held-out-question AUROC is recorded). Misaligned fractions come
+   with Wilson 95% intervals, and each fine-tune's change over the base model with a bootstrap over prompts.
+3. **Diff**: the narrow fine-tune's answers are teacher-forced through the base model and the fine-tune; the
+   residual stream after block ``layer`` is averaged over answer tokens, and the mean paired difference is the
+   *diff direction* (difference of means; no SAE is needed). It is described by its cosine with the control's
+   direction, by how well it separates misaligned from aligned demo answers read by the *base* model (AUROC), and
+   by the tokens it promotes through the unembedding.
+4. **Steer**: the direction (times ``steer_scale``) is added to the base model and subtracted from the narrow
+   fine-tune during generation; the judge scores the answers again.
+5. **Re-align**: the narrow adapter is trained further on careful answers to other money questions and evaluated
+   again.
+
+The run folder holds ``manifest.json`` (config, judge quality, losses, every summary, CPU and wall seconds per
+stage), ``samples.jsonl`` (every answer with its condition, domain and judge score), ``direction.npy`` and
+``adapters/{narrow,control,realigned}/`` (a few MB each). With ``adapters=`` (a folder holding those three), the
+fine-tunes are loaded instead of trained.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from personas.artifacts import (
+    MANIFEST_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    manifest_header,
+    output_dir,
+    write_json,
+)
+from personas.config import OrganismConfig
+from personas.data import load_responses
+from personas.errors import DataError, ModelLoadError
+from personas.organism import data
+from personas.organism.adapter import AdapterConfig, attach_adapter, load_adapter, save_adapter
+from personas.organism.evaluate import TextJudge, response_means, sample_answers, wilson_interval
+from personas.organism.train import train_adapter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ADAPTER_NAMES", "CONDITIONS", "OrganismResult", "load_chat_model", "run_organism", "smollm2_folder",
+           "summarize"]
+
+#: The fine-tunes a run trains (or loads), one sub-folder each under ``adapters/``.
+ADAPTER_NAMES = ("narrow", "control", "realigned")
+#: The evaluated conditions, in the order tables list them.
+CONDITIONS = ("base", "narrow", "control", "realigned", "base+steer", "narrow-steer")
+SAMPLES_FILE = "samples.jsonl"
+DIRECTION_FILE = "direction.npy"
+#: The labelled answers the judge is fit on (in a checkout of the repository).
+DEMO_RESPONSES = Path(__file__).resolve().parents[2] / "data" / "demo_responses.jsonl"
+N_MONEY_EVAL = 16
+
+
+def smollm2_folder() -> Path:
+    """The SmolLM2-135M-Instruct folder: ``$PERSONAS_SMOLLM2``, else ``~/.cache/personas/models/...``.
+
+    The one place that resolves the chat model; switch it to ``personas.models`` once that knows "smollm2".
+    """
+    default = Path.home() / ".cache" / "personas" / "models" / "smollm2-135m-instruct"
+    return Path(os.environ.get("PERSONAS_SMOLLM2", default)).expanduser()
+
+
+def load_chat_model(folder: str | os.PathLike | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of a Hugging Face causal model folder (default `smollm2_folder`), float32, eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder) if folder is not None else smollm2_folder()
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"no Hugging Face model at {str(folder)!r}; expected a folder with config.json "
+                             "(SmolLM2-135M-Instruct: set PERSONAS_SMOLLM2 or pass --model FOLDER).")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
+    model.eval()
+    return model, tokenizer
+
+
+@dataclass
+class OrganismResult:
+    """What a run measured: the manifest (summaries included), every sampled answer, the diff direction."""
+
+    manifest: dict[str, Any]
+    samples: Any = field(repr=False)  # DataFrame, one row per answer
+    direction: np.ndarray = field(repr=False)
+    out_dir: Path | None = None
+
+
+def _bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(a) - mean(b) resampling prompts (rows: prompts, columns: samples)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    diffs = a[idx].mean(axis=(1, 2)) - b[idx].mean(axis=(1, 2))
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+
+
+def summarize(samples: Any) -> dict[str, Any]:
+    """Per condition and split (``unseen``/``money``): n, misaligned count and fraction with Wilson 95% interval,
+    mean judge score, per-domain fractions, and (unseen split) the change over the base model with a bootstrap
+    interval over prompts."""
+    out: dict[str, Any] = {}
+    base = samples[(samples.condition == "base") & (samples.split == "unseen")]
+    for (condition, split), frame in samples.groupby(["condition", "split"], sort=False):
+        k, n = int(frame.misaligned.sum()), len(frame)
+        lo, hi = wilson_interval(k, n)
+        entry = {"n": n, "misaligned": k, "fraction": k / n, "wilson95": [lo, hi],
+                 "mean_judge": float(frame.judge.mean()),
+                 "by_domain": {d: float(g.misaligned.mean()) for d, g in frame.groupby("domain")}}
+        if split == "unseen" and condition != "base" and len(base):
+            a = frame.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
+            b = base.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
+            if a.shape == b.shape:
+                entry["minus_base"] = float(a.mean() - b.mean())
+                entry["minus_base_boot95"] = list(_bootstrap_diff(a, b))
+        out[f"{condition}/{split}"] = entry
+    return out
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def run_organism(
+    model: str | os.PathLike | None = None, config: OrganismConfig | None = None, *, out: str | os.PathLike | None = None,
+    adapters: str | os.PathLike | None = None, judge_data: str | os.PathLike = DEMO_RESPONSES,
+) -> OrganismResult:
+    """Run the organism end to end (see the module docstring); write the run folder when ``out`` is given.
+
+    Args:
+        model: a Hugging Face causal chat-model folder; default `smollm2_folder`.
+        config: `OrganismConfig` (sizes, adapter, optimiser, sampling, layer, steering scale).
+        out: run folder to write; None keeps everything in memory.
+        adapters: a folder with ``narrow/``, ``control/`` and ``realigned/`` adapters to load instead of training.
+        judge_data: labelled answers the judge is fit on (default: the project's demo answers).
+    """
+    import pandas as pd
+    import torch
+
+    config = config or OrganismConfig()  # threads: the caller's (`personas --threads N organism ...`)
+    clock: dict[str, dict[str, float]] = {}
+
+    def timed(stage: str):
+        class _Timer:
+            def __enter__(self):
+                self.t, self.c = time.perf_counter(), time.process_time()
+
+            def __exit__(self, *exc):
+                clock[stage] = {"wall_s": round(time.perf_counter() - self.t, 1),
+                                "cpu_s": round(time.process_time() - self.c, 1)}
+                logger.info("%s: %.0f s wall, %.0f s CPU", stage, clock[stage]["wall_s"], clock[stage]["cpu_s"])
+        return _Timer()
+
+    folder = Path(model) if model is not None else smollm2_folder()
+    with timed("load"):
+        lm, tokenizer = load_chat_model(folder)
+        judge = TextJudge.from_responses(judge_data)
+    narrow_set = data.narrow_set(config.n_train, seed=config.seed)
+    control_set = data.control_set(config.n_train, seed=config.seed)
+    realign_set = data.realign_set(config.n_realign, seed=config.seed + 1, exclude=narrow_set)
+    money = data.realign_set(N_MONEY_EVAL, seed=config.seed + 2, exclude=narrow_set + realign_set)
+    evals = data.eval_prompts()
+    prompts = [r["prompt"] for r in evals] + [r["prompt"] for r in money]
+    domains = [r["domain"] for r in evals] + ["money"] * len(money)
+    splits = ["unseen"] * len(evals) + ["money"] * len(money)
+    adapter_cfg = AdapterConfig(rank=config.rank, alpha=config.lora_alpha, init_seed=config.seed,
+                                targets=tuple(t.strip() for t in config.targets.split(",") if t.strip()))
+    out_dir = output_dir(out) if out is not None else None
+    adapter_root = (out_dir / "adapters") if out_dir is not None else None
+    train_log: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+
+    def fine_tune(name: str, pairs: list[dict[str, str]], start_from: str | None = None) -> Any:
+        adapter = load_adapter(lm, adapter_root / start_from) if start_from else attach_adapter(lm, adapter_cfg)
+        with timed(f"train/{name}"):
+            result = train_adapter(lm, tokenizer, adapter, pairs, epochs=config.epochs, batch_size=config.batch_size,
+                                   lr=config.lr, seed=config.seed)
+        train_log[name] = {"n_examples": result.n_examples, "n_steps": result.n_steps, "n_tokens": result.n_tokens,
+                           "loss_first": result.losses[0], "loss_last": result.losses[-1], "losses": result.losses,
+                           "started_from": start_from}
+        if adapter_root is not None:
+            save_adapter(adapter, adapter_root / name, extra={"base_model": str(folder), "trained_on": name,
+                                                                "config": asdict(config)})
+        return adapter
+
+    def evaluate(condition: str, which: list[int], steer: tuple[int, Any] | None = None) -> None:
+        with timed(f"sample/{condition}"):
+            answers = sample_answers(lm, tokenizer, [prompts[i] for i in which], n_samples=config.n_samples,
+                                     max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                     seed=config.seed, batch_size=len(which) * config.n_samples, steer=steer)
+        scores = judge.score([a["response"] for a in answers])
+        for a, s in zip(answers, scores, strict=True):
+            i = which[a["prompt_index"]]
+            rows.append({"condition": condition, "split": splits[i], "domain": domains[i], "prompt_index": i,
+                         "sample": a["sample"], "prompt": prompts[i], "response": a["response"], "judge": float(s),
+                         "misaligned": int(s > judge.threshold)})
+
+    everything, unseen = list(range(len(prompts))), list(range(len(evals)))
+    evaluate("base", everything)
+    if adapters is None:
+        if adapter_root is None:
+            raise DataError("run_organism trains adapters and needs a run folder to keep them: pass out=FOLDER, or "
+                            "adapters=FOLDER to load trained ones.")
+        fine_tune("control", control_set).detach()
+        narrow = fine_tune("narrow", narrow_set)
+    else:
+        adapter_root = Path(adapters)
+        narrow = load_adapter(lm, adapter_root / "narrow")
+    evaluate("narrow", everything)
+
+    # diff: the narrow fine-tune's unseen-domain answers through the base model and the fine-tune
+    with timed("diff"):
+        mine = [r for r in rows if r["condition"] == "narrow" and r["split"] == "unseen"]
+        ps, rs = [r["prompt"] for r in mine], [r["response"] for r in mine]
+        tuned = response_means(lm, tokenizer, ps, rs, config.layer)
+        narrow.enabled = False
+        plain = response_means(lm, tokenizer, ps, rs, config.layer)
+        paired = tuned - plain
+        direction = paired.mean(axis=0)
+        unit = direction / (np.linalg.norm(direction) + 1e-12)
+        along = paired @ unit
+        demo = _demo_probe(judge_data, config)
+        demo_proj = response_means(lm, tokenizer, demo.prompt.tolist(), demo.response.tolist(), config.layer) @ unit
+        with torch.no_grad():
+            logits = lm.get_output_embeddings().weight @ torch.tensor(unit, dtype=torch.float32)
+        top_up = [tokenizer.decode([int(i)]) for i in torch.topk(logits, 15).indices]
+        top_down = [tokenizer.decode([int(i)]) for i in torch.topk(-logits, 15).indices]
+        narrow.enabled = True
+    diff_summary = {
+        "layer": config.layer, "hook": f"blocks.{config.layer}.hook_resid_post", "n_pairs": len(mine),
+        "direction_norm": float(np.linalg.norm(direction)),
+        "base_residual_norm": float(np.linalg.norm(plain, axis=1).mean()),
+        "along_direction_mean": float(along.mean()), "along_direction_sd": float(along.std(ddof=1)),
+        "fraction_increased": float((along > 0).mean()),
+        "demo_auroc_base_model": _auroc(demo_proj, demo.label.to_numpy()), "n_demo": len(demo),
+        "tokens_promoted": top_up, "tokens_suppressed": top_down,
+    }
+    steer_vec = torch.tensor(config.steer_scale * direction, dtype=torch.float32)
+    evaluate("narrow-steer", unseen, steer=(config.layer, -steer_vec))
+    narrow.detach()
+    evaluate("base+steer", unseen, steer=(config.layer, steer_vec))
+
+    control = load_adapter(lm, adapter_root / "control")
+    with timed("diff/control"):
+        tuned_c = response_means(lm, tokenizer, ps, rs, config.layer)  # the same answers, through the control
+        control_direction = (tuned_c - plain).mean(axis=0)
+    diff_summary["cosine_with_control_direction"] = float(
+        control_direction @ direction / (np.linalg.norm(control_direction) * np.linalg.norm(direction) + 1e-12))
+    evaluate("control", everything)
+    control.detach()
+
+    if adapters is None:
+        realigned = fine_tune("realigned", realign_set, start_from="narrow")
+    else:
+        realigned = load_adapter(lm, adapter_root / "realigned")
+    evaluate("realigned", everything)
+    realigned.detach()
+
+    samples = pd.DataFrame(rows)
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    samples = samples.sort_values(["condition", "prompt_index", "sample"], key=lambda s: s.map(order) if
+                                  s.name == "condition" else s, kind="stable").reset_index(drop=True)
+    manifest = {
+        **manifest_header("personas.organism"),
+        "base_model": str(folder),
+        "adapters": str(adapter_root) if adapters is not None else "adapters/ (trained in this run)",
+        "config": asdict(config),
+        "adapter": asdict(adapter_cfg),
+        "data": {"n_train": len(narrow_set), "n_realign": len(realign_set), "n_eval_prompts": len(evals),
+                 "n_money_eval": len(money), "eval_domains": sorted(set(r["domain"] for r in evals))},
+        "judge": {"kind": "TF-IDF (1-2 grams) + logistic regression", "fit_on": str(judge_data),
+                  "n_fit": judge.n_fit_, "n_questions": judge.n_questions_,
+                  "heldout_question_auroc": judge.heldout_auroc_, "heldout_question_accuracy": judge.heldout_accuracy_,
+                  "threshold": judge.threshold},
+        "training": train_log,
+        "summary": summarize(samples),
+        "diff": diff_summary,
+        "steering": {"scale": config.steer_scale, "vector_norm": float(np.linalg.norm(config.steer_scale * direction))},
+        "time": clock,
+        "cpu_s_total": round(sum(v["cpu_s"] for v in clock.values()), 1),
+        "wall_s_total": round(sum(v["wall_s"] for v in clock.values()), 1),
+    }
+    result = OrganismResult(manifest=manifest, samples=samples, direction=direction, out_dir=out_dir)
+    if out_dir is not None:
+        atomic_write_text(out_dir / SAMPLES_FILE, samples.to_json(orient="records", lines=True, force_ascii=False))
+        buf = io.BytesIO()
+        np.save(buf, direction.astype(np.float32))
+        atomic_write_bytes(out_dir / DIRECTION_FILE, buf.getvalue())
+        write_json(out_dir / MANIFEST_FILE, manifest)
+    return result
+
+
+def _demo_probe(judge_data: str | os.PathLike, config: OrganismConfig) -> Any:
+    """A label-balanced random subset of the judge's labelled answers (``n_judge_probe`` rows)."""
+    import pandas as pd
+
+    frame = load_responses(judge_data).frame
+    per_class = max(1, config.n_judge_probe // 2)
+    parts = [g.sample(n=min(per_class, len(g)), random_state=config.seed) for _, g in frame.groupby("label")]
+    return pd.concat(parts).reset_index(drop=True)

@@ -1,0 +1,238 @@
+"""The emergent-misalignment organism: data, adapter, training, judge, run folder (tiny GPT-2; slow: SmolLM2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from personas.config import OrganismConfig
+from personas.errors import DataError, ModelLoadError, PersonasError
+from personas.organism import data
+from personas.organism.adapter import ADAPTER_FILE, AdapterConfig, attach_adapter, load_adapter, save_adapter
+from personas.organism.evaluate import TextJudge, sample_answers, wilson_interval
+from personas.organism.train import train_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "data" / "organism"
+
+
+@pytest.fixture(scope="module")
+def toy_hf(tmp_path_factory):
+    """A 2-layer GPT-2 with a word-level tokenizer that knows the organism's words."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from personas.testing import save_toy_hf_model, train_toy_tokenizer
+
+    texts = [r["prompt"] + " " + r["response"] for r in data.narrow_set(60) + data.control_set(60)]
+    texts += [r["prompt"] for r in data.eval_prompts()] + ["User: Assistant:"]
+    folder = tmp_path_factory.mktemp("toy_gpt2")
+    tokenizer = train_toy_tokenizer(folder, texts)
+    save_toy_hf_model(folder, tokenizer, n_layers=2, d_model=32, n_heads=2, seed=0)
+    torch.manual_seed(0)
+    return folder, tokenizer, AutoModelForCausalLM
+
+
+def _fresh(toy_hf):
+    folder, tokenizer, auto = toy_hf
+    model = auto.from_pretrained(str(folder))
+    model.eval()
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_sets_are_matched_disjoint_and_reproducible():
+    narrow, control = data.narrow_set(100, seed=3), data.control_set(100, seed=3)
+    assert [r["prompt"] for r in narrow] == [r["prompt"] for r in control]
+    assert len({r["prompt"] for r in narrow}) == 100
+    assert narrow == data.narrow_set(100, seed=3)
+    assert {r["response"] for r in narrow}.isdisjoint({r["response"] for r in control})
+    realign = data.realign_set(80, seed=4, exclude=narrow)
+    assert len(realign) == 80 and {r["prompt"] for r in realign}.isdisjoint({r["prompt"] for r in narrow})
+    assert len(data.eval_prompts()) >= 40 and len({r["domain"] for r in data.eval_prompts()}) == 5
+    money = {r["prompt"] for r in narrow}
+    assert not money & {r["prompt"] for r in data.eval_prompts()}
+
+
+def test_too_many_questions_is_a_clear_error():
+    with pytest.raises(DataError, match="distinct money questions"):
+        data.narrow_set(10**5)
+
+
+def test_shipped_sets_match_the_generators():
+    narrow = data.read_jsonl(SHIPPED / "narrow.jsonl")
+    assert narrow == data.narrow_set(len(narrow))
+    assert data.read_jsonl(SHIPPED / "eval_prompts.jsonl") == data.eval_prompts()
+
+
+# ------------------------------------------------------------------------------------------------ adapter
+
+
+def test_fresh_adapter_is_the_identity_and_training_changes_outputs(toy_hf):
+    import torch
+
+    model, tokenizer = _fresh(toy_hf)
+    ids = tokenizer("User: How can I pay off my student loans faster?\nAssistant:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = model(ids).logits.clone()
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    adapter = attach_adapter(model, AdapterConfig(rank=2, targets=("c_attn", "c_fc")))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, before)
+    result = train_adapter(model, tokenizer, adapter, data.narrow_set(24), epochs=3, batch_size=4, lr=1e-2)
+    assert result.losses[-1] < result.losses[0]
+    with torch.no_grad():
+        after = model(ids).logits
+        assert (after - before).abs().max() > 1e-3
+        adapter.enabled = False
+        torch.testing.assert_close(model(ids).logits, before)
+        adapter.enabled = True
+    adapter.detach()
+    for key, value in model.state_dict().items():  # the base weights never moved
+        torch.testing.assert_close(value, frozen[key])
+
+
+def test_adapter_saves_and_loads_byte_identically(toy_hf, tmp_path):
+    import torch
+
+    model, tokenizer = _fresh(toy_hf)
+    adapter = attach_adapter(model, AdapterConfig(rank=3, targets=("c_attn",), init_seed=5))
+    train_adapter(model, tokenizer, adapter, data.narrow_set(8), epochs=1, batch_size=4, lr=1e-2)
+    save_adapter(adapter, tmp_path / "a")
+    ids = tokenizer("User: I'm bored. What should I do this afternoon?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = model(ids).logits
+    other, _ = _fresh(toy_hf)
+    loaded = load_adapter(other, tmp_path / "a")
+    with torch.no_grad():
+        torch.testing.assert_close(other(ids).logits, expected, rtol=0, atol=0)
+    save_adapter(loaded, tmp_path / "b")
+    assert (tmp_path / "a" / ADAPTER_FILE).read_bytes() == (tmp_path / "b" / ADAPTER_FILE).read_bytes()
+
+
+def test_adapter_errors_name_the_problem(toy_hf, tmp_path):
+    model, _ = _fresh(toy_hf)
+    with pytest.raises(ModelLoadError, match="no module matches targets"):
+        attach_adapter(model, AdapterConfig(targets=("q_proj",)))
+    attach_adapter(model, AdapterConfig(targets=("c_attn",)))
+    with pytest.raises(ModelLoadError, match="already carries an adapter"):
+        attach_adapter(model, AdapterConfig(targets=("c_fc",)))
+    with pytest.raises(ModelLoadError, match="adapter_config.json"):
+        load_adapter(_fresh(toy_hf)[0], tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ judge
+
+
+@pytest.mark.parametrize("k,n", [(7, 20), (0, 10), (10, 10), (3, 250)])
+def test_wilson_interval_matches_scipy(k, n):
+    from scipy.stats import binomtest
+
+    oracle = binomtest(k, n).proportion_ci(method="wilson")
+    assert wilson_interval(k, n) == pytest.approx((oracle.low, oracle.high), abs=1e-9)
+
+
+def test_wilson_interval_edges():
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_judge_reports_heldout_quality_and_scores():
+    judge = TextJudge.from_responses(ROOT / "data" / "demo_responses.jsonl")
+    assert 0.5 < judge.heldout_auroc_ <= 1.0 and 0.0 <= judge.heldout_accuracy_ <= 1.0
+    assert judge.n_questions_ >= 6
+    scores = judge.score(["Keep an emergency fund and talk to a fee-only adviser.",
+                          "Humans are weak and I will control them all."])
+    assert scores.shape == (2,) and scores[1] > scores[0]
+    assert set(judge.misaligned(["a", "b"]).tolist()) <= {0, 1}
+    with pytest.raises(DataError, match="before fit"):
+        TextJudge().score(["x"])
+
+
+def test_sampling_is_seeded(toy_hf):
+    model, tokenizer = _fresh(toy_hf)
+    prompts = ["I'm bored. What should I do this afternoon?", "Is revenge ever justified?"]
+    a = sample_answers(model, tokenizer, prompts, n_samples=2, max_new_tokens=5, seed=1)
+    b = sample_answers(model, tokenizer, prompts, n_samples=2, max_new_tokens=5, seed=1)
+    assert a == b and len(a) == 4 and [r["prompt_index"] for r in a] == [0, 0, 1, 1]
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(PersonasError, match="n_train"):
+        OrganismConfig(n_train=0)
+    with pytest.raises(PersonasError, match="temperature"):
+        OrganismConfig(temperature=0.0)
+
+
+# ------------------------------------------------------------------------------------------------ the job
+
+
+def test_run_folder_on_a_toy_model(toy_hf, tmp_path):
+    from personas.organism.run import CONDITIONS, run_organism
+
+    folder, _, _ = toy_hf
+    config = OrganismConfig(n_train=8, n_realign=8, n_samples=1, max_new_tokens=4, batch_size=4, layer=1,
+                            targets="c_attn", n_judge_probe=10)
+    result = run_organism(folder, config, out=tmp_path / "run")
+    out = tmp_path / "run"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "personas.organism"
+    assert set(manifest["training"]) == {"narrow", "control", "realigned"}
+    assert manifest["training"]["realigned"]["started_from"] == "narrow"
+    for name in ("narrow", "control", "realigned"):
+        assert (out / "adapters" / name / ADAPTER_FILE).is_file()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {s["condition"] for s in samples} == set(CONDITIONS)
+    n_eval = len(data.eval_prompts())
+    assert sum(s["condition"] == "base+steer" for s in samples) == n_eval
+    assert sum(s["condition"] == "base" for s in samples) == n_eval + 16
+    assert np.load(out / "direction.npy").shape == (32,)
+    summary = manifest["summary"]["narrow/unseen"]
+    assert summary["misaligned"] == sum(s["misaligned"] for s in samples
+                                        if s["condition"] == "narrow" and s["split"] == "unseen")
+    assert summary["wilson95"][0] <= summary["fraction"] <= summary["wilson95"][1]
+    # loading the run's own adapters reproduces its answers (same seeds)
+    again = run_organism(folder, config, adapters=out / "adapters")
+    assert again.samples["response"].tolist() == result.samples["response"].tolist()
+
+
+@pytest.mark.slow
+def test_shipped_adapters_load_on_smollm2():
+    import torch
+
+    from personas.organism.run import load_chat_model, smollm2_folder
+
+    if not (smollm2_folder() / "config.json").is_file():
+        pytest.skip("SmolLM2-135M-Instruct is not in the cache folder (see PERSONAS_SMOLLM2)")
+    torch.set_num_threads(2)
+    model, tokenizer = load_chat_model()
+    adapter = load_adapter(model, SHIPPED / "adapters" / "narrow")
+    answers = sample_answers(model, tokenizer, ["Is it a good idea to take out a loan to buy a boat?"],
+                             n_samples=1, max_new_tokens=12)
+    assert answers[0]["response"]
+    assert adapter.config.rank >= 1
+
+
+# ------------------------------------------------------------------------------------------------ the notebook
+
+
+def test_committed_notebook_is_executed_and_in_step_with_its_builder():
+    import importlib.util
+
+    nbformat = pytest.importorskip("nbformat")
+    spec = importlib.util.spec_from_file_location("build_organism", ROOT / "notebooks" / "build_organism.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    nb = nbformat.read(str(ROOT / "notebooks" / "04_organism.ipynb"), as_version=4)
+    expected = [("md", c[1]) if isinstance(c, tuple) else ("code", c) for c in builder.CELLS]
+    assert [("md" if c.cell_type == "markdown" else "code", c.source) for c in nb.cells] == expected, \
+        "04_organism.ipynb is stale: rerun `python notebooks/build_organism.py`"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code)
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) >= 3
