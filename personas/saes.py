@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +35,17 @@ DEFAULT_SAE_NAME = "minilm-l6-blocks.3.hook_resid_post-topk-4096"
 
 
 def data_dir() -> Path:
-    """The project's ``data/`` folder (override with the ``PERSONAS_DATA`` environment variable)."""
+    """The folder of the files personas ships: ``saes/`` and ``demo_responses.jsonl``.
+
+    They are package data (``personas/resources/``), found with `importlib.resources`, so an installed wheel has
+    them as a clone does. The ``PERSONAS_DATA`` environment variable points elsewhere (a folder of the same layout).
+    """
     env = os.environ.get("PERSONAS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else Path(resources.files("personas").joinpath("resources"))
 
 
 def default_sae_path() -> Path:
+    """The folder of the SAE that ``sae="default"`` loads (sae-lens format), inside `data_dir`."""
     return data_dir() / "saes" / DEFAULT_SAE_NAME
 
 
