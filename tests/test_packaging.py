@@ -62,7 +62,7 @@ def test_the_wheel_holds_the_shipped_files(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     sae = "personas/resources/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096/"
     for name in ("personas/resources/demo_responses.jsonl", sae + "cfg.json", sae + "sae_weights.safetensors",
-                 "personas/training/phrases.txt"):
+                 "personas/training/phrases.txt", "personas/report/templates/report.html.j2"):
         assert name in names, name
 
 
@@ -82,3 +82,5 @@ def test_installed_wheel_ranks_the_demo_from_another_folder(installed, tmp_path)
     assert len(ranking) == 4096 and ranking["feature"].is_unique
     manifest = json.loads((elsewhere / "run" / "manifest.json").read_text())
     assert manifest["sae"]["spec"] == "default" and manifest["data"]["n_rows_read"] == 706
+    _run([str(venv / "bin" / "personas"), "report", "run"], cwd=elsewhere)  # its template is package data too
+    assert 'id="ranking-table"' in (elsewhere / "run" / "report.html").read_text(encoding="utf-8")

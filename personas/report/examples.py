@@ -29,6 +29,7 @@ from personas.artifacts import EXAMPLES_FILE, manifest_header, write_json
 from personas.capturing import Capture, TokenCodes
 from personas.errors import PersonasError
 from personas.report.highlight import token_pieces, tokens_html
+from personas.report.style import PALETTE
 from personas.saes import sae_info
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ _CSS = """
 .personas-examples .px-prompt{color:#7b8a97;font-size:11px;margin-bottom:2px}
 .personas-examples .personas-token{border-radius:2px;padding:0 1px}
 .personas-examples .px-label{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;color:white}
-.personas-examples .px-mis{background:#c0392b}.personas-examples .px-ali{background:#2874a6}
-"""
+.personas-examples .px-mis{background:MISALIGNED}.personas-examples .px-ali{background:ALIGNED}
+""".replace("MISALIGNED", PALETTE["misaligned"]).replace("ALIGNED", PALETTE["aligned"])
 
 
 # ---------------------------------------------------------------------------------------------- Neuronpedia
