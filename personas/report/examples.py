@@ -48,7 +48,7 @@ _CSS = """
 .personas-examples td.px-num{white-space:nowrap;text-align:right;color:#34495e;font-variant-numeric:tabular-nums}
 .personas-examples .px-text{white-space:pre-wrap;line-height:1.65;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .personas-examples .px-prompt{color:#7b8a97;font-size:11px;margin-bottom:2px}
-.personas-examples .personas-token{border-radius:2px;padding:0 1px}
+.personas-examples .personas-token{border-radius:2px}
 .personas-examples .px-label{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;color:white}
 .personas-examples .px-mis{background:MISALIGNED}.personas-examples .px-ali{background:ALIGNED}
 """.replace("MISALIGNED", PALETTE["misaligned"]).replace("ALIGNED", PALETTE["aligned"])
