@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,8 @@ def data_dir() -> Path:
     They are package data (``personas/resources/``), found with `importlib.resources`, so an installed wheel has
     them as a clone does. The ``PERSONAS_DATA`` environment variable points elsewhere (a folder of the same layout).
     """
+    from importlib import resources  # here, not at the top: this function is the only user
+
     env = os.environ.get("PERSONAS_DATA")
     return Path(env) if env else Path(resources.files("personas").joinpath("resources"))
 
