@@ -4,16 +4,16 @@
 (``personas rank --report`` or ``rank(..., keep_tokens=True, out=DIR)``), ``DIR/examples.json``; it writes
 ``DIR/report.html``: one file, plots embedded as PNG data, a few lines of inline JavaScript to sort the table, no
 external resources. It opens in a browser without a server; the only links out are optional Neuronpedia pages.
-The page is the Jinja2 template ``templates/report.html.j2`` (package data), autoescaped; this module gathers what
-it shows. The ranking table scrolls sideways inside the page, so every column stays reachable on a narrow screen.
 
 From Python, ``write_report(DIR, result=rank_result)`` also draws the activation distributions of the top features
 and takes the examples straight from the result.
+
+The page is the Jinja2 template ``templates/report.html.j2`` (package data), autoescaped; this module gathers what
+it shows. The ranking table scrolls sideways in its own box, so every column stays reachable on a narrow screen.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import json
 import logging
@@ -36,7 +36,6 @@ from personas.report.style import PALETTE
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
 def _template() -> Any:
     """The report's Jinja2 template, read from the package (``templates/report.html.j2``), autoescaped."""
     import jinja2
