@@ -114,7 +114,7 @@ _LABEL_OFFSETS = ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "rig
 
 def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], *, fontsize: float = 8) -> int:
     """Annotate ``(x, y, text)`` points in order, each at the first offset where its text overlaps no label placed
-    before it, the legend or the axes' edge; a label with no free place is left out. Returns how many were placed.
+    before it, the axes' other texts, the legend or the axes' edge; a label with no free place is left out. Returns how many were placed.
 
     The figure's layout is settled first (a draw without rendering), so the boxes compared are the final ones.
     """
@@ -126,7 +126,7 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float, str]], *, fontsi
     fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    taken = []
+    taken = [text.get_window_extent(renderer) for text in ax.texts]  # e.g. the volcano's "q = 0.05"
     legend = ax.get_legend()
     if legend is not None:
         taken.append(legend.get_window_extent(renderer))
