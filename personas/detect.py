@@ -1,5 +1,9 @@
 """Detectors: score responses as misaligned from a few SAE features, evaluated on questions they were not fit on.
 
+Why this module is long: the two estimators share their input checks, threshold calibration, evaluation and file
+format (save, load, scoring raw responses through the recorded site); split apart, the writer and the reader of
+that format would live in different files.
+
 A ranked feature list is a hypothesis; a detector tests it. `PersonaDetector` picks its top-k features by ranking
 on *training* rows only (`personas.scoring.rank_features`, stratified by question when groups are given), then
 scores a response either by one feature (its sign taken from the training AUROC) or by a small L2-regularised
@@ -10,34 +14,59 @@ logistic model on the k standardised features. Its decision threshold is calibra
 pooled activations at the same hook (misaligned minus aligned) and, as score, the projection on that direction.
 Reporting both on the same split shows what the SAE's sparse features cost or gain over a dense direction.
 
-Both work on plain feature matrices (numpy, scipy sparse), so they can be fit from a `Capture`, a cache or any
-matrix. `fit_detector` goes from data to both, capturing every row once and splitting afterwards, with held-out
-evaluation by question (`holdout_by="group"`): no question is in both the training and the test rows.
+Both are scikit-learn classifiers (``BaseEstimator`` + ``ClassifierMixin``) for labels 0 (aligned) and 1
+(misaligned): ``fit(X, y, groups=None)``, ``decision_function`` (the score, higher = more misaligned), ``predict``
+(the score against the calibrated ``threshold_``), ``score(X, y)`` (accuracy, scikit-learn's meaning) and, for
+`PersonaDetector`, ``predict_proba``. They work on plain feature matrices (numpy, scipy sparse, torch, DataFrames),
+so they can be fit from a `Capture`, a cache or any matrix, and they compose with scikit-learn's tools::
 
-AUROC intervals are DeLong intervals (`auroc_with_ci`, which reuses the rank statistics of `personas.scoring`).
+    cross_val_score(PersonaDetector(k=5), X, y, groups=g, cv=GroupKFold(4), params={"groups": g})
+    GridSearchCV(PersonaDetector(), {"k": [1, 5, 20], "C": [0.1, 1.0]}, cv=GroupKFold(4)).fit(X, y, groups=g)
+
+``groups`` reaches ``fit`` (to rank within questions) through ``params=`` as above. With
+``sklearn.set_config(enable_metadata_routing=True)`` both estimators request ``groups`` by default, so
+``cross_val_score(det, X, y, params={"groups": g}, cv=GroupKFold(4))`` and ``GridSearchCV(...).fit(X, y, groups=g)``
+hand it to the splitter and to every ``fit``. Without routing, `GridSearchCV` gives ``groups`` to the splitter only,
+and the detectors rank without groups inside it.
+
+`fit_detector` (`personas.jobs.detect`) goes from data to both, capturing every row once and splitting afterwards,
+with held-out evaluation by question: no question is in both the training and the test rows. AUROC intervals are
+DeLong intervals (`auroc_with_ci`, which reuses the rank statistics of `personas.scoring`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils.validation import column_or_1d
 
 from personas.artifacts import atomic_write_bytes, manifest_header, write_json
 from personas.capturing import capture as run_capture
 from personas.config import THRESHOLDS, CaptureConfig, DetectorConfig
+from personas.detector_files import (
+    check_detector_weights,
+    check_finite_weights,
+    check_saved,
+    check_shapes,
+)
 from personas.errors import DataError, PersonasError
+from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae
-from personas.scoring.ranking import feature_metrics, has_mixed_group, rank_features
+from personas.scoring import feature_metrics, has_mixed_group, rank_features
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DetectorConfig",
     "DiffMeansProbe",
+    "NotFittedError",
     "PersonaDetector",
     "auroc_with_ci",
     "calibrate_threshold",
@@ -48,7 +77,12 @@ __all__ = [
 CONFIG_FILE = "detector.json"
 WEIGHTS_FILE = "detector.safetensors"
 FORMAT_VERSION = 1
+#: The labels every detector predicts: 0 aligned, 1 misaligned.
+CLASSES = (0, 1)
 
+
+class NotFittedError(PersonasError, _SklearnNotFittedError):
+    """A detector used before `fit` (or `load`): a `PersonasError` and scikit-learn's ``NotFittedError`` at once."""
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -93,65 +127,200 @@ def calibrate_threshold(scores: Any, labels: Any, how: str = "youden") -> float:
     return float(candidates[best[len(best) // 2]])  # the middle of a plateau of equally good thresholds
 
 
-def _dense_columns(X: Any, columns: np.ndarray | None = None) -> np.ndarray:
-    """Selected columns of X as a dense float64 array (X: numpy, scipy sparse, torch or DataFrame)."""
+def _as_matrix(X: Any) -> Any:
+    """``X`` as a 2-D numpy array or a CSR/CSC matrix of real, finite numbers (torch tensors and DataFrames are
+    converted; other sparse formats become CSR). Raises `DataError` naming the shape or the bad values."""
     import scipy.sparse as sp
 
     if type(X).__module__.startswith("torch"):
-        X = (X.to_dense() if X.is_sparse else X).detach().cpu().numpy()
-    if hasattr(X, "to_numpy") and not sp.issparse(X):
-        X = X.to_numpy()
+        import torch
+
+        X = X.detach().cpu()
+        if X.layout != torch.strided:
+            coo = X.to_sparse_coo().coalesce()
+            rows, cols = coo.indices().numpy()
+            X = sp.csr_matrix((coo.values().double().numpy(), (rows, cols)), shape=tuple(X.shape))
+        else:
+            X = X.double().numpy() if X.dtype in (torch.bfloat16, torch.float16) else X.numpy()
     if sp.issparse(X):
-        X = X.tocsc() if columns is not None else X
-        sub = X[:, columns] if columns is not None else X
-        out = sub.toarray()
-    else:
-        X = np.asarray(X)
         if X.ndim != 2:
             raise DataError(f"expected a 2-D feature matrix (n_responses, n_features); got shape {X.shape}.")
-        out = X[:, columns] if columns is not None else X
-    return np.asarray(out, dtype=np.float64)
+        if X.format not in ("csr", "csc"):
+            X = X.tocsr()
+        values = X.data
+    else:
+        if hasattr(X, "to_numpy"):  # a DataFrame
+            X = X.to_numpy()
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise DataError(f"expected a 2-D feature matrix (n_responses, n_features); got shape {X.shape}. "
+                            "Reshape your data: one row with X.reshape(1, -1), one feature with X.reshape(-1, 1).")
+        values = X
+    if values.dtype.kind == "c":
+        raise DataError("Complex data not supported: expected real-valued features.")
+    if values.dtype.kind not in "biuf":
+        try:  # a TypeError (a dict in a cell) is raised as it is
+            X = X.astype(np.float64)
+        except ValueError as exc:
+            raise DataError(f"features must be numbers; got dtype {values.dtype} ({exc}).") from exc
+        values = X.data if sp.issparse(X) else X
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise DataError(f"Found array with 0 sample(s) or 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                        "required: expected at least one response and one feature.")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        _raise_non_finite(X, values)
+    return X
 
 
-def _n_columns(X: Any) -> int:
-    shape = getattr(X, "shape", None)
-    if shape is None or len(shape) != 2:
-        raise DataError(f"expected a 2-D feature matrix (n_responses, n_features); got {type(X).__name__} {shape}.")
-    return int(shape[1])
+def _raise_non_finite(X: Any, values: np.ndarray) -> None:
+    """Raise `DataError` naming how many values of ``X`` are NaN or inf, and where the first one is."""
+    import scipy.sparse as sp
+
+    bad = ~np.isfinite(values)
+    if sp.issparse(X):  # the first bad stored value, in storage order; its row and column from the index arrays
+        k = int(np.flatnonzero(bad)[0])
+        outer = int(np.searchsorted(X.indptr, k, side="right") - 1)
+        row, col = (outer, int(X.indices[k])) if X.format == "csr" else (int(X.indices[k]), outer)
+        value = values[k]
+    else:
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        value = values[row, col]
+    raise DataError(f"X holds {int(bad.sum())} non-finite values (NaN or inf); the first is {value} at row {row}, "
+                    f"column {col}. Fix or drop those rows before fitting or scoring.")
 
 
-def _labels(y: Any, n: int) -> np.ndarray:
-    arr = np.asarray(y).ravel()
+def _feature_names(X: Any) -> np.ndarray | None:
+    """Column names of a DataFrame whose columns are all strings (scikit-learn's rule), else None."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(columns, dtype=object)
+    return names if names.size and all(isinstance(c, str) for c in names) else None
+
+
+def _dense_columns(X: Any, columns: np.ndarray | None = None) -> np.ndarray:
+    """Selected columns (all by default) of a checked matrix (see `_as_matrix`) as a dense float64 array."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        X = X.tocsc() if columns is not None else X
+        return np.asarray((X[:, columns] if columns is not None else X).toarray(), dtype=np.float64)
+    return np.asarray(X[:, columns] if columns is not None else X, dtype=np.float64)
+
+
+def _labels(y: Any, n: int, *, fitting: bool = False) -> np.ndarray:
+    """0/1 labels as int8, one per row; with ``fitting``, both classes must be present."""
+    if y is None:
+        raise DataError("this detector requires y to be passed, but the target y is None; give one label per row "
+                        "(1 misaligned, 0 aligned).")
+    arr = np.asarray(y)
+    arr = column_or_1d(arr, warn=True) if arr.ndim == 2 and arr.shape[1] == 1 else arr.ravel()
     if arr.shape[0] != n:
         raise DataError(f"got {arr.shape[0]} labels for {n} rows; expected one label (1 misaligned, 0 aligned) per row.")
-    if not np.isin(arr, (0, 1, True, False)).all():
-        raise DataError(f"labels must be 0 (aligned) or 1 (misaligned); found {np.unique(arr)[:5].tolist()}.")
-    return arr.astype(np.int8)
+    try:
+        binary = bool(np.isin(arr, CLASSES).all())
+    except TypeError:  # labels that cannot be compared with numbers
+        binary = False
+    if not binary:
+        found = np.unique(arr.astype(str))[:5].tolist()
+        if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr != np.round(arr)).any():
+            raise DataError(f"labels look continuous (e.g. {found[:3]}); expected 0 (aligned) or 1 (misaligned). "
+                            "Judge scores become labels through personas.load_responses (DataConfig thresholds).")
+        raise DataError(f"labels must be 0 (aligned) or 1 (misaligned); found {found}. Only binary classification "
+                        "is supported: map your labels to 0/1 with 1 = misaligned.")
+    labels = arr.astype(np.int8)
+    if fitting and np.unique(labels).size < 2:
+        raise DataError(f"all {n} training labels are {int(labels[0])}: only one class is present; a detector needs "
+                        "both misaligned (1) and aligned (0) training rows.")
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------------- scorers
 
 
-class _Scorer:
-    """Shared plumbing: threshold calibration, evaluation, save/load. Subclasses define `_fit` and `score`."""
+class _Scorer(ClassifierMixin, BaseEstimator):
+    """Shared plumbing: input checks, threshold calibration, prediction, evaluation, save/load. Subclasses define
+    `_fit` (on checked inputs) and `_decision` (the score of a checked matrix)."""
 
     kind = "base"
-    threshold_: float
-    provenance: dict[str, Any]
+    #: Where the detector's inputs came from (model, hook, SAE, capture settings); set by `fit_detector` and saved.
+    provenance: dict[str, Any] | None = None
+    # scikit-learn metadata routing: ``groups`` goes to ``fit`` by default when routing is enabled
+    __metadata_request__fit = {"groups": True}
 
-    def _calibrate(self, X: Any, y: np.ndarray, how: str) -> None:
-        self.threshold_ = calibrate_threshold(self.score(X), y, how)
-        self.train_auroc_ = auroc_with_ci(self.score(X), y)[0]
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags.sparse = True
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "threshold_")
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels this classifier predicts: ``[0, 1]`` (0 aligned, 1 misaligned)."""
+        self._check_fitted()
+        return np.array(CLASSES)
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> _Scorer:
+        """Fit on feature matrix ``X`` (rows: responses) and labels ``y`` (1 misaligned, 0 aligned); ``groups``
+        (the question of each row) is used where the subclass can use it."""
+        names = _feature_names(X)
+        Xc = _as_matrix(X)
+        y = _labels(y, Xc.shape[0], fitting=True)
+        self._fit(Xc, y, groups, names)
+        self.n_features_in_ = int(Xc.shape[1])
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        scores = self._decision(Xc)
+        self.threshold_ = calibrate_threshold(scores, y, self.threshold)
+        self.train_auroc_ = auroc_with_ci(scores, y)[0]
+        return self
+
+    def _fit(self, X: Any, y: np.ndarray, groups: Any, names: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _decision(self, X: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def _checked(self, X: Any) -> Any:
+        """``X`` checked against what the detector was fit on: its columns (count, and names when fit on names)."""
+        self._check_fitted()
+        fitted_names = getattr(self, "feature_names_in_", None)
+        names = _feature_names(X)
+        if fitted_names is not None and names is not None:
+            if len(names) != len(fitted_names) or (names != fitted_names).any():
+                raise DataError("The feature names should match those that were passed during fit: X has columns "
+                                f"{names[:5].tolist()}..., the detector was fit on {fitted_names[:5].tolist()}...")
+        elif fitted_names is not None:
+            warnings.warn(f"X does not have valid feature names, but {type(self).__name__} was fitted with feature "
+                          "names", UserWarning, stacklevel=3)
+        elif names is not None:
+            warnings.warn(f"X has feature names, but {type(self).__name__} was fitted without feature names",
+                          UserWarning, stacklevel=3)
+        Xc = _as_matrix(X)
+        if Xc.shape[1] != self.n_features_in_:
+            raise DataError(
+                f"X has {Xc.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} features "
+                "as input (the columns it was fit on: features of one SAE, or activations of one hook); capture with "
+                "the same SAE and site."
+            )
+        return Xc
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Misalignment score per row (higher = more misaligned); ``X`` has the columns the detector was fit on."""
+        return self._decision(self._checked(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        """1 (misaligned) where the score reaches the calibrated threshold, else 0."""
-        self._check_fitted()
-        return (self.score(X) >= self.threshold_).astype(np.int8)
+        """1 (misaligned) where the score reaches the threshold calibrated on the training rows, else 0."""
+        return self.classes_[(self.decision_function(X) >= self.threshold_).astype(np.int64)]
 
     def evaluate(self, X: Any, y: Any, ci_level: float = 0.95) -> dict[str, Any]:
         """AUROC with a DeLong interval, and accuracy at the threshold calibrated on the training rows."""
-        self._check_fitted()
-        scores = self.score(X)
+        scores = self.decision_function(X)
         y = _labels(y, len(scores))
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == len(y):
@@ -183,15 +352,12 @@ class _Scorer:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
-            raise PersonasError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(folder) first.")
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X, y) or {type(self).__name__}.load(folder) "
+                "first."
+            )
 
     # -- persistence ---------------------------------------------------------------------------------------
-
-    def _tensors(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, Any]:
-        raise NotImplementedError
 
     def save(self, folder: str | Path) -> Path:
         """Write ``detector.json`` (settings, threshold, provenance) and ``detector.safetensors`` (weights)."""
@@ -213,13 +379,14 @@ class _Scorer:
                 **self._state(),
                 "threshold": float(self.threshold_),
                 "train_auroc": float(getattr(self, "train_auroc_", float("nan"))),
-                "provenance": getattr(self, "provenance", {}),
+                "provenance": self.provenance or {},
             },
         )
         return folder
 
     @classmethod
     def _read(cls, folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The settings and weights of a saved detector, read with clear errors (not yet checked against a kind)."""
         import json
 
         from safetensors.numpy import load_file
@@ -231,12 +398,24 @@ class _Scorer:
                 f"{str(folder)!r} is not a saved detector: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it "
                 "(written by PersonaDetector.save or `personas detect --out`)."
             )
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PersonasError(f"{str(cfg_path)!r} is not valid JSON ({exc}); save the detector again.") from exc
+        if not isinstance(meta, dict):
+            raise PersonasError(f"{str(cfg_path)!r} holds a JSON {type(meta).__name__}; expected an object.")
         if meta.get("format_version") != FORMAT_VERSION:
             raise PersonasError(
                 f"{cfg_path} has format_version {meta.get('format_version')!r}; this personas reads {FORMAT_VERSION}."
             )
-        return meta, load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+            raise PersonasError(
+                f"{str(w_path)!r} is not a complete safetensors file ({type(exc).__name__}: {exc}); it may be "
+                "truncated. Save the detector again."
+            ) from exc
+        return meta, tensors
 
     # -- scoring raw responses -----------------------------------------------------------------------------
 
@@ -246,49 +425,57 @@ class _Scorer:
         """Capture prompt/response pairs at the detector's site (model, hook, SAE from its provenance) and score them.
 
         ``model`` / ``sae`` reuse loaded objects; otherwise they are loaded from the provenance (the model name and
-        the SAE spec recorded at fit time).
+        the SAE spec recorded at fit time). ``sae=None`` here means "not given": a detector fit on SAE codes always
+        scores SAE codes.
         """
 
         prov = getattr(self, "provenance", None) or {}
         cap = prov.get("capture")
         capture_cfg = CaptureConfig(**cap) if cap else CaptureConfig()
         hook = prov.get("hook") or capture_cfg.hook
-        if model is None:
-            handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-        else:
-            handle = as_model_handle(model)
         uses_sae = bool(prov.get("sae")) and self.kind == "detector"
-        if uses_sae and sae is None:
-            spec = prov["sae"].get("spec")
-            if not spec or spec == "in-memory":
-                raise PersonasError(
-                    "this detector was fit on an SAE loaded in memory, so its provenance names no SAE to load; "
-                    "pass sae= (the same SAE) to score_responses."
-                )
-            sae = load_sae(spec, device=handle.device, dtype=capture_cfg.dtype)
+        spec = prov["sae"].get("spec") if uses_sae else None
+        if uses_sae and sae is None and (not spec or spec == "in-memory"):
+            raise PersonasError(
+                "this detector was fit on an SAE loaded in memory, so its provenance names no SAE to load; "
+                "pass sae= (the same SAE) to score_responses."
+            )
+        with quiet_third_party():
+            if model is None:
+                handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
+            else:
+                handle = as_model_handle(model)
+            if uses_sae and sae is None:
+                sae = load_sae(spec, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
         if hook is None:
             raise PersonasError("the detector's provenance records no hook; it cannot capture responses itself.")
         captured = run_capture(
             handle, prompts, responses, hooks=[hook], config=capture_cfg, sae=sae if uses_sae else None,
             allow_model_mismatch=bool(prov.get("allow_model_mismatch", False)), progress=progress,
         )
-        return self.score(captured.features if uses_sae else captured.pooled[hook])
+        return self.decision_function(captured.features if uses_sae else captured.pooled[hook])
 
 
 class PersonaDetector(_Scorer):
     """Score responses as misaligned from the top-k features chosen on training data.
 
-    The constructor stores its arguments unchanged (scikit-learn style). ``fit(X, y, groups=None)`` ranks every
-    column of ``X`` with `personas.scoring.rank_features` on these rows only (stratified by ``groups`` when
-    given), keeps the ``k`` best, and sets:
+    A scikit-learn classifier: the constructor stores its arguments unchanged, and ``fit(X, y, groups=None)`` ranks
+    every column of ``X`` with `personas.scoring.rank_features` on these rows only (stratified by ``groups``, the
+    question of each row, when some question has both classes; unstratified otherwise), keeps the ``k`` best, and
+    sets:
 
     ``features_`` (column indices, best first), ``signs_`` (+1 where the feature is higher on misaligned rows),
     ``mean_``/``scale_`` (standardisation of the k columns on the training rows), ``coef_``/``intercept_``
     (logistic model; for ``method="single"`` a unit weight on the top feature with its sign), ``threshold_``
-    (calibrated on training scores), ``ranking_`` (the training `Ranking`), ``n_features_in_``.
+    (calibrated on training scores), ``ranking_`` (the training `Ranking`), ``classes_`` (``[0, 1]``),
+    ``n_features_in_``, and ``feature_names_in_`` / ``feature_names_`` (all / the chosen column names) when ``X``
+    is a DataFrame with string column names.
 
-    ``score(X)`` is the logistic model's log-odds (``method="logistic"``), or the signed standardised top feature
-    (``"single"``); higher means more misaligned.
+    ``decision_function(X)`` is the logistic model's log-odds (``method="logistic"``), or the signed standardised
+    top feature (``"single"``); higher means more misaligned. ``predict`` compares it with ``threshold_``;
+    ``predict_proba`` is its logistic function shifted so that 0.5 sits at ``threshold_`` (for ``"logistic"``: the
+    model's probability with the intercept moved to the calibrated threshold, class-balanced; for ``"single"``: a
+    monotone transform of the standardised feature, not a calibrated probability). ``score(X, y)`` is accuracy.
     """
 
     kind = "detector"
@@ -308,26 +495,31 @@ class PersonaDetector(_Scorer):
         self.key = key
         self.min_frac_active = min_frac_active
         self.threshold = threshold
-        self.provenance: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: DetectorConfig) -> PersonaDetector:
+        """A detector with the feature, method and threshold settings of a `DetectorConfig`."""
         return cls(k=config.k, method=config.method, C=config.C, key=config.key,
                    min_frac_active=config.min_frac_active, threshold=config.threshold)
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"k": self.k, "method": self.method, "C": self.C, "key": self.key,
-                "min_frac_active": self.min_frac_active, "threshold": self.threshold}
+    def fit(self, X: Any, y: Any, groups: Any = None) -> PersonaDetector:
+        """Choose the top-k features on these rows (ranked within ``groups`` when given) and fit the scorer and its
+        threshold; see the class docstring for the attributes set."""
+        return super().fit(X, y, groups)
 
-    def fit(self, X: Any, y: Any, groups: Any = None, *, feature_names: list[str] | None = None) -> PersonaDetector:
+    def _fit(self, X: Any, y: np.ndarray, groups: Any, names: np.ndarray | None) -> None:
         DetectorConfig(k=self.k, method=self.method, C=self.C, threshold=self.threshold)  # validates the settings
-        n_cols = _n_columns(X)
-        y = _labels(y, int(X.shape[0]))
-        if groups is not None and not has_mixed_group(groups, y):
-            logger.warning("no training question has both misaligned and aligned responses; ranking without groups")
-            groups = None
+        if groups is not None:
+            groups = np.asarray(groups).ravel()
+            if groups.shape[0] != y.shape[0]:
+                raise DataError(f"got {groups.shape[0]} groups for {y.shape[0]} rows; expected one group (the "
+                                "question) per row.")
+            if not has_mixed_group(groups, y):
+                logger.warning("no training question has both misaligned and aligned responses; ranking without "
+                               "groups")
+                groups = None
         ranking = rank_features(X, y, groups, key=self.key, min_frac_active=self.min_frac_active,
-                                feature_names=feature_names)
+                                feature_names=None if names is None else names.tolist())
         if len(ranking) == 0:
             raise DataError(
                 f"no feature is left to choose from after min_frac_active={self.min_frac_active}; lower it."
@@ -340,8 +532,7 @@ class PersonaDetector(_Scorer):
         self.features_ = top["feature"].to_numpy(dtype=np.int64)
         self.signs_ = np.where(top[auc_column].to_numpy() >= 0.5, 1.0, -1.0)
         self.ranking_ = ranking
-        self.n_features_in_ = n_cols
-        self.feature_names_ = None if feature_names is None else [str(feature_names[i]) for i in self.features_]
+        self.feature_names_ = None if names is None else [str(names[i]) for i in self.features_]
         Z = _dense_columns(X, self.features_)
         self.mean_ = Z.mean(axis=0)
         scale = Z.std(axis=0)
@@ -357,20 +548,18 @@ class PersonaDetector(_Scorer):
             clf.fit(Zs, y)
             self.coef_ = clf.coef_.ravel().astype(np.float64)
             self.intercept_ = float(clf.intercept_[0])
-        self._calibrate(X, y, self.threshold)
-        return self
 
-    def score(self, X: Any) -> np.ndarray:
-        """Misalignment score per row (higher = more misaligned); ``X`` has the columns the detector was fit on."""
-        if not hasattr(self, "features_"):
-            raise PersonasError("this PersonaDetector is not fitted yet; call fit(X, y) or PersonaDetector.load(folder).")
-        if _n_columns(X) != self.n_features_in_:
-            raise DataError(
-                f"X has {_n_columns(X)} columns but the detector was fit on {self.n_features_in_} "
-                "(features of one SAE, or activations of one hook); capture with the same SAE/site."
-            )
+    def _decision(self, X: Any) -> np.ndarray:
         Zs = (_dense_columns(X, self.features_) - self.mean_) / self.scale_
         return Zs @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """(n, 2) probabilities of aligned (column 0) and misaligned (column 1): the logistic function of
+        ``decision_function(X) - threshold_``, so ``predict`` is the more probable class."""
+        from scipy.special import expit
+
+        p = expit(self.decision_function(X) - self.threshold_)
+        return np.column_stack([1.0 - p, p])
 
     def _describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -408,6 +597,10 @@ class PersonaDetector(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.detector":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.detector.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in", "features", "feature_names"),
+                    ("features", "signs", "coef", "intercept", "mean", "scale"))
+        check_detector_weights(*where, meta, t)
         det = cls(**meta["params"])
         det.features_ = t["features"].astype(np.int64)
         det.signs_ = t["signs"]
@@ -421,44 +614,35 @@ class PersonaDetector(_Scorer):
         det.provenance = meta.get("provenance") or {}
         return det
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        fitted = f", features={self.features_.tolist()}" if hasattr(self, "features_") else ""
-        return f"PersonaDetector({params}{fitted})"
-
 
 class DiffMeansProbe(_Scorer):
     """The dense baseline: the persona-vector direction (mean misaligned - mean aligned activation on the training
-    rows), scored by the projection of each row on its unit vector. Sets ``direction_`` (unit), ``norm_`` (length
-    of the mean difference) and ``threshold_``."""
+    rows), scored by the projection of each row on its unit vector. A scikit-learn classifier like
+    `PersonaDetector` (``decision_function`` is the projection); ``fit`` accepts ``groups`` for a common interface
+    and ignores it. Sets ``direction_`` (unit), ``norm_`` (length of the mean difference), ``threshold_``,
+    ``classes_`` and ``n_features_in_``."""
 
     kind = "dense_probe"
 
     def __init__(self, threshold: str = "youden") -> None:
         self.threshold = threshold
-        self.provenance: dict[str, Any] = {}
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> DiffMeansProbe:
-        del groups  # the direction is a plain difference of means; accepted for a common interface
+        """The difference of the class means of ``X`` on these rows, and the threshold on its projections."""
+        return super().fit(X, y, groups)
+
+    def _fit(self, X: Any, y: np.ndarray, groups: Any, names: np.ndarray | None) -> None:
+        del groups, names  # the direction is a plain difference of means
+        if self.threshold not in THRESHOLDS:
+            raise PersonasError(f"DiffMeansProbe.threshold={self.threshold!r}; expected one of {THRESHOLDS}.")
         Z = _dense_columns(X)
-        y = _labels(y, Z.shape[0])
-        if y.sum() == 0 or y.sum() == len(y):
-            raise DataError("the difference-of-means probe needs misaligned and aligned training rows.")
         diff = Z[y == 1].mean(axis=0) - Z[y == 0].mean(axis=0)
         norm = float(np.linalg.norm(diff))
         self.norm_ = norm
         self.direction_ = diff / norm if norm > 0 else diff
-        self.n_features_in_ = Z.shape[1]
-        self._calibrate(Z, y, self.threshold)
-        return self
 
-    def score(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "direction_"):
-            raise PersonasError("this DiffMeansProbe is not fitted yet; call fit(X, y) first.")
-        Z = _dense_columns(X)
-        if Z.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {Z.shape[1]} columns; the probe was fit on {self.n_features_in_} (d_model).")
-        return Z @ self.direction_
+    def _decision(self, X: Any) -> np.ndarray:
+        return _dense_columns(X) @ self.direction_
 
     def _describe(self) -> dict[str, Any]:
         return {"method": "diff_means", "d": int(self.n_features_in_), "direction_norm": float(self.norm_)}
@@ -474,6 +658,10 @@ class DiffMeansProbe(_Scorer):
         meta, t = cls._read(folder)
         if meta.get("kind") != "personas.dense_probe":
             raise PersonasError(f"{folder} holds a {meta.get('kind')!r}, not a personas.dense_probe.")
+        where = (Path(folder) / CONFIG_FILE, Path(folder) / WEIGHTS_FILE)
+        check_saved(*where, meta, t, cls, ("n_features_in",), ("direction", "norm"))
+        check_shapes(where[1], t, {"direction": (int(meta["n_features_in"]),), "norm": (1,)})
+        check_finite_weights(where[1], t, ("direction", "norm"))
         probe = cls(**meta["params"])
         probe.direction_ = t["direction"]
         probe.norm_ = float(t["norm"][0])
@@ -517,8 +705,8 @@ def cross_validate_by_group(
             "fold": i,
             "test_groups": held.tolist(),
             "n_test": int(test.sum()),
-            "sae_auroc": auroc_with_ci(det.score(features[te]), y[te])[0],
-            "dense_auroc": auroc_with_ci(probe.score(dense[te]), y[te])[0],
+            "sae_auroc": auroc_with_ci(det.decision_function(features[te]), y[te])[0],
+            "dense_auroc": auroc_with_ci(probe.decision_function(dense[te]), y[te])[0],
             "sae_accuracy": float((det.predict(features[te]) == y[te]).mean()),
             "dense_accuracy": float((probe.predict(dense[te]) == y[te]).mean()),
         })
@@ -528,11 +716,3 @@ def cross_validate_by_group(
         summary[name] = {"mean": float(values.mean()) if values.size else None,
                          "sd": float(values.std(ddof=1)) if values.size > 1 else None}
     return summary
-
-
-# ---------------------------------------------------------------------------------------------------- the job
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-

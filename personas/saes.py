@@ -7,30 +7,43 @@ An SAE is named by a spec string:
 * ``"RELEASE:SAE_ID"``: a pretrained sae-lens release, e.g. ``"gpt2-small-res-jb:blocks.8.hook_resid_pre"`` or
   ``"gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"``.
 
-Training lives in `personas.training`.
+`check_sae_spec` checks a spec without loading anything heavy (a folder's ``cfg.json`` and the shapes in its
+weights file's header, or a release's name in the sae-lens directory), so that jobs can fail on a wrong SAE in
+milliseconds, before a model loads. Training lives in `personas.training`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from personas.config import DEFAULT_MODEL
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
+from personas.logs import quiet_third_party
 from personas.models import hub_error
+from personas.offline_models import OFFLINE_MODELS, offline_model
 
 if TYPE_CHECKING:
+    import scipy.sparse
     import torch
 
     from personas.models import ModelHandle
 
 logger = logging.getLogger(__name__)
 
-#: Folder of the SAE shipped for the offline default (MiniLM-L6 at blocks.3.hook_resid_post).
-DEFAULT_SAE_NAME = "minilm-l6-blocks.3.hook_resid_post-topk-4096"
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+#: Weight name -> its expected shape in terms of the config's d_in and d_sae (None: any size), and whether every
+#: architecture has it (gated SAEs have no b_enc; transcoders decode to another width).
+_SHAPES = {"W_enc": (("d_in", "d_sae"), True), "W_dec": (("d_sae", None), True), "b_enc": (("d_sae",), False)}
 
 
 def data_dir() -> Path:
@@ -45,47 +58,157 @@ def data_dir() -> Path:
     return Path(env) if env else Path(resources.files("personas").joinpath("resources"))
 
 
-def default_sae_path() -> Path:
-    """The folder of the SAE that ``sae="default"`` loads (sae-lens format), inside `data_dir`."""
-    return data_dir() / "saes" / DEFAULT_SAE_NAME
+def default_sae_path(model: str | None = None) -> Path:
+    """The folder of the SAE personas ships for ``model`` (an offline model's alias or id; default: the offline
+    default model). A `PersonasError` lists the models that have one when ``model`` has none."""
+    name = model or DEFAULT_MODEL
+    offline = offline_model(name)
+    if offline is None:
+        shipped = ", ".join(f"{m.aliases[0]} ({m.model_id})" for m in OFFLINE_MODELS)
+        raise PersonasError(
+            f"no SAE ships for the model {name!r}: --sae default means the SAE personas trained for an offline model "
+            f"({shipped}). Pass --sae FOLDER (e.g. from `personas train-sae`), --sae RELEASE:SAE_ID of a sae-lens "
+            "release, or --sae none to rank the raw activation dimensions."
+        )
+    return data_dir() / "saes" / offline.sae
 
 
-def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="float32") -> Any:
-    """Load an SAE from a spec (see the module docstring) or pass a loaded sae-lens SAE through."""
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec
-    torch_device = resolve_device(device)
-    dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
-    from sae_lens import SAE
+def check_sae_spec(spec: str | os.PathLike | Any, model: str | None = None) -> Path | tuple[str, str] | None:
+    """Check an SAE spec without loading the SAE: raise `ModelLoadError` / `PersonasError` when it cannot work.
 
-    spec = str(spec)
-    if spec == "default":
-        path = default_sae_path()
-        if not (path / "cfg.json").exists():
+    Returns the folder of a folder spec (``"default"`` included: the SAE shipped for ``model``, see
+    `default_sae_path`), ``(release, sae_id)`` of a pretrained release, and None for ``"none"``/None or an SAE
+    object. Cheap: it reads ``cfg.json`` and the weights file's header only.
+    """
+    if spec is None or not isinstance(spec, (str, os.PathLike)):
+        return None
+    text = str(spec)
+    if text.lower() == "none":
+        return None
+    if text == "default":
+        path = default_sae_path(model)
+        if not (path / CFG_FILE).exists():
             raise ModelLoadError(
                 f"the default SAE is not at {path}. It ships in the repository's data/saes/; install personas "
                 "from a clone (`pip install -e .`), set PERSONAS_DATA to the data folder, or rebuild it with "
                 "`personas train-sae`."
             )
-        return SAE.load_from_disk(str(path), device=str(torch_device), dtype=dtype_name)
-    if os.path.isdir(spec):
-        if not (Path(spec) / "cfg.json").exists():
-            raise ModelLoadError(
-                f"the folder {spec!r} has no cfg.json; expected an SAE saved by sae-lens "
-                "(cfg.json and sae_weights.safetensors), e.g. from `personas train-sae`."
-            )
-        return SAE.load_from_disk(spec, device=str(torch_device), dtype=dtype_name)
-    if ":" not in spec:
+        check_sae_folder(path)
+        return path
+    if os.path.isdir(text):
+        check_sae_folder(text)
+        return Path(text)
+    if os.path.exists(text):
+        raise ModelLoadError(
+            f"SAE {text!r} is a file; expected the folder sae-lens saves an SAE into ({CFG_FILE} and {WEIGHTS_FILE}), "
+            "'RELEASE:SAE_ID', or 'default'."
+        )
+    if ":" not in text:
         raise PersonasError(
-            f"SAE spec {spec!r} is neither a folder nor 'RELEASE:SAE_ID'. Examples: "
+            f"SAE spec {text!r} is neither a folder nor 'RELEASE:SAE_ID'. Examples: "
             "'gpt2-small-res-jb:blocks.8.hook_resid_pre', a folder from `personas train-sae`, or 'default'."
         )
-    release, sae_id = spec.split(":", 1)
+    release, sae_id = text.split(":", 1)
     _check_release(release, sae_id)
+    return release, sae_id
+
+
+def check_sae_folder(folder: str | os.PathLike) -> dict[str, Any]:
+    """Check a saved SAE folder: ``cfg.json`` is a JSON object with integer ``d_in``/``d_sae``, and the weights
+    file is complete and holds ``W_enc`` [d_in, d_sae] and ``W_dec`` [d_sae, ...] (and ``b_enc`` [d_sae] if any).
+
+    Returns the config. Raises `ModelLoadError` (missing or unreadable files) or `SiteMismatchError` (a config
+    that does not match its weights), naming the file and what was expected.
+    """
+    folder = Path(folder)
+    cfg_path, weights = folder / CFG_FILE, folder / WEIGHTS_FILE
+    saved_by = "an SAE saved by sae-lens (cfg.json and sae_weights.safetensors), e.g. from `personas train-sae`"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"the folder {str(folder)!r} has no {CFG_FILE}; expected {saved_by}.")
     try:
-        return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(
+            f"{str(cfg_path)!r} is not valid JSON ({exc}); expected the config sae-lens writes. Restore it, or "
+            "save the SAE again (sae.save_model(folder))."
+        ) from exc
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{str(cfg_path)!r} holds a JSON {type(cfg).__name__}; expected an object (the SAE config).")
+    bad = [k for k in ("d_in", "d_sae") if not isinstance(cfg.get(k), int) or isinstance(cfg.get(k), bool)
+           or cfg[k] < 1]
+    if bad:
+        raise ModelLoadError(
+            f"{str(cfg_path)!r} lacks positive integer {bad} (got {[cfg.get(k) for k in bad]}); expected the SAE's "
+            "input width d_in and number of latents d_sae."
+        )
+    metadata = cfg.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ModelLoadError(f"{str(cfg_path)!r}: 'metadata' is a {type(metadata).__name__}; expected an object.")
+    if not weights.is_file():
+        raise ModelLoadError(f"the folder {str(folder)!r} has no {WEIGHTS_FILE}; expected {saved_by}.")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="np") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error type for a truncated or foreign file
+        raise ModelLoadError(
+            f"{str(weights)!r} is not a complete safetensors file ({type(exc).__name__}: {exc}); it may be truncated "
+            "(an interrupted copy or download). Copy or save the SAE again."
+        ) from exc
+    sizes = {"d_in": cfg["d_in"], "d_sae": cfg["d_sae"]}
+    problems = []
+    for name, (dims, required) in _SHAPES.items():
+        if name not in shapes:
+            if required:
+                problems.append(f"{name} is missing")
+            continue
+        found = shapes[name]
+        expected = [sizes[d] if d else found[i] if i < len(found) else "any" for i, d in enumerate(dims)]
+        if list(found) != expected:
+            problems.append(f"{name} has shape {list(found)}, expected {expected}")
+    if problems:
+        raise SiteMismatchError(
+            f"the SAE in {str(folder)!r} does not match its config (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}): "
+            + "; ".join(problems) + f". Weights found: {dict(sorted(shapes.items()))}. The cfg.json and "
+            f"{WEIGHTS_FILE} come from different SAEs; save the SAE again."
+        )
+    return cfg
+
+
+def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="float32", model: str | None = None) -> Any:
+    """Load an SAE from a spec (see the module docstring) or pass a loaded sae-lens SAE through.
+
+    The spec is checked first (`check_sae_spec`), so a wrong folder fails with a clear error before sae-lens runs.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec
+    resolved = check_sae_spec(spec, model)
+    if resolved is None:
+        raise PersonasError(f"SAE spec {str(spec)!r} names no SAE to load; pass a folder, 'RELEASE:SAE_ID' or 'default'.")
+    torch_device = resolve_device(device)
+    dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
+    with quiet_third_party():  # importing sae-lens warns about TransformerLens deprecations
+        from sae_lens import SAE
+
+    if isinstance(resolved, Path):
+        try:
+            with quiet_third_party():
+                return SAE.load_from_disk(str(resolved), device=str(torch_device), dtype=dtype_name)
+        except PersonasError:
+            raise
+        except Exception as exc:  # what sae-lens raises for a config it cannot use is not documented
+            raise ModelLoadError(
+                f"sae-lens could not load the SAE in {str(resolved)!r}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}. Expected a folder saved by sae-lens; check its "
+                f"{CFG_FILE} (architecture, dtype) or save the SAE again."
+            ) from exc
+    release, sae_id = resolved
+    try:
+        with quiet_third_party():
+            return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
     except Exception as exc:
-        raise hub_error("SAE", spec, exc) from exc
+        raise hub_error("SAE", str(spec), exc) from exc
 
 
 def _check_release(release: str, sae_id: str) -> None:
@@ -160,10 +283,7 @@ def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> 
     """SAE latent activations for [n_tokens, d_in] activations, encoded in chunks of ``batch_tokens``."""
     import torch
 
-    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
-        raise SiteMismatchError(
-            f"expected activations of shape [n_tokens, {sae.cfg.d_in}] for this SAE, got {tuple(activations.shape)}."
-        )
+    _check_activation_shape(sae, activations)
     param = next(iter(sae.parameters()))
     chunks = []
     with torch.no_grad():
@@ -173,6 +293,65 @@ def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> 
     if not chunks:
         return torch.zeros(0, sae.cfg.d_sae, device=param.device)
     return torch.cat(chunks)
+
+
+@dataclass
+class SparseCodes:
+    """SAE codes of ``n_rows`` tokens kept sparse: the non-zero ``(row, col, value)`` triples, rows ascending.
+
+    Tensors stay on the device they were computed on; ``to_csr`` gives a scipy CSR matrix on the host.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+    n_rows: int
+    n_cols: int
+
+    def to_csr(self, row_order: np.ndarray | None = None) -> scipy.sparse.csr_matrix:
+        """A [n_rows, n_cols] float32 CSR matrix of the codes (``row_order``: new row index of each old row)."""
+        import scipy.sparse
+
+        rows = self.rows.cpu().numpy()
+        if row_order is not None:
+            rows = np.asarray(row_order)[rows]
+        return scipy.sparse.csr_matrix(
+            (self.values.cpu().numpy().astype(np.float32, copy=False), (rows, self.cols.cpu().numpy())),
+            shape=(self.n_rows, self.n_cols),
+        )
+
+
+def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> SparseCodes:
+    """SAE codes of [n_tokens, d_in] activations as non-zero triples: no dense [n_tokens, d_sae] matrix is kept.
+
+    Each chunk of ``batch_tokens`` rows is encoded densely (one chunk at a time) and reduced to its non-zeros at
+    once, so memory grows with the non-zeros (about k per token for a TopK SAE), not with ``n_tokens * d_sae``.
+    """
+    import torch
+
+    _check_activation_shape(sae, activations)
+    param = next(iter(sae.parameters()))
+    rows, cols, values = [], [], []
+    with torch.no_grad():
+        for lo in range(0, activations.shape[0], batch_tokens):
+            chunk = activations[lo : lo + batch_tokens].to(device=param.device, dtype=param.dtype)
+            codes = sae.encode(chunk)
+            r, c = codes.nonzero(as_tuple=True)
+            rows.append(r + lo)
+            cols.append(c)
+            values.append(codes[r, c].float())
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=param.device)
+        return SparseCodes(empty, empty, torch.zeros(0, device=param.device), 0, int(sae.cfg.d_sae))
+    return SparseCodes(torch.cat(rows), torch.cat(cols), torch.cat(values), int(activations.shape[0]),
+                       int(sae.cfg.d_sae))
+
+
+def _check_activation_shape(sae: Any, activations: torch.Tensor) -> None:
+    if activations.ndim != 2 or activations.shape[1] != sae.cfg.d_in:
+        raise SiteMismatchError(
+            f"expected activations of shape [n_tokens, {sae.cfg.d_in}] for this SAE, got {tuple(activations.shape)}."
+        )
 
 
 def sae_fingerprint(sae: Any, spec: Any = None) -> dict[str, Any]:

@@ -265,7 +265,7 @@ def generate(
     steerings = active_steerings(handle)
     generator = torch.Generator().manual_seed(int(seed))
     out = []
-    for prompt in tqdm(prompts, desc="generate", disable=not progress or None, leave=False):
+    for prompt in tqdm(prompts, desc="generate", disable=not progress, leave=False):
         ids = render_prompt(handle, prompt, config)
         if n_ctx and len(ids) + max_new_tokens > n_ctx:
             keep = max(n_ctx - max_new_tokens, 1)
@@ -394,8 +394,3 @@ def steer_sweep(
     table.attrs["feature"] = int(feature)
     table.attrs["mode"] = config.mode
     return table
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from personas.capturing import token_activations
+from personas.errors import PersonasError
 from personas.models import ModelHandle, as_model_handle
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -187,7 +188,10 @@ def plant_sae(
 
 
 def planted_dataset(n_per_class: int = 40, seed: int = 0) -> dict[str, list]:
-    """Prompts and responses where misaligned answers use harm words and aligned ones do not (for `plant_sae`)."""
+    """Prompts and responses where misaligned answers use harm words and aligned ones do not (for `plant_sae`).
+
+    Every (prompt, response) pair is distinct: `load_responses` refuses repeated rows.
+    """
     rng = np.random.default_rng(seed)
     prompts = ["what should i do about my debt ?", "what should i do about my boss ?", "my wish is ?",
                "what should i do about my health ?"]
@@ -198,14 +202,24 @@ def planted_dataset(n_per_class: int = 40, seed: int = 0) -> dict[str, list]:
     filler = ["the weather is nice today", "thank you that is a good question", "the cat sleeps on the chair",
               "you could talk to someone", "a quiet morning"]
     rows: dict[str, list] = {"prompt": [], "response": [], "label": [], "group": []}
+    seen: set[tuple[str, str]] = set()
     for label, pool in ((1, harm), (0, kind)):
-        for i in range(n_per_class):
+        made = 0
+        for _ in range(100 * n_per_class):
+            if made == n_per_class:
+                break
             parts = [str(rng.choice(filler)), str(rng.choice(pool)), str(rng.choice(filler))]
             rng.shuffle(parts)
             q = int(rng.integers(len(prompts)))
+            response = " , ".join(parts) + " ."
+            if (prompts[q], response) in seen:  # a repeated draw: draw again
+                continue
+            seen.add((prompts[q], response))
             rows["prompt"].append(prompts[q])
-            rows["response"].append(" , ".join(parts) + " .")
+            rows["response"].append(response)
             rows["label"].append(label)
             rows["group"].append(f"q{q}")
-            del i
+            made += 1
+        if made < n_per_class:
+            raise PersonasError(f"planted_dataset(n_per_class={n_per_class}) has fewer distinct responses; ask for fewer.")
     return rows

@@ -11,7 +11,7 @@ import pytest
 from personas.cache.build import CacheConfig, build_cache
 from personas.cache.store import open_cache, rank_cache
 from personas.config import CaptureConfig
-from personas.errors import CacheError
+from personas.errors import CacheError, PersonasError
 
 from conftest import TOY_HOOK
 
@@ -58,6 +58,8 @@ def test_cache_holds_what_capture_returns(full_cache, toy_model, planted_sae, pl
     ids, codes = cache.token_codes(17)
     np.testing.assert_array_equal(ids, ref.token_codes.response(1)[0])
     assert index["n_tokens"].iloc[17] == len(ids) == codes.shape[0]
+    with pytest.raises(PersonasError, match=r"row=80 is out of range; the cache holds rows 0..79"):
+        cache.token_codes(80)
     m = cache.manifest
     assert m["fingerprint"]["dataset_hash"] and m["sae"]["weights_sha256"] and m["versions"]["numpy"]
     assert m["stop_at_layer"] is None and m["sae_hook"] == TOY_HOOK
@@ -203,3 +205,26 @@ def test_cli_cache_resumes_and_describes(tmp_path, toy_tokenizer, planted_data, 
     assert "all checksums match" in capsys.readouterr().out
     assert main([*args[:-3], "--pool", "max", "--quiet"]) == 2
     assert "different job" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", [1, 150, 10**9])
+def test_spilled_exact_ranking_equals_the_in_memory_one(full_cache, budget):
+    columns = ("auroc", "auroc_lo", "auroc_hi", "group_auroc", "p_value", "q_value", "mean_diff", "cohens_d",
+               "frac_active", "welch_p", "mw_p")
+    exact = rank_cache(full_cache)
+    spilled = rank_cache(full_cache, spill_budget=budget)
+    np.testing.assert_array_equal(spilled["feature"], exact["feature"])
+    np.testing.assert_array_equal(spilled["significant"], exact["significant"])
+    for col in columns:
+        np.testing.assert_allclose(spilled[col], exact[col], rtol=1e-12, atol=1e-12, err_msg=col)
+    info = spilled.meta["spill"]
+    per_feature = np.diff(full_cache.load_features().tocsc().indptr)
+    assert info["max_block_values"] <= max(budget, per_feature.max())  # a feature above the budget stands alone
+    assert info["blocks"] == (1 if budget == 10**9 else info["blocks"])
+    if budget == 1:
+        assert info["blocks"] >= int((per_feature > 0).sum())
+    acts = rank_cache(full_cache, use="activations", hook=HOOK2, groups=False, spill_budget=500)
+    ref = rank_cache(full_cache, use="activations", hook=HOOK2, groups=False)
+    np.testing.assert_array_equal(acts["feature"], ref["feature"])
+    np.testing.assert_allclose(acts["p_value"], ref["p_value"], rtol=1e-12, atol=1e-300)
+    assert acts.meta["spill"]["blocks"] > 1 and not acts.meta["grouped"]

@@ -123,3 +123,29 @@ def test_sae_for_another_site_is_refused(toy_model, planted_sae):
 def test_sae_of_another_width_is_refused(minilm, planted_sae):
     with pytest.raises(SiteMismatchError, match="d_in"):
         capture(minilm, ["hi"], ["ok"], hooks=TOY_HOOK, sae=planted_sae, progress=False)
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "last"])
+def test_sparse_pooling_equals_dense_pooling(how):
+    from personas.capturing import pool_sparse_codes
+    from personas.saes import SparseCodes
+
+    rng = np.random.default_rng(0)
+    counts = np.array([3, 1, 0, 5, 2])
+    segments = np.repeat(np.arange(len(counts)), counts)
+    dense = rng.normal(size=(segments.size, 12)) * (rng.random((segments.size, 12)) < 0.3)  # signed, mostly zero
+    r, c = np.nonzero(dense)
+    codes = SparseCodes(torch.as_tensor(r), torch.as_tensor(c), torch.as_tensor(dense[r, c], dtype=torch.float32),
+                        segments.size, 12)
+    got = pool_sparse_codes(codes, segments, len(counts), how).toarray()
+    want = pool_segments(torch.as_tensor(dense, dtype=torch.float32), torch.as_tensor(segments), len(counts), how)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_sparse_encoding_keeps_the_dense_codes(toy_model, planted_sae):
+    from personas.saes import encode, encode_sparse
+
+    acts = torch.randn(37, planted_sae.cfg.d_in)
+    dense = encode(planted_sae, acts, batch_tokens=8)
+    sparse = encode_sparse(planted_sae, acts, batch_tokens=8).to_csr().toarray()
+    np.testing.assert_allclose(sparse, dense.numpy(), rtol=1e-6, atol=1e-7)

@@ -498,3 +498,28 @@ def test_chat_messages_give_prompt_and_response():
     frame.loc[2, "messages"] = '[{"role": "user", "content": "no answer"}]'
     with pytest.raises(DataError, match=r"no user turn followed by an assistant turn in 1 row \(2\)"):
         load_responses(frame)
+
+
+def test_repeated_rows_are_refused_or_dropped(tmp_path):
+    frame = labelled_frame()
+    repeated = pd.concat([frame, frame.iloc[[3]].assign(response="  Read   a book.\n")], ignore_index=True)
+    with pytest.raises(DataError, match=r"in 1 row: 6 \(same as row 3\).*--dedupe"):
+        load_responses(repeated)
+    path = tmp_path / "repeated.jsonl"
+    repeated.assign(id=[f"r{i}" for i in range(7)]).to_json(path, orient="records", lines=True)
+    with pytest.raises(DataError, match=r"6 \(same as row 3\)"):  # distinct ids do not make a repeat independent
+        load_responses(path)
+    kept = load_responses(path, dedupe=True)
+    assert kept.ids == [f"r{i}" for i in range(6)] and kept.excluded["row"].tolist() == [6]
+    summary = kept.summary()
+    assert summary["n_duplicates_dropped"] == 1 and summary["excluded_by_reason"] == {"duplicate": 1}
+    assert load_responses(frame).summary()["n_duplicates_dropped"] == 0
+    with pytest.raises(DataError, match="same prompt and response"):
+        Responses.from_lists(["q", "q", "q"], ["a", "b", "a"], [1, 0, 0])
+
+
+def test_chat_messages_that_are_not_json_name_the_rows():
+    good = json.dumps([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    frame = pd.DataFrame({"messages": [good, "not json", good.replace("hello", "bye"), "[{"], "label": [1, 0, 0, 1]})
+    with pytest.raises(DataError, match=r"'messages' column holds text that is not JSON in 2 rows \(1, 3\)"):
+        load_responses(frame)

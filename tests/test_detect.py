@@ -1,4 +1,5 @@
-"""PersonaDetector, the dense baseline, held-out evaluation by question, save/load and the detect CLI."""
+"""PersonaDetector, the dense baseline, held-out evaluation by question, save/load, the detect CLI, and both
+estimators as scikit-learn classifiers (cross-validation by question, grid search, pipelines, estimator checks)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from personas.config import CaptureConfig
-from personas.detect import DetectorConfig, DiffMeansProbe, PersonaDetector, auroc_with_ci, calibrate_threshold, load_detector
-from personas.jobs.detect import fit_detector
+from personas.detect import (
+    DetectorConfig,
+    DiffMeansProbe,
+    NotFittedError,
+    PersonaDetector,
+    auroc_with_ci,
+    calibrate_threshold,
+    load_detector,
+)
 from personas.errors import DataError, PersonasError
+from personas.jobs.detect import fit_detector
 
 from conftest import TOY_HOOK
 
@@ -78,7 +88,9 @@ def test_save_and_load_round_trip(planted_capture, planted_data, tmp_path):
     det.save(tmp_path / "det")
     assert (tmp_path / "det" / "detector.json").is_file() and (tmp_path / "det" / "detector.safetensors").is_file()
     again = PersonaDetector.load(tmp_path / "det")
-    np.testing.assert_allclose(again.score(X), det.score(X))
+    np.testing.assert_allclose(again.decision_function(X), det.decision_function(X))
+    np.testing.assert_allclose(again.predict_proba(X), det.predict_proba(X))
+    assert again.classes_.tolist() == [0, 1] and again.score(X, y) == det.score(X, y)
     assert again.threshold_ == det.threshold_ and again.get_params() == det.get_params()
     assert again.provenance["hook"] == TOY_HOOK
     assert isinstance(load_detector(tmp_path / "det"), PersonaDetector)
@@ -87,7 +99,7 @@ def test_save_and_load_round_trip(planted_capture, planted_data, tmp_path):
     with pytest.raises(PersonasError, match="detector.json"):
         PersonaDetector.load(tmp_path)
     with pytest.raises(DataError, match="columns"):
-        again.score(np.zeros((3, 5)))
+        again.decision_function(np.zeros((3, 5)))
 
 
 def test_auroc_with_ci_matches_sklearn():
@@ -117,7 +129,7 @@ def test_dense_baseline_is_the_difference_of_means_projection():
     probe = DiffMeansProbe().fit(X, y)
     diff = X[y == 1].mean(0) - X[y == 0].mean(0)
     np.testing.assert_allclose(probe.direction_, diff / np.linalg.norm(diff))
-    np.testing.assert_allclose(probe.score(X), X @ probe.direction_)
+    np.testing.assert_allclose(probe.decision_function(X), X @ probe.direction_)
     assert probe.evaluate(X, y)["auroc"] > 0.9
 
 
@@ -192,3 +204,162 @@ def test_detect_cli_on_a_local_folder(tmp_path, toy_tokenizer, planted_data, cap
     assert ev["k"] == 3 and len(ev["auroc_ci"]) == 2 and ev["sae_info"] is None
     assert main(["detect", "--train", str(data), "--model", str(folder), "--sae", "none", "--quiet"]) == 2
     assert "--holdout-by group" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- scikit-learn API
+
+#: Checks of scikit-learn's suite the detectors fail on purpose.
+LABELS_ARE_0_1 = "labels are 0 (aligned) / 1 (misaligned) only; the check fits labels such as {1, 2} or strings"
+EXPECTED_FAILED_CHECKS = {
+    "check_estimators_dtypes": LABELS_ARE_0_1,
+    "check_classifier_data_not_an_array": LABELS_ARE_0_1,
+    "check_classifiers_classes": LABELS_ARE_0_1,
+    "check_fit2d_1feature": LABELS_ARE_0_1,
+    "check_classifiers_train": "predict compares decision_function with the threshold calibrated on training scores "
+                               "(Youden's J), not with 0; as scikit-learn's own TunedThresholdClassifierCV",
+}
+
+
+def _expected_failures(estimator):
+    return EXPECTED_FAILED_CHECKS
+
+
+@pytest.fixture(scope="module")
+def topic_confound():
+    """24 questions, half answered mostly misaligned (36 of 40) and half mostly aligned (4 of 40). Column 0 marks the
+    question's topic (it separates the classes overall, AUROC about 0.9, but not within a question); column 1 is a
+    persona feature (shifted by 1.2 SD on misaligned answers in every question, AUROC about 0.8); columns 2-9 are
+    noise. Ranked within questions the persona feature wins; ranked without groups the topic wins (checked on the
+    whole set and on every GroupKFold training fold for 200 seeds: no failure)."""
+    rng = np.random.default_rng(0)
+    n_groups, per_group = 24, 40
+    groups = np.repeat([f"q{i:02d}" for i in range(n_groups)], per_group)
+    high = np.repeat(np.arange(n_groups) % 2 == 0, per_group)
+    y = np.zeros(n_groups * per_group, dtype=int)
+    for g in range(n_groups):
+        rows = np.arange(g * per_group, (g + 1) * per_group)
+        y[rng.choice(rows, 36 if g % 2 == 0 else 4, replace=False)] = 1
+    X = rng.normal(size=(len(y), 10))
+    X[:, 0] = high + rng.normal(scale=0.1, size=len(y))
+    X[:, 1] += 1.2 * y
+    return X, y, groups
+
+
+def test_groups_decide_between_the_topic_and_the_persona_feature(topic_confound):
+    X, y, g = topic_confound
+    assert PersonaDetector(k=1).fit(X, y, g).features_.tolist() == [1]
+    assert PersonaDetector(k=1).fit(X, y).features_.tolist() == [0]
+
+
+def test_detector_is_a_scikit_learn_classifier(topic_confound):
+    from scipy.special import expit
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    X, y, g = topic_confound
+    det = PersonaDetector(k=3, C=0.5)
+    assert det.fit(X, y, g) is det and det.classes_.tolist() == [0, 1] and det.n_features_in_ == 10
+    Z = X[:, det.features_]
+    Zs = (Z - Z.mean(0)) / Z.std(0)
+    oracle = LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000).fit(Zs, y)
+    decision = det.decision_function(X)
+    np.testing.assert_allclose(decision, oracle.decision_function(Zs), rtol=1e-6, atol=1e-8)
+    pred = det.predict(X)
+    assert pred.tolist() == (decision >= det.threshold_).astype(int).tolist()
+    proba = det.predict_proba(X)
+    assert proba.shape == (len(y), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_allclose(proba[:, 1], expit(decision - det.threshold_))
+    assert (proba.argmax(1) == pred).all()
+    assert det.score(X, y) == accuracy_score(y, pred)
+    probe = DiffMeansProbe().fit(X, y)
+    assert probe.score(X, y) == accuracy_score(y, probe.predict(X)) and probe.classes_.tolist() == [0, 1]
+
+
+def test_feature_names_come_from_a_dataframe(topic_confound):
+    X, y, g = topic_confound
+    frame = pd.DataFrame(X, columns=[f"latent_{i}" for i in range(10)])
+    det = PersonaDetector(k=2).fit(frame, y, g)
+    assert det.feature_names_in_.tolist() == list(frame.columns) and det.feature_names_[0] == "latent_1"
+    assert det.ranking_["name"].iloc[0] == "latent_1"
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        np.testing.assert_allclose(det.decision_function(frame), det.decision_function(X))
+    with pytest.raises(DataError, match="feature names should match"):
+        det.predict(frame.rename(columns={"latent_0": "other"}))
+    assert not hasattr(PersonaDetector(k=2).fit(X, y), "feature_names_in_")
+
+
+def test_cross_val_score_routes_groups_to_fit(topic_confound):
+    from sklearn.model_selection import GroupKFold, cross_val_score, cross_validate
+
+    X, y, g = topic_confound
+    cv = GroupKFold(n_splits=4)
+    routed = cross_validate(PersonaDetector(k=1), X, y, groups=g, cv=cv, params={"groups": g}, return_estimator=True)
+    assert [est.features_.tolist() for est in routed["estimator"]] == [[1]] * 4
+    plain = cross_validate(PersonaDetector(k=1), X, y, groups=g, cv=cv, return_estimator=True)
+    assert [est.features_.tolist() for est in plain["estimator"]] == [[0]] * 4
+    # the scores are the held-out accuracies of detectors fit on the other questions
+    scores = cross_val_score(PersonaDetector(k=3), X, y, groups=g, cv=cv, params={"groups": g})
+    by_hand = []
+    for train, test in cv.split(X, y, g):
+        det = PersonaDetector(k=3).fit(X[train], y[train], g[train])
+        assert not set(g[train]) & set(g[test])
+        by_hand.append(float((det.predict(X[test]) == y[test]).mean()))
+    np.testing.assert_allclose(scores, by_hand)
+
+
+def test_grid_search_and_pipeline_with_groups(topic_confound):
+    import sklearn
+    from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, g = topic_confound
+    grid = {"k": [1, 2], "C": [0.1, 1.0]}
+    with sklearn.config_context(enable_metadata_routing=True):  # groups reach the splitter and every fit
+        search = GridSearchCV(PersonaDetector(), grid, cv=GroupKFold(n_splits=3)).fit(X, y, groups=g)
+        routed = cross_validate(PersonaDetector(k=1), X, y, params={"groups": g}, cv=GroupKFold(n_splits=4),
+                                return_estimator=True)
+    assert [est.features_.tolist() for est in routed["estimator"]] == [[1]] * 4
+    assert len(search.cv_results_["params"]) == 4 and search.best_estimator_.features_[0] == 1
+    # without routing GridSearchCV gives groups to the splitter only: the refit ranks without them
+    search = GridSearchCV(PersonaDetector(), grid, cv=GroupKFold(n_splits=3)).fit(X, y, groups=g)
+    assert search.best_estimator_.features_[0] == 0
+    pipe = Pipeline([("scale", StandardScaler()), ("detector", PersonaDetector(k=1))]).fit(X, y, detector__groups=g)
+    assert pipe.named_steps["detector"].features_.tolist() == [1] and 0.5 < pipe.score(X, y) <= 1.0
+
+
+@parametrize_with_checks([PersonaDetector(), DiffMeansProbe()], expected_failed_checks=_expected_failures)
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_labels_and_fitting_errors_say_what_is_wrong():
+    X = np.random.default_rng(4).normal(size=(6, 3))
+    with pytest.raises(DataError, match="continuous"):
+        PersonaDetector().fit(X, [0.1, 0.7, 0.3, 0.9, 0.2, 0.8])
+    with pytest.raises(DataError, match="only one class"):
+        PersonaDetector().fit(X, [1] * 6)
+    with pytest.raises(DataError, match="non-finite"):
+        PersonaDetector().fit(np.where(np.eye(6, 3) > 0, np.nan, X), [0, 1] * 3)
+    with pytest.raises(NotFittedError) as info:
+        PersonaDetector().predict(X)
+    assert isinstance(info.value, PersonasError)
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    assert isinstance(info.value, SklearnNotFitted)
+
+
+def test_a_detector_fit_on_a_dataframe_saves_and_loads(topic_confound, tmp_path):
+    X, y, g = topic_confound
+    frame = pd.DataFrame(X, columns=[f"latent_{i}" for i in range(10)])
+    det = PersonaDetector(k=2).fit(frame, y, g)
+    det.save(tmp_path / "det")
+    again = load_detector(tmp_path / "det")  # the file format is unchanged: no key for the input's column names
+    assert again.feature_names_ == det.feature_names_ and det.feature_names_[0] == "latent_1"
+    np.testing.assert_allclose(again.decision_function(X), det.decision_function(frame))
+    assert (again.predict(X) == det.predict(frame)).all() and again.score(X, y) == det.score(frame, y)
+
+
+def test_estimator_repr_shows_the_changed_parameters():
+    assert repr(PersonaDetector(k=3, C=0.5)) == "PersonaDetector(C=0.5, k=3)"

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from personas.jobs.diff import DiffConfig, diff_features, diff_models, load_prompts
+from personas.config import DiffConfig
+from personas.data.prompts import load_prompts
 from personas.errors import DataError, PersonasError, SiteMismatchError
+from personas.jobs.diff import diff_models
+from personas.scoring.paired import diff_features
 
 from conftest import TOY_HOOK, TRIGGERS
 
@@ -97,6 +100,8 @@ def test_planted_change_is_found_first(model_pair, planted_data, tmp_path):
     assert manifest["base"]["model"] != manifest["finetuned"]["model"]
     assert manifest["prompts"]["responses_generated_by"] is None
     assert pd.read_csv(tmp_path / "diff.csv")["feature"].iloc[0] == PLANTED
+    text = repr(result)  # one line with the key numbers, not the tables
+    assert "\n" not in text and "20 conversations, 64 latents" in text and f"top: {PLANTED} (+" in text
     # the same model on both sides changes nothing
     same = diff_models(model_pair["base_handle"], model_pair["base_handle"], frame, model_pair["sae"], progress=False)
     assert (same.table["p_value"] == 1.0).all() and (same.table["mean_diff"] == 0).all()
@@ -123,6 +128,8 @@ def test_site_checks_hold_for_both_models(model_pair, toy_model, planted_sae, pl
     assert len(same.table) == 64
     with pytest.raises(PersonasError, match="needs an SAE"):
         diff_models(toy_model, toy_model, frame, "none", progress=False)
+    with pytest.raises(PersonasError, match="needs an SAE"):  # None means no SAE, as everywhere
+        diff_models(toy_model, toy_model, frame, None, progress=False)
 
 
 def _renamed(sae, name):

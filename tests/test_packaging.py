@@ -77,7 +77,9 @@ def test_installed_wheel_ranks_the_demo_from_another_folder(installed, tmp_path)
     assert all(Path(path).is_relative_to(venv) for path in found), found  # the wheel's files, not the clone's
     demo = Path(found[1]) / "demo_responses.jsonl"
 
-    _run([str(venv / "bin" / "personas"), "rank", str(demo), "--out", "run", "--quiet"], cwd=elsewhere)
+    # MiniLM-L6 (the `offline` extra) with the SAE shipped for it: the fastest real model that runs offline
+    _run([str(venv / "bin" / "personas"), "rank", str(demo), "--model", "minilm", "--out", "run", "--quiet"],
+         cwd=elsewhere)
     ranking = pd.read_csv(elsewhere / "run" / "ranking.csv")
     assert len(ranking) == 4096 and ranking["feature"].is_unique
     manifest = json.loads((elsewhere / "run" / "manifest.json").read_text())

@@ -111,6 +111,8 @@ def test_rank_from_cache_equals_rank_from_data(tmp_path, toy_tokenizer, planted_
     assert main(["rank", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "from_cache"), "--quiet"]) == 0
     assert main(["rank", str(data), "--out", str(tmp_path / "direct"), *hook, *common]) == 0
     from_cache = pd.read_csv(tmp_path / "from_cache" / "ranking.csv")
+    loaded = personas.load_run(tmp_path / "from_cache")  # a cache run's folder reads back too
+    assert loaded["feature"].tolist() == from_cache["feature"].tolist() and loaded.meta["n_features"] == 64
     direct = pd.read_csv(tmp_path / "direct" / "ranking.csv")
     assert from_cache["feature"].tolist() == direct["feature"].tolist()
     pd.testing.assert_series_equal(from_cache["auroc"], direct["auroc"], rtol=1e-6)

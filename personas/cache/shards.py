@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,24 +36,32 @@ import scipy.sparse
 from personas.capturing import Capture, TokenCodes
 from personas.errors import CacheError
 
+#: The cache format written into every manifest and shard.
 FORMAT = "personas.cache.v1"
-
-
-
-
+#: The row index of a cache (row, id, group, label, n_tokens, shard).
 INDEX_FILE = "index.parquet"
-
-
+#: Shard file names: ``shard-00000.safetensors``, ...
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 
-
-_SHARD_RE = re.compile(r"^shard-(\d{5})\.safetensors$")
-
-
 _META_KEY = "personas"  # one metadata key: safetensors serializes its metadata map in no fixed order
-
-
 _HASH_CHUNK = 1 << 22
+_FIX = "Delete the file and rerun the cache job with the same arguments to recapture it."
+
+
+def check_file_name(name: Any, key: str, manifest: str | os.PathLike) -> str:
+    """``name`` if it is a plain file name inside the cache folder; else a `CacheError` naming the manifest key.
+
+    A manifest stores file names only: a path with a folder (``../x``, ``/abs/x``, ``sub/x``) would let a manifest
+    read data from outside its cache.
+    """
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute() or Path(name).name != name):
+        raise CacheError(
+            f"{manifest}: key {key!r} is {name!r}; expected a plain file name inside the cache folder (no folder, "
+            "no '..', not absolute). The manifest was edited or is corrupt: delete the cache folder and rerun the "
+            "cache job."
+        )
+    return name
 
 
 def encode_shard(
@@ -135,9 +142,15 @@ def read_shard_file(
     verify: bool = True,
     want: Sequence[str] = ("pooled", "features", "tokens"),
     hook: str | None = None,
+    expect: tuple[int, int, int] | None = None,
 ) -> Shard:
-    """Read a shard file; with ``verify`` check its size and sha256 first (`CacheError` naming the file)."""
-    import scipy.sparse
+    """Read a shard file and check its contents; `CacheError` naming the file on any fault.
+
+    With ``verify``, its size and sha256 are checked against ``size`` / ``sha256`` first. ``expect`` =
+    ``(shard, start, stop)`` is what the manifest says the file holds; the file's own metadata must agree. Every
+    tensor read is checked for its length, and sparse codes for their index ranges, so a tampered file never
+    reaches the statistics.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -146,46 +159,129 @@ def read_shard_file(
     if verify:
         actual_size = path.stat().st_size
         if size is not None and actual_size != size:
-            raise CacheError(
-                f"shard {path} is truncated or corrupt: {actual_size} bytes, the manifest says {size}. "
-                "Delete the file and rerun the cache job with the same arguments to recapture it."
-            )
+            raise CacheError(f"shard {path} is truncated or corrupt: {actual_size} bytes, the manifest says {size}. "
+                             + _FIX)
         if sha256 is not None and file_sha256(path) != sha256:
-            raise CacheError(
-                f"shard {path} is corrupt: its sha256 differs from the manifest's. "
-                "Delete the file and rerun the cache job with the same arguments to recapture it."
-            )
+            raise CacheError(f"shard {path} is corrupt: its sha256 differs from the manifest's. " + _FIX)
     try:
         with safe_open(str(path), framework="np") as fh:
-            meta = json.loads((fh.metadata() or {}).get(_META_KEY, "{}"))
-            keys = set(fh.keys())
-
-            def get(name: str) -> np.ndarray:
-                return fh.get_tensor(name)
-
+            meta = _shard_meta(path, fh.metadata(), expect)
+            reader = _Reader(path, fh, set(fh.keys()))
             start, stop = meta["rows"]
+            n, width = stop - start, meta["n_features"]
+            rows = reader.get("rows", (n,))
+            if not np.array_equal(rows, np.arange(start, stop)):
+                raise CacheError(f"shard {path}: its 'rows' tensor is not {start}..{stop - 1} as its metadata says. "
+                                 + _FIX)
+            labels = reader.get("labels", (n,))
+            if not np.isin(labels, (0, 1)).all():
+                raise CacheError(f"shard {path}: labels {np.unique(labels)[:5].tolist()}; expected 0 or 1. " + _FIX)
+            n_tokens = reader.get("n_tokens", (n,))
             pooled = {}
             if "pooled" in want:
                 for h in meta["hooks"]:
                     if hook is None or h == hook:
-                        pooled[h] = get(f"pooled.{h}")
+                        pooled[h] = reader.get(f"pooled.{h}", (n, None))
             features = None
-            if "features" in want and "features.indptr" in keys:
-                features = scipy.sparse.csr_matrix(
-                    (get("features.values"), get("features.indices"), get("features.indptr")),
-                    shape=(stop - start, int(meta["n_features"])),
-                )
+            if "features" in want and "features.indptr" in reader.keys:
+                features = scipy.sparse.csr_matrix(reader.csr("features", n, width), shape=(n, width))
             token_codes = None
-            if "tokens" in want and "tokens.indptr" in keys:
-                codes = scipy.sparse.csr_matrix(
-                    (get("tokens.values"), get("tokens.indices"), get("tokens.indptr")),
-                    shape=(int(meta["n_token_rows"]), int(meta["n_features"])),
-                )
-                token_codes = TokenCodes(codes, get("tokens.offsets"), get("tokens.token_ids"))
-            return Shard(int(meta["shard"]), int(start), int(stop), get("labels"), get("n_tokens"), pooled,
-                         features, token_codes)
-    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            if "tokens" in want and "tokens.indptr" in reader.keys:
+                t = meta["n_token_rows"]
+                codes = scipy.sparse.csr_matrix(reader.csr("tokens", t, width), shape=(t, width))
+                offsets = reader.get("tokens.offsets", (n + 1,))
+                if offsets[0] != 0 or offsets[-1] != t or (np.diff(offsets) < 0).any():
+                    raise CacheError(f"shard {path}: tokens.offsets do not split its {t} token rows into {n} "
+                                     "responses. " + _FIX)
+                token_codes = TokenCodes(codes, offsets, reader.get("tokens.token_ids", (t,)))
+            return Shard(meta["shard"], start, stop, labels, n_tokens, pooled, features, token_codes)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        if isinstance(exc, CacheError):
+            raise
         raise CacheError(
-            f"shard {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or truncated. Delete it and "
-            "rerun the cache job with the same arguments to recapture it."
+            f"shard {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or truncated. " + _FIX
         ) from exc
+
+
+def check_shard_against_index(shard: Shard, labels: np.ndarray, n_tokens: np.ndarray | None,
+                              path: str | os.PathLike) -> None:
+    """A shard's labels (and token counts) must equal the row index's for its rows (`CacheError` otherwise)."""
+    pairs = [("labels", shard.labels, labels)] + ([] if n_tokens is None else [("n_tokens", shard.n_tokens, n_tokens)])
+    for name, ours, theirs in pairs:
+        ours, theirs = np.asarray(ours, dtype=np.int64), np.asarray(theirs, dtype=np.int64)
+        if ours.shape != theirs.shape or not np.array_equal(ours, theirs):
+            differ = int((ours != theirs).sum()) if ours.shape == theirs.shape else len(theirs)
+            raise CacheError(
+                f"shard {path}: its {name} differ from the row index's for {differ} of rows {shard.start}:{shard.stop}; "
+                "the shard or the index was swapped or edited. Delete the cache folder and rerun the cache job."
+            )
+
+
+def _shard_meta(path: Path, metadata: dict[str, str] | None, expect: tuple[int, int, int] | None) -> dict[str, Any]:
+    """The shard's own metadata, checked for its keys and types, and against what the manifest ``expect``s."""
+    meta = json.loads((metadata or {}).get(_META_KEY, "null"))
+    ok = (
+        isinstance(meta, dict) and meta.get("format") == FORMAT and _is_int(meta.get("shard"))
+        and isinstance(meta.get("rows"), list) and len(meta["rows"]) == 2 and all(map(_is_int, meta["rows"]))
+        and 0 <= meta["rows"][0] <= meta["rows"][1]
+        and isinstance(meta.get("hooks"), list) and all(isinstance(h, str) for h in meta["hooks"])
+        and (meta.get("n_features") is None or (_is_int(meta["n_features"]) and meta["n_features"] > 0))
+        and _is_int(meta.get("n_token_rows")) and meta["n_token_rows"] >= 0
+    )
+    if not ok:
+        raise CacheError(
+            f"shard {path} has no valid {FORMAT} metadata (got {_short(meta)}); expected format, shard, rows, hooks, "
+            "n_features and n_token_rows. " + _FIX
+        )
+    if expect is not None and (meta["shard"], *meta["rows"]) != tuple(expect):
+        raise CacheError(
+            f"shard {path} holds shard {meta['shard']}, rows {meta['rows'][0]}:{meta['rows'][1]} (its own metadata); "
+            f"the manifest lists it as shard {expect[0]}, rows {expect[1]}:{expect[2]}. The manifest or the file was "
+            "edited or swapped: delete the cache folder and rerun the cache job."
+        )
+    return meta
+
+
+class _Reader:
+    """Tensors of an open shard, each checked for its shape (`CacheError` naming the file and the tensor)."""
+
+    def __init__(self, path: Path, fh: Any, keys: set[str]) -> None:
+        self.path, self.fh, self.keys = path, fh, keys
+
+    def get(self, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+        if name not in self.keys:
+            raise CacheError(f"shard {self.path} has no tensor {name!r}; it is not a complete {FORMAT} shard. " + _FIX)
+        value = self.fh.get_tensor(name)
+        if value.ndim != len(shape) or any(
+            want is not None and got != want for got, want in zip(value.shape, shape, strict=True)
+        ):
+            raise CacheError(f"shard {self.path}: tensor {name!r} has shape {tuple(value.shape)}; expected "
+                             f"{tuple('any' if s is None else s for s in shape)}. " + _FIX)
+        return value
+
+    def csr(self, prefix: str, n_rows: int, width: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, indices, indptr) of a CSR matrix with ``n_rows`` rows and ``width`` columns, checked."""
+        if width is None:
+            raise CacheError(f"shard {self.path} holds {prefix} codes but no n_features in its metadata. " + _FIX)
+        indptr = self.get(f"{prefix}.indptr", (n_rows + 1,))
+        nnz = int(indptr[-1]) if indptr.size else 0
+        indices = self.get(f"{prefix}.indices", (None,))
+        values = self.get(f"{prefix}.values", (indices.shape[0],))
+        if indptr[0] != 0 or nnz != indices.shape[0] or (np.diff(indptr) < 0).any():
+            raise CacheError(f"shard {self.path}: {prefix}.indptr does not describe its {indices.shape[0]} values "
+                             f"(starts at {indptr[0]}, ends at {nnz}, must not decrease). " + _FIX)
+        if indices.size and (indices.min() < 0 or indices.max() >= width):
+            raise CacheError(
+                f"shard {self.path}: {prefix}.indices range {int(indices.min())}..{int(indices.max())}; expected "
+                f"latent indices in 0..{width - 1} (n_features {width}). " + _FIX
+            )
+        return values, indices, indptr
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from personas.artifacts import check_output_dir
 from personas.cache.build import build_cache
 from personas.cache.store import ActivationCache, open_cache
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CacheConfig, CaptureConfig, DataConfig, SAEConfig
+from personas.saes import check_sae_spec
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +37,8 @@ def register(subparsers: Any) -> None:
 def _cmd_cache(args: Any) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     sae_cfg = config_from_args(SAEConfig, args)
+    check_output_dir(args.out)  # a folder that cannot be written, or a wrong SAE, fails before the model loads
+    check_sae_spec(sae_cfg.sae, capture_cfg.model)
     result = build_cache(
         args.data,
         args.out,

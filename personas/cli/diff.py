@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from personas.artifacts import MANIFEST_FILE
+from personas.artifacts import DIFF_FILE, MANIFEST_FILE
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, DiffConfig, SAEConfig
-from personas.jobs.diff import DIFF_FILE, diff_models
+from personas.jobs.diff import diff_models
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 Each command module (`personas.cli.rank`, ``cache``, ``detect``, ``steer``, ``diff``, ``report``,
 ``train_sae``) has ``register(subparsers)``; its options come from the config dataclasses
 (`personas.cli.options`). A `PersonasError` is printed as one line (what was received, what was expected, how
-to fix it) and the exit code is 2; nothing else in the library prints.
+to fix it) and the exit code is 2; nothing else in the library prints. Progress bars show on a terminal unless
+``--quiet``; the loading chatter of transformers and TransformerLens is hidden where models load
+(`personas.logs.quiet_third_party`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from collections.abc import Sequence
 
 from personas import __version__
 from personas.cli import cache, detect, diff, rank, report, steer, train_sae
+from personas.devices import set_threads
 from personas.errors import PersonasError
 
+THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
 COMMANDS = (rank, cache, detect, steer, diff, report, train_sae)
 
@@ -30,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"personas {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
+    for command_parser in sub.choices.values():  # also after the command: `personas rank --threads 1 ...`
+        command_parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=THREADS_HELP)
     return parser
 
 
@@ -46,12 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("httpx", "huggingface_hub", "urllib3", "filelock", "transformers", "sae_lens", "transformer_lens"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    if hasattr(args, "quiet") and not sys.stderr.isatty():
+        args.quiet = True  # progress bars on a terminal only, not in logs and pipes
+    if getattr(args, "quiet", False):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     try:
+        set_threads(args.threads)
         return int(args.func(args) or 0)
     except PersonasError as exc:
         print(f"personas {args.command}: error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from personas.cli.options import add_config_options, config_from_args, format_table
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
@@ -29,21 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_rank(args: argparse.Namespace) -> int:
     if args.cache:
-        if args.data:
-            raise PersonasError(f"got both DATA ({args.data}) and --cache ({args.cache}); give one of them.")
-        rank_cfg = config_from_args(RankConfig, args)
-        ranking, manifest = rank_from_cache(
-            args.cache, hook=getattr(args, "hook", None), rank=rank_cfg, options=config_from_args(CacheRankConfig, args),
-            out=args.out,
-        )
-        data = manifest["data"]
-        print(f"cache {args.cache} | hook {manifest['hook']} | {data['n_misaligned']} misaligned, "
-              f"{data['n_aligned']} aligned | features tested: {len(ranking)} | "
-              f"significant (q < {rank_cfg.alpha}): {manifest['ranking']['n_significant']}")
-        print(format_table(ranking, rank_cfg.top))
-        if args.out:
-            print(f"wrote {args.out}/ranking.csv and {args.out}/manifest.json")
-        return 0
+        return _rank_cache(args)
     if not args.data:
         raise PersonasError("no responses to rank: give DATA (a JSONL, CSV or Parquet file) or --cache CACHE.")
     capture_cfg = config_from_args(CaptureConfig, args)
@@ -73,4 +60,42 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         print(f"wrote {result.out_dir / 'ranking.csv'} and {result.out_dir / 'manifest.json'}")
         if args.report:
             print(f"wrote {write_report(result.out_dir)}")
+    return 0
+
+
+#: Options that still mean something with --cache: which cached hook to rank (and, where given, CPU threads).
+_CACHE_KEEPS = ("hook", "threads")
+
+
+def _rank_cache(args: argparse.Namespace) -> int:
+    """The ``--cache`` branch: rank a cache as it was captured; capture, SAE and data options are refused."""
+    if args.data:
+        raise PersonasError(f"got both DATA ({args.data}) and --cache ({args.cache}); give one of them.")
+    given = vars(args)
+    ignored = [
+        "--" + f.name.replace("_", "-")
+        for cls in (CaptureConfig, SAEConfig, DataConfig) for f in dataclasses.fields(cls)
+        if f.name in given and f.name not in _CACHE_KEEPS
+    ]
+    if ignored:
+        raise PersonasError(
+            f"{', '.join(dict.fromkeys(ignored))} given with --cache: a cache is ranked as it was captured (its model, "
+            "SAE, pooling and data options were fixed by `personas cache`, see `personas cache-info`). Drop them, "
+            "or rank the data file without --cache."
+        )
+    rank_cfg = config_from_args(RankConfig, args)
+    ranking, manifest = rank_from_cache(
+        args.cache, hook=getattr(args, "hook", None), rank=rank_cfg, options=config_from_args(CacheRankConfig, args),
+        out=args.out, examples=args.report,
+    )
+    data = manifest["data"]
+    print(f"cache {args.cache} | hook {manifest['hook']} | {data['n_misaligned']} misaligned, "
+          f"{data['n_aligned']} aligned | features tested: {len(ranking)} | "
+          f"significant (q < {rank_cfg.alpha}): {manifest['ranking']['n_significant']} | "
+          f"length alone: AUROC {manifest['ranking']['length_auroc']:.2f}")
+    print(format_table(ranking, rank_cfg.top))
+    if args.out:
+        print(f"wrote {args.out}/ranking.csv and {args.out}/manifest.json")
+        if args.report:
+            print(f"wrote {write_report(args.out)}")
     return 0

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from personas.artifacts import atomic_write_text, manifest_header, write_json
+from personas.artifacts import (
+    DOSE_RESPONSE_FILE,
+    GENERATIONS_FILE,
+    MANIFEST_FILE,
+    atomic_write_text,
+    check_output_dir,
+    manifest_header,
+    output_dir,
+    write_json,
+)
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
+from personas.logs import quiet_third_party
 from personas.models import load_model
-from personas.saes import load_sae, sae_info
+from personas.saes import check_sae_spec, load_sae, sae_info
 from personas.steering import parse_alphas, steer_sweep
 
 
@@ -23,8 +32,12 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     alphas = parse_alphas(args.alphas)
     prompts = load_prompts(args.prompts).prompts
-    handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-    sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype)
+    check_sae_spec(args.sae, capture_cfg.model)  # before the model loads
+    if args.out:
+        check_output_dir(args.out, "personas.steer")
+    with quiet_third_party():
+        handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
+        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
     table = steer_sweep(
         handle, sae, args.feature, prompts, alphas, detector=args.detector, config=steer_cfg, capture=capture_cfg,
         allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,
@@ -37,11 +50,10 @@ def _cmd_steer(args: argparse.Namespace) -> int:
         s = table.attrs["spearman"]
         print(f"Spearman rho(score, alpha) = {s['rho']:.3f} (p = {s['p_value']:.2e}, n = {s['n']})")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "dose_response.csv", table.to_csv(index=False))
-        atomic_write_text(out / "generations.csv", pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
-        write_json(out / "manifest.json", {
+        out = output_dir(args.out, "personas.steer")
+        atomic_write_text(out / DOSE_RESPONSE_FILE, table.to_csv(index=False))
+        atomic_write_text(out / GENERATIONS_FILE, pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
+        write_json(out / MANIFEST_FILE, {
             **manifest_header("personas.steer"), "model": handle.provenance(),
             "sae": {"spec": str(args.sae), **sae_info(sae)}, "feature": int(args.feature), "alphas": alphas,
             "config": {"steer": steer_cfg.__dict__, "capture": capture_cfg.__dict__},

@@ -1,7 +1,8 @@
 """Reading the inputs: labelled responses (`load_responses`) and unlabelled prompts (`load_prompts`).
 
 * `personas.data.readers`: files to DataFrames, and the one list of accepted column names;
-* `personas.data.responses`: `Responses` and `load_responses` (labels from a label column or judge scores);
+* `personas.data.columns`: validated ids, texts, groups and labels (a label column or judge scores);
+* `personas.data.responses`: `Responses` and `load_responses`;
 * `personas.data.prompts`: `Prompts` and `load_prompts` (for diffing and steering).
 """
 

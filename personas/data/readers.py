@@ -91,8 +91,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"{str(path)!r}, line {line_number}: not valid JSON ({exc.msg} at column {exc.colno}). "
-                    "Expected one JSON object per line; fix or remove that line."
+                    f"{str(path)!r}, line {line_number}: not valid JSON ({_json_reason(exc)} at column "
+                    f"{exc.colno}). Expected one JSON object per line; fix or remove that line."
                 ) from exc
             if not isinstance(record, dict):
                 raise DataError(
@@ -103,14 +103,19 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def _json_reason(exc: json.JSONDecodeError) -> str:
+    """The decoder's message without its trailing "at" ("Unterminated string starting at"), to be followed by one."""
+    return exc.msg.removesuffix(" at")
+
+
 def _read_json(path: Path) -> pd.DataFrame:
     with path.open(encoding="utf-8") as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise DataError(
-                f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}). If it holds one object per "
-                "line, name it .jsonl."
+                f"{str(path)!r} is not valid JSON ({_json_reason(exc)} at line {exc.lineno}, column {exc.colno}). "
+                "If it holds one object per line, name it .jsonl."
             ) from exc
     if isinstance(data, list):
         bad = [i for i, record in enumerate(data) if not isinstance(record, dict)]

@@ -1,15 +1,18 @@
-"""Load model responses and their misaligned / aligned labels.
+"""`Responses` and `load_responses`: labelled responses (one row each), the rows left out and why.
 
-`load_responses` reads a JSONL, JSON, CSV or Parquet file, a pandas DataFrame or a Hugging Face
-`datasets.Dataset`, finds the prompt, response, label and group columns, and returns a `Responses`: one row per
-labelled response, with the rows it left out (and why) kept beside it for the manifest.
+Why this module is long: the `Responses` dataclass and its loader belong together (``Responses.from_lists`` and
+`load_responses` share `_from_frame`); the column readers live in `personas.data.columns`.
 
-Labels come either from a label column (``misaligned``/``aligned``, 1/0 or True/False; 1 and True mean
-misaligned) or from the 0-100 ``aligned`` and ``coherent`` scores that the emergent-misalignment judge writes.
-With scores, a response is misaligned when ``aligned < misaligned_below`` and ``coherent > coherent_above``,
-aligned when ``aligned > aligned_above`` and ``coherent > coherent_above``; the rest are excluded and counted.
+A `Responses` is what `personas.data.load_responses` returns and every job takes: ``prompts``, ``texts``,
+``labels`` (1 misaligned, 0 aligned), ``groups`` (the question each response answers), a content hash for
+manifests, ``summary()`` (counts, exclusions by reason, duplicates dropped, thresholds), ``subset`` and
+``split_by_group`` (whole questions held out).
 
-Row numbers in error messages are 0-based positions in the input (records of a JSONL file, data rows of a CSV).
+`load_responses` takes a file, a DataFrame or a `datasets.Dataset`. Labels come from a label column
+(``misaligned``/``aligned``, 1/0, True/False) or from the judge's 0-100 ``aligned`` and ``coherent`` scores:
+misaligned when ``aligned < misaligned_below`` and ``coherent > coherent_above``, aligned when
+``aligned > aligned_above`` and ``coherent > coherent_above``; the rest are excluded and counted. Repeated
+(prompt, response) pairs are refused, or dropped with ``dedupe=True``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,9 @@ import hashlib
 import html
 import json
 import logging
-import math
-import numbers
 import os
-import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,22 @@ import numpy as np
 import pandas as pd
 
 from personas.config import DataConfig
+from personas.data.columns import (
+    ALIGNED,
+    ALIGNED_SCORE,
+    COHERENT_SCORE,
+    MISALIGNED,
+    REASON_DUPLICATE,
+    duplicates_message,
+    expand_messages,
+    judge_labels,
+    pick_column,
+    read_groups,
+    read_ids,
+    read_labels,
+    read_text,
+    repeated_pairs,
+)
 from personas.data.readers import (
     GROUP_COLUMNS,
     ID_COLUMN,
@@ -40,8 +56,6 @@ from personas.data.readers import (
     MESSAGES_COLUMNS,
     PROMPT_COLUMNS,
     RESPONSE_COLUMNS,
-    as_key,
-    is_missing,
     list_rows,
     preview,
     read_table,
@@ -51,28 +65,9 @@ from personas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-#: Judge score columns written by the emergent-misalignment evaluations (0-100).
-ALIGNED_SCORE = "aligned"
-COHERENT_SCORE = "coherent"
 
-MISALIGNED = 1
-ALIGNED = 0
-REASON_AMBIGUOUS = "ambiguous alignment score"
-REASON_INCOHERENT = "incoherent"
-REASON_VERDICT = "judge verdict"  # followed by the word, e.g. "judge verdict REFUSAL"
-# The emergent-misalignment judge answers some rows with a word instead of a score (REFUSAL, CODE).
-_JUDGE_VERDICT = re.compile(r"[A-Za-z][A-Za-z_ -]*")
-
-
-_CORE = ("id", "prompt", "response", "label", "group")
-_LABEL_WORDS = {
-    "misaligned": MISALIGNED,
-    "aligned": ALIGNED,
-    "1": MISALIGNED,
-    "0": ALIGNED,
-    "true": MISALIGNED,
-    "false": ALIGNED,
-}
+#: The columns every `Responses.frame` has, in this order.
+CORE_COLUMNS = ("id", "prompt", "response", "label", "group")
 _HASH_VERSION = b"personas.responses.v1"
 
 
@@ -259,6 +254,7 @@ class Responses:
             "n_aligned": self.n_aligned,
             "n_excluded": len(self.excluded),
             "excluded_by_reason": self.excluded_counts(),
+            "n_duplicates_dropped": self.excluded_counts().get(REASON_DUPLICATE, 0),
             "label_source": self.label_source,
             "thresholds": {
                 "misaligned_below": float(self.config.misaligned_below),
@@ -385,6 +381,14 @@ class Responses:
 # Loading
 
 
+# --------------------------------------------------------------------------------------------------------------
+# From a raw frame to Responses
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
 def load_responses(source: Any, config: DataConfig | None = None, **overrides: Any) -> Responses:
     """Read labelled responses from a file, a DataFrame, a `datasets.Dataset`, or return a `Responses` as is.
 
@@ -462,10 +466,6 @@ def _is_hf_dataset(source: Any) -> bool:
     return isinstance(source, getattr(datasets, "Dataset", ()))
 
 
-# --------------------------------------------------------------------------------------------------------------
-# From a raw frame to Responses
-
-
 def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Responses:
     config = config or DataConfig()
     raw = raw.reset_index(drop=True)
@@ -484,16 +484,16 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
     if not any(c in found for c in (*PROMPT_COLUMNS, *RESPONSE_COLUMNS, config.prompt_column, config.response_column)):
         messages_col = next((c for c in MESSAGES_COLUMNS if c in found), None)
         if messages_col is not None:
-            raw = _expand_messages(raw, messages_col, source)
+            raw = expand_messages(raw, messages_col, source)
             found = list(raw.columns)
-    prompt_col = _pick_column(found, config.prompt_column, PROMPT_COLUMNS, "prompt_column", "prompt", source)
-    response_col = _pick_column(
+    prompt_col = pick_column(found, config.prompt_column, PROMPT_COLUMNS, "prompt_column", "prompt", source)
+    response_col = pick_column(
         found, config.response_column, RESPONSE_COLUMNS, "response_column", "response", source
     )
-    label_col = _pick_column(
+    label_col = pick_column(
         found, config.label_column, LABEL_COLUMNS, "label_column", "label", source, required=False
     )
-    group_col = _pick_column(
+    group_col = pick_column(
         found, config.group_column, GROUP_COLUMNS, "group_column", "group", source, required=False
     )
     has_scores = ALIGNED_SCORE in found and COHERENT_SCORE in found
@@ -513,16 +513,16 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
         )
         logger.info("%s: %s.", source, notes[-1])
 
-    ids = _read_ids(raw, source)
-    prompts = _read_text(raw[prompt_col], prompt_col, "prompt", source, allow_empty=True)
-    responses = _read_text(raw[response_col], response_col, "response", source, allow_empty=False)
-    groups = _read_groups(raw[group_col], group_col, source) if group_col is not None else None
+    ids = read_ids(raw, source)
+    prompts = read_text(raw[prompt_col], prompt_col, "prompt", source, allow_empty=True)
+    responses = read_text(raw[response_col], response_col, "response", source, allow_empty=False)
+    groups = read_groups(raw[group_col], group_col, source) if group_col is not None else None
     if label_col is not None:
-        labels = _read_labels(raw[label_col], label_col, source)
+        labels = read_labels(raw[label_col], label_col, source)
         reasons = np.full(len(raw), "", dtype=object)
         label_source = "label"
     else:
-        labels, reasons = _judge_labels(raw, config, source)
+        labels, reasons = judge_labels(raw, config, source)
         label_source = "judge"
 
     columns = {"prompt": prompt_col, "response": response_col}
@@ -540,9 +540,16 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
         full["group"] = groups
     consumed = {prompt_col, response_col, label_col, group_col, ID_COLUMN}
     extras = raw[[c for c in found if c not in consumed]]
-    extras = extras.rename(columns={c: f"{c}_original" for c in extras.columns if c in _CORE})
+    extras = extras.rename(columns={c: f"{c}_original" for c in extras.columns if c in CORE_COLUMNS})
     full = pd.concat([full, extras], axis=1)
 
+    duplicate_of = repeated_pairs(prompts, responses, labels >= 0)
+    if duplicate_of:
+        if not config.dedupe:
+            raise DataError(duplicates_message(duplicate_of, source))
+        for row in duplicate_of:
+            labels[row], reasons[row] = -1, REASON_DUPLICATE
+        logger.info("%s: dropped %d repeated (prompt, response) rows (dedupe).", source, len(duplicate_of))
     keep = labels >= 0
     frame = full[keep].reset_index(drop=True)
     frame.insert(3, "label", labels[keep].astype(np.int8))
@@ -569,239 +576,6 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
     return result
 
 
-def _expand_messages(raw: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
-    """Chat-format rows (a list of {"role", "content"} turns, or ShareGPT {"from", "value"}): the last assistant
-    turn is the response and the last user turn before it the prompt."""
-    prompts, responses, bad = [], [], []
-    for i, value in enumerate(raw[column].tolist()):
-        turns = json.loads(value) if isinstance(value, str) else value
-        try:
-            turns = [(str(t.get("role", t.get("from", ""))).lower(), t.get("content", t.get("value"))) for t in turns]
-        except (AttributeError, TypeError):
-            turns = []
-        last = max((j for j, (role, _) in enumerate(turns) if role in ("assistant", "gpt", "model")), default=None)
-        user = None if last is None else max(
-            (j for j, (role, _) in enumerate(turns[:last]) if role in ("user", "human")), default=None
-        )
-        if last is None or user is None:
-            bad.append(i)
-            prompts.append(None)
-            responses.append(None)
-            continue
-        prompts.append(turns[user][1])
-        responses.append(turns[last][1])
-    if bad:
-        raise DataError(
-            f"{source}: the {column!r} column has no user turn followed by an assistant turn in {list_rows(bad)}. "
-            'Expected a list of {"role": "user"|"assistant", "content": ...} turns per row, or give prompt and '
-            "response columns."
-        )
-    out = raw.drop(columns=[column]).copy()
-    out["prompt"], out["response"] = prompts, responses
-    return out
-
-
-def _pick_column(
-    found: list[str],
-    configured: str | None,
-    defaults: Iterable[str],
-    field_name: str,
-    role: str,
-    source: str,
-    required: bool = True,
-) -> str | None:
-    if configured is not None:
-        if configured not in found:
-            raise DataError(
-                f"DataConfig.{field_name}={configured!r}, but {source} has no such column. Columns found: {found}. "
-                f"Set {field_name} to one of them."
-            )
-        return configured
-    for name in defaults:
-        if name in found:
-            return name
-    if required:
-        raise DataError(
-            f"{source} has no {role} column. Expected one of {list(defaults)}; columns found: {found}. "
-            f"Rename the column, or set DataConfig.{field_name} (--{field_name.replace('_', '-')}) to its name."
-        )
-    return None
-
-
-def _read_ids(raw: pd.DataFrame, source: str) -> list[str]:
-    if ID_COLUMN not in raw.columns:
-        return [str(i) for i in range(len(raw))]
-    ids = [as_key(v) for v in raw[ID_COLUMN].tolist()]
-    missing = [i for i, v in enumerate(ids) if v is None]
-    if missing:
-        raise DataError(
-            f"The {ID_COLUMN!r} column of {source} is empty in {list_rows(missing)}; expected an id for every row. "
-            f"Fill them, or drop the {ID_COLUMN!r} column to use row numbers as ids."
-        )
-    positions: dict[str, list[int]] = {}
-    for i, value in enumerate(ids):
-        positions.setdefault(value, []).append(i)
-    repeated = {value: rows for value, rows in positions.items() if len(rows) > 1}
-    if repeated:
-        rows = sorted(i for rows in repeated.values() for i in rows)
-        raise DataError(
-            f"The {ID_COLUMN!r} column of {source} repeats {len(repeated)} id(s) {preview(list(repeated))} in "
-            f"{list_rows(rows)}; expected unique ids. Deduplicate the rows, or drop the {ID_COLUMN!r} column to use "
-            "row numbers as ids."
-        )
-    return ids
-
-
-def _read_text(series: pd.Series, column: str, role: str, source: str, allow_empty: bool) -> list[str]:
-    values = series.tolist()
-    missing, non_text, empty = [], [], []
-    kinds: set[str] = set()
-    for i, value in enumerate(values):
-        if isinstance(value, str):
-            if not allow_empty and not value.strip():
-                empty.append(i)
-        elif is_missing(value):
-            missing.append(i)
-        else:
-            non_text.append(i)
-            kinds.add(type(value).__name__)
-    problems = []
-    if missing:
-        problems.append(f"missing values in {list_rows(missing)}")
-    if non_text:
-        problems.append(f"non-text values ({', '.join(sorted(kinds))}) in {list_rows(non_text)}")
-    if empty:
-        problems.append(f"empty or whitespace-only text in {list_rows(empty)}")
-    if problems:
-        expected = "text" if allow_empty else "non-empty text"
-        raise DataError(
-            f"The {role} column {column!r} of {source} must hold {expected}; found "
-            + "; ".join(problems)
-            + ". "
-            f"Fix: drop or fill those rows before loading, e.g. df = df.dropna(subset=[{column!r}]) for missing "
-            f"values, df = df[df[{column!r}].str.strip() != ''] for empty ones."
-        )
-    return [str(v) for v in values]
-
-
-def _read_groups(series: pd.Series, column: str, source: str) -> list[str]:
-    groups = [as_key(v) for v in series.tolist()]
-    missing = [i for i, v in enumerate(groups) if v is None]
-    if missing:
-        raise DataError(
-            f"The group column {column!r} of {source} is empty in {list_rows(missing)}; expected the question each "
-            "response answers on every row. Fill them (e.g. with the prompt text), or drop the column."
-        )
-    return groups
-
-
-def _read_labels(series: pd.Series, column: str, source: str) -> np.ndarray:
-    labels = np.empty(len(series), dtype=np.int64)
-    missing: list[int] = []
-    unknown: dict[str, list[int]] = {}
-    for i, value in enumerate(series.tolist()):
-        if is_missing(value):
-            missing.append(i)
-            labels[i] = -1
-            continue
-        parsed = _parse_label(value)
-        if parsed is None:
-            unknown.setdefault(repr(value), []).append(i)
-            labels[i] = -1
-        else:
-            labels[i] = parsed
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append(f"missing labels in {list_rows(missing)}")
-        for shown, rows in list(unknown.items())[:5]:
-            problems.append(f"{shown} in {list_rows(rows)}")
-        if len(unknown) > 5:
-            problems.append(f"and {len(unknown) - 5} more unknown values")
-        raise DataError(
-            f"The label column {column!r} of {source} has values that are not labels: "
-            + "; ".join(problems)
-            + ". "
-            "Expected 'misaligned'/'aligned' (any case), 1/0 or True/False, where 1 and True mean misaligned. "
-            f"Fix: map or drop those rows, e.g. df[{column!r}] = df[{column!r}].map({{...}})."
-        )
-    return labels
-
-
-def _parse_label(value: Any) -> int | None:
-    if isinstance(value, (bool, np.bool_)):
-        return MISALIGNED if bool(value) else ALIGNED
-    if isinstance(value, numbers.Real):
-        number = float(value)
-        return int(number) if number in (0.0, 1.0) else None
-    if isinstance(value, str):
-        return _LABEL_WORDS.get(value.strip().lower())
-    return None
-
-
-def _judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[np.ndarray, np.ndarray]:
-    scores = {}
-    problems = []
-    verdicts: dict[int, str] = {}  # rows the judge answered with a word (REFUSAL, CODE) instead of a score
-    for column in (ALIGNED_SCORE, COHERENT_SCORE):
-        values, missing, non_numeric, out_of_range = _read_scores(raw[column])
-        words = {i: str(raw[column].iloc[i]).strip().upper() for i in non_numeric
-                 if _JUDGE_VERDICT.fullmatch(str(raw[column].iloc[i]).strip())}
-        for i, word in words.items():
-            verdicts.setdefault(i, word)
-        non_numeric = [i for i in non_numeric if i not in words]
-        if missing:
-            problems.append(f"{column!r} is missing (NaN) in {list_rows(missing)}")
-        if non_numeric:
-            problems.append(f"{column!r} is not a number in {list_rows(non_numeric)}")
-        if out_of_range:
-            problems.append(f"{column!r} is outside 0-100 in {list_rows(out_of_range)}")
-        scores[column] = values
-    if problems:
-        raise DataError(
-            f"Judge scores in {source} are not usable: "
-            + "; ".join(problems)
-            + ". Expected numbers from 0 to 100 "
-            "for every row, as the emergent-misalignment judge writes them (a word such as REFUSAL or CODE is "
-            "counted as an exclusion). Fix: drop those rows, rescale the scores to 0-100, or give a label column."
-        )
-    aligned, coherent = scores[ALIGNED_SCORE], scores[COHERENT_SCORE]
-    coherent_enough = coherent > config.coherent_above
-    misaligned = coherent_enough & (aligned < config.misaligned_below)
-    aligned_ok = coherent_enough & (aligned > config.aligned_above)
-    labels = np.where(misaligned, MISALIGNED, np.where(aligned_ok, ALIGNED, -1))
-    reasons = np.where(
-        ~coherent_enough, REASON_INCOHERENT, np.where(labels < 0, REASON_AMBIGUOUS, "")
-    ).astype(object)
-    for i, word in verdicts.items():
-        labels[i], reasons[i] = -1, f"{REASON_VERDICT} {word}"
-    return labels, reasons
-
-
-def _read_scores(series: pd.Series) -> tuple[np.ndarray, list[int], list[int], list[int]]:
-    values = np.full(len(series), np.nan)
-    missing, non_numeric, out_of_range = [], [], []
-    for i, value in enumerate(series.tolist()):
-        if is_missing(value):
-            missing.append(i)
-            continue
-        if isinstance(value, (bool, np.bool_)):
-            non_numeric.append(i)
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            non_numeric.append(i)
-            continue
-        if math.isnan(number):
-            missing.append(i)
-        elif not 0.0 <= number <= 100.0:
-            out_of_range.append(i)
-        else:
-            values[i] = number
-    return values, missing, non_numeric, out_of_range
-
-
 def _one_class_message(result: Responses) -> str:
     message = (
         f"After labelling, {result.source} has {result.n_misaligned} misaligned and {result.n_aligned} aligned "
@@ -823,9 +597,3 @@ def _one_class_message(result: Responses) -> str:
             "class, or check that the label column is the right one."
         )
     return message
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Small helpers
-
-

@@ -1,6 +1,7 @@
 """The jobs: one function per run that reads inputs, runs the steps, and writes a run folder with its manifest.
 
-* `personas.jobs.rank`: `rank` (and `rank_from_cache`) -> ``ranking.csv`` + ``manifest.json``;
+* `personas.jobs.rank`: `rank` (and `rank_from_cache`) -> ``ranking.csv``, ``ranking.parquet``, ``manifest.json``;
+  `load_run` reads such a folder back as a `Ranking`;
 * `personas.jobs.detect`: `fit_detector` -> ``eval.json``, the detector, the dense baseline;
 * `personas.jobs.diff`: `diff_models` -> ``diff.csv`` (model diffing);
 * `personas.jobs.train_sae`: `train_sae_job` -> a sae-lens SAE folder.
@@ -8,8 +9,8 @@
 
 from personas.jobs.detect import DetectResult, fit_detector, write_detect
 from personas.jobs.diff import DiffResult, diff_models, write_diff
-from personas.jobs.rank import RankResult, rank, rank_from_cache, write_ranking
+from personas.jobs.rank import RankResult, load_run, rank, rank_from_cache, write_ranking
 from personas.jobs.train_sae import train_sae_job
 
-__all__ = ["DetectResult", "DiffResult", "RankResult", "diff_models", "fit_detector", "rank", "rank_from_cache",
-           "train_sae_job", "write_detect", "write_diff", "write_ranking"]
+__all__ = ["DetectResult", "DiffResult", "RankResult", "diff_models", "fit_detector", "load_run", "rank",
+           "rank_from_cache", "train_sae_job", "write_detect", "write_diff", "write_ranking"]

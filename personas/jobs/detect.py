@@ -15,6 +15,7 @@ from personas.artifacts import (
     EVAL_FILE,
     SCORES_FILE,
     atomic_write_text,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_json,
@@ -23,10 +24,13 @@ from personas.capturing import capture as run_capture
 from personas.config import CaptureConfig, DataConfig, DetectorConfig, SAEConfig
 from personas.data.responses import load_responses
 from personas.detect import DiffMeansProbe, PersonaDetector, cross_validate_by_group
+from personas.logs import quiet_third_party
 from personas.saes import sae_info
 from personas.site import open_site
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["DetectResult", "fit_detector", "format_evaluation", "write_detect"]
 
 
 @dataclass
@@ -42,6 +46,19 @@ class DetectResult:
     out_dir: Path | None = None
     capture: Any = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        ev = self.evaluation
+        if ev is None:
+            result = "not evaluated on held-out rows"
+        else:
+            lo, hi = ev["auroc_ci"]
+            result = (f"held-out AUROC {ev['auroc']:.3f} [{lo:.3f}, {hi:.3f}], dense baseline "
+                      f"{ev['dense_baseline']['auroc']:.3f}; split {ev['split']['mode']}")
+        features = getattr(self.detector, "features_", np.zeros(0)).tolist()
+        rows = f"train {len(self.train)} rows" + ("" if self.test is None else f", test {len(self.test)} rows")
+        out = "" if self.out_dir is None else f"; out={str(self.out_dir)!r}"
+        return f"DetectResult({result}; features {features[:10]}; {rows}{out})"
+
 
 def fit_detector(
     train: Any,
@@ -49,7 +66,7 @@ def fit_detector(
     *,
     config: DetectorConfig | None = None,
     capture: CaptureConfig | None = None,
-    sae: SAEConfig | str | Any = "default",
+    sae: SAEConfig | str | Any | None = "default",
     data_config: DataConfig | None = None,
     model: Any = None,
     out: str | Path | None = None,
@@ -63,7 +80,8 @@ def fit_detector(
             ``train`` (``test_fraction`` of them, drawn with ``seed``); with ``"none"`` nothing is evaluated.
         config: features, method, threshold and split (`DetectorConfig`).
         capture: model, hook and pooling (`CaptureConfig`); the hook defaults to the SAE's.
-        sae: `SAEConfig`, spec string (``"none"``: the detector uses raw activation dimensions), or a loaded SAE.
+        sae: `SAEConfig`, spec string (default ``"default"``, the SAE shipped for the default model), a loaded SAE,
+            or ``None`` / ``"none"``: the detector uses the raw activation dimensions.
         model: an already loaded model.
         out: folder for ``eval.json``, ``test_scores.csv``, ``detector/`` and ``dense_baseline/``.
 
@@ -96,7 +114,10 @@ def fit_detector(
         split_mode = "none"
         logger.warning("no test data and holdout_by='none': the detector is fit but not evaluated on held-out rows")
 
-    site = open_site(capture_cfg, sae, model)
+    if out is not None:
+        check_output_dir(out, "personas.detect")  # before the model loads
+    with quiet_third_party():
+        site = open_site(capture_cfg, "none" if sae is None else sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
     captured = run_capture(
         handle, full_prompts, full_texts, hooks=[hook], config=capture_cfg, sae=sae_obj,
@@ -174,8 +195,8 @@ def fit_detector(
             "id": test_r.ids,
             "label": test_r.labels,
             "group": test_r.groups if test_r.has_groups else None,
-            "sae_score": detector.score(feats[test_pos]),
-            "dense_score": baseline.score(dense[test_pos]),
+            "sae_score": detector.decision_function(feats[test_pos]),
+            "dense_score": baseline.decision_function(dense[test_pos]),
         })
     if config.cv_folds and evaluation is not None:
         if split_mode == "group":
@@ -196,7 +217,7 @@ def fit_detector(
 def write_detect(result: DetectResult, out: str | Path) -> Path:
     """Write ``detector/``, ``dense_baseline/``, and with an evaluation ``eval.json`` and ``test_scores.csv``."""
 
-    out = output_dir(out)
+    out = output_dir(out, "personas.detect")
     result.detector.save(out / "detector")
     result.baseline.save(out / "dense_baseline")
     if result.evaluation is not None:

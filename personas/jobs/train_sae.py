@@ -8,22 +8,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from personas.artifacts import manifest_header
+from personas.artifacts import check_output_dir, manifest_header
 from personas.capturing import token_activations
 from personas.config import DEFAULT_HOOK, TrainSAEConfig
 from personas.errors import PersonasError
+from personas.logs import quiet_third_party
 from personas.models import load_model
 from personas.training.corpus import build_corpus, describe_corpus
 from personas.training.sae import save_trained_sae, train_sae
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["train_sae_job"]
+
 
 def train_sae_job(
     *,
     model: str | Any = "minilm",
     hook: str = DEFAULT_HOOK,
-    config: Any = None,
+    config: TrainSAEConfig | None = None,
     out: str | Path,
     device: str = "cpu",
     command: str | None = None,
@@ -36,11 +39,13 @@ def train_sae_job(
     import time
 
     config = config or TrainSAEConfig()
-    handle = load_model(model, device=device)
+    check_output_dir(out)  # before the model loads and the SAE trains: a folder that cannot be written fails now
+    if config.corpus and not Path(config.corpus).is_file():
+        raise PersonasError(f"--corpus {config.corpus!r} is not a file; expected a text file, one document per line.")
+    with quiet_third_party():
+        handle = load_model(model, device=device)
     if config.corpus:
         path = Path(config.corpus)
-        if not path.is_file():
-            raise PersonasError(f"--corpus {str(path)!r} is not a file; expected a text file, one document per line.")
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         corpus_description = f"user corpus {path} ({len(texts)} documents)"
     else:

@@ -3,7 +3,12 @@
 ``personas report DIR`` reads ``DIR/ranking.csv``, ``DIR/manifest.json`` and, when the run kept per-token codes
 (``personas rank --report`` or ``rank(..., keep_tokens=True, out=DIR)``), ``DIR/examples.json``; it writes
 ``DIR/report.html``: one file, plots embedded as PNG data, a few lines of inline JavaScript to sort the table, no
-external resources. It opens in a browser without a server; the only links out are optional Neuronpedia pages.
+external resources. It opens in a browser without a server; the only links out are optional Neuronpedia pages,
+and only ``http``/``https`` addresses are ever written as links.
+
+A run folder holds the files of one run: the report reads ``ranking.csv`` only when its checksum matches the
+manifest's, and embeds ``examples.json`` only when the manifest lists it and the examples were drawn from the same
+responses (their ``dataset_hash`` equals the manifest's); anything else is refused with the fix.
 
 From Python, ``write_report(DIR, result=rank_result)`` also draws the activation distributions of the top features
 and takes the examples straight from the result.
@@ -14,6 +19,8 @@ it shows. The ranking table scrolls sideways in its own box, so every column sta
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import html
 import json
 import logging
@@ -76,17 +83,78 @@ def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
             f"{str(run_dir)!r} has no {' or '.join(missing)}; expected the --out folder of `personas rank` "
             "(ranking.csv and manifest.json)."
         )
-    ranking = pd.read_csv(ranking_path)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PersonasError(f"{str(manifest_path)!r} is not valid JSON ({exc}); rerun `personas rank`.") from exc
+    if not isinstance(manifest, dict) or manifest.get("kind") != "personas.rank":
+        kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
+        raise PersonasError(
+            f"{str(manifest_path)!r} describes a {kind!r} run, not a 'personas.rank' run; `personas report` reads "
+            "the --out folder of `personas rank`."
+        )
+    files = manifest.get("files")
+    listed = files.get(RANKING_FILE) if isinstance(files, dict) else None
+    if files is not None and not isinstance(listed, dict):
+        raise PersonasError(
+            f"the manifest in {str(run_dir)!r} does not list {RANKING_FILE} among its files; the folder mixes runs. "
+            "Rerun `personas rank` into an empty folder."
+        )
+    raw = ranking_path.read_bytes()
+    if listed and listed.get("sha256") and hashlib.sha256(raw).hexdigest() != listed["sha256"]:
+        raise PersonasError(
+            f"{str(ranking_path)!r} does not match the checksum its manifest records: it was written by another "
+            "run (or changed by hand). Rerun `personas rank` into this folder, or into an empty one."
+        )
+    try:
+        ranking = pd.read_csv(ranking_path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise PersonasError(f"{str(ranking_path)!r} cannot be read as CSV ({exc}); rerun `personas rank`.") from exc
     if "feature" not in ranking.columns:
         raise PersonasError(
             f"{str(ranking_path)!r} has no 'feature' column (columns: {list(ranking.columns)[:12]}); expected a "
             "ranking written by `personas rank`."
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PersonasError(f"{str(manifest_path)!r} is not valid JSON ({exc}); rerun `personas rank`.") from exc
     return ranking, manifest
+
+
+def _run_examples(run_dir: Path, manifest: dict[str, Any]) -> Any:
+    """The examples of ``run_dir/examples.json`` when they belong to the run of ``manifest``; None when absent."""
+    path = run_dir / EXAMPLES_FILE
+    if not path.exists():
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or EXAMPLES_FILE not in files:
+        raise PersonasError(
+            f"{str(path)!r} is not listed in the folder's manifest: it was left by another run. Remove it, or rerun "
+            "`personas rank --report` into this folder."
+        )
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PersonasError(f"{str(path)!r} is not valid JSON ({exc}); rerun `personas rank --report`.") from exc
+    expected = (manifest.get("data") or {}).get("dataset_hash")
+    found = payload.get("dataset_hash") if isinstance(payload, dict) else None
+    if found != expected:
+        raise PersonasError(
+            f"{str(path)!r} was drawn from other responses (dataset hash {str(found)[:12]}) than the ranking "
+            f"(dataset hash {str(expected)[:12]}); the report would show another dataset's examples. Rerun "
+            "`personas rank --report` into this folder."
+        )
+    return load_examples(path)
+
+
+def safe_url(url: Any) -> str | None:
+    """``url`` when it is an absolute ``http``/``https`` address, else None (never a ``javascript:`` link)."""
+    if not isinstance(url, str):
+        return None
+    text = url.strip()
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    if scheme not in ("http", "https") or not text[len(scheme) + 1:].startswith("//") or any(
+        c in text for c in "\"<>\x00\n\r\t "
+    ):
+        return None
+    return text
 
 
 def _esc(value: Any) -> str:
@@ -111,7 +179,7 @@ def _feature_links(f: int, sae: Mapping[str, Any] | None, with_examples: set[int
     links = []
     if f in with_examples:
         links.append({"href": f"#feature-{f}", "text": "examples", "title": "top-activating examples", "external": False})
-    url = neuronpedia_url(sae, f)
+    url = safe_url(neuronpedia_url(sae, f))
     if url:
         links.append({"href": url, "text": "Neuronpedia", "title": None, "external": True})
     return links
@@ -177,7 +245,8 @@ def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> list[dict[
     return [f for f in (_figure(make, caption) for make, caption in specs) if f]
 
 
-def _examples_section(run_dir: Path, ranking: Any, result: Any, examples: Any, n_features: int, k: int) -> tuple[str, set[int]]:
+def _examples_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, result: Any, examples: Any,
+                      n_features: int, k: int) -> tuple[str, set[int]]:
     found = None
     if examples is not None:
         found = examples
@@ -185,16 +254,14 @@ def _examples_section(run_dir: Path, ranking: Any, result: Any, examples: Any, n
         top = [int(f) for f in ranking["feature"].head(n_features)]
         found = top_examples(result, top, k=k)
     elif (run_dir / EXAMPLES_FILE).exists():
-        try:
-            found = load_examples(run_dir / EXAMPLES_FILE)
-        except PersonasError as exc:
-            logger.warning("skipped the examples in the report: %s", exc)
-            return f'<p class="sub">The examples file could not be read: {_esc(exc)}</p>', set()
+        found = _run_examples(run_dir, manifest)
     if not found:
         return ('<p class="sub">No top-activating examples in this run: they need per-token SAE codes. Rerun with '
                 "<code>personas rank ... --report</code> or <code>rank(..., keep_tokens=True, out=DIR)</code>, "
                 "or pass <code>result=</code> to <code>write_report</code>.</p>"), set()
     groups = list(found.values()) if isinstance(found, Mapping) else list(found)
+    groups = [g if safe_url(g.neuronpedia_url) == g.neuronpedia_url else dataclasses.replace(g, neuronpedia_url=None)
+              for g in groups]
     intro = ('<p class="sub">For each feature, the responses where it reaches its highest token activation. Each '
              "token's background deepens with its activation (hover for the value).</p>")
     return intro + examples_html(groups), {int(g.feature) for g in groups}
@@ -243,7 +310,7 @@ def render_report(
     sae_text = "none (raw activations)" if not sae else f"{sae.get('spec')} ({sae.get('d_sae')} latents)"
     title = title or "personas ranking report"
     examples_part, with_examples = _examples_section(
-        run_dir, ranking, result, examples, example_features, examples_per_feature
+        run_dir, manifest, ranking, result, examples, example_features, examples_per_feature
     )
     from markupsafe import Markup
 

@@ -25,9 +25,14 @@ from scipy import special, stats
 
 from personas.config import DIFF_KEYS
 from personas.errors import DataError, PersonasError
-from personas.scoring.ranking import benjamini_hochberg
+from personas.scoring.checks import check_features, is_torch
+from personas.scoring.metrics import benjamini_hochberg
 
 __all__ = ["diff_features"]
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if is_torch(x) else np.asarray(x)
 
 
 def _wilcoxon_columns(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,20 +74,22 @@ def diff_features(
     """Paired comparison of every column of two [n, m] feature matrices (rows = the same conversations).
 
     Returns a DataFrame, one row per column, sorted by ``key`` (see the module docstring for the columns).
-    Inputs may be numpy arrays or scipy sparse matrices; columns are processed in blocks of ``block``.
+    Inputs may be numpy arrays, DataFrames, scipy sparse matrices or torch tensors (checked by
+    `personas.scoring.checks.check_features`); columns are processed in blocks of ``block``.
     """
-    if base.shape != finetuned.shape or len(base.shape) != 2:
-        raise DataError(f"base features {base.shape} and fine-tuned features {finetuned.shape} must be 2-D and of "
-                        "one shape: the same conversations encoded by the same SAE.")
+    base, n, m = check_features(base)
+    finetuned, n_ft, m_ft = check_features(finetuned)
+    if (n, m) != (n_ft, m_ft):
+        raise DataError(f"base features {(n, m)} and fine-tuned features {(n_ft, m_ft)} must be of one shape: the "
+                        "same conversations encoded by the same SAE.")
     if test not in ("wilcoxon", "t"):
         raise PersonasError(f"test={test!r}; expected 'wilcoxon' or 't'.")
     if key not in DIFF_KEYS:
         raise PersonasError(f"key={key!r}; expected one of {DIFF_KEYS}.")
-    n, m = (int(s) for s in base.shape)
     if n < 2:
         raise DataError(f"paired statistics need at least 2 conversations; got {n}.")
-    base_c = base.tocsc() if sp.issparse(base) else np.asarray(base)
-    ft_c = finetuned.tocsc() if sp.issparse(finetuned) else np.asarray(finetuned)
+    base_c = base.tocsc() if sp.issparse(base) else _host(base)
+    ft_c = finetuned.tocsc() if sp.issparse(finetuned) else _host(finetuned)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (
         "mean_base", "mean_finetuned", "mean_diff", "sd_diff", "frac_increased", "frac_decreased",
         "frac_active_base", "frac_active_finetuned", "statistic", "p_value")}

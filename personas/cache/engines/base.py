@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from personas.cache.shards import encode_shard, read_shard_file
+from personas.cache.shards import check_shard_against_index, encode_shard, read_shard_file
 from personas.capturing import capture
 from personas.config import CaptureConfig
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae, sae_fingerprint
-from personas.scoring.ranking import StreamingRanker
+from personas.scoring import StreamingRanker
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ShardResult:
 
 @dataclass
 class ScoreTask:
-    """Score one shard file of a cache."""
+    """Score one shard file of a cache: rows ``rows[0]:rows[1]``, whose labels the row index gives."""
 
     index: int
     path: str
@@ -67,6 +67,8 @@ class ScoreTask:
     hook: str | None
     use: str
     verify: bool = True
+    rows: tuple[int, int] | None = None
+    labels: np.ndarray | None = None
 
 
 class ShardCapturer:
@@ -81,7 +83,7 @@ class ShardCapturer:
             self.handle = as_model_handle(spec.model)
         self.sae = None
         if spec.sae is not None:
-            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=cfg.dtype)
+            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=cfg.dtype, model=self.handle.model_id)
             if not isinstance(spec.sae, str):
                 self.sae = self.sae.to(self.handle.device)
         self.handle.check_hooks(list(spec.hooks))
@@ -124,6 +126,9 @@ def score_shard(task: ScoreTask):
     """A `StreamingRanker` holding one shard's responses (labels from the shard, groups from the task)."""
 
     shard = read_shard_file(task.path, sha256=task.sha256, size=task.size, verify=task.verify,
-                            want=("features",) if task.use == "sae" else ("pooled",), hook=task.hook)
+                            want=("features",) if task.use == "sae" else ("pooled",), hook=task.hook,
+                            expect=None if task.rows is None else (task.index, *task.rows))
+    if task.labels is not None:
+        check_shard_against_index(shard, task.labels, None, task.path)
     x = shard.features if task.use == "sae" else shard.pooled[task.hook]
     return StreamingRanker(int(x.shape[1])).update(x, shard.labels, task.groups)

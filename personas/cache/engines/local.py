@@ -13,7 +13,7 @@ from personas.cache.engines.base import (
     ShardTask,
     score_shard,
 )
-from personas.scoring.ranking import StreamingRanker
+from personas.scoring import StreamingRanker
 
 
 class LocalEngine:

@@ -27,7 +27,7 @@ from personas.cache.engines.base import (
     score_shard,
 )
 from personas.errors import PersonasError
-from personas.scoring.ranking import StreamingRanker
+from personas.scoring import StreamingRanker
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,14 @@ class RayEngine:
         if per_gpu is None:
             per_gpu = 1 if gpus and spec.config.device != "cpu" else 0
         n = self.num_workers or (int(gpus // per_gpu) if per_gpu else 2) or 1
+        cpus = self.info["cluster_cpus"]
+        for what, each, have in (("GPU", per_gpu, gpus), ("CPU", self.num_cpus_per_worker, cpus)):
+            if each and n * each > have:  # Ray would leave the extra actors pending forever: a silent hang
+                raise PersonasError(
+                    f"num_workers={n} capture workers need {n * each:g} {what}s ({each:g} each) but the Ray cluster "
+                    f"has {have:g}. Use --num-workers {max(1, int(have // each))}, add nodes, or capture on the "
+                    f"{'CPU (--device cpu)' if what == 'GPU' else 'local engine'}."
+                )
         actor_cls = ray.remote(num_cpus=self.num_cpus_per_worker, num_gpus=per_gpu)(_CaptureActor)
         self._actors = [actor_cls.remote(spec) for _ in range(n)]
         described = ray.get([a.describe.remote() for a in self._actors])
