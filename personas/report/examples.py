@@ -293,7 +293,8 @@ def top_examples(
                 f"responses has {len(responses)} rows but the codes cover {n} responses; pass the Responses the "
                 "capture was made from."
             )
-        labels, ids, prompts, texts = responses.labels, responses.ids, responses.prompts, responses.texts
+        labels, ids, prompts = responses.labels, responses.ids, responses.prompts
+        texts = getattr(responses, "texts", None)  # the response texts, for the tokenizer's offsets
         groups = responses.groups if responses.has_groups else None
     elif label is not None:
         raise PersonasError(f"label={label} filters by class, which needs responses=...; pass the Responses.")
