@@ -72,7 +72,8 @@ import tempfile
 from pathlib import Path
 
 OUT = Path(tempfile.mkdtemp()) / "quickstart"
-result = personas.rank(responses, sae="default", keep_tokens=True, out=OUT)
+result = personas.rank(responses, capture=personas.CaptureConfig(model="minilm"), sae="default", keep_tokens=True,
+                       out=OUT)
 result.ranking  # the top rows; significant features are starred and shaded"""),
     ("md", """\
 The ranking is a pandas DataFrame, one row per feature, best first. Slice it as usual:"""),
@@ -218,7 +219,8 @@ from personas.config import DetectorConfig
 from personas.jobs.detect import fit_detector, format_evaluation
 
 config = DetectorConfig(k=10, method="logistic", holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4)
-fitted = fit_detector(DEMO, config=config, sae="default", progress=False)
+fitted = fit_detector(DEMO, config=config, capture=personas.CaptureConfig(model="minilm"), sae="default",
+                      progress=False)
 split = fitted.evaluation["split"]
 print("test questions:", ", ".join(split["test_groups"]))
 print(f"train: {split['train']['n_labelled']} responses, test: {split['test']['n_labelled']} responses\\n")
