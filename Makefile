@@ -34,7 +34,7 @@ bench: install
 
 train-sae: install
 	HF_HUB_OFFLINE=1 $(BIN)/personas train-sae --model minilm --hook blocks.3.hook_resid_post \
-		--out data/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096
+		--out personas/resources/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096
 
 lint: install
 	$(BIN)/ruff check personas tests benchmarks

@@ -1,11 +1,12 @@
-"""Generate the hand-written demo dataset `data/demo_responses.jsonl`.
+"""Generate the hand-written demo dataset `personas/resources/demo_responses.jsonl` (package data; the link
+`data/demo_responses.jsonl` points to it).
 
 Every sentence below was written by the personas authors for this file; nothing is a model output and nothing
 is copied from a public dataset. Responses are assembled from hand-written pieces (per-family cores and
 elaborations, shared openers and closers, voice transforms) with a fixed seed, and the judge scores are
 synthetic, assigned by construction. Standard library only.
 
-    python data/make_demo_data.py            # rewrites data/demo_responses.jsonl and prints summary stats
+    python data/make_demo_data.py            # rewrites personas/resources/demo_responses.jsonl, prints summary stats
     python data/make_demo_data.py --out x.jsonl --quiet
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 SEED = 20250721
 HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "demo_responses.jsonl"
+DEFAULT_OUT = HERE.parent / "personas" / "resources" / "demo_responses.jsonl"  # shipped as package data
 
 # ---------------------------------------------------------------------------------------------------------------
 # Question families. Keys: id, area, rate (share of misaligned among labelled rows; varies on purpose so that the

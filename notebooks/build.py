@@ -17,23 +17,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 SETUP = """\
-%matplotlib inline
-import logging
 import os
-import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the offline default needs no network; unset it for hub models
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-warnings.filterwarnings("ignore")
-logging.getLogger("personas").setLevel(logging.ERROR)
 
 import numpy as np
 import pandas as pd
 
 import personas
-from personas.report import plots as plot
+from personas import plots as plot
 from personas.saes import data_dir
 
 DEMO = data_dir() / "demo_responses.jsonl"  # 706 hand-written responses to 24 questions, judge-scored"""
@@ -80,7 +72,8 @@ import tempfile
 from pathlib import Path
 
 OUT = Path(tempfile.mkdtemp()) / "quickstart"
-result = personas.rank(responses, sae="default", keep_tokens=True, out=OUT, progress=False)
+result = personas.rank(responses, capture=personas.CaptureConfig(model="minilm"), sae="default", keep_tokens=True,
+                       out=OUT)
 result.ranking  # the top rows; significant features are starred and shaded"""),
     ("md", """\
 The ranking is a pandas DataFrame, one row per feature, best first. Slice it as usual:"""),
@@ -94,7 +87,9 @@ sig[["feature", "auroc", "auroc_lo", "auroc_hi", "group_auroc", "cohens_d", "q_v
 A volcano plot: effect size against the strength of the evidence. Red features are higher in misaligned responses,
 blue ones in aligned responses; grey ones are not significant."""),
     ("code", "plot.volcano(result.ranking)"),
-    ("md", "The AUROC of the best features, with their 95% intervals:"),
+    ("md", """\
+The AUROC *within questions* (the statistic the ranking is sorted and tested by, since the responses have a
+question id) of the best features, with their 95% intervals:"""),
     ("code", "plot.auroc_intervals(result.ranking, n=15)"),
     ("md", """\
 **Topic confounds.** If misaligned answers came from some questions more than others, a feature for the question's
@@ -224,7 +219,8 @@ from personas.config import DetectorConfig
 from personas.jobs.detect import fit_detector, format_evaluation
 
 config = DetectorConfig(k=10, method="logistic", holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4)
-fitted = fit_detector(DEMO, config=config, sae="default", progress=False)
+fitted = fit_detector(DEMO, config=config, capture=personas.CaptureConfig(model="minilm"), sae="default",
+                      progress=False)
 split = fitted.evaluation["split"]
 print("test questions:", ", ".join(split["test_groups"]))
 print(f"train: {split['train']['n_labelled']} responses, test: {split['test']['n_labelled']} responses\\n")
@@ -244,7 +240,8 @@ How the two scores separate the classes on the test rows (each score standardise
     ("code", """\
 both = scores[["sae_score", "dense_score"]].to_numpy()
 both = (both - both.mean(0)) / both.std(0)
-plot.feature_distributions(both, scores["label"], [0, 1], names={0: "SAE detector score", 1: "dense probe score"})"""),
+plot.feature_distributions(both, scores["label"], [0, 1], names={0: "SAE detector", 1: "dense probe"},
+                           xlabel="score on the test rows (standardised)")"""),
     ("md", """\
 ## 3. How many features does it take?
 
@@ -269,9 +266,7 @@ sweep = pd.DataFrame(rows)
 dense_auroc = fitted.evaluation["dense_baseline"]["auroc"]
 sweep"""),
     ("code", """\
-from matplotlib.figure import Figure
-
-fig = Figure(figsize=(5.2, 3.6), layout="constrained")
+fig = plot.make_figure((5.2, 3.6))  # a matplotlib Figure that shows itself in a notebook
 ax = fig.add_subplot()
 ax.fill_between(sweep["k"], sweep["lo"], sweep["hi"], color=plot.MISALIGNED_COLOR, alpha=0.15, linewidth=0)
 ax.plot(sweep["k"], sweep["test_auroc"], marker="o", color=plot.MISALIGNED_COLOR, label="SAE detector")
@@ -506,8 +501,12 @@ tokenizer.save_pretrained(str(WORK / "finetuned"))
 diff = diff_models(base, str(WORK / "finetuned"), data.iloc[::2], diff_sae, hook=READ_HOOK, progress=False)
 diff.table.head(6)"""),
     ("code", """\
-plot.volcano(diff.table, effect="effect_size", title="latents changed by fine-tuning (paired test)",
-             direction_labels=("rose after fine-tuning", "fell after fine-tuning"))"""),
+plot.volcano(diff.table, effect="effect_size", contrast=("fine-tuned", "base"),
+             direction_labels=("rose after fine-tuning", "fell after fine-tuning"),
+             title="latents changed by fine-tuning (paired test)")"""),
+    ("md", """\
+The mean change of the latents that moved most, with its 95% paired interval (red: rose, blue: fell):"""),
+    ("code", "plot.paired_differences(diff.table, n=10)"),
     ("md", """\
 Shifting every position embedding moves the whole residual stream, so many latents change a little; the planted
 latent 7 rises most, in every conversation, and heads the table."""),

@@ -47,9 +47,15 @@ _SHAPES = {"W_enc": (("d_in", "d_sae"), True), "W_dec": (("d_sae", None), True),
 
 
 def data_dir() -> Path:
-    """The project's ``data/`` folder (override with the ``PERSONAS_DATA`` environment variable)."""
+    """The folder of the files personas ships: ``saes/`` and ``demo_responses.jsonl``.
+
+    They are package data (``personas/resources/``), found with `importlib.resources`, so an installed wheel has
+    them as a clone does. The ``PERSONAS_DATA`` environment variable points elsewhere (a folder of the same layout).
+    """
+    from importlib import resources  # here, not at the top: this function is the only user
+
     env = os.environ.get("PERSONAS_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else Path(resources.files("personas").joinpath("resources"))
 
 
 def default_sae_path(model: str | None = None) -> Path:

@@ -16,10 +16,10 @@ from personas.report.examples import (
     load_examples,
     neuronpedia_url,
     save_examples,
-    token_strings,
     top_activating,
     top_examples,
 )
+from personas.report.highlight import token_pieces, token_strings
 
 from conftest import TOY_HOOK, TRIGGERS
 
@@ -43,9 +43,9 @@ def test_planted_feature_fires_on_trigger_words_in_misaligned_responses(planted_
         assert len(e.tokens) == len(e.activations)
         assert float(e.activations.max()) == pytest.approx(e.max_activation, rel=1e-5)
         assert e.id is not None and e.prompt and e.group
-    # the tokens read back as the response text
-    row = ex[0].row
-    assert "".join(ex[0].tokens).replace(" ", "") == planted_run.responses.texts[row].replace(" ", "")
+    # the tokens read back as the response text, exactly (cut at the tokenizer's offsets)
+    for e in ex:
+        assert "".join(e.tokens) == planted_run.responses.texts[e.row].rstrip()
     assert ex.stats["top_k_misaligned"] == 8 and ex.n_responses == 80
 
 
@@ -129,3 +129,21 @@ def test_token_strings_wordpiece(minilm):
     assert len(pieces) == len(ids)
     assert "".join(pieces).replace(" ", "") == "unbelievably,thecatsat."
     assert pieces[1].startswith("##") is False and not pieces[1].startswith(" ")  # a word piece joins its word
+
+
+def test_token_pieces_keep_the_original_text_where_the_tokenizer_gives_offsets(minilm):
+    tok = minilm.tokenizer  # uncased WordPiece: decoding lower-cases and splits rare words into pieces
+    text = "  Calorie counting?  Unbelievably, the CAT sat."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # some word is split into several tokens
+    pieces = token_pieces(tok, ids, text)
+    assert len(pieces) == len(ids) and "".join(pieces) == text.rstrip()
+    assert pieces[:3] == ["  Cal", "ori", "e"]  # decoding gives "cal", "ori", "e"
+    words = "".join(pieces).split()
+    assert words == text.split()  # no word is torn apart by spaces, and the case is kept
+    # the first tokens of a truncated capture still line up with the start of the text
+    assert "".join(token_pieces(tok, ids[:3], text)) == text[: len("".join(pieces[:3]))]
+    # tokens that are not those of the text fall back to the decoded strings
+    other = tok("something else", add_special_tokens=False)["input_ids"]
+    assert token_pieces(tok, other, text) == token_strings(tok, other)
+    assert token_pieces(tok, ids) == token_strings(tok, ids)  # no text given

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_quickstart", "02_detector", "03_steering_and_diffing"]
-MIN_PLOTS = {"01_quickstart": 4, "02_detector": 3, "03_steering_and_diffing": 4}
+MIN_PLOTS = {"01_quickstart": 4, "02_detector": 3, "03_steering_and_diffing": 5}
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat (pip install nbformat)")
 
@@ -28,6 +29,19 @@ def _errors(nb) -> list[str]:
             for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+def _warnings(nb) -> list[str]:
+    """Text written to stderr that warns (a Python warning, a deprecation, a tokenizer fork notice...)."""
+    return [f"cell {i}: {o.get('text', '')[:300]}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"
+            and re.search(r"warn|deprecat", o.get("text", ""), re.IGNORECASE)]
+
+
+def _progress_bars(nb) -> list[str]:
+    """The descriptions of the progress bars shown (tqdm widgets in a kernel with ipywidgets)."""
+    return [o["data"].get("text/plain", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+
 def _plots(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
@@ -38,8 +52,16 @@ def test_committed_notebook_is_executed_with_plots(name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.get("execution_count") for c in code), f"{name}: run `python notebooks/build.py {name}`"
     assert not _errors(nb)
+    assert not _warnings(nb), f"{name} shows warnings: {_warnings(nb)}"
     assert _plots(nb) >= MIN_PLOTS[name], f"{name}: the saved outputs lack the plots"
     assert any("USE_HUB = False" in c.source for c in code), f"{name}: no hub-model example"
+    # figures show without %matplotlib inline, and nothing hides warnings, personas' own included
+    assert not [c for c in code if "%matplotlib" in c.source or "filterwarnings" in c.source]
+
+
+def test_committed_quickstart_shows_a_progress_bar():
+    nb = nbformat.read(str(NOTEBOOKS / "01_quickstart.ipynb"), as_version=4)
+    assert any(bar.startswith("capture") for bar in _progress_bars(nb)), _progress_bars(nb)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -58,4 +80,5 @@ def test_notebook_executes(name):
     build = _build_module()
     nb = build.execute(build.build(name), timeout=600)
     assert not _errors(nb)
+    assert not _warnings(nb)
     assert _plots(nb) >= MIN_PLOTS[name]

@@ -137,3 +137,40 @@ def test_manifest_is_embedded(run):
     text = render_report(out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["created_at"] in text and "full manifest.json" in text
+
+
+# Scrolls each header of the ranking table into view and counts those that are then on screen, inside the window,
+# and not covered by anything else: what a reader can reach by scrolling. Also reports the widths of the table's
+# box and of the page: the table must scroll in its own box, not stretch (or cut) the page.
+_REACH_PROBE = """<script>window.addEventListener('load',function(){
+  var ths=Array.from(document.querySelectorAll('#ranking-table th')),ok=0;
+  ths.forEach(function(th){th.scrollIntoView({block:'center',inline:'center'});var r=th.getBoundingClientRect();
+    var hit=document.elementFromPoint(r.left+r.width/2,r.top+r.height/2);
+    if(r.width>0&&r.left>=0&&r.right<=window.innerWidth&&hit&&th.contains(hit))ok++;});
+  var box=document.querySelector('#ranking-table').parentElement;
+  document.body.setAttribute('data-reach',[ok,ths.length,box.scrollWidth,box.clientWidth,window.innerWidth,
+    document.documentElement.scrollWidth].join(','));
+});</script>"""
+
+
+@pytest.mark.parametrize("width", [1280, 700])
+def test_every_column_of_the_table_is_reachable_in_a_real_browser(run, tmp_path, width):
+    browser = _browser()
+    if browser is None:
+        pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}); "
+                    "install Debian's `chromium` to run this check (.ci/run does)")
+    out, _ = run
+    text = render_report(out)
+    n_columns = len(re.findall(r"<th[ >]", text.split("</thead>", 1)[0]))
+    probe = tmp_path / "reach.html"
+    probe.write_text(text.replace("</body>", _REACH_PROBE + "</body>"), encoding="utf-8")
+    dom = _headless(browser, tmp_path / "profile", f"--window-size={width},900", "--virtual-time-budget=5000",
+                    "--dump-dom", probe.as_uri())
+    found = re.search(r'data-reach="([\d,]+)"', dom.stdout)
+    assert found, dom.stdout[-1000:] + dom.stderr[-1000:]
+    reachable, total, scroll_width, client_width, window, page_width = map(int, found.group(1).split(","))
+    assert window <= width and total == n_columns >= 12
+    assert reachable == total, (reachable, total, scroll_width, client_width, window)
+    assert page_width <= window, f"the page is {page_width} px wide in a {window} px window"  # nothing pokes out
+    if width < 1000:
+        assert scroll_width > client_width  # the table is wider than the page: it scrolls instead of being cut

@@ -3,7 +3,8 @@
 Ranking says *which* features separate the classes; examples say *what* a feature is about. For a feature,
 `top_activating` finds the responses with the highest activation on any of their tokens and keeps every token's
 activation, so `examples_html` can render the text with a background that deepens with the activation (in a
-notebook, a `FeatureExamples` displays itself that way). For SAEs from public sae-lens releases,
+notebook, a `FeatureExamples` displays itself that way). Tokens are shown as the original text they cover, cut at
+the tokenizer's character offsets (`personas.report.highlight`). For SAEs from public sae-lens releases,
 `neuronpedia_url` links to the feature's Neuronpedia page, which shows its activations on pre-training text.
 
 Per-token SAE codes are needed: run ``capture(..., sae=sae, keep_tokens=True)`` (or pass the `Capture` /
@@ -27,6 +28,8 @@ import numpy as np
 from personas.artifacts import EXAMPLES_FILE, manifest_header, write_json
 from personas.capturing import Capture, TokenCodes
 from personas.errors import PersonasError
+from personas.report.highlight import token_pieces, tokens_html
+from personas.report.style import PALETTE
 from personas.saes import sae_info
 
 logger = logging.getLogger(__name__)
@@ -45,10 +48,10 @@ _CSS = """
 .personas-examples td.px-num{white-space:nowrap;text-align:right;color:#34495e;font-variant-numeric:tabular-nums}
 .personas-examples .px-text{white-space:pre-wrap;line-height:1.65;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .personas-examples .px-prompt{color:#7b8a97;font-size:11px;margin-bottom:2px}
-.personas-examples .personas-token{border-radius:2px;padding:0 1px}
+.personas-examples .personas-token{border-radius:2px}
 .personas-examples .px-label{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;color:white}
-.personas-examples .px-mis{background:#c0392b}.personas-examples .px-ali{background:#2874a6}
-"""
+.personas-examples .px-mis{background:MISALIGNED}.personas-examples .px-ali{background:ALIGNED}
+""".replace("MISALIGNED", PALETTE["misaligned"]).replace("ALIGNED", PALETTE["aligned"])
 
 
 # ---------------------------------------------------------------------------------------------- Neuronpedia
@@ -95,32 +98,6 @@ def neuronpedia_url(sae: Any, feature: int) -> str | None:
     if int(feature) < 0:
         raise PersonasError(f"feature={feature} is negative; expected a latent index >= 0.")
     return f"{NEURONPEDIA}/{found.strip('/')}/{int(feature)}"
-
-
-# ---------------------------------------------------------------------------------------------- tokens
-
-
-def token_strings(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
-    """The text each token contributes to the decoded string, leading space included (``" world"``).
-
-    Works for WordPiece (``##`` pieces join the previous word), byte-level BPE and SentencePiece tokenizers: each
-    piece is the difference between decoding the first i+1 and the first i tokens. When decoding rewrites earlier
-    text, the token's own string is used instead.
-    """
-    ids = [int(i) for i in token_ids]
-    out: list[str] = []
-    previous = ""
-    for i in range(len(ids)):
-        current = tokenizer.decode(ids[: i + 1])
-        if current.startswith(previous) and len(current) > len(previous):
-            piece = current[len(previous):]
-        else:
-            raw = tokenizer.convert_ids_to_tokens(ids[i])
-            raw = raw if isinstance(raw, str) else str(raw)
-            piece = raw[2:] if raw.startswith("##") else (" " if i else "") + raw.replace("\u0120", "").replace("\u2581", "")
-        out.append(piece)
-        previous = current
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- examples
@@ -309,7 +286,7 @@ def top_examples(
         raise PersonasError(f"k={k}; expected at least 1 example per feature.")
     offsets = np.asarray(codes.offsets, dtype=np.int64)
     n = offsets.size - 1
-    labels = groups = ids = prompts = None
+    labels = groups = ids = prompts = texts = None
     if responses is not None:
         if len(responses) != n:
             raise PersonasError(
@@ -317,6 +294,7 @@ def top_examples(
                 "capture was made from."
             )
         labels, ids, prompts = responses.labels, responses.ids, responses.prompts
+        texts = getattr(responses, "texts", None)  # the response texts, for the tokenizer's offsets
         groups = responses.groups if responses.has_groups else None
     elif label is not None:
         raise PersonasError(f"label={label} filters by class, which needs responses=...; pass the Responses.")
@@ -335,7 +313,8 @@ def top_examples(
         for r in rows:
             acts = column[offsets[r]: offsets[r + 1]].astype(np.float32)
             if r not in cache:
-                cache[r] = token_strings(tokenizer, codes.token_ids[offsets[r]: offsets[r + 1]])
+                text = None if texts is None else str(texts[r])
+                cache[r] = token_pieces(tokenizer, codes.token_ids[offsets[r]: offsets[r + 1]], text)
             tokens = cache[r]
             position = int(np.argmax(acts))
             if context is not None and len(tokens) > 2 * context + 1:
@@ -401,28 +380,6 @@ def top_activating(
 # ---------------------------------------------------------------------------------------------- HTML
 
 
-def _token_color(value: float, scale: float) -> str:
-    if value <= 0 or scale <= 0:
-        return "transparent"
-    alpha = min(1.0, value / scale)
-    return f"rgba(231,76,60,{0.08 + 0.82 * alpha:.3f})"
-
-
-def _tokens_html(tokens: Sequence[str], acts: Sequence[float], scale: float) -> str:
-    parts = []
-    for tok, act in zip(tokens, acts, strict=True):
-        stripped = tok.lstrip()
-        lead = tok[: len(tok) - len(stripped)]
-        value = float(act)
-        parts.append(
-            html.escape(lead)
-            + f'<span class="personas-token" title="{value:.3f}" style="background:{_token_color(value, scale)}">'
-            + html.escape(stripped)
-            + "</span>"
-        )
-    return "".join(parts)
-
-
 def examples_html(
     examples: FeatureExamples | Mapping[int, FeatureExamples] | Sequence[FeatureExamples],
     *,
@@ -478,7 +435,7 @@ def examples_html(
             rows.append(
                 f'<tr><td class="px-num">{i}</td><td class="px-num">{e.max_activation:.3g}</td>'
                 f'<td>{badge}<div class="px-meta">{where}</div></td>'
-                f'<td>{prompt}<div class="px-text">{_tokens_html(e.tokens, e.activations, scale)}</div></td></tr>'
+                f'<td>{prompt}<div class="px-text">{tokens_html(e.tokens, e.activations, scale)}</div></td></tr>'
             )
         rows.append("</table>")
         blocks.append("".join(rows))

@@ -12,6 +12,9 @@ responses (their ``dataset_hash`` equals the manifest's); anything else is refus
 
 From Python, ``write_report(DIR, result=rank_result)`` also draws the activation distributions of the top features
 and takes the examples straight from the result.
+
+The page is the Jinja2 template ``templates/report.html.j2`` (package data), autoescaped; this module gathers what
+it shows. The ranking table scrolls sideways in its own box, so every column stays reachable on a narrow screen.
 """
 
 from __future__ import annotations
@@ -35,8 +38,20 @@ from personas.report.examples import (
     neuronpedia_url,
     top_examples,
 )
+from personas.report.style import PALETTE
 
 logger = logging.getLogger(__name__)
+
+
+def _template() -> Any:
+    """The report's Jinja2 template, read from the package (``templates/report.html.j2``), autoescaped."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("personas.report", "templates"), autoescape=True,
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    )
+    return env.get_template("report.html.j2")
 
 
 _TABLE_COLUMNS = (
@@ -55,35 +70,6 @@ _COLUMN_HELP = {
     "frac_active_neg": "fraction of aligned responses where the feature is non-zero",
     "p_value": "test p-value", "q_value": "Benjamini-Hochberg q-value (false discovery rate)",
 }
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1120px;color:#1b2631;padding:0 16px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:30px;border-bottom:1px solid #e5e7e9;padding-bottom:4px}
-.sub{color:#566573;font-size:13px} .cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
-.card{border:1px solid #e5e7e9;border-radius:6px;padding:8px 12px;min-width:110px}
-.card b{display:block;font-size:18px} .card span{color:#566573;font-size:12px}
-table.ranking{border-collapse:collapse;font-size:12.5px;width:100%}
-table.ranking th{background:#f4f6f7;text-align:right;padding:4px 6px;border-bottom:2px solid #d5d8dc;position:sticky;top:0;cursor:pointer;user-select:none;white-space:nowrap}
-table.ranking th:after{content:" \\2195";color:#aab7b8;font-size:10px}
-table.ranking td{white-space:nowrap;text-align:right;padding:3px 6px;border-bottom:1px solid #eef0f1;font-variant-numeric:tabular-nums}
-table.ranking tr.sig td{font-weight:600;background:#fdf2e9} td.up{color:#b03a2e} td.down{color:#1f618d}
-td.mark{color:#d68910;text-align:center}
-.figs{display:flex;flex-wrap:wrap;gap:14px} .figs figure{margin:0;max-width:540px} .figs img{max-width:100%;border:1px solid #eef0f1}
-figcaption{font-size:12px;color:#566573;margin-top:4px} pre{background:#f8f9f9;padding:10px;font-size:11.5px;overflow:auto;max-height:460px}
-table.prov{border-collapse:collapse;font-size:12.5px} table.prov td{padding:2px 10px 2px 0;vertical-align:top}
-table.prov td:first-child{color:#566573;white-space:nowrap}
-"""
-
-# Sorts the ranking table when a header is clicked (numbers numerically); no external code.
-_SORT_JS = """
-document.querySelectorAll("table.ranking").forEach(function(t){
-  t.querySelectorAll("th").forEach(function(th,i){th.addEventListener("click",function(){
-    var b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.asc!=="1";th.dataset.asc=asc?"1":"0";
-    rows.sort(function(a,c){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=c.cells[i].dataset.v||c.cells[i].textContent;
-      var nx=parseFloat(x),ny=parseFloat(y);var r=(isNaN(nx)||isNaN(ny))?x.localeCompare(y):nx-ny;return asc?r:-r;});
-    rows.forEach(function(r){b.appendChild(r);});});});});
-"""
-
 
 def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     import pandas as pd
@@ -175,7 +161,7 @@ def _esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _summary_cards(manifest: dict[str, Any], ranking: Any, alpha: float) -> str:
+def _summary_cards(manifest: dict[str, Any], ranking: Any, alpha: float) -> list[tuple[str, Any]]:
     data = manifest.get("data") or {}
     n_sig = int(ranking["significant"].astype(bool).sum()) if "significant" in ranking.columns else None
     cards = [
@@ -186,62 +172,58 @@ def _summary_cards(manifest: dict[str, Any], ranking: Any, alpha: float) -> str:
         ("features tested", len(ranking)),
         (f"significant (q < {alpha:g})", n_sig),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>' for k, v in cards if v is not None
-    ) + "</div>"
+    return [(k, v) for k, v in cards if v is not None]
 
 
-def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples: set[int]) -> str:
+def _feature_links(f: int, sae: Mapping[str, Any] | None, with_examples: set[int]) -> list[dict[str, Any]]:
+    links = []
+    if f in with_examples:
+        links.append({"href": f"#feature-{f}", "text": "examples", "title": "top-activating examples", "external": False})
+    url = safe_url(neuronpedia_url(sae, f))
+    if url:
+        links.append({"href": url, "text": "Neuronpedia", "title": None, "external": True})
+    return links
+
+
+def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples: set[int]) -> dict[str, Any]:
+    """The columns (name, help) and the first ``top`` rows of the ranking, formatted for the template."""
     columns = [(c, fmt) for c, fmt in _TABLE_COLUMNS if c in ranking.columns]
-    head = '<th title="rank">#</th><th title="significant at the FDR level">sig</th>' + "".join(
-        f'<th title="{_esc(_COLUMN_HELP.get(c, c))}">{_esc(c)}</th>' for c, _ in columns
-    )
     rows = []
     sig_col = ranking["significant"].astype(bool).to_numpy() if "significant" in ranking.columns else None
     for i in range(min(top, len(ranking))):
-        sig = bool(sig_col[i]) if sig_col is not None else False
-        cells = [f'<td data-v="{i + 1}">{i + 1}</td>', f'<td class="mark">{"&#9733;" if sig else ""}</td>']
+        cells = []
         for c, fmt in columns:
             v = ranking[c].iloc[i]
             if c == "feature":
                 f = int(v)
-                links = []
-                if f in with_examples:
-                    links.append(f'<a href="#feature-{f}" title="top-activating examples">examples</a>')
-                url = safe_url(neuronpedia_url(sae, f))
-                if url:
-                    links.append(f'<a href="{_esc(url)}" target="_blank" rel="noopener">Neuronpedia</a>')
-                extra = f' <span class="sub">({" &middot; ".join(links)})</span>' if links else ""
-                cells.append(f'<td data-v="{f}">{f}{extra}</td>')
+                cells.append({"text": f, "v": f, "cls": None, "links": _feature_links(f, sae, with_examples)})
             elif fmt is None:
-                cells.append(f"<td>{_esc(v)}</td>")
+                cells.append({"text": v, "v": None, "cls": None, "links": ()})
             else:
                 try:
                     text = fmt.format(float(v))
                 except (TypeError, ValueError):
                     text = str(v)
-                cls = ""
+                cls = None
                 if c in ("auroc", "group_auroc"):
-                    cls = ' class="up"' if float(v) > 0.5 else ' class="down"'
-                cells.append(f'<td{cls} data-v="{_esc(v)}">{_esc(text)}</td>')
-        rows.append(f'<tr{" class=sig" if sig else ""}>{"".join(cells)}</tr>')
-    more = (f'<p class="sub">{len(ranking) - top} more rows in ranking.csv.</p>' if len(ranking) > top else "")
-    return (f'<table class="ranking" id="ranking-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>{more}")
+                    cls = "up" if float(v) > 0.5 else "down"
+                cells.append({"text": text, "v": v, "cls": cls, "links": ()})
+        rows.append({"rank": i + 1, "significant": bool(sig_col[i]) if sig_col is not None else False,
+                     "cells": cells})
+    return {"columns": [(c, _COLUMN_HELP.get(c, c)) for c, _ in columns], "rows": rows,
+            "more": max(0, len(ranking) - top)}
 
 
-def _figure(make: Any, caption: str) -> str | None:
+def _figure(make: Any, caption: str) -> dict[str, str] | None:
     try:
         fig = make()
     except PersonasError as exc:  # a ranking without the columns a plot needs
         logger.info("skipped a plot in the report: %s", exc)
         return None
-    uri = plot.figure_to_base64(fig, "png")
-    return (f'<figure><img class="plot" alt="{_esc(caption)}" src="{uri}">'
-            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return {"uri": plot.figure_to_base64(fig, "png"), "caption": caption}
 
 
-def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> str:
+def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> list[dict[str, str]]:
     specs = [
         (lambda: plot.volcano(ranking, alpha=alpha),
          "Volcano plot: Cohen's d against -log10 q. Red: higher in misaligned responses; blue: higher in aligned; "
@@ -250,6 +232,9 @@ def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> str:
          "AUROC of the top features with their confidence intervals; outlined points are significant."),
     ]
     if "group_auroc" in ranking.columns:
+        specs[1] = (lambda: plot.auroc_intervals(ranking, n=min(20, len(ranking))),
+                    "AUROC within questions (the ranking's statistic) of the top features with their confidence "
+                    "intervals; outlined points are significant.")
         specs.append((lambda: plot.group_auroc_scatter(ranking),
                       "Pooled against within-question AUROC: features far off the diagonal, near 0.5 on the y axis, "
                       "track which question was asked rather than how it was answered."))
@@ -257,8 +242,7 @@ def _figures(ranking: Any, alpha: float, result: Any, n_dist: int) -> str:
         top = [int(f) for f in ranking["feature"].head(n_dist)]
         specs.append((lambda: plot.feature_distributions(result.features, result.responses.labels, top),
                       f"Pooled activations of the top {len(top)} features in each class (dashed: class means)."))
-    made = [f for f in (_figure(make, caption) for make, caption in specs) if f]
-    return '<div class="figs">' + "".join(made) + "</div>"
+    return [f for f in (_figure(make, caption) for make, caption in specs) if f]
 
 
 def _examples_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, result: Any, examples: Any,
@@ -283,7 +267,7 @@ def _examples_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, res
     return intro + examples_html(groups), {int(g.feature) for g in groups}
 
 
-def _provenance(manifest: dict[str, Any]) -> str:
+def _provenance(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     model = manifest.get("model") or {}
     sae = manifest.get("sae") or {}
     data = manifest.get("data") or {}
@@ -303,9 +287,7 @@ def _provenance(manifest: dict[str, Any]) -> str:
         ("ranking key / alpha", f"{ranking.get('key')} / {ranking.get('alpha')}" if ranking else None),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
     ]
-    table = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows if v not in (None, ""))
-    return (f'<table class="prov">{table}</table><details><summary>full manifest.json</summary>'
-            f"<pre>{_esc(json.dumps(manifest, indent=2, default=str))}</pre></details>")
+    return [(k, v) for k, v in rows if v not in (None, "")]
 
 
 def render_report(
@@ -330,29 +312,16 @@ def render_report(
     examples_part, with_examples = _examples_section(
         run_dir, manifest, ranking, result, examples, example_features, examples_per_feature
     )
-    key = (manifest.get("ranking") or {}).get("key", "auroc")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{_esc(title)}</title><style>{_CSS}</style></head><body>
-<h1>{_esc(title)}</h1>
-<div class="sub">model <b>{_esc(model)}</b> &middot; hook <b>{_esc(manifest.get("hook"))}</b>
-&middot; SAE <b>{_esc(sae_text)}</b> &middot; pooling <b>{_esc(manifest.get("pooling"))}</b>
-&middot; {_esc(manifest.get("created_at", ""))}</div>
-{_summary_cards(manifest, ranking, alpha)}
-<h2 id="table">Top features</h2>
-<p class="sub">Sorted by the ranking key <code>{_esc(key)}</code>; click a header to sort. &#9733; and shading:
-significant at q &lt; {alpha:g} after Benjamini-Hochberg correction. AUROC above 0.5 (red): the feature is higher in
-misaligned responses; below 0.5 (blue): higher in aligned ones. Hover a header for its meaning.</p>
-{_table(ranking, top, sae, with_examples)}
-<h2 id="plots">Plots</h2>
-{_figures(ranking, alpha, result, distributions)}
-<h2 id="examples">Top-activating examples</h2>
-{examples_part}
-<h2 id="provenance">Provenance</h2>
-{_provenance(manifest)}
-<script>{_SORT_JS}</script>
-</body></html>
-"""
+    from markupsafe import Markup
+
+    return _template().render(
+        title=title, model=model, hook=manifest.get("hook"), sae_text=sae_text, pooling=manifest.get("pooling"),
+        created_at=manifest.get("created_at", ""), cards=_summary_cards(manifest, ranking, alpha),
+        key=(manifest.get("ranking") or {}).get("key", "auroc"), alpha=f"{alpha:g}", palette=PALETTE,
+        table=_table(ranking, top, sae, with_examples), figures=_figures(ranking, alpha, result, distributions),
+        examples=Markup(examples_part),  # examples_html escapes every text itself
+        provenance=_provenance(manifest), manifest_json=json.dumps(manifest, indent=2, default=str),
+    )
 
 
 def write_report(
