@@ -89,8 +89,8 @@ def check_sae_spec(spec: str | os.PathLike | Any, model: str | None = None) -> P
         path = default_sae_path(model)
         if not (path / CFG_FILE).exists():
             raise ModelLoadError(
-                f"the default SAE is not at {path}. It ships in the repository's data/saes/; install personas "
-                "from a clone (`pip install -e .`), set PERSONAS_DATA to the data folder, or rebuild it with "
+                f"the default SAE is not at {path}. It ships inside the package (personas/resources/saes/): "
+                "reinstall personas, point PERSONAS_DATA at a folder holding saes/, or rebuild it with "
                 "`personas train-sae`."
             )
         check_sae_folder(path)

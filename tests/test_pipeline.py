@@ -96,7 +96,7 @@ def test_sae_config_round_trip_from_cli_options():
     args = build_parser().parse_args(["rank", "d.jsonl", "--sae", "none", "--pool", "max", "--batch-size", "4"])
     assert config_from_args(SAEConfig, args).sae == "none"
     capture_cfg = config_from_args(CaptureConfig, args)
-    assert capture_cfg.pool == "max" and capture_cfg.batch_size == 4 and capture_cfg.model == "minilm"
+    assert capture_cfg.pool == "max" and capture_cfg.batch_size == 4 and capture_cfg.model == "smollm2"
 
 
 def test_rank_from_cache_equals_rank_from_data(tmp_path, toy_tokenizer, planted_data, capsys):
