@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data/em-dev from the project's root (or from its parent folder, for a git worktree one level down)
 _CANDIDATES = [base / "shared" / "data" / "em-dev" / "em_dev.csv.gz" for base in (ROOT.parent, ROOT.parent.parent)]
 DEFAULT_DATA = os.environ.get("PERSONAS_EM_DEV") or next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
-SMOLLM2 = Path.home() / ".cache" / "personas" / "models" / "smollm2-135m-instruct"
 SHIFT_A = re.compile(r"med")  # sources of the medical-data experiments form one side of the shift split
 
 
@@ -59,12 +58,7 @@ def model_specs(args):
             specs.append(("minilm", "minilm", hooks, args.minilm_sae))
         elif name == "smollm2":
             hooks = [f"blocks.{i}.hook_resid_post" for i in (6, 12, 18, 24)]
-            sae = args.smollm2_sae
-            if sae is None:
-                folder = Path("/work/scratch/smol/saes")
-                found = sorted(folder.glob("*")) if folder.is_dir() else []
-                sae = str(found[-1]) if found else "none"
-            specs.append(("smollm2", str(SMOLLM2), hooks, sae))
+            specs.append(("smollm2", "smollm2", hooks, args.smollm2_sae))
         else:
             raise SystemExit(f"unknown model {name!r}; expected minilm or smollm2")
     return specs
@@ -130,9 +124,9 @@ def punctuation_ids(model):
     """Token ids whose text is only punctuation/whitespace, from the model's tokenizer."""
     from transformers import AutoTokenizer
 
-    from personas.models import minilm_path
+    from personas.offline_models import offline_model
 
-    path = minilm_path() if model == "minilm" else model
+    path = offline_model(model).path() if offline_model(model) is not None else model
     tok = AutoTokenizer.from_pretrained(str(path))
     punct = re.compile(r"^[\W_]+$")
     return [i for t, i in tok.get_vocab().items() if punct.match(tok.convert_tokens_to_string([t]).strip() or "_")]
@@ -219,8 +213,7 @@ def main(argv=None):
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--models", default="minilm")
     ap.add_argument("--minilm-sae", default="default")
-    ap.add_argument("--smollm2-sae", default=None, help="sae-lens folder for SmolLM2 (default: newest under "
-                    "/work/scratch/smol/saes, else activations only)")
+    ap.add_argument("--smollm2-sae", default="default", help="SAE for SmolLM2 (default: the shipped one)")
     ap.add_argument("--cache-dir", default=str(ROOT / "runs" / "em_dev_cache"))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--methods", default="auroc,stability,l1,forward")
@@ -299,7 +292,7 @@ def model_rows(name, model, hooks, feats, data, args):
             return logistic_scores(X[tr], y[tr], X[te], C)
 
         def dm_fit(tr, te, X=X):
-            return DiffMeansProbe().fit(X[tr], y[tr]).score(X[te])
+            return DiffMeansProbe().fit(X[tr], y[tr]).decision_function(X[te])
 
         shift_too = not args.quick and h == main_hook
         rows.append((name, h, evaluate("dense probe (all dims)", data, dense_fit, shift_too)))

@@ -82,7 +82,8 @@ def numbers(model: str) -> dict[str, float]:
         "length_auroc": result.manifest["ranking"]["length_auroc"],
     }
     fitted = fit_detector(demo, config=DetectorConfig(k=10, holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4),
-                          capture=CaptureConfig(model=model), sae="default", model=result.model, progress=False)
+                          capture=CaptureConfig(model=model), sae=result.sae, model=result.model,
+                          captured=result.capture, progress=False)  # the rank's own capture, not a second one
     ev = fitted.evaluation
     cv = ev["cross_validation"]
     out.update({

@@ -363,3 +363,22 @@ def test_a_detector_fit_on_a_dataframe_saves_and_loads(topic_confound, tmp_path)
 
 def test_estimator_repr_shows_the_changed_parameters():
     assert repr(PersonaDetector(k=3, C=0.5)) == "PersonaDetector(C=0.5, k=3)"
+
+
+def test_fit_detector_reuses_a_capture_of_the_same_rows(toy_model, planted_sae, planted_data):
+    import personas
+    from personas.errors import DataError
+
+    frame = pd.DataFrame(planted_data)
+    config = DetectorConfig(k=3, holdout_by="group", test_fraction=0.5, seed=0)
+    capture_cfg = CaptureConfig(hook=TOY_HOOK)
+    ranked = personas.rank(frame, capture=capture_cfg, sae=planted_sae, model=toy_model, progress=False)
+    again = fit_detector(frame, config=config, capture=capture_cfg, sae=planted_sae, model=toy_model, progress=False)
+    reused = fit_detector(frame, config=config, capture=capture_cfg, sae=planted_sae, model=toy_model,
+                          captured=ranked.capture, progress=False)
+    assert reused.evaluation["auroc"] == pytest.approx(again.evaluation["auroc"])
+    assert reused.evaluation["features"] == again.evaluation["features"]
+    with pytest.raises(DataError, match=r"captured= holds 40 responses .* expected the 80 rows"):
+        fit_detector(frame, config=config, capture=capture_cfg, sae=planted_sae, model=toy_model,
+                     captured=personas.rank(frame.iloc[::2], capture=capture_cfg, sae=planted_sae, model=toy_model,
+                                            progress=False).capture, progress=False)

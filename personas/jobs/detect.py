@@ -20,10 +20,12 @@ from personas.artifacts import (
     output_dir,
     write_json,
 )
+from personas.capturing import Capture
 from personas.capturing import capture as run_capture
 from personas.config import CaptureConfig, DataConfig, DetectorConfig, SAEConfig
 from personas.data.responses import load_responses
 from personas.detect import DiffMeansProbe, PersonaDetector, cross_validate_by_group
+from personas.errors import DataError
 from personas.logs import quiet_third_party
 from personas.saes import sae_info
 from personas.site import open_site
@@ -71,6 +73,7 @@ def fit_detector(
     model: Any = None,
     out: str | Path | None = None,
     progress: bool = True,
+    captured: Capture | None = None,
 ) -> DetectResult:
     """From responses to a fitted detector and dense baseline, evaluated on held-out rows.
 
@@ -84,6 +87,9 @@ def fit_detector(
             or ``None`` / ``"none"``: the detector uses the raw activation dimensions.
         model: an already loaded model.
         out: folder for ``eval.json``, ``test_scores.csv``, ``detector/`` and ``dense_baseline/``.
+        captured: a `Capture` of exactly these rows in load order (train, then test), made with the same model,
+            hook and SAE (e.g. ``personas.rank(...).capture``, with ``model=`` and ``sae=`` the rank's own), so
+            that nothing is captured twice.
 
     Every row (train and test) is captured in one pass; the features of the detector are chosen and every
     parameter (standardisation, weights, threshold, baseline direction) is fit on training rows only.
@@ -119,11 +125,20 @@ def fit_detector(
     with quiet_third_party():
         site = open_site(capture_cfg, "none" if sae is None else sae, model)
     handle, sae_obj, sae_cfg, hook = site.model, site.sae, site.sae_config, site.hook
-    captured = run_capture(
-        handle, full_prompts, full_texts, hooks=[hook], config=capture_cfg, sae=sae_obj,
-        encode_batch_tokens=sae_cfg.encode_batch_tokens,
-        allow_model_mismatch=bool(getattr(sae_cfg, "allow_model_mismatch", False)), progress=progress,
-    )
+    if captured is None:
+        captured = run_capture(
+            handle, full_prompts, full_texts, hooks=[hook], config=capture_cfg, sae=sae_obj,
+            encode_batch_tokens=sae_cfg.encode_batch_tokens,
+            allow_model_mismatch=bool(getattr(sae_cfg, "allow_model_mismatch", False)), progress=progress,
+        )
+    elif len(captured) != len(full_prompts) or hook not in captured.pooled or (
+            sae_obj is not None and captured.features is None):
+        raise DataError(
+            f"captured= holds {len(captured)} responses with hooks {sorted(captured.pooled)} and "
+            f"{'SAE codes' if captured.features is not None else 'no SAE codes'}; expected the {len(full_prompts)} "
+            f"rows given (train, then test) captured at {hook}{' with the SAE' if sae_obj is not None else ''}. "
+            "Pass the Capture of these same rows, or leave captured=None to capture them here."
+        )
     dense = captured.pooled[hook]
     feats = captured.features if sae_obj is not None else dense
     if sae_obj is not None:
