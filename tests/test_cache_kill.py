@@ -28,6 +28,7 @@ def test_sigkilled_cache_job_resumes_to_the_same_bytes(tmp_path, toy_tokenizer, 
     data = tmp_path / "data.jsonl"
     frame = pd.concat([pd.DataFrame(planted_data)] * 4, ignore_index=True)
     frame["id"] = [f"r{i}" for i in range(len(frame))]
+    frame["prompt"] = [f"{p} ({i // len(planted_data['prompt'])})" for i, p in enumerate(frame["prompt"])]  # no repeats
     frame.to_json(data, orient="records", lines=True)
 
     def command(out: Path) -> list[str]:

@@ -88,6 +88,7 @@ def test_a_second_cache_job_on_one_folder_fails_at_once_and_the_first_finishes(t
     first_data, second_data = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     frame = pd.concat([pd.DataFrame(planted_data)] * 2, ignore_index=True)
     frame["id"] = [f"r{i}" for i in range(len(frame))]
+    frame["prompt"] = [f"{p} ({i // len(planted_data['prompt'])})" for i, p in enumerate(frame["prompt"])]  # no repeats
     frame.to_json(first_data, orient="records", lines=True)
     frame.iloc[::2].to_json(second_data, orient="records", lines=True)  # other data: a mixed cache if both wrote
     out = tmp_path / "cache"
