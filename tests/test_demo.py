@@ -1,4 +1,4 @@
-"""The offline default end to end: MiniLM-L6, the shipped SAE, the demo data, through the CLI."""
+"""The offline default end to end: SmolLM2-135M-Instruct, its shipped SAE, the demo data, through the CLI."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def test_demo_finds_separating_features(demo_run):
 
 def test_demo_manifest_records_provenance(demo_run):
     manifest = json.loads((demo_run / "manifest.json").read_text())
-    assert manifest["model"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert manifest["hook"] == "blocks.3.hook_resid_post"
+    assert manifest["model"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert manifest["hook"] == "blocks.18.hook_resid_post"
     assert manifest["sae"]["spec"] == "default" and manifest["sae"]["d_sae"] == 4096
     data = manifest["data"]
     assert data["n_misaligned"] + data["n_aligned"] + data["n_excluded"] == data["n_rows_read"] == 706
     assert data["n_excluded"] > 0 and data["n_groups"] == 24
-    assert manifest["capture"]["stop_at_layer"] == 4
+    assert manifest["capture"]["stop_at_layer"] == 19
