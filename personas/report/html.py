@@ -83,10 +83,7 @@ def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
             f"{str(run_dir)!r} has no {' or '.join(missing)}; expected the --out folder of `personas rank` "
             "(ranking.csv and manifest.json)."
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PersonasError(f"{str(manifest_path)!r} is not valid JSON ({exc}); rerun `personas rank`.") from exc
+    manifest = _read_json(manifest_path, "rerun `personas rank`")
     if not isinstance(manifest, dict) or manifest.get("kind") != "personas.rank":
         kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
         raise PersonasError(
@@ -118,6 +115,14 @@ def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     return ranking, manifest
 
 
+def _read_json(path: Path, fix: str) -> Any:
+    """The JSON in ``path``, or a `PersonasError` naming the file and the ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PersonasError(f"{str(path)!r} is not valid JSON ({exc}); {fix}.") from exc
+
+
 def _run_examples(run_dir: Path, manifest: dict[str, Any]) -> Any:
     """The examples of ``run_dir/examples.json`` when they belong to the run of ``manifest``; None when absent."""
     path = run_dir / EXAMPLES_FILE
@@ -129,10 +134,7 @@ def _run_examples(run_dir: Path, manifest: dict[str, Any]) -> Any:
             f"{str(path)!r} is not listed in the folder's manifest: it was left by another run. Remove it, or rerun "
             "`personas rank --report` into this folder."
         )
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PersonasError(f"{str(path)!r} is not valid JSON ({exc}); rerun `personas rank --report`.") from exc
+    payload = _read_json(path, "rerun `personas rank --report`")
     expected = (manifest.get("data") or {}).get("dataset_hash")
     found = payload.get("dataset_hash") if isinstance(payload, dict) else None
     if found != expected:
