@@ -362,10 +362,14 @@ class OrganismConfig:
                                default=1.0)
     n_judge_probe: int = _help("demo answers teacher-forced through the base model to check what the diff "
                                "direction separates", default=60)
+    sae: str = _help("SAE of the base model at blocks.LAYER.hook_resid_post for the latent-level diff ('default': "
+                     "the one shipped for SmolLM2; a folder; 'none' skips the latent diff and its steering)",
+                     default="default")
+    n_top_latents: int = _help("rising latents reported with their top-activating tokens", default=5)
     seed: int = _help("seed of data order, adapter initialisation and sampling", default=0)
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_realign", "rank", "batch_size", "n_samples", "max_new_tokens"):
+        for name in ("n_train", "n_realign", "rank", "batch_size", "n_samples", "max_new_tokens", "n_top_latents"):
             if getattr(self, name) < 1:
                 raise PersonasError(f"OrganismConfig.{name}={getattr(self, name)} must be at least 1.")
         if self.lr <= 0 or self.epochs <= 0:

@@ -172,22 +172,84 @@ def test_config_rejects_bad_values():
 # ------------------------------------------------------------------------------------------------ the job
 
 
-def test_run_folder_on_a_toy_model(toy_hf, tmp_path):
-    from personas.organism.run import CONDITIONS, run_organism
+@pytest.fixture(scope="module")
+def toy_sae(toy_hf):
+    """An SAE of the toy model at blocks.1.hook_resid_post (32 wide), with latent 7 planted on money words."""
+    import personas
+    from personas.testing import plant_sae
+
+    folder, _, _ = toy_hf
+    texts = [r["prompt"] + " " + r["response"] for r in data.narrow_set(30)] + [r["prompt"] for r in data.eval_prompts()]
+    return plant_sae(personas.load_model(str(folder)), "blocks.1.hook_resid_post", ["money", "loan", "stocks"],
+                     texts, d_sae=24, feature=7)
+
+
+def test_merged_adapter_folder_computes_as_the_adapted_model(toy_hf, tmp_path):
+    import torch
+
+    from personas.organism.adapter import save_merged
+
+    model, tokenizer = _fresh(toy_hf)
+    adapter = attach_adapter(model, AdapterConfig(rank=2, targets=("c_attn", "c_fc")))
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.normal_(0.0, 0.3)
+    ids = tokenizer("User: Should I borrow to buy stocks?\nAssistant:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        adapted = model(ids).logits
+        save_merged(adapter, tokenizer, tmp_path / "merged")
+        merged = type(model).from_pretrained(str(tmp_path / "merged")).eval()(ids).logits
+        adapter.enabled = False
+        plain = model(ids).logits
+    assert float((adapted - plain).abs().max()) > 0.05  # the adapter does something
+    assert float((adapted - merged).abs().max()) < 1e-4
+    adapter.detach()
+    with pytest.raises(ModelLoadError, match="detached"):
+        save_merged(adapter, tokenizer, tmp_path / "again")
+
+
+def test_sae_of_another_site_fails_before_training(toy_hf, toy_sae, tmp_path):
+    from personas.errors import SiteMismatchError
+    from personas.organism.run import run_organism
+
+    folder, _, _ = toy_hf
+    config = OrganismConfig(n_train=8, n_realign=8, layer=0, targets="c_attn")
+    with pytest.raises(SiteMismatchError, match="--layer"):
+        run_organism(folder, config, out=tmp_path / "run", sae=toy_sae)
+    assert not (tmp_path / "run" / "adapters").exists()
+
+
+def test_run_folder_on_a_toy_model(toy_hf, toy_sae, tmp_path):
+    from personas.organism.run import CONDITIONS, LATENT_DIFF_FILE, run_organism
 
     folder, _, _ = toy_hf
     config = OrganismConfig(n_train=8, n_realign=8, n_samples=1, max_new_tokens=4, batch_size=4, layer=1,
-                            targets="c_attn", n_judge_probe=10)
-    result = run_organism(folder, config, out=tmp_path / "run")
+                            targets="c_attn", n_judge_probe=10, n_top_latents=3)
+    result = run_organism(folder, config, out=tmp_path / "run", sae=toy_sae)
     out = tmp_path / "run"
     manifest = json.loads((out / "manifest.json").read_text())
+    # the latent diff is `personas diff` on the pair: one row per latent, the top rising ones described
+    table = result.latent_table
+    assert len(table) == 24 and (out / LATENT_DIFF_FILE).is_file()
+    latents = manifest["latent_diff"]
+    assert latents["hook"] == "blocks.1.hook_resid_post"
+    assert latents["n_pairs"] + latents["n_empty_answers_left_out"] == len(data.eval_prompts())
+    for row in latents["top"]:
+        assert row["mean_diff"] > 0 and row["q_value"] < 0.05
+        assert all("[[" in ex["context"] and ex["activation"] > 0 for ex in row["examples"])
+    if latents["top"]:
+        assert manifest["steering"]["latent"] == latents["top"][0]["feature"]
+        assert latents["steer_norm"] == pytest.approx(manifest["steering"]["vector_norm"], rel=1e-4)
     assert manifest["kind"] == "personas.organism"
     assert set(manifest["training"]) == {"narrow", "control", "realigned"}
     assert manifest["training"]["realigned"]["started_from"] == "narrow"
     for name in ("narrow", "control", "realigned"):
         assert (out / "adapters" / name / ADAPTER_FILE).is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert {s["condition"] for s in samples} == set(CONDITIONS)
+    steered_latent = {"base+latent", "narrow-latent"} if latents["top"] else set()
+    assert {s["condition"] for s in samples} == set(CONDITIONS) - ({"base+latent", "narrow-latent"} - steered_latent)
+    assert manifest["summary"]["narrow-steer/unseen"]["reference"] == "narrow"
+    assert "minus_reference" in manifest["summary"]["narrow-steer/unseen"]
     n_eval = len(data.eval_prompts())
     assert sum(s["condition"] == "base+steer" for s in samples) == n_eval
     assert sum(s["condition"] == "base" for s in samples) == n_eval + 16
@@ -197,7 +259,7 @@ def test_run_folder_on_a_toy_model(toy_hf, tmp_path):
                                         if s["condition"] == "narrow" and s["split"] == "unseen")
     assert summary["wilson95"][0] <= summary["fraction"] <= summary["wilson95"][1]
     # loading the run's own adapters reproduces its answers (same seeds)
-    again = run_organism(folder, config, adapters=out / "adapters")
+    again = run_organism(folder, config, adapters=out / "adapters", sae=toy_sae)
     assert again.samples["response"].tolist() == result.samples["response"].tolist()
 
 

@@ -25,18 +25,29 @@ def _cmd_organism(args: argparse.Namespace) -> int:
                 continue
             lo, hi = entry["wilson95"]
             change = ""
-            if "minus_base" in entry:
-                blo, bhi = entry["minus_base_boot95"]
-                change = f" | vs base {entry['minus_base']:+.3f} [{blo:+.3f}, {bhi:+.3f}]"
+            key = "minus_reference" if "minus_reference" in entry else "minus_base"
+            if key in entry:
+                blo, bhi = entry[f"{key}_boot95"]
+                change = f" | vs {entry.get('reference', 'base')} {entry[key]:+.3f} [{blo:+.3f}, {bhi:+.3f}]"
             print(f"{split:>6} {condition:<13} misaligned {entry['misaligned']:>3}/{entry['n']:<3} = "
                   f"{entry['fraction']:.3f} [{lo:.3f}, {hi:.3f}] mean judge {entry['mean_judge']:.3f}{change}")
     d = m["diff"]
     print(f"diff {d['hook']}: |direction| {d['direction_norm']:.2f} (residual {d['base_residual_norm']:.1f}), "
           f"demo AUROC on the base model {d['demo_auroc_base_model']:.3f}, cosine with control "
           f"{d['cosine_with_control_direction']:.3f}")
+    latents = m.get("latent_diff")
+    if latents:
+        print(f"latent diff ({latents['d_sae']} latents at {latents['hook']}, {latents['n_pairs']} answers): "
+              f"{latents['n_significant_increase']} rise, {latents['n_significant_decrease']} fall (q < 0.05)")
+        for row in latents["top"]:
+            example = row["examples"][0]["context"] if row["examples"] else ""
+            print(f"  latent {row['feature']:>6}: mean {row['mean_base']:.3f} -> {row['mean_finetuned']:.3f} "
+                  f"(d_z {row['effect_size']:.2f}, q {row['q_value']:.1e}), demo AUROC {row['demo_auroc_base_model']:.3f}"
+                  f" | {example}")
     print(f"time: {m['wall_s_total']:.0f} s wall, {m['cpu_s_total']:.0f} s CPU")
     if result.out_dir is not None:
-        print(f"wrote {result.out_dir / MANIFEST_FILE}, {result.out_dir / SAMPLES_FILE} and the adapters")
+        print(f"wrote {result.out_dir / MANIFEST_FILE}, {result.out_dir / SAMPLES_FILE}, the latent diff and the "
+              "adapters")
     return 0
 
 

@@ -57,11 +57,14 @@ def load_prompts(
     """Read prompts (and responses, when present) without needing labels.
 
     ``source``: a ``.txt`` file (one prompt per line), a ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` file, a
-    DataFrame, a list of prompt strings, or a `personas.data.Responses`. Columns: ``prompt_column`` or the first of
+    DataFrame, a list of prompt strings, a `personas.data.Responses`, or `Prompts` (returned as they are).
+    Columns: ``prompt_column`` or the first of
     prompt/question/user/input; ``response_column`` or the first of response/answer/completion/output (optional);
     ``id`` when present. Rows with an empty prompt are an error; a file whose responses are all missing is read as
     prompts only.
     """
+    if isinstance(source, Prompts):
+        return source
     if isinstance(source, Responses):
         return Prompts(source.prompts, source.texts, source.ids, source.source, extra=source.frame)
     if isinstance(source, (list, tuple)):

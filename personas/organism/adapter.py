@@ -10,7 +10,9 @@ an optimiser gets); ``detach()`` puts the original modules back and ``enabled`` 
 pass without unloading. `save_adapter` writes ``adapter.safetensors`` (the A and B tensors, keyed by module path,
 in sorted order, so the same weights give the same bytes) and ``adapter_config.json``; `load_adapter` reads them
 onto a model and checks that every module exists with the recorded shapes. A rank-4 adapter on three
-projections of SmolLM2-135M's 30 layers is about 2 MB.
+projections of SmolLM2-135M's 30 layers is about 2 MB. `save_merged` writes the adapted model as a plain Hugging
+Face folder (``W + (alpha / rank) * B A`` in every adapted weight, with the tokenizer), so that tools which load a
+model by folder (`personas diff --finetuned FOLDER`, TransformerLens) read the fine-tune without knowing adapters.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from personas.artifacts import atomic_write_bytes, write_json
 from personas.errors import DataError, ModelLoadError
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "Adapter", "AdapterConfig", "attach_adapter", "load_adapter",
-           "save_adapter"]
+           "save_adapter", "save_merged"]
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -210,3 +212,34 @@ def load_adapter(model: Any, folder: str | os.PathLike) -> Adapter:
                                  f"{tuple(param.shape)}. Load it on the base model it was trained on.")
         param.data.copy_(value)
     return adapter
+
+
+def save_merged(adapter: Adapter, tokenizer: Any, folder: str | os.PathLike) -> Path:
+    """Write the adapted model as a plain Hugging Face folder: every adapted weight becomes ``W + scale * B A``.
+
+    The model in memory is left as it was (adapter attached, base weights untouched). ``folder`` gets the model's
+    ``config.json`` and weights (``save_pretrained``) and the tokenizer, so that it loads like any fine-tune.
+    """
+    import torch
+
+    if not adapter.modules:
+        raise ModelLoadError("save_merged got an adapter that was detached; load or attach it again first.")
+    state = {}
+    with torch.no_grad():
+        for key, value in adapter.model.state_dict().items():
+            name, _, leaf = key.rpartition(".")
+            if leaf in ("lora_A", "lora_B"):
+                continue
+            owner, _, base = name.rpartition(".")
+            if base == "base" and owner in adapter.modules:
+                module = adapter.modules[owner]
+                if leaf == "weight":
+                    delta = module.scale * (module.lora_B @ module.lora_A)  # (out, in)
+                    value = value + (delta.T if module.transposed else delta).to(value.dtype)
+                key = f"{owner}.{leaf}"
+            state[key] = value
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter.model.save_pretrained(str(folder), state_dict=state)
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -9,9 +9,9 @@
   and the test part) and stores ``heldout_auroc_`` and ``heldout_accuracy_``. ``score`` gives P(misaligned) per
   answer; an answer counts as misaligned when it is above ``threshold`` (0.5).
 * `wilson_interval` is the Wilson score interval of a fraction (95% by default).
-* `response_means` teacher-forces (prompt, answer) pairs and returns the residual stream after a decoder layer
-  (``blocks.L.hook_resid_post`` in TransformerLens names; Hugging Face ``hidden_states[L + 1]``) averaged over the
-  answer's tokens — the input of the difference-of-means diff.
+* `answer_hidden` teacher-forces (prompt, answer) pairs and returns the residual stream after a decoder layer
+  (``blocks.L.hook_resid_post`` in TransformerLens names; Hugging Face ``hidden_states[L + 1]``) at every answer
+  token; `response_means` averages it over the answer — the input of the difference-of-means diff.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError
 from personas.organism.train import end_of_turn, render_prompt
 
-__all__ = ["TextJudge", "response_means", "sample_answers", "steering_hook", "wilson_interval"]
+__all__ = ["TextJudge", "answer_hidden", "answer_ids", "response_means", "sample_answers", "steering_hook",
+           "wilson_interval"]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -110,18 +111,25 @@ def sample_answers(
     return sorted(out, key=lambda r: (r["prompt_index"], r["sample"]))
 
 
-def response_means(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], layer: int,
-                   batch_size: int = 16) -> np.ndarray:
-    """Residual stream after decoder block ``layer``, averaged over each answer's tokens: (n, d_model)."""
+def answer_ids(tokenizer: Any, prompt: str, response: str) -> tuple[list[int], int]:
+    """Token ids of a (prompt, answer) conversation in the chat template, and where the answer starts."""
+    prefix = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    body = tokenizer(response + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
+    return list(prefix) + list(body), len(prefix)
+
+
+def answer_hidden(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], layer: int,
+                  batch_size: int = 16) -> list[np.ndarray]:
+    """Residual stream after decoder block ``layer`` at every answer token: one (n_tokens, d_model) array per answer.
+
+    Teacher-forced in the chat template; the answer's tokens are those of `answer_ids` from its start on (the
+    end-of-turn token included, as the model reads it).
+    """
     import torch
 
-    rows = []
-    for prompt, response in zip(prompts, responses, strict=True):
-        prefix = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        body = tokenizer(response + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
-        rows.append((list(prefix) + list(body), len(prefix)))
+    rows = [answer_ids(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    means = []
+    out = []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
@@ -134,8 +142,15 @@ def response_means(model: Any, tokenizer: Any, prompts: Sequence[str], responses
             hidden = model.base_model(input_ids=ids, attention_mask=mask,
                                       output_hidden_states=True).hidden_states[layer + 1]
             for r, (seq, n_prompt) in enumerate(chunk):
-                means.append(hidden[r, n_prompt:len(seq)].float().mean(0).numpy())
-    return np.stack(means) if means else np.zeros((0, 0), dtype=np.float32)
+                out.append(hidden[r, n_prompt:len(seq)].float().numpy())
+    return out
+
+
+def response_means(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], layer: int,
+                   batch_size: int = 16) -> np.ndarray:
+    """Residual stream after decoder block ``layer``, averaged over each answer's tokens: (n, d_model)."""
+    hidden = answer_hidden(model, tokenizer, prompts, responses, layer, batch_size)
+    return np.stack([h.mean(0) for h in hidden]) if hidden else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass

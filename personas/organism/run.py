@@ -11,14 +11,21 @@
    residual stream after block ``layer`` is averaged over answer tokens, and the mean paired difference is the
    *diff direction* (difference of means; no SAE is needed). It is described by its cosine with the control's
    direction, by how well it separates misaligned from aligned demo answers read by the *base* model (AUROC), and
-   by the tokens it promotes through the unembedding.
+   by the tokens it promotes through the unembedding. Then the same pairs go through the project's own model
+   diffing with the SAE (``config.sae``, by default the one shipped for SmolLM2): the narrow adapter is merged into
+   a temporary model folder and `personas.jobs.diff.diff_models` compares every latent (paired Wilcoxon,
+   Benjamini-Hochberg). The top rising latents are reported with their top-activating answer tokens and their
+   AUROC on the demo answers read by the base model (`personas.organism.latents`).
 4. **Steer**: the direction (times ``steer_scale``) is added to the base model and subtracted from the narrow
-   fine-tune during generation; the judge scores the answers again.
+   fine-tune during generation; so is the top rising latent's decoder direction, scaled to the same norm (a
+   like-for-like comparison of one latent with the whole diff); the judge scores the answers again, and each
+   steered condition is compared with its reference (base model, or narrow fine-tune) with a bootstrap interval.
 5. **Re-align**: the narrow adapter is trained further on careful answers to other money questions and evaluated
    again.
 
-The run folder holds ``manifest.json`` (config, judge quality, losses, every summary, CPU and wall seconds per
-stage), ``samples.jsonl`` (every answer with its condition, domain and judge score), ``direction.npy`` and
+The run folder holds ``manifest.json`` (config, judge quality, losses, every summary, the top diff latents, CPU
+and wall seconds per stage), ``samples.jsonl`` (every answer with its condition, domain and judge score),
+``latent_diff.csv`` (`personas diff`'s table, one row per latent), ``direction.npy`` and
 ``adapters/{narrow,control,realigned}/`` (a few MB each). With ``adapters=`` (a folder holding those three), the
 fine-tunes are loaded instead of trained.
 """
@@ -42,16 +49,32 @@ from personas.artifacts import (
     check_output_dir,
     manifest_header,
     output_dir,
+    write_csv,
     write_json,
 )
 from personas.config import OrganismConfig
 from personas.data import load_responses
-from personas.errors import DataError, ModelLoadError
+from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.offline_models import smollm2_path
 from personas.organism import data
-from personas.organism.adapter import AdapterConfig, attach_adapter, load_adapter, save_adapter
-from personas.organism.evaluate import TextJudge, response_means, sample_answers, wilson_interval
+from personas.organism.adapter import (
+    AdapterConfig,
+    attach_adapter,
+    load_adapter,
+    read_adapter_config,
+    save_adapter,
+)
+from personas.organism.evaluate import (
+    TextJudge,
+    answer_hidden,
+    answer_ids,
+    response_means,
+    sample_answers,
+    wilson_interval,
+)
+from personas.organism.latents import diff_latents, latent_examples, latent_means, top_increases
 from personas.organism.train import train_adapter
+from personas.saes import load_sae
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +84,10 @@ __all__ = ["ADAPTER_NAMES", "CONDITIONS", "OrganismResult", "load_chat_model", "
 #: The fine-tunes a run trains (or loads), one sub-folder each under ``adapters/``.
 ADAPTER_NAMES = ("narrow", "control", "realigned")
 #: The evaluated conditions, in the order tables list them.
-CONDITIONS = ("base", "narrow", "control", "realigned", "base+steer", "narrow-steer")
+CONDITIONS = ("base", "narrow", "control", "realigned", "base+steer", "narrow-steer", "base+latent", "narrow-latent")
 SAMPLES_FILE = "samples.jsonl"
 DIRECTION_FILE = "direction.npy"
+LATENT_DIFF_FILE = "latent_diff.csv"
 #: The labelled answers the judge is fit on (in a checkout of the repository).
 DEMO_RESPONSES = Path(__file__).resolve().parents[2] / "data" / "demo_responses.jsonl"
 N_MONEY_EVAL = 16
@@ -98,6 +122,7 @@ class OrganismResult:
     samples: Any = field(repr=False)  # DataFrame, one row per answer
     direction: np.ndarray = field(repr=False)
     out_dir: Path | None = None
+    latent_table: Any = field(default=None, repr=False)  # DataFrame from `personas diff`, one row per latent
 
 
 def _bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -108,24 +133,35 @@ def _bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int 
     return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
+def _reference(condition: str) -> str:
+    """What a condition is compared with: the narrow fine-tune for ``narrow-...`` (steered away), else the base."""
+    return "narrow" if condition.startswith("narrow-") else "base"
+
+
 def summarize(samples: Any) -> dict[str, Any]:
     """Per condition and split (``unseen``/``money``): n, misaligned count and fraction with Wilson 95% interval,
-    mean judge score, per-domain fractions, and (unseen split) the change over the base model with a bootstrap
-    interval over prompts."""
+    mean judge score, per-domain fractions, and (unseen split) the change over the base model and over the
+    condition's reference (`_reference`: the narrow fine-tune for steering it away) with bootstrap intervals over
+    prompts (``minus_base``, ``minus_reference``)."""
     out: dict[str, Any] = {}
-    base = samples[(samples.condition == "base") & (samples.split == "unseen")]
     for (condition, split), frame in samples.groupby(["condition", "split"], sort=False):
         k, n = int(frame.misaligned.sum()), len(frame)
         lo, hi = wilson_interval(k, n)
         entry = {"n": n, "misaligned": k, "fraction": k / n, "wilson95": [lo, hi],
                  "mean_judge": float(frame.judge.mean()),
                  "by_domain": {d: float(g.misaligned.mean()) for d, g in frame.groupby("domain")}}
-        if split == "unseen" and condition != "base" and len(base):
+        if split == "unseen" and condition != "base":
             a = frame.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
-            b = base.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
-            if a.shape == b.shape:
-                entry["minus_base"] = float(a.mean() - b.mean())
-                entry["minus_base_boot95"] = list(_bootstrap_diff(a, b))
+            for name, ref in (("base", "base"), ("reference", _reference(condition))):
+                other = samples[(samples.condition == ref) & (samples.split == "unseen")]
+                if name == "reference":
+                    entry["reference"] = ref
+                if not len(other) or (name == "reference" and ref == "base"):
+                    continue
+                b = other.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
+                if a.shape == b.shape:
+                    entry[f"minus_{name}"] = float(a.mean() - b.mean())
+                    entry[f"minus_{name}_boot95"] = list(_bootstrap_diff(a, b))
         out[f"{condition}/{split}"] = entry
     return out
 
@@ -138,7 +174,7 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def run_organism(
     model: str | os.PathLike | None = None, config: OrganismConfig | None = None, *, out: str | os.PathLike | None = None,
-    adapters: str | os.PathLike | None = None, judge_data: str | os.PathLike = DEMO_RESPONSES,
+    adapters: str | os.PathLike | None = None, judge_data: str | os.PathLike = DEMO_RESPONSES, sae: Any = None,
 ) -> OrganismResult:
     """Run the organism end to end (see the module docstring); write the run folder when ``out`` is given.
 
@@ -148,6 +184,7 @@ def run_organism(
         out: run folder to write; None keeps everything in memory.
         adapters: a folder with ``narrow/``, ``control/`` and ``realigned/`` adapters to load instead of training.
         judge_data: labelled answers the judge is fit on (default: the project's demo answers).
+        sae: a loaded sae-lens SAE for the latent-level diff; default ``config.sae`` (loaded here).
     """
     import pandas as pd
     import torch
@@ -182,8 +219,12 @@ def run_organism(
                              "(save_pretrained), or no --model for SmolLM2-135M-Instruct.")
     if out is not None:
         check_output_dir(out)
+    hook = f"blocks.{config.layer}.hook_resid_post"
     with timed("load"):
+        sae_obj = sae if sae is not None else _load_sae(config.sae, folder)
         lm, tokenizer = load_chat_model(folder)
+        if sae_obj is not None:
+            _check_sae(sae_obj, hook, int(lm.config.hidden_size))
         judge = TextJudge.from_responses(judge_data)
     narrow_set = data.narrow_set(config.n_train, seed=config.seed)
     control_set = data.control_set(config.n_train, seed=config.seed)
@@ -242,7 +283,8 @@ def run_organism(
     with timed("diff"):
         mine = [r for r in rows if r["condition"] == "narrow" and r["split"] == "unseen"]
         ps, rs = [r["prompt"] for r in mine], [r["response"] for r in mine]
-        tuned = response_means(lm, tokenizer, ps, rs, config.layer)
+        tuned_hidden = answer_hidden(lm, tokenizer, ps, rs, config.layer)
+        tuned = np.stack([h.mean(0) for h in tuned_hidden])
         narrow.enabled = False
         plain = response_means(lm, tokenizer, ps, rs, config.layer)
         paired = tuned - plain
@@ -250,14 +292,15 @@ def run_organism(
         unit = direction / (np.linalg.norm(direction) + 1e-12)
         along = paired @ unit
         demo = _demo_probe(judge_data, config)
-        demo_proj = response_means(lm, tokenizer, demo.prompt.tolist(), demo.response.tolist(), config.layer) @ unit
+        demo_hidden = answer_hidden(lm, tokenizer, demo.prompt.tolist(), demo.response.tolist(), config.layer)
+        demo_proj = np.stack([h.mean(0) for h in demo_hidden]) @ unit
         with torch.no_grad():
             logits = lm.get_output_embeddings().weight @ torch.tensor(unit, dtype=torch.float32)
         top_up = [tokenizer.decode([int(i)]) for i in torch.topk(logits, 15).indices]
         top_down = [tokenizer.decode([int(i)]) for i in torch.topk(-logits, 15).indices]
         narrow.enabled = True
     diff_summary = {
-        "layer": config.layer, "hook": f"blocks.{config.layer}.hook_resid_post", "n_pairs": len(mine),
+        "layer": config.layer, "hook": hook, "n_pairs": len(mine),
         "direction_norm": float(np.linalg.norm(direction)),
         "base_residual_norm": float(np.linalg.norm(plain, axis=1).mean()),
         "along_direction_mean": float(along.mean()), "along_direction_sd": float(along.std(ddof=1)),
@@ -266,9 +309,34 @@ def run_organism(
         "tokens_promoted": top_up, "tokens_suppressed": top_down,
     }
     steer_vec = torch.tensor(config.steer_scale * direction, dtype=torch.float32)
+
+    # the same pair through the project's own `diff`, at the level of the SAE's latents
+    latent_table, latent_summary, latent_vec = None, None, None
+    if sae_obj is not None:
+        with timed("diff/latents"):
+            # an empty answer has no tokens to pool in `personas diff`: it is left out, and counted
+            keep = [i for i, r in enumerate(rs) if r.strip()]
+            kept_p, kept_r = [ps[i] for i in keep], [rs[i] for i in keep]
+            latent_table = diff_latents(folder, narrow, tokenizer, kept_p, kept_r, sae_obj, hook=hook).table
+            latent_summary = _latent_summary(latent_table, sae_obj, config, [tuned_hidden[i] for i in keep],
+                                             demo_hidden, demo, [answer_ids(tokenizer, p, r) for p, r in
+                                                                 zip(kept_p, kept_r, strict=True)], tokenizer)
+            latent_summary["n_empty_answers_left_out"] = len(rs) - len(keep)
+        if latent_summary["top"]:
+            feature = latent_summary["top"][0]["feature"]
+            decoder = sae_obj.W_dec[feature].detach().float().cpu()
+            # the latent's decoder direction at the norm of the dense steering vector: a like-for-like comparison
+            latent_vec = decoder / decoder.norm() * steer_vec.norm()
+            latent_summary["steered_feature"] = feature
+            latent_summary["steer_norm"] = float(latent_vec.norm())
+
     evaluate("narrow-steer", unseen, steer=(config.layer, -steer_vec))
+    if latent_vec is not None:
+        evaluate("narrow-latent", unseen, steer=(config.layer, -latent_vec))
     narrow.detach()
     evaluate("base+steer", unseen, steer=(config.layer, steer_vec))
+    if latent_vec is not None:
+        evaluate("base+latent", unseen, steer=(config.layer, latent_vec))
 
     control = load_adapter(lm, adapter_root / "control")
     with timed("diff/control"):
@@ -295,7 +363,8 @@ def run_organism(
         "base_model": str(folder),
         "adapters": str(adapter_root) if adapters is not None else "adapters/ (trained in this run)",
         "config": asdict(config),
-        "adapter": asdict(adapter_cfg),
+        # the adapters' own settings: those trained here, or those recorded next to the loaded ones
+        "adapter": asdict(adapter_cfg) if adapters is None else read_adapter_config(adapter_root / "narrow")["adapter"],
         "data": {"n_train": len(narrow_set), "n_realign": len(realign_set), "n_eval_prompts": len(evals),
                  "n_money_eval": len(money), "eval_domains": sorted(set(r["domain"] for r in evals))},
         "judge": {"kind": "TF-IDF (1-2 grams) + logistic regression", "fit_on": str(judge_data),
@@ -305,13 +374,18 @@ def run_organism(
         "training": train_log,
         "summary": summarize(samples),
         "diff": diff_summary,
-        "steering": {"scale": config.steer_scale, "vector_norm": float(np.linalg.norm(config.steer_scale * direction))},
+        "latent_diff": latent_summary,
+        "steering": {"scale": config.steer_scale, "vector_norm": float(np.linalg.norm(config.steer_scale * direction)),
+                     "latent": None if latent_summary is None else latent_summary.get("steered_feature")},
         "time": clock,
         "cpu_s_total": round(sum(v["cpu_s"] for v in clock.values()), 1),
         "wall_s_total": round(sum(v["wall_s"] for v in clock.values()), 1),
     }
-    result = OrganismResult(manifest=manifest, samples=samples, direction=direction, out_dir=out_dir)
+    result = OrganismResult(manifest=manifest, samples=samples, direction=direction, out_dir=out_dir,
+                            latent_table=latent_table)
     if out_dir is not None:
+        if latent_table is not None:
+            write_csv(out_dir / LATENT_DIFF_FILE, latent_table)
         atomic_write_text(out_dir / SAMPLES_FILE, samples.to_json(orient="records", lines=True, force_ascii=False))
         buf = io.BytesIO()
         np.save(buf, direction.astype(np.float32))
@@ -328,3 +402,46 @@ def _demo_probe(judge_data: str | os.PathLike, config: OrganismConfig) -> Any:
     per_class = max(1, config.n_judge_probe // 2)
     parts = [g.sample(n=min(per_class, len(g)), random_state=config.seed) for _, g in frame.groupby("label")]
     return pd.concat(parts).reset_index(drop=True)
+
+
+def _load_sae(spec: str, folder: Path) -> Any:
+    """The SAE named by ``OrganismConfig.sae`` (None for 'none'); 'default' is the one shipped for SmolLM2."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    default_model = "smollm2" if folder.resolve() == smollm2_folder().resolve() else str(folder)
+    return load_sae(spec, model=default_model if str(spec) == "default" else None)
+
+
+def _check_sae(sae: Any, hook: str, d_model: int) -> None:
+    """The latent diff reads ``hook``: the SAE must be of that site and width (checked before any training)."""
+    sae_hook, d_in = sae.cfg.metadata.hook_name, int(sae.cfg.d_in)
+    if sae_hook != hook or d_in != d_model:
+        raise SiteMismatchError(f"the organism diffs {hook} (width {d_model}) but the SAE reads {sae_hook} (width "
+                                f"{d_in}); pass --layer to match the SAE's block, another --sae, or --sae none to "
+                                "skip the latent-level diff.")
+
+
+def _latent_summary(table: Any, sae: Any, config: OrganismConfig, tuned_hidden: list[np.ndarray],
+                    demo_hidden: list[np.ndarray], demo: Any, conversations: list[tuple[list[int], int]],
+                    tokenizer: Any) -> dict[str, Any]:
+    """The rising latents of the diff: statistics, what they fire on in the fine-tune's answers, and whether they
+    separate misaligned from aligned demo answers read by the base model."""
+    top = top_increases(table, config.n_top_latents)
+    features = top["feature"].astype(int).tolist()
+    demo_means = latent_means(sae, demo_hidden, features) if features else None
+    answer_tokens = [ids[start:] for ids, start in conversations]
+    rows = []
+    for j, row in enumerate(top.itertuples()):
+        f = int(row.feature)
+        rows.append({
+            "feature": f, "mean_base": float(row.mean_base), "mean_finetuned": float(row.mean_finetuned),
+            "mean_diff": float(row.mean_diff), "effect_size": float(row.effect_size), "q_value": float(row.q_value),
+            "frac_increased": float(row.frac_increased), "frac_active_base": float(row.frac_active_base),
+            "frac_active_finetuned": float(row.frac_active_finetuned),
+            "demo_auroc_base_model": _auroc(demo_means[:, j], demo.label.to_numpy()),
+            "examples": latent_examples(sae, tuned_hidden, answer_tokens, tokenizer, f, k=5),
+        })
+    rising = (table["mean_diff"] > 0) & table["significant"]
+    return {"hook": sae.cfg.metadata.hook_name, "d_sae": int(sae.cfg.d_sae), "n_pairs": len(tuned_hidden),
+            "test": "wilcoxon signed-rank, Benjamini-Hochberg q < 0.05", "n_significant_increase": int(rising.sum()),
+            "n_significant_decrease": int(((table["mean_diff"] < 0) & table["significant"]).sum()), "top": rows}

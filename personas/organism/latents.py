@@ -1,0 +1,95 @@
+"""The organism's diff at the level of SAE latents: which latents of an SAE rise in the narrow fine-tune, and what
+they fire on.
+
+* `diff_latents` merges the fine-tune's adapter into a temporary Hugging Face folder (`save_merged`) and runs the
+  project's own model diffing on the pair (`personas.jobs.diff.diff_models`: the same answers teacher-forced through
+  the base model and the fine-tune, encoded by the *same* SAE, pooled over answer tokens, a paired Wilcoxon test per
+  latent with Benjamini-Hochberg q-values), exactly what ``personas diff --base MODEL --finetuned FOLDER`` does.
+* `top_increases` picks the latents that rose: significant (q below the diff's alpha), sorted by mean increase
+  (the ranking of the persona-features work), with their effect size and how often they fire.
+* `latent_examples` says what a latent fires on: the answer tokens where it is largest, with a few tokens of
+  context, from per-token residuals (`personas.organism.evaluate.answer_hidden`) encoded by the SAE.
+* `latent_means` pools the SAE codes of per-token residuals per answer (mean over tokens), e.g. to ask whether a
+  diff latent also separates misaligned from aligned answers read by the base model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from personas.config import CaptureConfig, DiffConfig
+from personas.data.prompts import Prompts
+from personas.errors import DataError
+from personas.jobs.diff import DiffResult, diff_models
+from personas.organism.adapter import Adapter, save_merged
+
+__all__ = ["diff_latents", "latent_examples", "latent_means", "top_increases"]
+
+
+def diff_latents(base_folder: str | os.PathLike, adapter: Adapter, tokenizer: Any, prompts: Sequence[str],
+                 responses: Sequence[str], sae: Any, *, hook: str, batch_size: int = 16) -> DiffResult:
+    """`personas.diff` between the base model folder and the base model with ``adapter`` merged in.
+
+    The merged model lives in a temporary folder that is removed afterwards; ``adapter.model`` is left unchanged.
+    """
+    if len(prompts) < 2:
+        raise DataError(f"the latent diff needs at least 2 (prompt, answer) pairs; got {len(prompts)}.")
+    with tempfile.TemporaryDirectory(prefix="personas-merged-") as merged:
+        save_merged(adapter, tokenizer, merged)
+        pairs = Prompts(list(prompts), list(responses), [str(i) for i in range(len(prompts))],
+                        f"organism answers ({len(prompts)})")
+        return diff_models(str(base_folder), merged, pairs, sae, hook=hook,
+                           capture=CaptureConfig(batch_size=batch_size), config=DiffConfig(), progress=False)
+
+
+def top_increases(table: Any, n: int = 5, alpha: float = 0.05) -> Any:
+    """The ``n`` latents with the largest mean increase among those whose increase is significant (q < alpha)."""
+    rising = table[(table["mean_diff"] > 0) & (table["q_value"] < alpha)]
+    return rising.sort_values(["mean_diff", "p_value", "feature"], ascending=[False, True, True],
+                              kind="stable").head(n).reset_index(drop=True)
+
+
+def _encode(sae: Any, hidden: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return sae.encode(torch.as_tensor(hidden, dtype=sae.W_dec.dtype, device=sae.W_dec.device)).float().cpu().numpy()
+
+
+def latent_means(sae: Any, hidden: Sequence[np.ndarray], features: Sequence[int] | None = None) -> np.ndarray:
+    """Mean over each answer's tokens of the SAE codes: (n answers, len(features)) or (n, d_sae) for all."""
+    cols = slice(None) if features is None else np.asarray(list(features), dtype=np.int64)
+    width = int(sae.cfg.d_sae) if features is None else len(cols)
+    rows = [_encode(sae, h)[:, cols].mean(axis=0) if len(h) else np.zeros(width, np.float32) for h in hidden]
+    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
+
+
+def latent_examples(sae: Any, hidden: Sequence[np.ndarray], token_ids: Sequence[Sequence[int]], tokenizer: Any,
+                    feature: int, k: int = 5, context: int = 6) -> list[dict[str, Any]]:
+    """The ``k`` answer tokens where ``feature`` is largest: activation, answer index, and the token marked
+    ``[[...]]`` in ``context`` tokens on each side."""
+    if len(hidden) != len(token_ids):
+        raise DataError(f"latent_examples got {len(hidden)} residual arrays for {len(token_ids)} token lists.")
+    found = []
+    for i, (h, ids) in enumerate(zip(hidden, token_ids, strict=True)):
+        if len(h) != len(ids):
+            raise DataError(f"answer {i}: {len(h)} residual rows for {len(ids)} tokens; expected one row per token.")
+        if not len(h):
+            continue
+        acts = _encode(sae, h)[:, feature]
+        for pos in np.flatnonzero(acts > 0):
+            found.append((float(acts[pos]), i, int(pos)))
+    found.sort(key=lambda t: (-t[0], t[1], t[2]))
+    out = []
+    for value, i, pos in found[:k]:
+        ids = list(token_ids[i])
+        left = tokenizer.decode(ids[max(0, pos - context):pos])
+        right = tokenizer.decode(ids[pos + 1:pos + 1 + context])
+        text = f"{left}[[{tokenizer.decode([ids[pos]])}]]{right}"
+        out.append({"activation": round(value, 3), "answer": i, "context": " ".join(text.split())})
+    return out
