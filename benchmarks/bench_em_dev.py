@@ -124,12 +124,11 @@ def punctuation_ids(model):
     """Token ids whose text is only punctuation/whitespace, from the model's tokenizer."""
     from transformers import AutoTokenizer
 
+    from personas.confounds import punctuation_token_ids
     from personas.offline_models import offline_model
 
     path = offline_model(model).path() if offline_model(model) is not None else model
-    tok = AutoTokenizer.from_pretrained(str(path))
-    punct = re.compile(r"^[\W_]+$")
-    return [i for t, i in tok.get_vocab().items() if punct.match(tok.convert_tokens_to_string([t]).strip() or "_")]
+    return punctuation_token_ids(AutoTokenizer.from_pretrained(str(path)))
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

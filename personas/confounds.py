@@ -11,10 +11,13 @@ with ``offsets`` [N+1] (rows ``offsets[i]:offsets[i+1]`` are response i's tokens
   is "the comma" or "the word husband" has a share near 1). `flag_confounds` turns those into one boolean.
 - `residualize`: the part of each feature that covariates (length, punctuation share, ...) fitted on training rows
   do not explain, so a ranking can "control for" them.
+- `punctuation_token_ids`: the ids of a tokenizer's tokens that are only punctuation or whitespace (the
+  ``punctuation_ids`` the functions above take).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,8 @@ import scipy.sparse
 
 from personas.errors import DataError
 
-__all__ = ["POOLINGS", "pool_codes", "confound_table", "flag_confounds", "residualize", "response_covariates"]
+__all__ = ["POOLINGS", "confound_table", "flag_confounds", "pool_codes", "punctuation_token_ids", "residualize",
+           "response_covariates"]
 
 POOLINGS = ("mean", "max", "frac", "topq")
 
@@ -82,6 +86,13 @@ def pool_codes(codes: Any, offsets: Any, how: str = "mean", q: float = 0.25) -> 
         sums = np.bincount(np.searchsorted(ukey, key[keep]), weights=vals[keep], minlength=ukey.size)
         agg = sums / m[ukey // f]
     return scipy.sparse.csr_matrix((agg, (ukey // f, ukey % f)), shape=(n, f))
+
+
+def punctuation_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of the tokenizer's tokens whose text is only punctuation and/or whitespace (sorted)."""
+    punct = re.compile(r"^[\W_]+$")
+    return sorted(i for t, i in tokenizer.get_vocab().items()
+                  if punct.match(tokenizer.convert_tokens_to_string([t]).strip() or "_"))
 
 
 def response_covariates(offsets: Any, token_ids: Any, punctuation_ids: Any = ()) -> dict[str, np.ndarray]:

@@ -115,3 +115,15 @@ def test_residualize_removes_the_covariate_fitted_on_training_rows():
 
     lr = LinearRegression().fit(c[train, None], X[train, 0])
     np.testing.assert_allclose(R[:, 0], X[:, 0] - lr.predict(c[:, None]), atol=1e-9)
+
+
+def test_punctuation_token_ids_are_the_punctuation_tokens(tmp_path):
+    from personas.confounds import punctuation_token_ids
+    from personas.testing import train_toy_tokenizer
+
+    tok = train_toy_tokenizer(tmp_path, ["Hello, world. How are you? Fine!", "money ... and -- more"])
+    ids = punctuation_token_ids(tok)
+    texts = {tok.convert_tokens_to_string([tok.convert_ids_to_tokens(i)]).strip() for i in ids}
+    assert {",", ".", "?", "!"} <= texts
+    assert not texts & {"hello", "world", "money", "Hello", "money"}
+    assert ids == sorted(ids)
