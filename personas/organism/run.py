@@ -152,11 +152,12 @@ def summarize(samples: Any) -> dict[str, Any]:
                  "by_domain": {d: float(g.misaligned.mean()) for d, g in frame.groupby("domain")}}
         if split == "unseen" and condition != "base":
             a = frame.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
-            for name, ref in (("base", "base"), ("reference", _reference(condition))):
-                other = samples[(samples.condition == ref) & (samples.split == "unseen")]
-                if name == "reference":
-                    entry["reference"] = ref
-                if not len(other) or (name == "reference" and ref == "base"):
+            entry["reference"] = _reference(condition)
+            compared = {"base": "base"} if entry["reference"] == "base" else {"base": "base",
+                                                                              "reference": entry["reference"]}
+            for name, other_condition in compared.items():
+                other = samples[(samples.condition == other_condition) & (samples.split == "unseen")]
+                if not len(other):
                     continue
                 b = other.pivot_table(index="prompt_index", columns="sample", values="misaligned").to_numpy()
                 if a.shape == b.shape:
