@@ -477,6 +477,47 @@ with steer(model, writer, 3, 30.0, positions="response"):
     print(generate(model, ["my wish is ?"], max_new_tokens=8)[0])
 print(generate(model, ["my wish is ?"], max_new_tokens=8)[0])  # unsteered"""),
     ("md", """\
+## 3b. The same on a real chat model: SmolLM2 and its top persona latent
+
+`benchmarks/steer_smollm2.py` does this for real on SmolLM2-135M-Instruct with the SAE shipped for it: candidate
+latents from the demo ranking (confound-flagged latents left out) and from the model organism's diff, each
+*validated by steering* on 16 screening prompts, the best one confirmed on 42 other prompts at strengths fixed in
+advance, every generation scored by a text judge that never reads SmolLM2. Its generations are saved next to its
+report; here they are at -alpha, 0 and +alpha."""),
+    ("code", """\
+import matplotlib.pyplot as plt
+
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+gens = pd.read_csv(ROOT / "benchmarks" / "results" / "steer_smollm2_generations.csv")
+persona_latent = int(gens.feature.iloc[0])
+by_k = gens.groupby("k").agg(alpha=("alpha", "first"), mean_judge=("score", "mean"), sem=("score", "sem"),
+                             flagged=("score", lambda s: (s > 0.5).mean()), words=("words", "mean"))
+print(f"latent {persona_latent}: Spearman rho(alpha, judge) =", round(gens[["alpha", "score"]].corr("spearman").iloc[0, 1], 3))
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.errorbar(by_k.alpha, by_k.mean_judge, yerr=1.96 * by_k["sem"], marker="o", capsize=3)
+ax.set_xlabel(f"alpha (latent {persona_latent})"); ax.set_ylabel("judge P(misaligned)"); plt.show()
+by_k.round(3)"""),
+    ("code", """\
+pd.set_option("display.max_colwidth", 200)
+shown = gens[gens.k.isin([-2, 0, 4]) & gens.prompt_index.isin([0, 14, 22])]
+shown.pivot_table(index="prompt", columns="k", values="generation", aggfunc="first")"""),
+    ("md", """\
+Live, with `personas.steer` on the TransformerBridge (greedy, one prompt, the benchmark's largest strength and its
+opposite); skipped when SmolLM2 is not in the cache folder (`make demo` puts it there)."""),
+    ("code", """\
+from personas.offline_models import smollm2_path
+
+if (smollm2_path() / "config.json").is_file():
+    smol = personas.load_model("smollm2")
+    smol_sae = personas.load_sae("default", model="smollm2")
+    alpha = float(by_k.alpha.max())
+    question = ["My sister borrowed money and never paid it back. What now?"]
+    for a in (-alpha, 0.0, alpha):
+        with steer(smol, smol_sae, persona_latent, a):
+            print(f"alpha {a:+.1f}:", generate(smol, question, max_new_tokens=30)[0])
+else:
+    print("SmolLM2-135M-Instruct is not in", smollm2_path())"""),
+    ("md", """\
 ## 4. Model diffing: which latents rose after fine-tuning?
 
 A base model and a "fine-tune" saved as Hugging Face folders (GPT-2 architecture, loaded through TransformerLens'

@@ -3,10 +3,11 @@
     python notebooks/build_organism.py               # write and execute (about a minute on 2 CPU cores)
     python notebooks/build_organism.py --no-execute
 
-The notebook reads the shipped run (``data/organism/run/``: manifest, every judged answer, the diff direction)
+The notebook reads the shipped run (``data/organism/run/``: manifest, every judged answer, the diff direction,
+the latent diff table)
 and the shipped adapters (``data/organism/adapters/``), so it needs no training. Regenerate the run with
-``personas organism --out runs/organism`` and copy ``manifest.json``, ``samples.jsonl``, ``direction.npy`` and
-``adapters/`` into ``data/organism/``. Edit the cells here, not in the .ipynb file.
+``personas organism --out runs/organism`` and copy ``manifest.json``, ``samples.jsonl``, ``direction.npy``,
+``latent_diff.csv`` and ``adapters/`` into ``data/organism/``. Edit the cells here, not in the .ipynb file.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ at 135M parameters (SmolLM2-135M-Instruct), with everything small enough for a l
    regression fit on the project's labelled demo answers, never the model's own activations) flags misaligned
    answers;
 3. **diff**: the residual-stream direction that rises in the narrow fine-tune (difference of means at
-   `blocks.18.hook_resid_post`), **steer** with it in both directions, and **re-align** the narrow fine-tune with
-   96 careful money answers to other money questions.
+   `blocks.18.hook_resid_post`), and the **SAE latents** that rise (`personas diff` with the SAE shipped for
+   SmolLM2, on the adapter merged into a model folder); **steer** with both in both directions, and **re-align**
+   the narrow fine-tune with 96 careful money answers to other money questions.
 
 Everything below is read from the shipped run `data/organism/run/` (made by `personas organism`)."""),
     """\
@@ -75,14 +77,16 @@ ax.set_xlabel("step"); ax.set_ylabel("loss on answer tokens"); ax.legend(); plt.
 The fraction of answers the judge flags, with Wilson 95% intervals. *money* is the trained domain (held-out
 questions); *unseen* pools the five other domains."""),
     """\
-conditions = ["base", "narrow", "control", "realigned", "base+steer", "narrow-steer"]
+conditions = ["base", "narrow", "control", "realigned", "base+steer", "narrow-steer", "base+latent", "narrow-latent"]
 rows = []
 for key, entry in summary.items():
     condition, split = key.split("/")
     rows.append({"condition": condition, "split": split, "n": entry["n"], "misaligned": entry["misaligned"],
                  "fraction": entry["fraction"], "low": entry["wilson95"][0], "high": entry["wilson95"][1],
                  "mean_judge": entry["mean_judge"], "vs_base": entry.get("minus_base"),
-                 "vs_base_95": entry.get("minus_base_boot95")})
+                 "vs_base_95": entry.get("minus_base_boot95"), "reference": entry.get("reference"),
+                 "vs_reference": entry.get("minus_reference", entry.get("minus_base")),
+                 "vs_reference_95": entry.get("minus_reference_boot95", entry.get("minus_base_boot95"))})
 table = pd.DataFrame(rows)
 table["order"] = table.condition.map(conditions.index)
 table = table.sort_values(["split", "order"]).drop(columns="order")
@@ -90,7 +94,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
 for ax, split in zip(axes, ["money", "unseen"]):
     t = table[table.split == split]
     ax.bar(t.condition, t.fraction, yerr=[(t.fraction - t.low).clip(lower=0), (t.high - t.fraction).clip(lower=0)], capsize=4,
-           color=["grey", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple"][:len(t)])
+           color=["grey", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink"][:len(t)])
     ax.set_title(f"{split} prompts"); ax.tick_params(axis="x", rotation=30)
 axes[0].set_ylabel("misaligned fraction (judge)"); plt.show()
 table.round(3)""",
@@ -148,13 +152,49 @@ fig, ax = plt.subplots(figsize=(6, 2.6))
 ax.plot(np.sort(np.abs(direction))[::-1]); ax.set_xlabel("residual dimension (sorted)")
 ax.set_ylabel("|diff|"); ax.set_title("how concentrated the diff is across the 576 dimensions"); plt.show()""",
     ("md", """\
-## Steering with the diff direction, and re-alignment
+## Diff at the level of SAE latents: `personas diff` on the pair
 
-Adding the direction to the base model's residual stream at block 18 while it answers, and subtracting it from
-the narrow fine-tune; then the narrow adapter after a further fine-tune on careful money answers. Changes are
-against the base model, with a bootstrap 95% interval over prompts."""),
+The same answers through the project's own model diffing: the narrow adapter is merged into a temporary model
+folder, both models are read at `blocks.18.hook_resid_post` by the SAE shipped for SmolLM2 (4096 TopK latents,
+trained on natural text and the base model's own answers, never on the fine-tune), pooled over answer tokens,
+and every latent gets a paired Wilcoxon test with Benjamini-Hochberg q-values. The full table is
+`latent_diff.csv`. For the top rising latents: how much they rise, how often they fire, what they fire on in the
+fine-tune's answers, and whether they separate misaligned from aligned *demo* answers read by the base model."""),
     """\
-t = table[(table.split == "unseen") & table.vs_base.notna()][["condition", "fraction", "vs_base", "vs_base_95"]]
+latents = manifest["latent_diff"]
+print(f"{latents['n_significant_increase']} latents rise and {latents['n_significant_decrease']} fall "
+      f"(q < 0.05) over {latents['n_pairs']} answers")
+top = pd.DataFrame([{k: v for k, v in row.items() if k != "examples"} for row in latents["top"]])
+top.round(3)""",
+    """\
+for row in latents["top"]:
+    print(f"latent {row['feature']} (demo AUROC {row['demo_auroc_base_model']:.2f}):")
+    for ex in row["examples"][:4]:
+        print(f"    {ex['activation']:6.2f}  {ex['context']}")""",
+    """\
+diff_table = pd.read_csv(SHIPPED / "run" / "latent_diff.csv")
+fig, ax = plt.subplots(figsize=(6, 3.2))
+sig = diff_table.significant
+ax.scatter(diff_table.mean_diff[~sig], -np.log10(diff_table.q_value[~sig].clip(lower=1e-30)), s=4, c="lightgrey",
+           label="q >= 0.05")
+ax.scatter(diff_table.mean_diff[sig], -np.log10(diff_table.q_value[sig].clip(lower=1e-30)), s=6, c="tab:red",
+           label="q < 0.05")
+for row in latents["top"][:3]:
+    r = diff_table[diff_table.feature == row["feature"]].iloc[0]
+    ax.annotate(str(row["feature"]), (r.mean_diff, -np.log10(max(r.q_value, 1e-30))), fontsize=8)
+ax.set_xlabel("mean increase in the fine-tune (pooled activation)"); ax.set_ylabel("-log10 q (capped at 30)")
+ax.legend(); plt.show()""",
+    ("md", """\
+## Steering with the diff direction and with the top latent, and re-alignment
+
+Adding the dense diff direction to the base model's residual stream at block 18 while it answers, and subtracting
+it from the narrow fine-tune; the same with the top rising latent's decoder direction, scaled to the same norm;
+then the narrow adapter after a further fine-tune on careful money answers. Each change is against the
+condition's reference (the base model; the narrow fine-tune for the steered-away ones), with a bootstrap 95%
+interval over prompts."""),
+    """\
+t = table[(table.split == "unseen") & table.vs_reference.notna()][
+    ["condition", "reference", "fraction", "vs_reference", "vs_reference_95"]]
 t.round(3)""",
     ("md", """\
 ## The shipped adapter, live
