@@ -298,3 +298,18 @@ def test_committed_notebook_is_executed_and_in_step_with_its_builder():
     assert all(c.get("execution_count") for c in code)
     assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) >= 3
+
+
+def test_default_sae_on_another_model_is_a_clear_error_and_none_skips_the_latent_diff(toy_hf, tmp_path):
+    from personas.organism.run import LATENT_DIFF_FILE, run_organism
+
+    folder, _, _ = toy_hf
+    with pytest.raises(PersonasError, match="no SAE ships for the model"):
+        run_organism(folder, OrganismConfig(n_train=8, layer=1, targets="c_attn"), out=tmp_path / "a")
+    assert not (tmp_path / "a" / "adapters").exists()
+    config = OrganismConfig(n_train=8, n_realign=8, max_new_tokens=3, batch_size=4, layer=1, targets="c_attn",
+                            n_judge_probe=10, sae="none")
+    result = run_organism(folder, config, out=tmp_path / "b")
+    assert result.latent_table is None and result.manifest["latent_diff"] is None
+    assert not (tmp_path / "b" / LATENT_DIFF_FILE).exists()
+    assert not {"base+latent", "narrow-latent"} & set(result.samples["condition"])
