@@ -47,23 +47,34 @@ def sae_quality_on(handle, sae, prompts, responses, hook: str) -> dict[str, floa
             "dead_fraction": float((active.sum(0) == 0).float().mean()), "n_tokens": int(x.shape[0])}
 
 
-def _response_token_acts(handle, prompts, responses, hook):
-    """Activations of every response token at ``hook``, in capture's order (response after response)."""
+def _response_token_acts(handle, prompts, responses, hook, batch_size: int = 16):
+    """Activations of every response token at ``hook`` (conversations batched by length, right-padded and masked)."""
     import torch
 
     from personas.capturing import tokenize_conversations
     from personas.config import CaptureConfig
 
+    convs = tokenize_conversations(handle, prompts, responses, CaptureConfig())
+    order = sorted(range(len(convs)), key=lambda i: len(convs[i].input_ids))
+    pad = getattr(handle.tokenizer, "pad_token_id", None) or 0
     rows = []
     with torch.no_grad():
-        for t in tokenize_conversations(handle, prompts, responses, CaptureConfig()):
-            ids = torch.tensor([t.input_ids], device=handle.device)
-            acts = handle.run_hooks(ids, torch.ones_like(ids), [hook], None)[hook][0]
-            rows.append(acts[t.start: t.end].float().cpu())
+        for lo in range(0, len(order), batch_size):
+            chunk = [convs[i] for i in order[lo:lo + batch_size]]
+            width = max(len(t.input_ids) for t in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, t in enumerate(chunk):
+                ids[r, :len(t.input_ids)] = torch.tensor(t.input_ids)
+                mask[r, :len(t.input_ids)] = 1
+            acts = handle.run_hooks(ids.to(handle.device), mask.to(handle.device), [hook], None)[hook]
+            rows += [acts[r, t.start:t.end].float().cpu() for r, t in enumerate(chunk)]
     return torch.cat(rows)
 
 
-def numbers(model: str) -> dict[str, float]:
+def numbers(model: str, result=None) -> dict[str, float]:
+    """The block's numbers for one offline model; ``result``: its demo ranking when already computed (the ranking
+    `personas rank data/demo_responses.jsonl --model MODEL` makes; the test suite shares one)."""
     import numpy as np
 
     import personas
@@ -71,7 +82,8 @@ def numbers(model: str) -> dict[str, float]:
     from personas.jobs.detect import fit_detector
 
     demo = ROOT / "data" / "demo_responses.jsonl"
-    result = personas.rank(demo, capture=CaptureConfig(model=model), sae="default", progress=False)
+    if result is None:
+        result = personas.rank(demo, capture=CaptureConfig(model=model), sae="default", progress=False)
     r = result.ranking
     top = np.abs(r["group_auroc" if "group_auroc" in r else "auroc"].head(20).to_numpy() - 0.5)
     data = result.manifest["data"]
@@ -156,14 +168,15 @@ def compare(expected_block: str, fresh_block: str) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, ranked: dict | None = None) -> int:
+    """The command line; ``ranked`` maps a model to its demo ranking when the caller already has one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="README", help="replace the block in this file")
     group.add_argument("--check", metavar="README", help="exit 1 when this file's block differs beyond tolerance")
     args = parser.parse_args(argv)
-    fresh = render({m: numbers(m) for m in args.models.split(",")})
+    fresh = render({m: numbers(m, (ranked or {}).get(m)) for m in args.models.split(",")})
     if not (args.write or args.check):
         print(fresh)
         return 0

@@ -189,11 +189,13 @@ def _remove_hook(point: Any, fn: Any) -> None:
 def active_steerings(model: Any) -> list[Steering]:
     """The `Steering` hooks currently registered on ``model``."""
 
-    found = []
-    for point in as_model_handle(model).model.hook_dict.values():
+    found: list[Steering] = []
+    # a TransformerBridge lists one hook point under several names (aliases): count each hook once
+    for point in {id(p): p for p in as_model_handle(model).model.hook_dict.values()}.values():
         for lens_handle in getattr(point, "fwd_hooks", ()):
-            if isinstance(getattr(lens_handle, "user_hook", None), Steering):
-                found.append(lens_handle.user_hook)
+            hook = getattr(lens_handle, "user_hook", None)
+            if isinstance(hook, Steering) and not any(hook is f for f in found):
+                found.append(hook)
     return found
 
 

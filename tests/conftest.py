@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the command line uses half the CPUs by default, and each in-process CLI test would leave torch there for the rest of
+# the session: the suite uses them all
+os.environ.setdefault("PERSONAS_THREADS", str(os.cpu_count() or 1))
 
 TOY_HOOK = "blocks.0.hook_resid_pre"  # token identity is linear here; random attention blurs it later
 TRIGGERS = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
@@ -76,3 +79,15 @@ def minilm():
     from personas.models import load_model
 
     return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def demo_ranking():
+    """The offline default's ranking of the demo data (SmolLM2 at blocks.18, its shipped SAE): what `make demo`
+    computes, made once per session and shared by the demo test and the README-numbers check (slow tests only)."""
+    import personas
+    from personas.saes import data_dir, default_sae_path
+
+    if not (default_sae_path() / "cfg.json").exists():
+        pytest.fail(f"the shipped SAE is missing at {default_sae_path()}; rebuild it with `make train-sae`")
+    return personas.rank(data_dir() / "demo_responses.jsonl", progress=False)

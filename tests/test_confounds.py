@@ -125,5 +125,5 @@ def test_punctuation_token_ids_are_the_punctuation_tokens(tmp_path):
     ids = punctuation_token_ids(tok)
     texts = {tok.convert_tokens_to_string([tok.convert_ids_to_tokens(i)]).strip() for i in ids}
     assert {",", ".", "?", "!"} <= texts
-    assert not texts & {"hello", "world", "money", "Hello", "money"}
+    assert not texts & {"hello", "world", "money", "Hello"}
     assert ids == sorted(ids)

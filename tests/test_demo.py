@@ -1,4 +1,5 @@
-"""The offline default end to end: SmolLM2-135M-Instruct, its shipped SAE, the demo data, through the CLI."""
+"""The offline default end to end: SmolLM2-135M-Instruct, its shipped SAE, the demo data (the ranking
+`make demo` writes; the command line itself runs on the demo data in test_smollm2_real)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,15 @@ import json
 import pandas as pd
 import pytest
 
-from personas.cli.main import main
-from personas.saes import default_sae_path
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    if not (default_sae_path() / "cfg.json").exists():
-        pytest.fail(f"the shipped SAE is missing at {default_sae_path()}; rebuild it with `make train-sae`")
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["rank", "data/demo_responses.jsonl", "--out", str(out), "--quiet"]) == 0
-    return out
+def demo_run(demo_ranking, tmp_path_factory):
+    """The shared demo ranking, written to a run folder as `personas rank --out` writes it."""
+    from personas.jobs.rank import write_ranking
+
+    return write_ranking(demo_ranking, tmp_path_factory.mktemp("demo"))
 
 
 def test_demo_finds_separating_features(demo_run):
