@@ -97,6 +97,8 @@ CASES = [
     # organism (fails before any model loads)
     (["organism", "--adapters", "{missing}", "--out", "{root}/o1"], "adapters"),
     (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
+    (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder nor"),
+    (["organism", "--n-top-latents", "0", "--out", "{root}/o4"], "n_top_latents"),
     # rank
     (["rank", "{missing}"], "No file at"),
     (["rank", "{bad.jsonl}"], "not valid JSON"),
