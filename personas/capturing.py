@@ -12,7 +12,9 @@ Each conversation is tokenized once, explicitly, so no second BOS is prepended:
 
 Batches are formed from responses of similar length, right-padded, and the forward pass stops after the
 deepest hooked block (``stop_at_layer``). When an SAE is given, each response token is encoded and the codes
-are pooled per response (the mean of per-token latent activations, as in the model-diffing work).
+are pooled per response (the mean of per-token latent activations, as in the model-diffing work), and the SAE's
+reconstruction of those tokens is measured on the way (``Capture.stats["sae_fit"]``: explained variance, L0, dead
+fraction), so every ranking's manifest says how well the SAE fits the data it ranked.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from personas.config import CaptureConfig
 from personas.devices import resolve_dtype
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle
-from personas.saes import SparseCodes, check_site, encode_sparse
+from personas.saes import ReconstructionStats, SparseCodes, check_site, encode_sparse
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -303,7 +305,8 @@ def capture(
         hooks: hook names to read; default ``config.hook``, else the SAE's ``hook_name``.
         config: tokenization, pooling, batching (see `CaptureConfig`).
         sae: an sae-lens SAE; its site is checked against the model, then each response token is encoded and the
-            codes are pooled into `Capture.features` (a CSR matrix, responses x latents).
+            codes are pooled into `Capture.features` (a CSR matrix, responses x latents); ``stats["sae_fit"]``
+            holds its explained variance, L0 and dead fraction on these response tokens.
         keep_tokens: also keep the per-token SAE codes (sparse), for top-activating examples.
         allow_model_mismatch: accept an SAE whose recorded model differs from this model (hook and width must
             still match).
@@ -331,6 +334,7 @@ def capture(
     token_parts: dict[int, tuple[Any, np.ndarray]] = {}
     norm_ratios: list[float] = []
     n_outliers = 0
+    fit = ReconstructionStats(int(sae.cfg.d_sae)) if sae is not None else None  # the SAE's fit on these tokens
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
@@ -363,7 +367,7 @@ def capture(
                 n_outliers += int((ratio > NORM_OUTLIER_RATIO).sum())
                 norm_ratios.append(float(ratio.max()))
         if sae is not None:
-            codes = encode_sparse(sae, acts[sae_hook][mask], batch_tokens=encode_batch_tokens)
+            codes = encode_sparse(sae, acts[sae_hook][mask], batch_tokens=encode_batch_tokens, stats=fit)
             seg_np = segments.cpu().numpy()
             feature_parts.append(pool_sparse_codes(codes, seg_np, len(items), config.pool))
             if keep_tokens:
@@ -399,6 +403,7 @@ def capture(
             "n_norm_outlier_tokens": n_outliers,
             "max_norm_ratio": float(max(norm_ratios)) if norm_ratios else None,
             "stop_at_layer": handle.stop_layer(hook_list),
+            **({"sae_fit": fit.summary()} if fit is not None else {}),
         },
     )
     if sae is not None:

@@ -7,6 +7,10 @@ An SAE is named by a spec string:
 * ``"RELEASE:SAE_ID"``: a pretrained sae-lens release, e.g. ``"gpt2-small-res-jb:blocks.8.hook_resid_pre"`` or
   ``"gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"``.
 
+`encode_sparse` encodes activations chunk by chunk and keeps only the non-zero codes; given a `ReconstructionStats`
+it also decodes each chunk and accumulates how well the SAE reconstructs them (explained variance, L0, dead
+latents), so a capture reports the SAE's fit on the user's own data at the cost of one decode.
+
 `check_sae_spec` checks a spec without loading anything heavy (a folder's ``cfg.json`` and the shapes in its
 weights file's header, or a release's name in the sae-lens directory), so that jobs can fail on a wrong SAE in
 milliseconds, before a model loads. Training lives in `personas.training`.
@@ -321,11 +325,49 @@ class SparseCodes:
         )
 
 
-def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> SparseCodes:
+class ReconstructionStats:
+    """Running totals of an SAE's reconstruction over tokens: explained variance, mean L0, dead latents.
+
+    Explained variance is ``1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over all tokens seen (the mean over all
+    of them), as sae-lens reports it; a latent is dead when it fired on none of them.
+    """
+
+    def __init__(self, d_sae: int) -> None:
+        self.n = 0
+        self.sse = 0.0
+        self.sum_sq = 0.0
+        self.sum_x: np.ndarray | None = None
+        self.l0_sum = 0
+        self.fired = np.zeros(int(d_sae), dtype=bool)
+
+    def update(self, x: torch.Tensor, codes: torch.Tensor, x_hat: torch.Tensor) -> None:
+        """Add a chunk: activations [n, d_in], its codes [n, d_sae] and reconstruction [n, d_in]."""
+        x64, err = x.double(), (x.double() - x_hat.double())
+        self.n += int(x.shape[0])
+        self.sse += float((err * err).sum())
+        self.sum_sq += float((x64 * x64).sum())
+        part = x64.sum(0).cpu().numpy()
+        self.sum_x = part if self.sum_x is None else self.sum_x + part
+        active = codes != 0
+        self.l0_sum += int(active.sum())
+        self.fired |= active.any(0).cpu().numpy()
+
+    def summary(self) -> dict[str, float | int | None]:
+        """``explained_variance``, ``l0`` (mean active latents per token), ``dead_fraction``, ``n_tokens``."""
+        if self.n == 0 or self.sum_x is None:
+            return {"explained_variance": None, "l0": None, "dead_fraction": None, "n_tokens": 0}
+        total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
+        return {"explained_variance": float(1.0 - self.sse / total) if total > 0 else None,
+                "l0": self.l0_sum / self.n, "dead_fraction": float(1.0 - self.fired.mean()), "n_tokens": self.n}
+
+
+def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192,
+                  stats: ReconstructionStats | None = None) -> SparseCodes:
     """SAE codes of [n_tokens, d_in] activations as non-zero triples: no dense [n_tokens, d_sae] matrix is kept.
 
     Each chunk of ``batch_tokens`` rows is encoded densely (one chunk at a time) and reduced to its non-zeros at
     once, so memory grows with the non-zeros (about k per token for a TopK SAE), not with ``n_tokens * d_sae``.
+    With ``stats``, each chunk is also decoded and its reconstruction added to the running totals.
     """
     import torch
 
@@ -336,6 +378,8 @@ def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 81
         for lo in range(0, activations.shape[0], batch_tokens):
             chunk = activations[lo : lo + batch_tokens].to(device=param.device, dtype=param.dtype)
             codes = sae.encode(chunk)
+            if stats is not None:
+                stats.update(chunk, codes, sae.decode(codes))
             r, c = codes.nonzero(as_tuple=True)
             rows.append(r + lo)
             cols.append(c)

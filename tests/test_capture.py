@@ -149,3 +149,41 @@ def test_sparse_encoding_keeps_the_dense_codes(toy_model, planted_sae):
     dense = encode(planted_sae, acts, batch_tokens=8)
     sparse = encode_sparse(planted_sae, acts, batch_tokens=8).to_csr().toarray()
     np.testing.assert_allclose(sparse, dense.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_reconstruction_stats_over_chunks_equal_the_whole_at_once(planted_sae):
+    from personas.saes import ReconstructionStats, encode_sparse
+
+    acts = torch.randn(53, planted_sae.cfg.d_in) * 3 + 1
+    stats = ReconstructionStats(planted_sae.cfg.d_sae)
+    encode_sparse(planted_sae, acts, batch_tokens=8, stats=stats)  # 7 chunks
+    with torch.no_grad():
+        codes = planted_sae.encode(acts)
+        x_hat = planted_sae.decode(codes)
+    x = acts.double()
+    ev = 1 - ((x - x_hat.double()) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    fit = stats.summary()
+    assert fit["n_tokens"] == 53
+    assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-9)
+    assert fit["l0"] == pytest.approx(float((codes != 0).sum(1).float().mean()))
+    assert fit["dead_fraction"] == pytest.approx(float(((codes != 0).sum(0) == 0).float().mean()))
+    assert ReconstructionStats(4).summary()["explained_variance"] is None  # no tokens: no number, not NaN
+
+
+def test_capture_reports_the_sae_fit_on_its_response_tokens(toy_model, planted_sae, planted_data):
+    prompts, responses = planted_data["prompt"][:10], planted_data["response"][:10]
+    cap = capture(toy_model, prompts, responses, sae=planted_sae, config=CaptureConfig(batch_size=3), progress=False)
+    fit = cap.stats["sae_fit"]
+    # the same response tokens, one conversation at a time, reconstructed at once
+    rows = []
+    for t in tokenize_conversations(toy_model, prompts, responses, CaptureConfig()):
+        ids = torch.tensor([t.input_ids])
+        rows.append(toy_model.run_hooks(ids, torch.ones_like(ids), [TOY_HOOK])[TOY_HOOK][0, t.start:t.end])
+    x = torch.cat(rows)
+    with torch.no_grad():
+        x_hat = planted_sae.decode(planted_sae.encode(x)).double()
+    ev = 1 - ((x.double() - x_hat) ** 2).sum() / ((x.double() - x.double().mean(0)) ** 2).sum()
+    assert fit["n_tokens"] == int(cap.n_tokens.sum()) == x.shape[0]
+    assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-5)
+    assert cap.provenance()["sae_fit"] == fit  # what manifests record
+    assert "sae_fit" not in capture(toy_model, prompts, responses, hooks=[TOY_HOOK], progress=False).stats
