@@ -265,6 +265,7 @@ def main() -> None:
     from personas.config import CaptureConfig
     from personas.offline_models import smollm2_path
     from personas.organism.evaluate import TextJudge, sample_answers, steering_hook
+    from personas.organism.train import render_prompt as chat_text  # the text sample_answers feeds the model
     from personas.steering import render_prompt, steer
 
     torch.set_num_threads(2)
@@ -381,7 +382,7 @@ def main() -> None:
           f"{rho_coh:.3f} (p = {p_coh:.2g}, n = {len(kept)}); mean judge score per k {judge_coherent_by_k.round(3).to_dict()}")
 
     # 7. speed: the same batch, every answer forced to SPEED_TOKENS tokens, with and without the hook ----------
-    speed_prompts = [render_prompt_text(tok, q) for q in PROMPTS]
+    speed_prompts = [chat_text(tok, q) for q in PROMPTS]
     enc = tok(speed_prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     seconds = {"plain": [], "steered": []}
     vector = 2.0 * unit * sae.W_dec[feature].detach().float()
@@ -482,13 +483,6 @@ def main() -> None:
                                   "logprob", "distinct", "coherent", "score"]].to_csv(GENERATIONS, index=False,
                                                                                       float_format="%.6g")
     print(f"wrote {RESULTS.relative_to(ROOT)} in {total:.0f} s")
-
-
-def render_prompt_text(tokenizer, prompt: str) -> str:
-    """The chat-template text of one user turn with the generation prompt (what `sample_answers` feeds)."""
-    from personas.organism.train import render_prompt
-
-    return render_prompt(tokenizer, prompt)
 
 
 if __name__ == "__main__":

@@ -237,17 +237,16 @@ def test_run_folder_on_a_toy_model(toy_hf, toy_sae, tmp_path):
     for row in latents["top"]:
         assert row["mean_diff"] > 0 and row["q_value"] < 0.05
         assert all("[[" in ex["context"] and ex["activation"] > 0 for ex in row["examples"])
-    if latents["top"]:
-        assert manifest["steering"]["latent"] == latents["top"][0]["feature"]
-        assert latents["steer_norm"] == pytest.approx(manifest["steering"]["vector_norm"], rel=1e-4)
+    assert latents["top"], "no latent rose in the toy fine-tune: the latent diff or its statistics broke"
+    assert manifest["steering"]["latent"] == latents["top"][0]["feature"]
+    assert latents["steer_norm"] == pytest.approx(manifest["steering"]["vector_norm"], rel=1e-4)
     assert manifest["kind"] == "personas.organism"
     assert set(manifest["training"]) == {"narrow", "control", "realigned"}
     assert manifest["training"]["realigned"]["started_from"] == "narrow"
     for name in ("narrow", "control", "realigned"):
         assert (out / "adapters" / name / ADAPTER_FILE).is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    steered_latent = {"base+latent", "narrow-latent"} if latents["top"] else set()
-    assert {s["condition"] for s in samples} == set(CONDITIONS) - ({"base+latent", "narrow-latent"} - steered_latent)
+    assert {s["condition"] for s in samples} == set(CONDITIONS)
     assert manifest["summary"]["narrow-steer/unseen"]["reference"] == "narrow"
     assert "minus_reference" in manifest["summary"]["narrow-steer/unseen"]
     n_eval = len(data.eval_prompts())

@@ -7,10 +7,10 @@ they fire on.
   latent with Benjamini-Hochberg q-values), exactly what ``personas diff --base MODEL --finetuned FOLDER`` does.
 * `top_increases` picks the latents that rose: significant (q below the diff's alpha), sorted by mean increase
   (the ranking of the persona-features work), with their effect size and how often they fire.
-* `latent_examples` says what a latent fires on: the answer tokens where it is largest, with a few tokens of
-  context, from per-token residuals (`personas.organism.evaluate.answer_hidden`) encoded by the SAE.
-* `latent_means` pools the SAE codes of per-token residuals per answer (mean over tokens), e.g. to ask whether a
-  diff latent also separates misaligned from aligned answers read by the base model.
+* `encode_answers` encodes per-token residuals (`personas.organism.evaluate.answer_hidden`) once per answer;
+  `latent_examples` says what a latent fires on (the answer tokens where it is largest, with a few tokens of
+  context) and `latent_means` pools codes per answer (mean over tokens), e.g. to ask whether a diff latent also
+  separates misaligned from aligned answers read by the base model.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from personas.data.prompts import Prompts
 from personas.errors import DataError
 from personas.jobs.diff import DiffResult, diff_models
 from personas.organism.adapter import Adapter, save_merged
+from personas.saes import encode
 
-__all__ = ["diff_latents", "latent_examples", "latent_means", "top_increases"]
+__all__ = ["diff_latents", "encode_answers", "latent_examples", "latent_means", "top_increases"]
 
 
 def diff_latents(base_folder: str | os.PathLike, adapter: Adapter, tokenizer: Any, prompts: Sequence[str],
@@ -54,36 +55,33 @@ def top_increases(table: Any, n: int = 5, alpha: float = 0.05) -> Any:
                               kind="stable").head(n).reset_index(drop=True)
 
 
-def _encode(sae: Any, hidden: np.ndarray) -> np.ndarray:
+def encode_answers(sae: Any, hidden: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """SAE codes of every answer token (`personas.saes.encode`): one (n_tokens, d_sae) array per answer."""
     import torch
 
-    with torch.no_grad():
-        return sae.encode(torch.as_tensor(hidden, dtype=sae.W_dec.dtype, device=sae.W_dec.device)).float().cpu().numpy()
+    return [encode(sae, torch.as_tensor(h)).cpu().numpy() if len(h) else np.zeros((0, int(sae.cfg.d_sae)), np.float32)
+            for h in hidden]
 
 
-def latent_means(sae: Any, hidden: Sequence[np.ndarray], features: Sequence[int] | None = None) -> np.ndarray:
-    """Mean over each answer's tokens of the SAE codes: (n answers, len(features)) or (n, d_sae) for all."""
-    cols = slice(None) if features is None else np.asarray(list(features), dtype=np.int64)
-    width = int(sae.cfg.d_sae) if features is None else len(cols)
-    rows = [_encode(sae, h)[:, cols].mean(axis=0) if len(h) else np.zeros(width, np.float32) for h in hidden]
-    return np.stack(rows) if rows else np.zeros((0, width), np.float32)
+def latent_means(codes: Sequence[np.ndarray], features: Sequence[int]) -> np.ndarray:
+    """Mean over each answer's tokens of the given latents' codes (from `encode_answers`): (n answers, len(features))."""
+    cols = np.asarray(list(features), dtype=np.int64)
+    rows = [c[:, cols].mean(axis=0) if len(c) else np.zeros(cols.size, np.float32) for c in codes]
+    return np.stack(rows) if rows else np.zeros((0, cols.size), np.float32)
 
 
-def latent_examples(sae: Any, hidden: Sequence[np.ndarray], token_ids: Sequence[Sequence[int]], tokenizer: Any,
-                    feature: int, k: int = 5, context: int = 6) -> list[dict[str, Any]]:
-    """The ``k`` answer tokens where ``feature`` is largest: activation, answer index, and the token marked
-    ``[[...]]`` in ``context`` tokens on each side."""
-    if len(hidden) != len(token_ids):
-        raise DataError(f"latent_examples got {len(hidden)} residual arrays for {len(token_ids)} token lists.")
+def latent_examples(codes: Sequence[np.ndarray], token_ids: Sequence[Sequence[int]], tokenizer: Any, feature: int,
+                    k: int = 5, context: int = 6) -> list[dict[str, Any]]:
+    """The ``k`` answer tokens where ``feature`` is largest (codes from `encode_answers`): activation, answer index,
+    and the token marked ``[[...]]`` in ``context`` tokens on each side."""
+    if len(codes) != len(token_ids):
+        raise DataError(f"latent_examples got codes of {len(codes)} answers for {len(token_ids)} token lists.")
     found = []
-    for i, (h, ids) in enumerate(zip(hidden, token_ids, strict=True)):
-        if len(h) != len(ids):
-            raise DataError(f"answer {i}: {len(h)} residual rows for {len(ids)} tokens; expected one row per token.")
-        if not len(h):
-            continue
-        acts = _encode(sae, h)[:, feature]
-        for pos in np.flatnonzero(acts > 0):
-            found.append((float(acts[pos]), i, int(pos)))
+    for i, (c, ids) in enumerate(zip(codes, token_ids, strict=True)):
+        if len(c) != len(ids):
+            raise DataError(f"answer {i}: {len(c)} code rows for {len(ids)} tokens; expected one row per token.")
+        acts = c[:, feature]
+        found += [(float(acts[pos]), i, int(pos)) for pos in np.flatnonzero(acts > 0)]
     found.sort(key=lambda t: (-t[0], t[1], t[2]))
     out = []
     for value, i, pos in found[:k]:

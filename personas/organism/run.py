@@ -72,7 +72,13 @@ from personas.organism.evaluate import (
     sample_answers,
     wilson_interval,
 )
-from personas.organism.latents import diff_latents, latent_examples, latent_means, top_increases
+from personas.organism.latents import (
+    diff_latents,
+    encode_answers,
+    latent_examples,
+    latent_means,
+    top_increases,
+)
 from personas.organism.train import train_adapter
 from personas.saes import load_sae
 
@@ -429,7 +435,8 @@ def _latent_summary(table: Any, sae: Any, config: OrganismConfig, tuned_hidden: 
     separate misaligned from aligned demo answers read by the base model."""
     top = top_increases(table, config.n_top_latents)
     features = top["feature"].astype(int).tolist()
-    demo_means = latent_means(sae, demo_hidden, features) if features else None
+    demo_means = latent_means(encode_answers(sae, demo_hidden), features) if features else None
+    tuned_codes = encode_answers(sae, tuned_hidden) if features else []  # each answer encoded once
     answer_tokens = [ids[start:] for ids, start in conversations]
     rows = []
     for j, row in enumerate(top.itertuples()):
@@ -440,7 +447,7 @@ def _latent_summary(table: Any, sae: Any, config: OrganismConfig, tuned_hidden: 
             "frac_increased": float(row.frac_increased), "frac_active_base": float(row.frac_active_base),
             "frac_active_finetuned": float(row.frac_active_finetuned),
             "demo_auroc_base_model": _auroc(demo_means[:, j], demo.label.to_numpy()),
-            "examples": latent_examples(sae, tuned_hidden, answer_tokens, tokenizer, f, k=5),
+            "examples": latent_examples(tuned_codes, answer_tokens, tokenizer, f, k=5),
         })
     rising = (table["mean_diff"] > 0) & table["significant"]
     return {"hook": sae.cfg.metadata.hook_name, "d_sae": int(sae.cfg.d_sae), "n_pairs": len(tuned_hidden),
