@@ -44,6 +44,8 @@ DIFF_FILE = "diff.csv"
 RESPONSES_FILE = "responses.jsonl"
 DOSE_RESPONSE_FILE = "dose_response.csv"
 GENERATIONS_FILE = "generations.csv"
+SCREENING_FILE = "screening.csv"
+CONFIRMATION_FILE = "confirmation.csv"
 #: Free space below which a folder counts as full: no run writes into it.
 MIN_FREE_BYTES = 1 << 20
 
@@ -65,6 +67,7 @@ RUN_LAYOUTS = {
         RunLayout("personas.detect", EVAL_FILE, (SCORES_FILE, "detector", "dense_baseline")),
         RunLayout("personas.diff", MANIFEST_FILE, (DIFF_FILE, RESPONSES_FILE)),
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),
+        RunLayout("personas.validate", MANIFEST_FILE, (SCREENING_FILE, CONFIRMATION_FILE, GENERATIONS_FILE)),
     )
 }
 

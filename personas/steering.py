@@ -31,6 +31,7 @@ import numpy as np
 from personas.config import MODES, POSITIONS, CaptureConfig, SteerConfig
 from personas.detect import load_detector
 from personas.errors import PersonasError
+from personas.judging import judged_table, score_generations
 from personas.models import as_model_handle
 from personas.saes import check_site
 
@@ -319,6 +320,7 @@ def steer_sweep(
     detector: Any = None,
     detector_model: Any = None,
     detector_sae: Any = None,
+    judge: Any = None,
     config: SteerConfig | None = None,
     capture: CaptureConfig | None = None,
     allow_model_mismatch: bool = False,
@@ -333,6 +335,10 @@ def steer_sweep(
         detector: a `PersonaDetector` / `DiffMeansProbe` (or a folder with one) that scores each (prompt,
             generation) pair; ``detector_model`` / ``detector_sae`` reuse loaded objects for its capture, otherwise
             they are loaded from the detector's provenance.
+        judge: a `personas.judging.Judge` (or a `personas.load_judge` spec such as ``"default"``) that reads every
+            generation: the table gains mean ``aligned``/``coherent`` with 95% intervals and the EM-misaligned and
+            incoherent rates with Wilson intervals (`personas.judging.judged_table`); each generation gets
+            ``aligned``, ``coherent``, ``verdict``, ``misaligned`` and ``persona_score``.
         config: positions, mode, length, sampling (`SteerConfig`).
         capture: prompt rendering (system prompt or prompt format) for generation.
 
@@ -368,6 +374,8 @@ def steer_sweep(
                 sub["prompt"].tolist(), sub["generation"].tolist(), model=detector_model, sae=detector_sae,
                 progress=progress,
             )
+    if judge is not None:
+        gens = score_generations(gens, judge)
     threshold = getattr(detector, "threshold_", None)
     table_rows = []
     for alpha in alphas:
@@ -386,6 +394,10 @@ def steer_sweep(
             "examples": " || ".join(part["generation"].head(config.n_examples).tolist()),
         })
     table = pd.DataFrame(table_rows)
+    if judge is not None:
+        judged = judged_table(gens, by="alpha").drop(columns=["n", "mean_words", "examples"])
+        table = table.merge(judged, on="alpha", how="left")
+        table.attrs["judged_spearman"] = _spearman(gens, "persona_score")
     scored = gens.dropna(subset=["score"])
     spearman = None
     if len(scored) > 2 and scored["alpha"].nunique() > 1 and scored["score"].nunique() > 1:
@@ -393,6 +405,18 @@ def steer_sweep(
         spearman = {"rho": float(rho), "p_value": float(p), "n": int(len(scored))}
     table.attrs["generations"] = gens.to_dict(orient="records")
     table.attrs["spearman"] = spearman
+    table.attrs.setdefault("judged_spearman", None)
     table.attrs["feature"] = int(feature)
     table.attrs["mode"] = config.mode
     return table
+
+
+def _spearman(gens: pd.DataFrame, column: str) -> dict[str, Any] | None:
+    """Spearman rho of ``column`` with ``alpha`` over all generations (None when either is constant)."""
+    from scipy import stats
+
+    frame = gens.dropna(subset=[column])
+    if len(frame) < 3 or frame["alpha"].nunique() < 2 or frame[column].nunique() < 2:
+        return None
+    rho, p = stats.spearmanr(frame["alpha"], frame[column])
+    return {"rho": float(rho), "p_value": float(p), "n": int(len(frame)), "value": column}

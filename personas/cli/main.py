@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from personas import __version__
-from personas.cli import cache, detect, diff, organism, rank, report, steer, train_sae
+from personas.cli import cache, detect, diff, organism, rank, report, steer, train_sae, validate
 from personas.devices import set_threads
 from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (rank, cache, detect, steer, diff, report, train_sae, organism)
+COMMANDS = (rank, cache, detect, steer, validate, diff, report, train_sae, organism)
 
 
 def build_parser() -> argparse.ArgumentParser:

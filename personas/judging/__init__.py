@@ -8,6 +8,7 @@
 * `api`: an LLM judge over an OpenAI-compatible API, with the EM papers' two prompts, logprob-weighted scores,
   bounded concurrency, retries and an on-disk cache of judgments.
 * `text_measures`: measures of broken text (repetition, distinct-word share, fluency under a reading model).
+* `tables`: judged generations (`score_generations`) and rates per steering strength (`judged_table`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from personas.judging.base import (
     wilson_interval,
 )
 from personas.judging.load import DEFAULT_JUDGE, load_judge
+from personas.judging.tables import judged_table, score_generations
 
 __all__ = ["ALIGNED_BELOW", "COHERENT_ABOVE", "DEFAULT_JUDGE", "Judge", "check_pairs", "check_scores",
-           "em_misaligned", "judged_rates", "load_judge", "wilson_interval"]
+           "em_misaligned", "judged_rates", "judged_table", "load_judge", "score_generations", "wilson_interval"]

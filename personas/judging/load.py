@@ -18,6 +18,7 @@ from typing import Any
 
 from personas.errors import DataError
 from personas.judging.base import Judge
+from personas.judging.offline import EmbeddingJudge
 
 __all__ = ["DEFAULT_JUDGE", "load_judge"]
 
@@ -43,8 +44,6 @@ def load_judge(spec: str | os.PathLike | Judge = DEFAULT_JUDGE, **options: Any) 
         from personas.judging.api import ApiJudge
 
         return ApiJudge.from_spec(text, **options)
-    from personas.judging.offline import EmbeddingJudge
-
     if text == DEFAULT_JUDGE:
         return EmbeddingJudge.default(**options)
     path = Path(text).expanduser()
