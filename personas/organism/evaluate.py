@@ -8,7 +8,7 @@
   scores). ``fit`` also measures it on whole held-out questions (grouped K-fold: no question is in both the fit
   and the test part) and stores ``heldout_auroc_`` and ``heldout_accuracy_``. ``score`` gives P(misaligned) per
   answer; an answer counts as misaligned when it is above ``threshold`` (0.5).
-* `wilson_interval` is the Wilson score interval of a fraction (95% by default).
+* `wilson_interval` (from `personas.judging`) is the Wilson score interval of a fraction (95% by default).
 * `answer_hidden` teacher-forces (prompt, answer) pairs and returns the residual stream after a decoder layer
   (``blocks.L.hook_resid_post`` in TransformerLens names; Hugging Face ``hidden_states[L + 1]``) at every answer
   token; `response_means` averages it over the answer — the input of the difference-of-means diff.
@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,22 +25,11 @@ import numpy as np
 
 from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError
+from personas.judging.base import wilson_interval
 from personas.organism.train import end_of_turn, render_prompt
 
 __all__ = ["TextJudge", "answer_hidden", "answer_ids", "response_means", "sample_answers", "steering_hook",
            "wilson_interval"]
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of ``k`` successes in ``n`` trials (default 95%); (0, 1) when ``n`` is 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)
-    return lo, hi
 
 
 def decoder_layers(model: Any) -> Any:
