@@ -32,7 +32,7 @@ import numpy as np
 
 from personas.errors import PersonasError
 
-#: The files of a run folder (`personas rank`, `detect`, `diff`, `report`); every run folder has a manifest.
+#: The files of a run folder (`personas rank`, `detect`, `diff`, `report`, `judge`); every run folder has a manifest.
 MANIFEST_FILE = "manifest.json"
 RANKING_FILE = "ranking.csv"
 RANKING_PARQUET = "ranking.parquet"
@@ -44,6 +44,7 @@ DIFF_FILE = "diff.csv"
 RESPONSES_FILE = "responses.jsonl"
 DOSE_RESPONSE_FILE = "dose_response.csv"
 GENERATIONS_FILE = "generations.csv"
+JUDGED_FILE = "judged.jsonl"
 #: Free space below which a folder counts as full: no run writes into it.
 MIN_FREE_BYTES = 1 << 20
 
@@ -65,6 +66,7 @@ RUN_LAYOUTS = {
         RunLayout("personas.detect", EVAL_FILE, (SCORES_FILE, "detector", "dense_baseline")),
         RunLayout("personas.diff", MANIFEST_FILE, (DIFF_FILE, RESPONSES_FILE)),
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),
+        RunLayout("personas.judge", MANIFEST_FILE, (JUDGED_FILE,)),
     )
 }
 

@@ -428,7 +428,8 @@ class ApiJudge:
             logger.info("%s: %s; retry %d of %d in %.2f s.", self.name, problem, attempt + 1, self.max_retries, delay)
             if self._stop.wait(delay):
                 raise _Stopped()
-        raise ApiError(f"{self.name}: gave up after {self.max_retries + 1} tries; the last: {problem}. Expected a "
+        tries = f"{self.max_retries + 1} tries" if self.max_retries else "1 try"
+        raise ApiError(f"{self.name}: gave up after {tries}; the last: {problem}. Expected a "
                        "chat completion. Check that the server is up and not overloaded, or raise max_retries= / "
                        "timeout= (--max-retries, --timeout); judgments made so far are cached, so a rerun resumes.")
 
