@@ -268,3 +268,38 @@ def test_specs_and_options(tmp_path):
         load_judge("http://127.0.0.1:9/v1:m", batch_size=3)
     with pytest.raises(DataError, match="concurrency=0"):
         load_judge("http://127.0.0.1:9/v1:m", concurrency=0)
+
+
+def test_a_killed_run_resumes_with_the_missing_judgments_only(tmp_path):
+    """A process killed (SIGKILL) while waiting on its fifth request keeps the four judgments it had."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    names = list(CANNED)
+
+    def hangs_after_four(body, index):
+        status, headers, payload, _ = canned(body, index)
+        return status, headers, payload, 60.0 if index >= 4 else 0.0
+    code = ("import sys; from personas.judging.api import ApiJudge; "
+            "ApiJudge.from_spec(sys.argv[1], cache_dir=sys.argv[2], concurrency=1).score(['q?'] * 4, sys.argv[3:])")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    with JudgeServer(hangs_after_four) as server:
+        child = subprocess.Popen([sys.executable, "-c", code, f"{server.url}:judge-model", str(tmp_path), *names],
+                                 env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while len(server.requests) < 5 and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the fourth judgment's commit
+        finally:
+            child.kill()
+            child.wait()
+    assert len(server.requests) == 5
+    with JudgmentCache(tmp_path) as cache:
+        assert len(cache) == 4
+    with JudgeServer(canned) as server:
+        frame = ApiJudge.from_spec(f"{server.url}:judge-model", cache_dir=tmp_path).score(["q?"] * 4, names)
+    assert len(server.requests) == 4
+    assert_frame(frame, names)
