@@ -3,7 +3,9 @@
 A judgment is keyed by the sha256 of (cache format, judge model, prompt version, metric, question, answer), so a
 rerun of the same answers makes no request and a killed run resumes with the answers it had not judged yet: each
 judgment is committed as soon as it arrives. The file holds keys (hashes), scores, verdicts and how the score was
-read (``logprobs`` or ``text``), never the text of the answers, the server's address or an API key.
+read (``logprobs`` or ``text``), never the text of the answers, the server's address or an API key. The server
+is not part of the key: two servers that serve different weights under one model name would share judgments, so
+give them different cache folders.
 
 Only the thread that opened a `JudgmentCache` writes to it (the API judge's worker threads hand their results
 back); SQLite's write-ahead log lets two processes share one file.
