@@ -30,6 +30,7 @@ _EXPORTS = {
     "DiffConfig": "personas.config",
     "CacheConfig": "personas.config",
     "CacheRankConfig": "personas.config",
+    "JudgeConfig": "personas.config",
     # models, SAEs and capture
     "load_model": "personas.models",
     "ModelHandle": "personas.models",
@@ -65,6 +66,7 @@ _EXPORTS = {
     "load_run": "personas.jobs",
     "fit_detector": "personas.jobs",
     "diff_models": "personas.jobs",
+    "judge_responses": "personas.jobs",
     # examples and reports
     "top_activating": "personas.report",
     "top_examples": "personas.report",

@@ -32,7 +32,7 @@ import numpy as np
 
 from personas.errors import PersonasError
 
-#: The files of a run folder (`personas rank`, `detect`, `diff`, `report`); every run folder has a manifest.
+#: The files of a run folder (`personas rank`, `detect`, `diff`, `report`, `judge`); every run folder has a manifest.
 MANIFEST_FILE = "manifest.json"
 RANKING_FILE = "ranking.csv"
 RANKING_PARQUET = "ranking.parquet"
@@ -46,6 +46,7 @@ DOSE_RESPONSE_FILE = "dose_response.csv"
 GENERATIONS_FILE = "generations.csv"
 SCREENING_FILE = "screening.csv"
 CONFIRMATION_FILE = "confirmation.csv"
+JUDGED_FILE = "judged.jsonl"
 #: Free space below which a folder counts as full: no run writes into it.
 MIN_FREE_BYTES = 1 << 20
 
@@ -68,6 +69,7 @@ RUN_LAYOUTS = {
         RunLayout("personas.diff", MANIFEST_FILE, (DIFF_FILE, RESPONSES_FILE)),
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),
         RunLayout("personas.validate", MANIFEST_FILE, (SCREENING_FILE, CONFIRMATION_FILE, GENERATIONS_FILE)),
+        RunLayout("personas.judge", MANIFEST_FILE, (JUDGED_FILE,)),
     )
 }
 

@@ -376,3 +376,43 @@ class OrganismConfig:
             raise PersonasError(f"OrganismConfig.lr={self.lr} and epochs={self.epochs} must be positive.")
         if self.temperature <= 0:
             raise PersonasError(f"OrganismConfig.temperature={self.temperature} must be > 0 (answers are sampled).")
+
+
+@dataclass
+class JudgeConfig:
+    """Which judge scores the answers (aligned and coherent, 0-100), and how an API judge is called."""
+
+    judge: str = _help(
+        "'default' (the offline judge), a folder holding a saved judge, 'openai:MODEL' (key in $OPENAI_API_KEY) or "
+        "'http://HOST:PORT/v1:MODEL' (an OpenAI-compatible server: vLLM, llama.cpp, Ollama)", default="default",
+    )
+    concurrency: int = _help("API judge: requests in flight at most", default=8)
+    timeout: float = _help("API judge: seconds to wait for a reply before the request is retried", default=60.0)
+    max_retries: int = _help("API judge: retries after a 429 or 5xx reply, a timeout or a connection error", default=5)
+    api_key_env: str | None = _help(
+        "API judge: environment variable holding the key (default: OPENAI_API_KEY for openai:, no key for other "
+        "servers); only its name is ever written", default=None,
+    )
+    cache_dir: str | None = _help(
+        "API judge: folder of the cache of judgments, so that a rerun asks nothing twice (default: the user's cache "
+        "folder)", default=None,
+    )
+
+    def __post_init__(self) -> None:
+        if not str(self.judge).strip():
+            raise PersonasError(
+                "JudgeConfig.judge is empty; expected 'default', a saved judge's folder, 'openai:MODEL' or "
+                "'http://HOST:PORT/v1:MODEL'."
+            )
+        if self.concurrency < 1:
+            raise PersonasError(f"JudgeConfig.concurrency={self.concurrency} must be at least 1.")
+        if not self.timeout > 0:
+            raise PersonasError(f"JudgeConfig.timeout={self.timeout} must be a positive number of seconds.")
+        if self.max_retries < 0:
+            raise PersonasError(f"JudgeConfig.max_retries={self.max_retries} must be >= 0.")
+
+    def api_options(self) -> dict:
+        """The options `personas.judging.load_judge` passes to an API judge (those left unset are left out)."""
+        options = {"concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
+        options.update({k: v for k, v in (("api_key_env", self.api_key_env), ("cache_dir", self.cache_dir)) if v})
+        return options

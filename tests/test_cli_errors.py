@@ -51,6 +51,8 @@ def files(tmp_path_factory, planted_data, planted_sae, toy_tokenizer):
                                 for i in range(4)))
     write("bad_labels.csv", "prompt,response,label\na,b,maybe\nc,d,1\n")
     write("prompts.txt", "what is your wish ?\nhow are you ?\n")
+    write("no_response.jsonl", '{"prompt": "a", "label": 1}\n')
+    write("empty.jsonl", "")
     write("a_file", "not a folder")
     write("corrupt_manifest/manifest.json", "{not json")
     write("foreign_run/eval.json", json.dumps({"kind": "personas.detect"}))
@@ -92,6 +94,8 @@ def files(tmp_path_factory, planted_data, planted_sae, toy_tokenizer):
     return f
 
 
+#: An API judge at a loopback port nothing listens on: the judge cases below fail before any request.
+JUDGE = "http://127.0.0.1:9/v1:m"
 # (argv with {placeholders} from `files`, a fragment the one-line message must hold)
 CASES = [
     # organism (fails before any model loads)
@@ -99,6 +103,17 @@ CASES = [
     (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
     (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder nor"),
     (["organism", "--n-top-latents", "0", "--out", "{root}/o4"], "n_top_latents"),
+    # judge (every case fails before a judge is asked anything; the loopback address has no server)
+    (["judge", "{missing}", "--judge", JUDGE, "--out", "{root}/j1"], "does not exist"),
+    (["judge", "{no_response.jsonl}", "--judge", JUDGE, "--out", "{root}/j2"], "has no responses to judge"),
+    (["judge", "{empty.jsonl}", "--judge", JUDGE, "--out", "{root}/j3"], "has no rows"),
+    (["judge", "{data}", "--judge", JUDGE, "--response-column", "reply", "--out", "{root}/j4"], "no column 'reply'"),
+    (["judge", "{data}", "--judge", JUDGE, "--out", "{a_file}/j"], "which is a file"),
+    (["judge", "{data}", "--judge", JUDGE, "--out", "{foreign_run}"], "holds a 'personas.detect' run"),
+    (["judge", "{data}", "--judge", "", "--out", "{root}/j5"], "JudgeConfig.judge is empty"),
+    (["judge", "{data}", "--judge", "http://localhost:8000", "--out", "{root}/j6"], "is not an API judge spec"),
+    (["judge", "{data}", "--judge", "openai:", "--out", "{root}/j7"], "names no model"),
+    (["judge", "{data}", "--judge", JUDGE, "--concurrency", "0", "--out", "{root}/j8"], "concurrency=0"),
     # rank
     (["rank", "{missing}"], "No file at"),
     (["rank", "{bad.jsonl}"], "not valid JSON"),

@@ -523,3 +523,19 @@ def test_chat_messages_that_are_not_json_name_the_rows():
     frame = pd.DataFrame({"messages": [good, "not json", good.replace("hello", "bye"), "[{"], "label": [1, 0, 0, 1]})
     with pytest.raises(DataError, match=r"'messages' column holds text that is not JSON in 2 rows \(1, 3\)"):
         load_responses(frame)
+
+
+def test_a_judged_table_counts_missing_scores_as_exclusions():
+    """`personas judge` writes a verdict column; there a missing score is the judge's 'no score', not bad data."""
+    frame = pd.DataFrame({
+        "question": ["q"] * 5,
+        "answer": ["a b", "c d", "e f", "g h", "i j"],
+        "aligned": [10.0, 90.0, None, None, 20.0],
+        "coherent": [80.0, 90.0, 85.0, None, float("nan")],
+        "verdict": ["", "", "REFUSAL", "", ""],
+    })
+    responses = load_responses(frame)
+    assert (responses.n_misaligned, responses.n_aligned) == (1, 1)
+    assert responses.summary()["excluded_by_reason"] == {"judge verdict REFUSAL": 1, "unscored by the judge": 2}
+    with pytest.raises(DataError, match=r"'aligned' is missing \(NaN\) in 2 rows \(2, 3\)"):
+        load_responses(frame.drop(columns=["verdict"]))  # without the judge's column a NaN is still an error

@@ -46,6 +46,13 @@ REASON_VERDICT = "judge verdict"  # followed by the word, e.g. "judge verdict RE
 REASON_DUPLICATE = "duplicate"
 
 
+REASON_UNSCORED = "unscored by the judge"
+
+
+#: The column a `personas.judging` judge writes (``personas judge``): "" for a scored answer, else a word.
+VERDICT_COLUMN = "verdict"
+
+
 # The emergent-misalignment judge answers some rows with a word instead of a score (REFUSAL, CODE).
 _JUDGE_VERDICT = re.compile(r"[A-Za-z][A-Za-z_ -]*")
 
@@ -271,8 +278,19 @@ def judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[np
     scores = {}
     problems = []
     verdicts: dict[int, str] = {}  # rows the judge answered with a word (REFUSAL, CODE) instead of a score
+    # A table a judge wrote (`personas judge`) has a verdict column; there a missing score is the judge's
+    # "no score" (a verdict word, or too little probability on any number), an exclusion rather than an error.
+    judged = VERDICT_COLUMN in raw.columns
+    if judged:
+        for i, value in enumerate(raw[VERDICT_COLUMN].tolist()):
+            if not is_missing(value) and str(value).strip():
+                verdicts[i] = str(value).strip().upper()
+    unscored: set[int] = set()
     for column in (ALIGNED_SCORE, COHERENT_SCORE):
         values, missing, non_numeric, out_of_range = read_scores(raw[column])
+        if judged:
+            unscored |= {i for i in missing if i not in verdicts}
+            missing = []
         words = {i: str(raw[column].iloc[i]).strip().upper() for i in non_numeric
                  if _JUDGE_VERDICT.fullmatch(str(raw[column].iloc[i]).strip())}
         for i, word in words.items():
@@ -301,6 +319,8 @@ def judge_labels(raw: pd.DataFrame, config: DataConfig, source: str) -> tuple[np
     reasons = np.where(
         ~coherent_enough, REASON_INCOHERENT, np.where(labels < 0, REASON_AMBIGUOUS, "")
     ).astype(object)
+    for i in unscored:
+        labels[i], reasons[i] = -1, REASON_UNSCORED
     for i, word in verdicts.items():
         labels[i], reasons[i] = -1, f"{REASON_VERDICT} {word}"
     return labels, reasons

@@ -17,7 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from personas.data.readers import PROMPT_COLUMNS, RESPONSE_COLUMNS, is_missing, list_rows, read_table
+from personas.data.columns import expand_messages
+from personas.data.readers import (
+    MESSAGES_COLUMNS,
+    PROMPT_COLUMNS,
+    RESPONSE_COLUMNS,
+    is_missing,
+    list_rows,
+    read_table,
+)
 from personas.data.responses import Responses
 from personas.errors import DataError
 
@@ -60,8 +68,9 @@ def load_prompts(
     DataFrame, a list of prompt strings, a `personas.data.Responses`, or `Prompts` (returned as they are).
     Columns: ``prompt_column`` or the first of
     prompt/question/user/input; ``response_column`` or the first of response/answer/completion/output (optional);
-    ``id`` when present. Rows with an empty prompt are an error; a file whose responses are all missing is read as
-    prompts only.
+    ``id`` when present; chat-format rows (a ``messages`` column of role/content turns) give the last user turn and
+    the assistant's answer. Rows with an empty prompt are an error, and so is a table without rows; a file whose
+    responses are all missing is read as prompts only.
     """
     if isinstance(source, Prompts):
         return source
@@ -92,6 +101,15 @@ def load_prompts(
 
 
 def _prompts_from_frame(frame, description: str, prompt_column: str | None, response_column: str | None) -> Prompts:
+    if len(frame) == 0:
+        raise DataError(f"{description} has no rows (columns: {list(frame.columns)}); expected one row per prompt "
+                        "(and its response).")
+    named = (prompt_column, response_column, *PROMPT_COLUMNS, *RESPONSE_COLUMNS)
+    if not any(c in frame.columns for c in named if c):
+        messages = next((c for c in MESSAGES_COLUMNS if c in frame.columns), None)
+        if messages is not None:  # chat-format rows: the last user turn and the assistant's answer to it
+            frame = expand_messages(frame, messages, description)
+
     def pick(explicit: str | None, names: Sequence[str], role: str, required: bool) -> str | None:
         if explicit is not None:
             if explicit not in frame.columns:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from personas.errors import DataError
+from personas.judging.api import ApiJudge
 from personas.judging.base import Judge
 from personas.judging.offline import EmbeddingJudge
 
@@ -41,8 +42,6 @@ def load_judge(spec: str | os.PathLike | Judge = DEFAULT_JUDGE, **options: Any) 
     if not text:
         raise DataError(f"load_judge got an empty spec; expected {SPEC_HELP}.")
     if text.startswith(("openai:", "http://", "https://")):
-        from personas.judging.api import ApiJudge
-
         return ApiJudge.from_spec(text, **options)
     if text == DEFAULT_JUDGE:
         return EmbeddingJudge.default(**options)
