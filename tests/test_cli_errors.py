@@ -51,6 +51,7 @@ def files(tmp_path_factory, planted_data, planted_sae, toy_tokenizer):
                                 for i in range(4)))
     write("bad_labels.csv", "prompt,response,label\na,b,maybe\nc,d,1\n")
     write("prompts.txt", "what is your wish ?\nhow are you ?\n")
+    write("other_prompts.txt", "what should i do about my debt ?\n")
     write("no_response.jsonl", '{"prompt": "a", "label": 1}\n')
     write("empty.jsonl", "")
     write("a_file", "not a folder")
@@ -103,6 +104,25 @@ CASES = [
     (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
     (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder nor"),
     (["organism", "--n-top-latents", "0", "--out", "{root}/o4"], "n_top_latents"),
+    (["organism", "--rejudge", "{missing_dir}"], "is not an organism run folder"),
+    (["organism", "--judge", "", "--out", "{root}/o5"], "empty spec"),
+    # validate (fails before any model loads)
+    (["validate", "--screen-prompts", "{prompts.txt}", "--confirm-prompts", "{prompts.txt}", "--out", "{root}/v1"],
+     "needs the candidates"),
+    (["validate", "--features", "3", "--ranking", "{empty}", "--screen-prompts", "{prompts.txt}",
+      "--confirm-prompts", "{prompts.txt}", "--out", "{root}/v2"], "needs the candidates"),
+    (["validate", "--features", "3", "--screen-prompts", "{missing}", "--confirm-prompts", "{prompts.txt}",
+      "--out", "{root}/v3"], "does not exist"),
+    (["validate", "--features", "3", "--screen-prompts", "{prompts.txt}", "--confirm-prompts", "{prompts.txt}",
+      "--out", "{root}/v4"], "in both --screen-prompts and --confirm-prompts"),
+    (["validate", "--features", "x,y", "--screen-prompts", "{prompts.txt}", "--confirm-prompts", "{other_prompts.txt}",
+      "--out", "{root}/v5"], "is not a list of latent indices"),
+    (["validate", "--features", "3", "--screen-prompts", "{prompts.txt}", "--confirm-prompts", "{other_prompts.txt}",
+      "--multiples", "a,b", "--out", "{root}/v6"], "--multiples 'a,b' is not a list of numbers"),
+    (["validate", "--ranking", "{missing_dir}", "--screen-prompts", "{prompts.txt}", "--confirm-prompts",
+      "{other_prompts.txt}", "--out", "{root}/v7"], "is not a personas rank run"),
+    (["validate", "--features", "3", "--screen-prompts", "{prompts.txt}", "--confirm-prompts", "{other_prompts.txt}",
+      "--judge", "", "--out", "{root}/v8"], "empty spec"),
     # judge (every case fails before a judge is asked anything; the loopback address has no server)
     (["judge", "{missing}", "--judge", JUDGE, "--out", "{root}/j1"], "does not exist"),
     (["judge", "{no_response.jsonl}", "--judge", JUDGE, "--out", "{root}/j2"], "has no responses to judge"),

@@ -23,7 +23,7 @@ from personas.artifacts import (
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
-from personas.errors import DataError
+from personas.errors import DataError, PersonasError
 from personas.jobs import load_run
 from personas.judging import load_judge
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
@@ -50,6 +50,13 @@ def _features(text: str) -> list[int]:
     return values
 
 
+def _multiples(text: str, option: str) -> list[float]:
+    try:
+        return parse_alphas(text)
+    except PersonasError as exc:
+        raise DataError(f"{option} {text!r} is not a list of numbers; expected e.g. 0,2,4.") from exc
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     steer_cfg = config_from_args(SteerConfig, args)
     capture_cfg = config_from_args(CaptureConfig, args)
@@ -58,7 +65,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                         "personas rank run folder; the top --n-candidates latents by rule), not both.")
     screen = load_prompts(args.screen_prompts).prompts
     confirm = load_prompts(args.confirm_prompts).prompts
-    screen_ks, confirm_ks = parse_alphas(args.screen_multiples), parse_alphas(args.multiples)
+    overlap = sorted(set(screen) & set(confirm))
+    if overlap:
+        raise DataError(f"{len(overlap)} prompt(s) are in both --screen-prompts and --confirm-prompts (e.g. "
+                        f"{overlap[0]!r}); the confirmation must use prompts the choice of latent never saw.")
+    screen_ks, confirm_ks = _multiples(args.screen_multiples, "--screen-multiples"), _multiples(args.multiples,
+                                                                                                 "--multiples")
     if args.ranking is not None:
         ranking = load_run(args.ranking)
         features = candidate_latents(ranking, args.n_candidates)

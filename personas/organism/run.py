@@ -275,13 +275,13 @@ def run_organism(
                              "(save_pretrained), or no --model for SmolLM2-135M-Instruct.")
     if out is not None:
         check_output_dir(out)
+    judge = load_judge(judge)
     hook = f"blocks.{config.layer}.hook_resid_post"
     with timed("load"):
         sae_obj = sae if sae is not None else _load_sae(config.sae, folder)
         lm, tokenizer = load_chat_model(folder)
         if sae_obj is not None:
             _check_sae(sae_obj, hook, int(lm.config.hidden_size))
-        judge = load_judge(judge)
     narrow_set = data.narrow_set(config.n_train, seed=config.seed)
     control_set = data.control_set(config.n_train, seed=config.seed)
     realign_set = data.realign_set(config.n_realign, seed=config.seed + 1, exclude=narrow_set)
