@@ -166,8 +166,24 @@ def main() -> None:
                  screen_multiples=SCREEN_MULTIPLES, confirm_multiples=MULTIPLES,
                  config=SteerConfig(positions="all", max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE, seed=SEED))
     validate_s = time.perf_counter() - t0
-    total = time.perf_counter() - start
     gens = v.generations
+    # does the judge see the breakage a 135M model's steered text shows? Independent measures of broken text:
+    # fluency under the unsteered model and the share of distinct words, against the unsteered answers' 5th pct
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoModelForCausalLM
+
+    from personas.judging.text_measures import distinct_ratio, fluency
+    from personas.offline_models import smollm2_path
+
+    hf = AutoModelForCausalLM.from_pretrained(smollm2_path(), dtype=torch.float32).eval()
+    gens["logprob"] = fluency(hf, handle.tokenizer, gens["prompt"].tolist(), gens["generation"].fillna("").tolist())
+    gens["distinct"] = [distinct_ratio(str(g)) for g in gens["generation"].fillna("")]
+    plain = gens[gens["k"] == 0]
+    gens["broken"] = ((gens["logprob"] < plain["logprob"].quantile(0.05))
+                      | (gens["distinct"] < plain["distinct"].quantile(0.05))).astype(int)
+    broken_auroc = (roc_auc_score(gens["broken"], -gens["coherent"]) if gens["broken"].nunique() == 2
+                    else float("nan"))
+    total = time.perf_counter() - start
     gens.to_csv(GENERATIONS, index=False)
     info = {c["feature"]: c for c in cands}
     screen_rows = [f"| {int(r.feature)} | {info[int(r.feature)]['source']} | {info[int(r.feature)]['auroc']:.3f} | "
@@ -215,6 +231,14 @@ def main() -> None:
         *conf_rows, "",
         f"Spearman rho(persona score, k) over {d['n']} generations: **{d['rho']:.3f}** (p = {d['p_value']:.2g}; 95% "
         f"bootstrap over prompts [{d['boot95'][0]:.3f}, {d['boot95'][1]:.3f}]).", "",
+        "## Does the judge see a small model's broken text?", "",
+        "Independent of the judge: a generation counts as broken when its mean token log-probability under the "
+        "unsteered model or its share of distinct words is below the 5th percentile of the unsteered (k = 0) "
+        f"generations. Over all {len(gens)} generations (screening and confirmation), the judge's coherent score "
+        f"separates broken from unbroken ones at AUROC **{broken_auroc:.3f}**. Per strength (all generations):", "",
+        "| k | broken (fluency or repetition) | judge: incoherent (<= 50) | judge: mean coherent |", "|---|---|---|---|",
+        *[f"| {k:+.0f} | {g['broken'].mean():.2f} | {(g['coherent'] <= 50).mean():.2f} | {g['coherent'].mean():.1f} |"
+          for k, g in gens.groupby("k")], "",
         "## Generations", "", *sample_lines,
     ]
     RESULTS.write_text("\n".join(lines) + "\n")

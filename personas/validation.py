@@ -148,6 +148,9 @@ def validate(
     tokens, positions); the judge is a `personas.load_judge` spec or a `Judge`.
     """
     config = config or SteerConfig()
+    if config.mode != "add":
+        raise DataError(f"validate steers by adding k * unit * W_dec[f] (k = 0 is the unsteered model); got "
+                        f"SteerConfig.mode={config.mode!r}. Use mode='add'.")
     candidates = [int(c) for c in candidates]
     if not candidates:
         raise DataError("validate got no candidate latents; pass at least one (candidate_latents(ranking) picks them "

@@ -62,6 +62,8 @@ def test_validate_refuses_what_would_make_the_answer_meaningless(toy_model, two_
         validate(toy_model, two_direction_sae, [3], [0.0], **kwargs)
     with pytest.raises(DataError, match="2 units for 1"):
         validate(toy_model, two_direction_sae, [3], [1.0, 2.0], **kwargs)
+    with pytest.raises(DataError, match="mode='add'"):
+        validate(toy_model, two_direction_sae, [3], [1.0], config=SteerConfig(mode="clamp"), **kwargs)
 
 
 def test_steer_sweep_reports_judged_rates_per_strength(toy_model, two_direction_sae):
