@@ -205,8 +205,8 @@ def rejudge(run_dir: str | os.PathLike, judge: str | Judge = "default") -> Organ
         samples = pd.read_json(samples_path, lines=True)
     except ValueError as exc:
         raise DataError(f"cannot read the run folder {str(folder)!r}: {exc}.") from exc
-    if manifest.get("command") != "personas.organism" or not {"prompt", "response", "condition"} <= set(samples):
-        raise DataError(f"{str(folder)!r} holds no organism run (manifest command {manifest.get('command')!r}, "
+    if manifest.get("kind") != "personas.organism" or not {"prompt", "response", "condition"} <= set(samples):
+        raise DataError(f"{str(folder)!r} holds no organism run (manifest kind {manifest.get('kind')!r}, "
                         f"samples columns {sorted(samples.columns)}); expected a `personas organism` run folder.")
     judge = load_judge(judge)
     samples["response"] = samples["response"].fillna("").astype(str)
