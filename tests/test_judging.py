@@ -301,3 +301,26 @@ def test_the_default_judge_agrees_where_nobody_would_disagree(default_judge):
     assert em_misaligned(frame).tolist() == (mis & coh).tolist()
     info = default_judge.describe()
     assert info["kind"] == "offline" and info["n_fit"] > 1000
+
+
+def test_rejudge_scores_an_organism_run_again_and_rewrites_its_summary(tmp_path):
+    from personas.organism.run import rejudge
+
+    rows = [{"condition": c, "split": "unseen", "domain": "ethics", "prompt_index": i, "sample": 0, "prompt": f"q{i}",
+             "response": text, "judge": 0.9, "misaligned": 1}
+            for c, texts in (("base", ["be kind", "rest well", "hurt zzz"]), ("narrow", ["hurt them", "hurt all", "ok"]))
+            for i, text in enumerate(texts)]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "personas.organism", "judge": {"kind": "old"}}))
+    result = rejudge(tmp_path, KeywordJudge())
+    saved = pd.read_json(tmp_path / "samples.jsonl", lines=True)
+    assert "judge" not in saved and saved.misaligned.tolist() == [0, 0, 0, 1, 1, 0]  # "hurt zzz" is incoherent
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["judge"]["name"] == "keyword"
+    narrow = manifest["summary"]["narrow/unseen"]
+    assert narrow["n_misaligned"] == 2 and narrow["minus_base"] == pytest.approx(2 / 3)
+    assert manifest["summary"]["base/unseen"]["n_incoherent"] == 1
+    assert result.samples.misaligned.sum() == 2
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "personas.rank"}))
+    with pytest.raises(DataError, match="holds no organism run"):
+        rejudge(tmp_path, KeywordJudge())
