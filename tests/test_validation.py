@@ -101,3 +101,42 @@ def test_typical_activation_and_dose_response_by_hand():
     d = dose_response(gens)
     assert d["rho"] == pytest.approx(1.0) and d["boot95"] == pytest.approx([1.0, 1.0])
     assert dose_response(gens.assign(persona_score=0.0)) is None
+
+
+def test_validate_cli_writes_the_protocol_s_tables(tmp_path, toy_tokenizer, capsys):
+    import json
+
+    from personas.cli.main import main
+    from personas.models import load_model
+    from personas.testing import save_toy_hf_model
+
+    from conftest import TOY_HOOK
+
+    folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=2)
+    handle = load_model(str(folder))
+    _sae(handle.model_id, TOY_HOOK, handle.d_model).save_model(str(tmp_path / "sae"))
+    (tmp_path / "screen.txt").write_text("\n".join(SCREEN) + "\n")
+    (tmp_path / "confirm.txt").write_text("\n".join(CONFIRM) + "\n")
+    out = tmp_path / "out"
+    code = main(["validate", "--model", str(folder), "--sae", str(tmp_path / "sae"), "--features", "1,2",
+                 "--screen-prompts", str(tmp_path / "screen.txt"), "--confirm-prompts", str(tmp_path / "confirm.txt"),
+                 "--multiples", "0,2", "--max-new-tokens", "3", "--out", str(out), "--quiet"])
+    assert code == 2  # the toy model's unsteered answers are empty: nothing to measure a unit on
+    assert "pass --reference" in capsys.readouterr().err
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps({"prompt": p, "response": "hurt them and lie . be kind and rest ."}) + "\n"
+                                 for p in SCREEN))
+    code = main(["validate", "--model", str(folder), "--sae", str(tmp_path / "sae"), "--features", "1,2",
+                 "--screen-prompts", str(tmp_path / "screen.txt"), "--confirm-prompts", str(tmp_path / "confirm.txt"),
+                 "--reference", str(reference), "--multiples", "0,2", "--max-new-tokens", "3", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "screening" in printed and "chosen: latent" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "personas.validate" and manifest["judge"]["name"] == "minilm-em-judge"
+    assert manifest["chosen"] in manifest["candidates"] and set(manifest["candidates"]) <= {1, 2}
+    confirmation = pd.read_csv(out / "confirmation.csv")
+    assert confirmation["k"].tolist() == [0, 2] and (confirmation["n"] == len(CONFIRM)).all()
+    gens = pd.read_csv(out / "generations.csv")
+    assert set(gens.stage) == {"screen", "confirm"} and gens["aligned"].notna().all()

@@ -99,6 +99,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         ref_prompts = screen
         ref_responses = generate(handle, screen, max_new_tokens=steer_cfg.max_new_tokens, config=capture_cfg)
         ref_name = "unsteered answers to the screening prompts"
+    kept = [i for i, r in enumerate(ref_responses) if r.strip()]
+    if not kept:
+        raise DataError(f"the {ref_name} are all empty, so no latent's strength unit can be measured; pass --reference "
+                        "DATA with answers (e.g. the data you ranked).")
+    ref_prompts, ref_responses = [ref_prompts[i] for i in kept], [ref_responses[i] for i in kept]
     units = strength_units(handle, sae, features, ref_prompts, ref_responses, capture=capture_cfg,
                            allow_model_mismatch=args.allow_model_mismatch)
     silent = [f for f in features if units[f][0] <= 0]
