@@ -223,3 +223,53 @@ def planted_dataset(n_per_class: int = 40, seed: int = 0) -> dict[str, list]:
         if made < n_per_class:
             raise PersonasError(f"planted_dataset(n_per_class={n_per_class}) has fewer distinct responses; ask for fewer.")
     return rows
+
+
+def plant_persona_direction(
+    folder: str | os.PathLike, words: Sequence[str], *, hook: str = "blocks.0.hook_resid_post", strength: float = 8.0,
+    d_sae: int = 24, feature: int = 7, seed: int = 0,
+) -> tuple[Any, np.ndarray]:
+    """Plant a persona direction in the GPT-2 model saved in ``folder`` (by `save_toy_hf_model`) and an SAE that reads it.
+
+    A seeded unit vector ``u`` is added, times ``strength``, to the input embeddings of the tokens of ``words``, so
+    the residual stream carries ``strength * u`` at those tokens through every block (the output head keeps the
+    original embeddings, so what the model generates does not change). The SAE at ``hook`` has latent ``feature``
+    = ``u`` with threshold ``strength / 2`` (it fires on the planted tokens only) and random unit latents elsewhere.
+    The model is saved back into ``folder``; returns ``(sae, u)``.
+    """
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = GPT2LMHeadModel.from_pretrained(str(folder))
+    d_model = int(model.config.n_embd)
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.randn(d_model, generator=generator)
+    u = u / u.norm()
+    ids = sorted({i for w in words for i in tokenizer(w, add_special_tokens=False)["input_ids"]})
+    if not ids:
+        raise PersonasError(f"none of {list(words)[:5]} is in the tokenizer of {str(folder)!r}; plant known words.")
+    with torch.no_grad():
+        head = torch.nn.Linear(d_model, model.config.vocab_size, bias=False)
+        head.weight.copy_(model.transformer.wte.weight)  # untie: generation keeps the original embeddings
+        model.config.tie_word_embeddings = False
+        model.lm_head = head
+        model.transformer.wte.weight[ids] += strength * u
+    model.save_pretrained(str(folder))
+    w_enc = torch.randn(d_model, d_sae, generator=generator)
+    w_enc = w_enc / w_enc.norm(dim=0, keepdim=True)
+    w_enc[:, feature] = u
+    b_enc = torch.zeros(d_sae)
+    b_enc[feature] = -strength / 2
+    cfg = StandardSAEConfig(d_in=d_model, d_sae=d_sae, apply_b_dec_to_input=False,
+                            metadata=SAEMetadata(hook_name=hook, model_name=str(folder), planted_feature=feature))
+    sae = StandardSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.copy_(w_enc)
+        sae.b_enc.copy_(b_enc)
+        sae.W_dec.copy_(w_enc.T)
+        sae.b_dec.zero_()
+    return sae, u.numpy()
