@@ -55,9 +55,9 @@ from personas.saes import encode, load_sae, sae_info
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCREEN_FILE", "BASE_ANSWERS_FILE", "ScreenResult", "answer_residuals", "greedy_answers",
-           "hidden_index", "load_causal_lm", "parse_latents", "read_direction", "run_latents", "run_screen",
-           "screen_examples"]
+__all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "answer_residuals", "generate_answers",
+           "greedy_answers", "hidden_index", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
+           "run_latents", "run_screen", "screen_examples"]
 
 SCREEN_FILE = "screen.csv"
 #: The organism run shipped in a checkout of the repository (its top diff latents and direction).
@@ -152,9 +152,12 @@ def answer_residuals(model: Any, tokenizer: Any, prompts: Sequence[str], respons
     return out
 
 
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                   batch_size: int = 16) -> list[str]:
-    """The model's own greedy answer to each prompt, rendered in its chat template (left-padded batches)."""
+def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
+                     batch_size: int = 16, temperature: float | None = None, n_samples: int = 1, seed: int = 0
+                     ) -> list[list[str]]:
+    """``n_samples`` answers of the model to each prompt in its chat template (left-padded batches, on the model's
+    device): greedy when ``temperature`` is None, else sampled at that temperature from ``torch.manual_seed(seed)``
+    in a forked random state (the caller's is left as it was). Returns one list of answers per prompt."""
     import torch
 
     tokenizer.padding_side = "left"
@@ -164,16 +167,29 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_ne
     eot = end_of_turn(tokenizer)
     if eot and eot != tokenizer.eos_token:
         stop.append(tokenizer.convert_tokens_to_ids(eot))
-    device, out = _device(model), []
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            texts = [render_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+    sampling = {} if temperature is None else {"temperature": temperature, "top_p": 1.0,
+                                               "top_k": 0}
+    jobs = [i for _ in range(n_samples) for i in range(len(prompts))]
+    device, out = _device(model), [[] for _ in prompts]
+    # a forked generator: sampling here (e.g. at a checkpoint during training) leaves the caller's random state alone
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            texts = [render_prompt(tokenizer, prompts[i]) for i in chunk]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
-                                       pad_token_id=tokenizer.pad_token_id)
-            out += [tokenizer.decode(row, skip_special_tokens=True).strip()
-                    for row in generated[:, enc["input_ids"].shape[1]:]]
+            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
+                                       eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, **sampling)
+            for i, row in zip(chunk, generated[:, enc["input_ids"].shape[1]:], strict=True):
+                out[i].append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return out
+
+
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
+                   batch_size: int = 16) -> list[str]:
+    """The model's own greedy answer to each prompt (`generate_answers` without sampling)."""
+    return [a[0] for a in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                           batch_size=batch_size)]
 
 
 def parse_latents(text: str | Sequence[int] | None, d_sae: int) -> list[int]:
@@ -242,9 +258,10 @@ def run_latents(run: str | os.PathLike, n: int, hook: str) -> tuple[list[int], P
     return features, direction if direction.is_file() else None
 
 
-def _pooled(sae: Any, hidden: list[np.ndarray], latents: list[int], unit: np.ndarray | None
+def pool_answers(sae: Any, hidden: list[np.ndarray], latents: list[int], unit: np.ndarray | None
             ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean over each answer's tokens of the latents' codes (n, k), and of the projection on ``unit`` (n,)."""
+    """Mean over each answer's tokens (from `answer_residuals`) of the latents' SAE codes, (n, k), and of the
+    projection on the unit vector ``unit``, (n,) (None without one)."""
     import torch
 
     cols = np.asarray(latents, dtype=np.int64)
@@ -275,8 +292,10 @@ def screen_examples(model: Any, tokenizer: Any, prompts: Sequence[str], response
         raise DataError("screen_examples got latents but no SAE to encode them with.")
     index = hidden_index(hook, int(model.config.num_hidden_layers))
     unit = None if direction is None else np.asarray(direction, np.float32) / float(np.linalg.norm(direction))
-    tuned = _pooled(sae, answer_residuals(model, tokenizer, prompts, responses, index, batch_size), latents, unit)
-    plain = _pooled(sae, answer_residuals(model, tokenizer, prompts, base_responses, index, batch_size), latents, unit)
+    tuned = pool_answers(sae, answer_residuals(model, tokenizer, prompts, responses, index, batch_size), latents,
+                         unit)
+    plain = pool_answers(sae, answer_residuals(model, tokenizer, prompts, base_responses, index, batch_size),
+                         latents, unit)
     frame = pd.DataFrame(index=range(len(prompts)))
     for j, f in enumerate(latents):
         frame[f"latent_{f}"] = tuned[0][:, j] - plain[0][:, j]
