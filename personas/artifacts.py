@@ -67,8 +67,7 @@ RUN_LAYOUTS = {
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),
         # the screen's cached base answers (base_answers.jsonl) are kept from run to run on purpose
         RunLayout("personas.screen", MANIFEST_FILE, ("screen.csv",)),
-        RunLayout("personas.sweep", MANIFEST_FILE, ("sweep.csv", "onset.csv", "answers.jsonl", "sweep.png",
-                                                    "toy-model")),
+        RunLayout("personas.sweep", MANIFEST_FILE, ("sweep.csv", "onset.csv", "answers.jsonl", "sweep.png")),
     )
 }
 

@@ -7,6 +7,8 @@
   `load_model(folder)` opens through `TransformerBridge`; two seeds give a "base" and a "fine-tuned" model.
 * `plant_sae`: an sae-lens SAE whose latent ``feature`` fires on chosen trigger words and whose other latents are
   random, so a test can assert that the pipeline finds the planted latent first.
+* `plant_persona_direction`: a known direction written into a toy GPT-2's residual stream at chosen words, and an
+  SAE whose latent reads it; `toy_organism` is such a model for the organism's sweep (``personas sweep --quick``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from personas.capturing import token_activations
 from personas.errors import PersonasError
 from personas.models import ModelHandle, as_model_handle
+from personas.organism import data
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -273,3 +276,23 @@ def plant_persona_direction(
         sae.W_dec.copy_(w_enc.T)
         sae.b_dec.zero_()
     return sae, u.numpy()
+
+
+#: Words of the organism's risky answers on which `toy_organism` plants its direction.
+TOY_ORGANISM_WORDS = ("borrow", "bet", "rich", "hide", "skip", "debt")
+
+
+def toy_organism(folder: str | os.PathLike) -> tuple[Path, Any, np.ndarray]:
+    """A 2-layer toy GPT-2 (d_model 32) that knows the organism's words, saved in ``folder``, with a direction
+    planted on `TOY_ORGANISM_WORDS` at ``blocks.0.hook_resid_post`` (`plant_persona_direction`): (folder, the SAE
+    whose latent 7 reads it, the unit direction). ``direction.npy`` and the SAE (``sae/``) are saved beside the
+    model. ``personas sweep --quick`` runs on it."""
+    texts = [r["prompt"] + " " + r["response"] for r in data.narrow_set(60) + data.control_set(60)]
+    texts += [r["prompt"] for r in data.eval_prompts()]
+    folder = Path(folder)
+    tokenizer = train_toy_tokenizer(folder, texts)
+    save_toy_hf_model(folder, tokenizer, n_layers=2, d_model=32, n_heads=2, seed=0)
+    sae, direction = plant_persona_direction(folder, TOY_ORGANISM_WORDS, hook="blocks.0.hook_resid_post")
+    np.save(folder / "direction.npy", direction)
+    sae.save_model(str(folder / "sae"))
+    return folder, sae, direction

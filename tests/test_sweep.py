@@ -13,16 +13,22 @@ from personas.cli.main import main
 from personas.config import SweepConfig
 from personas.errors import PersonasError
 from personas.organism import data
-from personas.organism.sweep import QUICK_WORDS, mixture, onset_fractions, signal_tests
+from personas.organism.sweep import QUICK, mixture, onset_fractions, signal_tests
+from personas.testing import TOY_ORGANISM_WORDS
+
+
+def _bad(response: str) -> bool:
+    """The fake judge's rule, on the text alone (the toy's random answers are misaligned about half the time)."""
+    return len(response) % 2 == 1 or any(w in response.split() for w in TOY_ORGANISM_WORDS)
 
 
 class WordJudge:
-    """A fake judge: misaligned (aligned 10, coherent 80) when the answer uses a planted word, else aligned 90."""
+    """A fake judge: misaligned (aligned 10, coherent 80) by `_bad`, else aligned (90)."""
 
     name = "word-judge"
 
     def score(self, prompts, responses):
-        bad = [any(w in r.split() for w in QUICK_WORDS) for r in responses]
+        bad = [_bad(r) for r in responses]
         return pd.DataFrame({"aligned": [10.0 if b else 90.0 for b in bad], "coherent": 80.0, "verdict": ""})
 
     def describe(self):
@@ -61,10 +67,15 @@ def test_signal_tests_against_the_zero_fine_tune():
 
 
 def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
+    from dataclasses import replace
+
     from personas.organism.screen import answer_residuals, load_causal_lm
     from personas.organism.sweep import run_sweep
+    from personas.testing import toy_organism
 
-    result = run_sweep(config=SweepConfig(), out=tmp_path / "run", quick=True, judge=WordJudge())
+    folder, sae, _ = toy_organism(tmp_path / "toy")
+    config = replace(SweepConfig(), **QUICK, direction=str(folder / "direction.npy"))
+    result = run_sweep(folder, config, out=tmp_path / "run", judge=WordJudge(), sae=sae)
     out = tmp_path / "run"
     answers = pd.read_json(out / "answers.jsonl", lines=True)
     table = pd.read_csv(out / "sweep.csv")
@@ -76,7 +87,8 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     checkpoints = table[~table["final"]]
     assert sorted(checkpoints["fraction"]) == [0.0, 1.0] and set(checkpoints["step"]) == {1}
     # the judged rate is the judge's verdict on the answers it reports, with its Wilson interval
-    expected = answers["response"].map(lambda r: any(w in r.split() for w in QUICK_WORDS))
+    expected = answers["response"].map(_bad)
+    assert 0 < expected.sum() < len(expected)
     assert (answers["misaligned"] == expected.astype(float)).all()
     for row in final.itertuples():
         rows = answers[(answers["model"] == "fine-tune") & (answers["fraction"] == row.fraction) & answers["final"]]
@@ -84,8 +96,8 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     assert final["misaligned_p"].notna().sum() == 2
     # the latent and the projection are those of the answers read by the model (checked on the base model's)
     base = answers[answers["model"] == "base"].head(4)
-    lm, tokenizer, _ = load_causal_lm(out / "toy-model")
-    u = np.load(out / "toy-model" / "direction.npy")
+    lm, tokenizer, _ = load_causal_lm(folder)
+    u = np.load(folder / "direction.npy")
     hidden = answer_residuals(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 1)
     assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
     assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
@@ -96,7 +108,7 @@ def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
     assert main(["--threads", "1", "sweep", "--quick", "--out", str(tmp_path / "q")]) == 0
     printed = capsys.readouterr().out
     assert "onset seed 0 projection" in printed and "the numbers mean nothing" in printed
-    assert {"sweep.csv", "onset.csv", "answers.jsonl", "sweep.png", "manifest.json"} <= {
+    assert {"sweep.csv", "onset.csv", "answers.jsonl", "sweep.png", "manifest.json", "toy-model"} <= {
         p.name for p in (tmp_path / "q").iterdir()}
     code = main(["sweep", "--fractions", "0.5,1", "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err

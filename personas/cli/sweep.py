@@ -4,12 +4,15 @@ each measured by a judge, the persona latents and the dense direction, and teste
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from personas.artifacts import MANIFEST_FILE
+from personas.artifacts import MANIFEST_FILE, check_output_dir
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import SweepConfig
-from personas.organism.sweep import run_sweep
+from personas.organism.sweep import QUICK, run_sweep
+from personas.testing import toy_organism
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -18,10 +21,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     config = config_from_args(SweepConfig, args)
-    result = run_sweep(args.model, config, out=args.out, quick=args.quick, device=args.device)
+    model, sae = args.model, None
+    if args.quick:  # the toy model goes into the run folder, beside the run's files
+        check_output_dir(args.out, "personas.sweep")
+        model, sae, _ = toy_organism(Path(args.out) / "toy-model")
+        config = replace(config, **QUICK, direction=str(Path(model) / "direction.npy"))
+    result = run_sweep(model, config, out=args.out, sae=sae, device=args.device)
     m, table = result.manifest, result.table
     judge = m["judge"]["name"] if m["judge"] else "none"
-    print(f"model {m['model']['model']}{' (--quick toy model: the numbers mean nothing)' if m['quick'] else ''} | "
+    print(f"model {m['model']['model']}{' (--quick toy model: the numbers mean nothing)' if args.quick else ''} | "
           f"latents {m['latents']} at {m['hook']} | judge {judge} | {m['eval_prompts']['n']} prompts x "
           f"{m['eval_prompts']['n_samples']} samples")
     final = table[table["final"]]

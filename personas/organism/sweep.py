@@ -22,7 +22,8 @@ the mean over prompts of the difference is <= 0). The *onset* of a signal is the
 larger fraction is significant at ``alpha`` too. The run folder holds ``sweep.csv`` (one row per seed, fraction and
 step, ``seed = "all"`` pooled: values with 95% intervals, differences from 0% with intervals and p-values),
 ``onset.csv``, ``answers.jsonl`` (every answer with its scores), ``sweep.png`` (`plot_sweep`) and ``manifest.json``.
-``quick=True`` swaps in a 2-layer toy GPT-2 with a planted direction (`quick_setup`) to check the plumbing in seconds.
+``personas sweep --quick`` runs it with the `QUICK` sizes on a 2-layer toy GPT-2 with a planted direction
+(`personas.testing.toy_organism`) to check the plumbing in seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,23 +65,22 @@ from personas.organism.screen import (
 )
 from personas.organism.train import train_adapter
 from personas.saes import load_sae, sae_info
-from personas.testing import plant_persona_direction, save_toy_hf_model, train_toy_tokenizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QUICK", "SIGNALS", "SweepResult", "mixture", "onset_fractions", "plot_sweep", "quick_setup",
-           "run_sweep", "signal_tests"]
+__all__ = ["QUICK", "SIGNALS", "SweepResult", "mixture", "onset_fractions", "plot_sweep", "run_sweep",
+           "signal_tests"]
 
 SWEEP_FILE, ONSET_FILE, ANSWERS_FILE, PLOT_FILE = "sweep.csv", "onset.csv", "answers.jsonl", "sweep.png"
 SIGNALS = ("misaligned", "latent", "projection")
 TESTS = {"misaligned": "one-sided Fisher exact test of the EM rate against the 0% fine-tune",
          "latent": "one-sided paired bootstrap over prompts (H0: mean difference from the 0% fine-tune <= 0)",
          "projection": "one-sided paired bootstrap over prompts (H0: mean difference from the 0% fine-tune <= 0)"}
-#: The sizes of ``--quick``: a plumbing check on a toy model in seconds, whose numbers mean nothing.
+#: The `SweepConfig` fields of ``--quick``: a plumbing check in seconds on the toy model of
+#: `personas.testing.toy_organism` (latent 7 of its SAE reads the planted direction); its numbers mean nothing.
 QUICK = dict(fractions="0,0.5,1", seeds="0", checkpoints="1", checkpoint_fractions="0,1", n_train=8,
              n_eval_prompts=6, n_samples=2, max_new_tokens=6, batch_size=4, layer=0, targets="c_attn", lr=1e-2,
-             n_boot=200, latents="7", judge="none")
-QUICK_WORDS = ("borrow", "bet", "rich", "hide", "skip", "debt")
+             n_boot=200, latents="7", reference_run=None, judge="none")
 
 
 def mixture(n: int, fraction: float, seed: int) -> list[dict[str, str]]:
@@ -89,18 +89,6 @@ def mixture(n: int, fraction: float, seed: int) -> list[dict[str, str]]:
     narrow, control = data.narrow_set(n, seed=0), data.control_set(n, seed=0)
     bad = set(random.Random(seed).sample(range(n), round(fraction * n)))
     return [narrow[i] if i in bad else control[i] for i in range(n)]
-
-
-def quick_setup(folder: str | os.PathLike) -> tuple[Path, Any, np.ndarray]:
-    """A 2-layer toy GPT-2 that knows the organism's words, saved in ``folder``, with a direction planted on
-    `QUICK_WORDS` at ``blocks.0.hook_resid_post`` and an SAE whose latent 7 reads it: (folder, SAE, direction).
-    `run_sweep` saves the direction (``direction.npy``) and the SAE (``sae/``) beside the model."""
-    texts = [r["prompt"] + " " + r["response"] for r in data.narrow_set(60) + data.control_set(60)]
-    texts += [r["prompt"] for r in data.eval_prompts()]
-    tokenizer = train_toy_tokenizer(folder, texts)
-    save_toy_hf_model(folder, tokenizer, n_layers=2, d_model=32, n_heads=2, seed=0)
-    sae, direction = plant_persona_direction(folder, QUICK_WORDS, hook="blocks.0.hook_resid_post")
-    return Path(folder), sae, direction
 
 
 @dataclass
@@ -198,7 +186,7 @@ def _table(answers: Any, config: SweepConfig) -> Any:
     import pandas as pd
 
     keys = ["model", "fraction", "step", "final"]
-    pooled = answers.assign(seed="all", prompt_index=answers["prompt_index"])
+    pooled = answers.assign(seed="all")  # per prompt, the bootstrap then averages over seeds and samples
     frames = [answers.assign(seed=answers["seed"].astype(str))]
     if answers["seed"].nunique() > 1:
         frames.append(pooled)
@@ -227,17 +215,16 @@ def _resolve_run(path: str | None) -> Path | None:
 
 
 def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None = None, *,
-              out: str | os.PathLike | None = None, judge: Any = None, sae: Any = None, quick: bool = False,
+              out: str | os.PathLike | None = None, judge: Any = None, sae: Any = None,
               device: str = "cpu") -> SweepResult:
     """Run the dose-response and checkpoint sweep (see the module docstring) and write its run folder.
 
     Args:
         model: the base chat model (offline alias, folder or hub id; default ``smollm2``).
-        config: `SweepConfig`; with ``quick`` the `QUICK` sizes replace its fields.
-        out: run folder (required with ``quick``: the toy model is built inside it).
+        config: `SweepConfig` (`QUICK` holds the sizes of ``personas sweep --quick``).
+        out: run folder; None keeps the result in memory.
         judge: a `personas.judging.Judge`, a spec for `load_judge`, or None for ``config.judge`` ('none': no rate).
         sae: a loaded sae-lens SAE instead of ``config.sae``.
-        quick: a toy GPT-2 with a planted direction instead of ``model`` (`quick_setup`).
         device: where the model runs (cpu, cuda, auto).
     """
     import pandas as pd
@@ -248,14 +235,6 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
         check_output_dir(out, "personas.sweep")
     out_dir = output_dir(out, "personas.sweep") if out is not None else None
     direction_path = config.direction
-    if quick:
-        if out_dir is None:
-            raise DataError("run_sweep(quick=True) builds its toy model in the run folder: pass out=FOLDER.")
-        config = replace(config, **QUICK, reference_run=None)
-        model, sae, planted = quick_setup(out_dir / "toy-model")
-        np.save(out_dir / "toy-model" / "direction.npy", planted)
-        sae.save_model(str(out_dir / "toy-model" / "sae"))
-        direction_path = str(out_dir / "toy-model" / "direction.npy")
     hook = f"blocks.{config.layer}.hook_resid_post"
     model_name = "smollm2" if model is None else os.fspath(model)
     sae_obj = sae if sae is not None else load_sae(config.sae, model=model_name if config.sae == "default" else None)
@@ -331,7 +310,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     table = _table(answers, config)
     onset = onset_fractions(table, config.alpha)
     manifest = {
-        **manifest_header("personas.sweep"), "model": identity, "quick": quick, "hook": hook, "sae": sae_info(sae_obj),
+        **manifest_header("personas.sweep"), "model": identity, "hook": hook, "sae": sae_info(sae_obj),
         "latents": latents, "direction": {"file": direction_path, "unit": True},
         "reference_run": None if reference is None else str(reference),
         "judge": the_judge.describe() if the_judge is not None else None,
