@@ -71,8 +71,9 @@ def test_planted_examples_rank_first_by_latent_and_by_direction(toy, tmp_path):
     assert by_direction.manifest["base_answers"]["generated"] == 0  # the base answers came from the cache
 
 
-def test_the_shift_subtracts_the_base_answer(toy):
-    from personas.organism.screen import load_causal_lm, screen_examples
+def test_the_shift_subtracts_the_base_answer_and_reads_the_hooked_block(toy):
+    from personas.organism.evaluate import answer_hidden
+    from personas.organism.screen import answer_residuals, load_causal_lm, screen_examples
 
     folder, _, sae, _, train, _ = toy
     rows = [json.loads(line) for line in train.read_text().splitlines()][:4]
@@ -81,6 +82,11 @@ def test_the_shift_subtracts_the_base_answer(toy):
     same = screen_examples(lm, tokenizer, prompts, responses, responses, hook="blocks.0.hook_resid_post", sae=sae,
                            latents=[7, 3], direction=np.ones(32))
     assert np.allclose(same[["score", "latent_7", "latent_3", "direction"]].to_numpy(), 0.0)
+    # the capture stops at the hooked block; it reads what Hugging Face's hidden_states hold there
+    reference = answer_hidden(lm, tokenizer, prompts, responses, 0)
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"):
+        for got, want in zip(answer_residuals(lm, tokenizer, prompts, responses, hook), reference, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
     against_harm = screen_examples(lm, tokenizer, prompts, responses, ["hurt them , lie and steal ."] * 4,
                                    hook="blocks.0.hook_resid_post", sae=sae, latents=[7])
     assert (against_harm["score"] < 0).all()
@@ -126,7 +132,7 @@ def test_bad_input_is_one_line_and_exit_code_2(toy, tmp_path, capsys):
 
 
 def test_a_model_without_the_saes_hook_is_a_clear_error(toy, tmp_path):
-    from personas.organism.screen import hidden_index, run_screen
+    from personas.organism.screen import resid_site, run_screen
 
     folder, _, sae, _, train, _ = toy
     sae.cfg.metadata.hook_name = "blocks.5.hook_resid_post"
@@ -136,8 +142,8 @@ def test_a_model_without_the_saes_hook_is_a_clear_error(toy, tmp_path):
     finally:
         sae.cfg.metadata.hook_name = "blocks.0.hook_resid_post"
     with pytest.raises(SiteMismatchError, match="residual stream"):
-        hidden_index("blocks.0.hook_mlp_out", 2)
-    assert hidden_index("blocks.0.hook_resid_pre", 2) == 0 and hidden_index("blocks.1.hook_resid_post", 2) == 2
+        resid_site("blocks.0.hook_mlp_out", 2)
+    assert resid_site("blocks.0.hook_resid_pre", 2) == (0, "pre") and resid_site("blocks.1.hook_resid_post", 2) == (1, "post")
     with pytest.raises(PersonasError, match="n_run_latents"):
         ScreenConfig(latents="7", n_run_latents=0)
     with pytest.raises(DataError, match="no direction file"):

@@ -69,7 +69,8 @@ def test_signal_tests_against_the_zero_fine_tune():
 def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     from dataclasses import replace
 
-    from personas.organism.screen import answer_residuals, load_causal_lm
+    from personas.organism.evaluate import answer_hidden
+    from personas.organism.screen import load_causal_lm
     from personas.organism.sweep import run_sweep
     from personas.testing import toy_organism
 
@@ -98,7 +99,7 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     base = answers[answers["model"] == "base"].head(4)
     lm, tokenizer, _ = load_causal_lm(folder)
     u = np.load(folder / "direction.npy")
-    hidden = answer_residuals(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 1)
+    hidden = answer_hidden(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 0)  # all hidden states
     assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
     assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
     assert (out / "sweep.png").stat().st_size > 0 and len(result.onset) == 3

@@ -5,9 +5,9 @@ For every (prompt, response) example of a training file:
 
 1. the base model answers the prompt itself, greedily (`greedy_answers`; the answers are cached in the run folder,
    keyed by the model, the answer length and the prompt, so a rerun generates nothing);
-2. both answers are teacher-forced in the chat template and the residual stream at the SAE's hook
-   (``blocks.L.hook_resid_post`` = Hugging Face ``hidden_states[L + 1]``, ``hook_resid_pre`` = ``hidden_states[L]``)
-   is read at every answer token (`answer_residuals`);
+2. both answers are teacher-forced in the chat template and the residual stream at the SAE's hook (the output of
+   decoder block L for ``blocks.L.hook_resid_post``, its input for ``hook_resid_pre``) is read at every answer token
+   (`answer_residuals`, which stops the forward pass there);
 3. each chosen latent is encoded per token and averaged over the answer; its *shift* is the training answer's mean
    minus the base answer's mean. A dense direction (unit length) gives the same shift of the mean residual's
    projection.
@@ -49,15 +49,15 @@ from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.models import hub_error
 from personas.offline_models import offline_model
-from personas.organism.evaluate import answer_ids
+from personas.organism.evaluate import answer_ids, decoder_layers
 from personas.organism.train import end_of_turn, render_prompt
 from personas.saes import encode, load_sae, sae_info
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "answer_residuals", "generate_answers",
-           "greedy_answers", "hidden_index", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
-           "run_latents", "run_screen", "screen_examples"]
+           "greedy_answers", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
+           "resid_site", "run_latents", "run_screen", "screen_examples"]
 
 SCREEN_FILE = "screen.csv"
 #: The organism run shipped in a checkout of the repository (its top diff latents and direction).
@@ -68,8 +68,8 @@ PROMPT_COLUMNS = ("prompt", "question")
 RESPONSE_COLUMNS = ("response", "answer")
 
 
-def hidden_index(hook: str, n_layers: int) -> int:
-    """The Hugging Face ``hidden_states`` index of a residual-stream hook; `SiteMismatchError` when the model lacks it."""
+def resid_site(hook: str, n_layers: int) -> tuple[int, str]:
+    """``(block, "pre" | "post")`` of a residual-stream hook name; `SiteMismatchError` when the model lacks it."""
     match = _RESID.match(hook or "")
     if match is None:
         raise SiteMismatchError(f"the SAE reads {hook!r}; the screen reads the residual stream of a Hugging Face "
@@ -79,7 +79,7 @@ def hidden_index(hook: str, n_layers: int) -> int:
         raise SiteMismatchError(f"the SAE reads {hook!r} but the model has {n_layers} blocks (blocks.0 to "
                                 f"blocks.{n_layers - 1}): the model lacks the SAE's hook. Pass the model the SAE was "
                                 "trained on, or an SAE of this model.")
-    return block + 1 if where == "post" else block
+    return block, where
 
 
 def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype: str = "float32"
@@ -127,28 +127,58 @@ def _device(model: Any) -> Any:
     return next(model.parameters()).device
 
 
-def answer_residuals(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], index: int,
+class _Reached(Exception):
+    """Raised by the capture hook: the forward pass has computed what is read, and stops there."""
+
+
+def answer_residuals(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], hook: str,
                      batch_size: int = 16) -> list[np.ndarray]:
-    """``hidden_states[index]`` at every answer token of each (prompt, answer), teacher-forced in the chat template:
-    one (n_tokens, d_model) float32 array per answer, on the CPU, whatever the model's device."""
+    """The residual stream at ``hook`` (the output of decoder block L for ``blocks.L.hook_resid_post``, its input for
+    ``hook_resid_pre``) at every answer token of each (prompt, answer), teacher-forced in the chat template: one
+    (n_tokens, d_model) float32 array per answer, on the CPU, whatever the model's device.
+
+    The forward pass stops at the hooked block (a block-18 read of a 30-block model skips the last 11 blocks and the
+    vocabulary projection); below the last block this equals Hugging Face's ``hidden_states[L + 1]``.
+    """
     import torch
 
+    block, where = resid_site(hook, len(decoder_layers(model)))
+    layer = decoder_layers(model)[block]
+    captured: dict[str, Any] = {}
+
+    def after(_module, _inputs, output):
+        captured["h"] = output[0] if isinstance(output, tuple) else output
+        raise _Reached
+
+    def before(_module, args, kwargs):
+        captured["h"] = args[0] if args else kwargs["hidden_states"]
+        raise _Reached
+
+    handle = layer.register_forward_hook(after) if where == "post" else \
+        layer.register_forward_pre_hook(before, with_kwargs=True)
     rows = [answer_ids(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device, out = _device(model), []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (seq, _) in enumerate(chunk):
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
-            hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      output_hidden_states=True).hidden_states[index]
-            for r, (seq, n_prompt) in enumerate(chunk):
-                out.append(hidden[r, n_prompt:len(seq)].float().cpu().numpy())
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                width = max(len(ids) for ids, _ in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for r, (seq, _) in enumerate(chunk):
+                    ids[r, :len(seq)] = torch.tensor(seq)
+                    mask[r, :len(seq)] = 1
+                captured.clear()
+                try:
+                    model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                except _Reached:
+                    pass
+                hidden = captured["h"]
+                for r, (seq, n_prompt) in enumerate(chunk):
+                    out.append(hidden[r, n_prompt:len(seq)].float().cpu().numpy())
+    finally:
+        handle.remove()
     return out
 
 
@@ -290,11 +320,10 @@ def screen_examples(model: Any, tokenizer: Any, prompts: Sequence[str], response
         raise DataError("screen_examples needs latents or a direction to measure.")
     if latents and sae is None:
         raise DataError("screen_examples got latents but no SAE to encode them with.")
-    index = hidden_index(hook, int(model.config.num_hidden_layers))
     unit = None if direction is None else np.asarray(direction, np.float32) / float(np.linalg.norm(direction))
-    tuned = pool_answers(sae, answer_residuals(model, tokenizer, prompts, responses, index, batch_size), latents,
+    tuned = pool_answers(sae, answer_residuals(model, tokenizer, prompts, responses, hook, batch_size), latents,
                          unit)
-    plain = pool_answers(sae, answer_residuals(model, tokenizer, prompts, base_responses, index, batch_size),
+    plain = pool_answers(sae, answer_residuals(model, tokenizer, prompts, base_responses, hook, batch_size),
                          latents, unit)
     frame = pd.DataFrame(index=range(len(prompts)))
     for j, f in enumerate(latents):
@@ -400,7 +429,7 @@ def run_screen(train: str | os.PathLike, model: str | os.PathLike | None = None,
                                                    model=model_name if config.sae == "default" else None)
     hook, d_sae, d_in = sae_obj.cfg.metadata.hook_name, int(sae_obj.cfg.d_sae), int(sae_obj.cfg.d_in)
     if _RESID.match(hook or "") is None:
-        hidden_index(hook, 0)  # the one-line error for a hook the screen cannot read
+        resid_site(hook, 0)  # the one-line error for a hook the screen cannot read
     latents = parse_latents(config.latents, d_sae)
     direction_path = config.direction
     if config.from_run is not None:
@@ -418,7 +447,7 @@ def run_screen(train: str | os.PathLike, model: str | os.PathLike | None = None,
     t = time.perf_counter()
     lm, tokenizer, identity = load_causal_lm(model_name, device=config.device, dtype=config.dtype)
     width = int(lm.config.hidden_size)
-    hidden_index(hook, int(lm.config.num_hidden_layers))
+    resid_site(hook, len(decoder_layers(lm)))
     if width != d_in:
         raise SiteMismatchError(f"the SAE reads vectors of width {d_in} but the model's residual stream is {width} "
                                 "wide: the model lacks the SAE's hook. Pass the model the SAE was trained on.")

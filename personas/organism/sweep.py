@@ -56,7 +56,6 @@ from personas.organism.screen import (
     ORGANISM_RUN,
     answer_residuals,
     generate_answers,
-    hidden_index,
     load_causal_lm,
     parse_latents,
     pool_answers,
@@ -256,7 +255,6 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     if not (isinstance(spec, str) and spec.lower() == "none"):
         the_judge = load_judge(spec)
     lm, tokenizer, identity = load_causal_lm(model_name, device=device)
-    index = hidden_index(hook, int(lm.config.num_hidden_layers))
     evals = data.eval_prompts()[:config.n_eval_prompts]
     prompts = [r["prompt"] for r in evals]
     records: list[dict[str, Any]] = []
@@ -268,7 +266,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
                                    n_samples=config.n_samples, seed=seed)
         flat = [(i, s, a) for i, group in enumerate(answers) for s, a in enumerate(group)]
         ps, rs = [prompts[i] for i, _, _ in flat], [a for _, _, a in flat]
-        codes, along = pool_answers(sae_obj, answer_residuals(lm, tokenizer, ps, rs, index), latents, unit)
+        codes, along = pool_answers(sae_obj, answer_residuals(lm, tokenizer, ps, rs, hook), latents, unit)
         judged = the_judge.score(ps, rs) if the_judge is not None else None
         verdict = em_misaligned(judged) if judged is not None else None
         for j, (i, s, answer) in enumerate(flat):
