@@ -103,6 +103,23 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
     assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
     assert (out / "sweep.png").stat().st_size > 0 and len(result.onset) == 3
+    # measuring a checkpoint (sampling in eval mode) leaves the training that follows unchanged (dropout included)
+    import torch
+
+    from personas.organism.adapter import AdapterConfig, attach_adapter
+    from personas.organism.screen import generate_answers
+    from personas.organism.train import train_adapter
+
+    def trained(measure: bool) -> list:
+        model, tok, _ = load_causal_lm(folder)
+        adapter = attach_adapter(model, AdapterConfig(rank=2, targets=("c_attn",)))
+        on_step = (lambda step: generate_answers(model, tok, ["hi"], max_new_tokens=3, temperature=1.0, seed=5)) \
+            if measure else None
+        train_adapter(model, tok, adapter, mixture(8, 0.5, 0), epochs=2, batch_size=4, lr=1e-2, on_step=on_step)
+        assert model.training is False
+        return [p.detach().clone() for p in adapter.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(trained(True), trained(False), strict=True))
 
 
 def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
