@@ -99,6 +99,15 @@ CASES = [
     (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
     (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder nor"),
     (["organism", "--n-top-latents", "0", "--out", "{root}/o4"], "n_top_latents"),
+    # screen and sweep (fail before any model loads)
+    (["screen", "{missing}", "--latents", "7"], "No file at"),
+    (["screen", "{wrong_columns.jsonl}", "--latents", "7"], "has no prompt column"),
+    (["screen", "{data}"], "needs something to measure"),
+    (["screen", "{data}", "--latents", "7", "--out", "{a_file}"], "is a file"),
+    (["screen", "{data}", "--latents", "7", "--limit", "0"], "ScreenConfig.limit=0"),
+    (["sweep", "--fractions", "0.5,1", "--out", "{root}/w1"], "lacks 0"),
+    (["sweep", "--seeds", "one", "--out", "{root}/w2"], "comma-separated int"),
+    (["sweep", "--out", "{a_file}"], "is a file"),
     # rank
     (["rank", "{missing}"], "No file at"),
     (["rank", "{bad.jsonl}"], "not valid JSON"),
