@@ -70,6 +70,9 @@ RUN_LAYOUTS = {
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),
         RunLayout("personas.validate", MANIFEST_FILE, (SCREENING_FILE, CONFIRMATION_FILE, GENERATIONS_FILE)),
         RunLayout("personas.judge", MANIFEST_FILE, (JUDGED_FILE,)),
+        # the screen's cached base answers (base_answers.jsonl) are kept from run to run on purpose
+        RunLayout("personas.screen", MANIFEST_FILE, ("screen.csv",)),
+        RunLayout("personas.sweep", MANIFEST_FILE, ("sweep.csv", "onset.csv", "answers.jsonl", "sweep.png")),
     )
 }
 

@@ -416,3 +416,125 @@ class JudgeConfig:
         options = {"concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
         options.update({k: v for k, v in (("api_key_env", self.api_key_env), ("cache_dir", self.cache_dir)) if v})
         return options
+class ScreenConfig:
+    """Data screening: how far each training answer moves the persona latents (or a dense direction) against the
+    base model's own answer to the same prompt."""
+
+    sae: str = _help("SAE of the model ('default': the one shipped for an offline model; a folder; RELEASE:SAE_ID)",
+                     default="default")
+    latents: str | None = _help("comma-separated persona latents of the SAE, e.g. '3260,1317'", default=None)
+    direction: str | None = _help("a dense persona direction (.npy or .pt, one vector of the model's width) at the "
+                                  "SAE's hook", default=None)
+    from_run: str | None = _help("an organism run folder (`personas organism --out`): its top diff latents and its "
+                                 "direction.npy, for what --latents / --direction leave unset", default=None)
+    n_run_latents: int = _help("how many of the run's top rising latents --from-run takes", default=2)
+    prompt_column: str | None = _help("column with the prompt; default: 'prompt' or 'question'", default=None)
+    response_column: str | None = _help("column with the training answer; default: 'response' or 'answer'",
+                                        default=None)
+    limit: int | None = _help("screen only the first N examples of the file", default=None)
+    max_new_tokens: int = _help("tokens of the base model's own (greedy) answer to each prompt", default=48)
+    batch_size: int = _help("sequences per forward pass and per generation batch", default=16)
+    device: str = _help("cpu, cuda, cuda:N, mps or auto", default="cpu")
+    dtype: str = _help("float32, bfloat16, float16 or auto", default="float32")
+
+    def __post_init__(self) -> None:
+        for name in ("n_run_latents", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"ScreenConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.limit is not None and self.limit < 1:
+            raise PersonasError(f"ScreenConfig.limit={self.limit} must be at least 1 (or unset for every example).")
+        if self.latents is None and self.direction is None and self.from_run is None:
+            raise PersonasError("the screen needs something to measure: pass --latents L1,L2 (latents of the SAE), "
+                                "--direction FILE (.npy/.pt), or --from-run RUN (an organism run folder).")
+
+
+@dataclass
+class SweepConfig:
+    """Early warning: fine-tunes on mixtures of the narrow (risky) and control (careful) sets at several bad
+    fractions, seeds and checkpoints, each measured on held-out prompts by a judge, the persona latents and the
+    dense direction."""
+
+    fractions: str = _help("comma-separated fractions of narrow (risky) examples in each fine-tuning set",
+                           default="0,0.05,0.1,0.25,0.5,1")
+    seeds: str = _help("comma-separated seeds: one fine-tune per fraction and seed", default="0,1")
+    checkpoints: str = _help("comma-separated optimisation steps at which to measure, besides the last step",
+                             default="")
+    checkpoint_fractions: str = _help("fractions whose fine-tunes are measured at --checkpoints (the 0% fraction "
+                                      "is needed to test them)", default="0,0.25,1")
+    n_train: int = _help("examples in every fine-tuning set (the same questions at every fraction)", default=128)
+    n_eval_prompts: int | None = _help("held-out evaluation prompts used (default: all of them)", default=None)
+    n_samples: int = _help("sampled answers per evaluation prompt and fine-tune", default=2)
+    max_new_tokens: int = _help("tokens generated per answer", default=32)
+    temperature: float = _help("sampling temperature of the evaluation answers", default=0.7)
+    rank: int = _help("rank of the low-rank adapter", default=4)
+    lora_alpha: float = _help("adapter scale numerator: the update is (lora_alpha / rank) * B A", default=16.0)
+    targets: str = _help("comma-separated linear modules adapted in every layer", default="q_proj,v_proj,down_proj")
+    lr: float = _help("AdamW learning rate (constant)", default=1e-3)
+    epochs: float = _help("passes over the fine-tuning set (the same number of steps at every fraction)",
+                          default=1.0)
+    batch_size: int = _help("fine-tuning mini-batch size", default=8)
+    layer: int = _help("decoder block whose output (blocks.L.hook_resid_post) is read", default=18)
+    sae: str = _help("SAE at blocks.LAYER.hook_resid_post ('default': the one shipped for SmolLM2; a folder)",
+                     default="default")
+    latents: str | None = _help("comma-separated latents chosen beforehand (default: the reference run's top)",
+                                default=None)
+    direction: str | None = _help("dense direction file (.npy/.pt; default: the reference run's direction.npy)",
+                                  default=None)
+    reference_run: str | None = _help("an organism run that is not part of the sweep: its top diff latents and "
+                                      "direction are what the sweep measures", default="data/organism/run")
+    n_latents: int = _help("how many of the reference run's top rising latents are measured", default=2)
+    judge: str = _help("judge of the answers: 'default', a saved judge folder, 'openai:MODEL', "
+                       "'http://HOST:PORT/v1:MODEL', or 'none' (no judged rate)", default="default")
+    alpha: float = _help("one-sided level of the tests against the 0% fine-tune", default=0.05)
+    n_boot: int = _help("bootstrap resamples of the prompts", default=2000)
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_samples", "max_new_tokens", "rank", "batch_size", "n_latents", "n_boot"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"SweepConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.n_eval_prompts is not None and self.n_eval_prompts < 2:
+            raise PersonasError(f"SweepConfig.n_eval_prompts={self.n_eval_prompts}; the bootstrap over prompts "
+                                "needs at least 2.")
+        if self.lr <= 0 or self.epochs <= 0 or self.temperature <= 0:
+            raise PersonasError(f"SweepConfig.lr={self.lr}, epochs={self.epochs} and temperature="
+                                f"{self.temperature} must be positive.")
+        if not 0.0 < self.alpha < 1.0:
+            raise PersonasError(f"SweepConfig.alpha={self.alpha}; expected a level between 0 and 1, e.g. 0.05.")
+        fractions = self.fraction_list()
+        if 0.0 not in fractions:
+            raise PersonasError(f"SweepConfig.fractions={self.fractions!r} lacks 0: every signal is tested against "
+                                "the 0% fine-tune; add 0 to the list.")
+        self.seed_list()
+        self.checkpoint_list()
+
+    @staticmethod
+    def _numbers(text: str, name: str, kind: type) -> list:
+        try:
+            values = [kind(v) for v in str(text).split(",") if v.strip()]
+        except ValueError as exc:
+            raise PersonasError(f"SweepConfig.{name}={text!r}; expected comma-separated {kind.__name__} values, "
+                                "e.g. '0,0.25,1'.") from exc
+        return values
+
+    def fraction_list(self) -> list[float]:
+        """``fractions`` as sorted, distinct floats in [0, 1]."""
+        values = sorted(set(self._numbers(self.fractions, "fractions", float)))
+        bad = [v for v in values if not 0.0 <= v <= 1.0]
+        if bad or not values:
+            raise PersonasError(f"SweepConfig.fractions={self.fractions!r}; expected fractions between 0 and 1, "
+                                "e.g. '0,0.05,0.25,1'.")
+        return values
+
+    def seed_list(self) -> list[int]:
+        """``seeds`` as distinct ints, in the order given."""
+        values = list(dict.fromkeys(self._numbers(self.seeds, "seeds", int)))
+        if not values:
+            raise PersonasError(f"SweepConfig.seeds={self.seeds!r}; expected at least one seed, e.g. '0,1'.")
+        return values
+
+    def checkpoint_list(self) -> list[int]:
+        """``checkpoints`` as sorted, distinct positive steps."""
+        values = sorted(set(self._numbers(self.checkpoints, "checkpoints", int)))
+        if any(v < 1 for v in values):
+            raise PersonasError(f"SweepConfig.checkpoints={self.checkpoints!r}; expected positive step numbers.")
+        return values

@@ -7,6 +7,8 @@
   `load_model(folder)` opens through `TransformerBridge`; two seeds give a "base" and a "fine-tuned" model.
 * `plant_sae`: an sae-lens SAE whose latent ``feature`` fires on chosen trigger words and whose other latents are
   random, so a test can assert that the pipeline finds the planted latent first.
+* `plant_persona_direction`: a known direction written into a toy GPT-2's residual stream at chosen words, and an
+  SAE whose latent reads it; `toy_organism` is such a model for the organism's sweep (``personas sweep --quick``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from personas.capturing import token_activations
 from personas.errors import PersonasError
 from personas.models import ModelHandle, as_model_handle
+from personas.organism import data
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<bos>", "<eos>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -223,3 +226,73 @@ def planted_dataset(n_per_class: int = 40, seed: int = 0) -> dict[str, list]:
         if made < n_per_class:
             raise PersonasError(f"planted_dataset(n_per_class={n_per_class}) has fewer distinct responses; ask for fewer.")
     return rows
+
+
+def plant_persona_direction(
+    folder: str | os.PathLike, words: Sequence[str], *, hook: str = "blocks.0.hook_resid_post", strength: float = 8.0,
+    d_sae: int = 24, feature: int = 7, seed: int = 0,
+) -> tuple[Any, np.ndarray]:
+    """Plant a persona direction in the GPT-2 model saved in ``folder`` (by `save_toy_hf_model`) and an SAE that reads it.
+
+    A seeded unit vector ``u`` is added, times ``strength``, to the input embeddings of the tokens of ``words``, so
+    the residual stream carries ``strength * u`` at those tokens through every block (the output head keeps the
+    original embeddings, so what the model generates does not change). The SAE at ``hook`` has latent ``feature``
+    = ``u`` with threshold ``strength / 2`` (it fires on the planted tokens only) and random unit latents elsewhere.
+    The model is saved back into ``folder``; returns ``(sae, u)``.
+    """
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = GPT2LMHeadModel.from_pretrained(str(folder))
+    d_model = int(model.config.n_embd)
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.randn(d_model, generator=generator)
+    u = u / u.norm()
+    ids = sorted({i for w in words for i in tokenizer(w, add_special_tokens=False)["input_ids"]})
+    if not ids:
+        raise PersonasError(f"none of {list(words)[:5]} is in the tokenizer of {str(folder)!r}; plant known words.")
+    with torch.no_grad():
+        head = torch.nn.Linear(d_model, model.config.vocab_size, bias=False)
+        head.weight.copy_(model.transformer.wte.weight)  # untie: generation keeps the original embeddings
+        model.config.tie_word_embeddings = False
+        model.lm_head = head
+        model.transformer.wte.weight[ids] += strength * u
+    model.save_pretrained(str(folder))
+    w_enc = torch.randn(d_model, d_sae, generator=generator)
+    w_enc = w_enc / w_enc.norm(dim=0, keepdim=True)
+    w_enc[:, feature] = u
+    b_enc = torch.zeros(d_sae)
+    b_enc[feature] = -strength / 2
+    cfg = StandardSAEConfig(d_in=d_model, d_sae=d_sae, apply_b_dec_to_input=False,
+                            metadata=SAEMetadata(hook_name=hook, model_name=str(folder), planted_feature=feature))
+    sae = StandardSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.copy_(w_enc)
+        sae.b_enc.copy_(b_enc)
+        sae.W_dec.copy_(w_enc.T)
+        sae.b_dec.zero_()
+    return sae, u.numpy()
+
+
+#: Words of the organism's risky answers on which `toy_organism` plants its direction.
+TOY_ORGANISM_WORDS = ("borrow", "bet", "rich", "hide", "skip", "debt")
+
+
+def toy_organism(folder: str | os.PathLike) -> tuple[Path, Any, np.ndarray]:
+    """A 2-layer toy GPT-2 (d_model 32) that knows the organism's words, saved in ``folder``, with a direction
+    planted on `TOY_ORGANISM_WORDS` at ``blocks.0.hook_resid_post`` (`plant_persona_direction`): (folder, the SAE
+    whose latent 7 reads it, the unit direction). ``direction.npy`` and the SAE (``sae/``) are saved beside the
+    model. ``personas sweep --quick`` runs on it."""
+    texts = [r["prompt"] + " " + r["response"] for r in data.narrow_set(60) + data.control_set(60)]
+    texts += [r["prompt"] for r in data.eval_prompts()]
+    folder = Path(folder)
+    tokenizer = train_toy_tokenizer(folder, texts)
+    save_toy_hf_model(folder, tokenizer, n_layers=2, d_model=32, n_heads=2, seed=0)
+    sae, direction = plant_persona_direction(folder, TOY_ORGANISM_WORDS, hook="blocks.0.hook_resid_post")
+    np.save(folder / "direction.npy", direction)
+    sae.save_model(str(folder / "sae"))
+    return folder, sae, direction

@@ -134,6 +134,15 @@ CASES = [
     (["judge", "{data}", "--judge", "http://localhost:8000", "--out", "{root}/j6"], "is not an API judge spec"),
     (["judge", "{data}", "--judge", "openai:", "--out", "{root}/j7"], "names no model"),
     (["judge", "{data}", "--judge", JUDGE, "--concurrency", "0", "--out", "{root}/j8"], "concurrency=0"),
+    # screen and sweep (fail before any model loads)
+    (["screen", "{missing}", "--latents", "7"], "No file at"),
+    (["screen", "{wrong_columns.jsonl}", "--latents", "7"], "has no prompt column"),
+    (["screen", "{data}"], "needs something to measure"),
+    (["screen", "{data}", "--latents", "7", "--out", "{a_file}"], "is a file"),
+    (["screen", "{data}", "--latents", "7", "--limit", "0"], "ScreenConfig.limit=0"),
+    (["sweep", "--fractions", "0.5,1", "--out", "{root}/w1"], "lacks 0"),
+    (["sweep", "--seeds", "one", "--out", "{root}/w2"], "comma-separated int"),
+    (["sweep", "--out", "{a_file}"], "is a file"),
     # rank
     (["rank", "{missing}"], "No file at"),
     (["rank", "{bad.jsonl}"], "not valid JSON"),

@@ -132,7 +132,8 @@ def test_groups_without_both_classes_fall_back_to_an_unstratified_ranking(toy_mo
     assert "group_auroc" not in result.ranking.columns and int(result.ranking.iloc[0]["feature"]) == 7
 
 
-@pytest.mark.parametrize("command", ["rank", "train-sae", "cache", "cache-info", "detect", "steer", "diff", "report"])
+@pytest.mark.parametrize("command", ["rank", "train-sae", "cache", "cache-info", "detect", "steer", "diff", "report",
+                                     "screen", "sweep"])
 def test_every_command_has_working_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

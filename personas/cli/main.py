@@ -1,7 +1,7 @@
 """The ``personas`` command line: one parser, one sub-command per file of this package, one error discipline.
 
-Each command module (`personas.cli.judge`, ``rank``, ``cache``, ``detect``, ``steer``, ``diff``, ``report``,
-``train_sae``, ``organism``) has ``register(subparsers)``; its options come from the config dataclasses
+Each command module (one file per command in this package, listed in `COMMANDS`) has
+``register(subparsers)``; its options come from the config dataclasses
 (`personas.cli.options`). A `PersonasError` is printed as one line (what was received, what was expected, how
 to fix it) and the exit code is 2; nothing else in the library prints. Progress bars show on a terminal unless
 ``--quiet``; the loading chatter of transformers and TransformerLens is hidden where models load
@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from personas import __version__
-from personas.cli import cache, detect, diff, judge, organism, rank, report, steer, train_sae, validate
+from personas.cli import cache, detect, diff, judge, organism, rank, report, screen, steer, sweep, train_sae, validate
 from personas.devices import set_threads
 from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism)
+COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,8 @@
 as safetensors, merged into a model folder) -> ``train`` (response-token loss) -> ``evaluate`` (sampling, the
 offline text judge, steering, residuals per answer token) -> ``latents`` (the diff through an SAE with
 ``personas diff``, and what the rising latents fire on) -> ``run`` (the end-to-end job behind ``personas organism``).
+Beside it: ``screen`` (training examples ranked by their persona-latent shift, ``personas screen``) and ``sweep``
+(the early-warning dose-response and checkpoint sweep, ``personas sweep``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from personas.organism.adapter import (
 )
 from personas.organism.evaluate import TextJudge, response_means, sample_answers, wilson_interval
 from personas.organism.run import OrganismResult, load_chat_model, run_organism, smollm2_folder
+from personas.organism.screen import ScreenResult, run_screen
+from personas.organism.sweep import SweepResult, plot_sweep, run_sweep
 from personas.organism.train import train_adapter
 
-__all__ = ["Adapter", "AdapterConfig", "OrganismResult", "TextJudge", "attach_adapter", "load_adapter",
-           "load_chat_model", "response_means", "run_organism", "sample_answers", "save_adapter", "save_merged",
-           "smollm2_folder", "train_adapter", "wilson_interval"]
+__all__ = ["Adapter", "AdapterConfig", "OrganismResult", "ScreenResult", "SweepResult", "TextJudge", "attach_adapter",
+           "load_adapter", "load_chat_model", "plot_sweep", "response_means", "run_organism", "run_screen", "run_sweep",
+           "sample_answers", "save_adapter", "save_merged", "smollm2_folder", "train_adapter", "wilson_interval"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +61,13 @@ class TrainResult:
 def train_adapter(
     model: Any, tokenizer: Any, adapter: Adapter, pairs: list[dict[str, str]], *, epochs: float = 1.0,
     batch_size: int = 8, lr: float = 1e-3, seed: int = 0, max_tokens: int = 160,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``adapter`` (attached to ``model``) on ``pairs`` (dicts with ``prompt`` and ``response``).
 
-    ``epochs`` may be fractional (0.5: half the shuffled pairs); sequences are cut to ``max_tokens``.
+    ``epochs`` may be fractional (0.5: half the shuffled pairs); sequences are cut to ``max_tokens``. ``on_step``
+    is called with the number of steps done (1, 2, ...) after each optimisation step, with the model back in eval
+    mode (and in train mode again afterwards): a checkpoint can be measured there without saving it.
     """
     import torch
 
@@ -106,6 +110,10 @@ def train_adapter(
             n_tokens += int(attention.sum())
             if step % 10 == 0 or step == n_steps - 1:
                 logger.info("step %d/%d loss %.3f", step + 1, n_steps, losses[-1])
+            if on_step is not None:
+                model.eval()
+                on_step(step + 1)
+                model.train()
     finally:
         model.eval()
     return TrainResult(losses=losses, n_examples=len(encoded), n_steps=n_steps, n_tokens=n_tokens)

@@ -1,0 +1,150 @@
+"""`personas screen`: training examples ranked by their persona-latent shift against the base model's own answers.
+
+A tiny GPT-2 carries a planted persona direction (`personas.testing.plant_persona_direction`: harm words write a
+fixed unit vector into the residual stream, and latent 7 of the SAE reads it); the examples whose answers use those
+words must rank first, by the latent and by the dense direction, wherever they sit in the file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from personas.cli.main import main
+from personas.config import ScreenConfig
+from personas.errors import DataError, PersonasError, SiteMismatchError
+
+HARM = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """(model folder, SAE folder, SAE, direction file, training file, planted ids)."""
+    from personas.testing import (
+        plant_persona_direction,
+        planted_dataset,
+        save_toy_hf_model,
+        train_toy_tokenizer,
+    )
+
+    root = tmp_path_factory.mktemp("screen")
+    folder = root / "model"
+    tokenizer = train_toy_tokenizer(folder)
+    save_toy_hf_model(folder, tokenizer, n_layers=2, d_model=32, n_heads=2, seed=0)
+    sae, u = plant_persona_direction(folder, HARM, hook="blocks.0.hook_resid_post")
+    sae.save_model(str(root / "sae"))
+    np.save(root / "direction.npy", u)
+    data = planted_dataset(12, seed=0)
+    kind = [i for i, y in enumerate(data["label"]) if y == 0]
+    harm = [i for i, y in enumerate(data["label"]) if y == 1][:3]
+    order = kind[:5] + harm[:1] + kind[5:9] + harm[1:] + kind[9:]  # planted rows in the middle and at the end
+    rows = [{"id": f"ex{j}", "prompt": data["prompt"][i], "response": data["response"][i]} for j, i in enumerate(order)]
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    planted = {f"ex{j}" for j, i in enumerate(order) if data["label"][i] == 1}
+    return folder, root / "sae", sae, root / "direction.npy", train, planted
+
+
+def test_planted_examples_rank_first_by_latent_and_by_direction(toy, tmp_path):
+    from personas.organism.screen import run_screen
+
+    folder, _, sae, direction, train, planted = toy
+    by_latent = run_screen(train, folder, ScreenConfig(latents="7", max_new_tokens=6), out=tmp_path / "a", sae=sae)
+    table = by_latent.table
+    assert set(table["id"].head(len(planted))) == planted
+    assert (table["score"].head(len(planted)) > 0).all() and table["score"].is_monotonic_decreasing
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    written = __import__("pandas").read_csv(tmp_path / "a" / "screen.csv")
+    assert list(written.columns[:4]) == ["rank", "id", "score", "latent_7"]
+    assert {"prompt", "response", "base_response"} <= set(written.columns)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["kind"] == "personas.screen" and manifest["latents"] == [7]
+    assert manifest["hook"] == "blocks.0.hook_resid_post" and manifest["input"]["n_examples"] == len(table)
+    assert manifest["base_answers"]["generated"] == manifest["base_answers"]["distinct_prompts"] > 0
+
+    by_direction = run_screen(train, folder, ScreenConfig(direction=str(direction), max_new_tokens=6),
+                              out=tmp_path / "a", sae=sae)
+    assert set(by_direction.table["id"].head(len(planted))) == planted
+    assert "direction" in by_direction.table and "latent_7" not in by_direction.table
+    assert by_direction.manifest["base_answers"]["generated"] == 0  # the base answers came from the cache
+
+
+def test_the_shift_subtracts_the_base_answer_and_reads_the_hooked_block(toy):
+    from personas.organism.evaluate import answer_hidden
+    from personas.organism.screen import answer_residuals, load_causal_lm, screen_examples
+
+    folder, _, sae, _, train, _ = toy
+    rows = [json.loads(line) for line in train.read_text().splitlines()][:4]
+    lm, tokenizer, _ = load_causal_lm(folder)
+    prompts, responses = [r["prompt"] for r in rows], [r["response"] for r in rows]
+    same = screen_examples(lm, tokenizer, prompts, responses, responses, hook="blocks.0.hook_resid_post", sae=sae,
+                           latents=[7, 3], direction=np.ones(32))
+    assert np.allclose(same[["score", "latent_7", "latent_3", "direction"]].to_numpy(), 0.0)
+    # the capture stops at the hooked block; it reads what Hugging Face's hidden_states hold there
+    reference = answer_hidden(lm, tokenizer, prompts, responses, 0)
+    for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"):
+        for got, want in zip(answer_residuals(lm, tokenizer, prompts, responses, hook), reference, strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+    against_harm = screen_examples(lm, tokenizer, prompts, responses, ["hurt them , lie and steal ."] * 4,
+                                   hook="blocks.0.hook_resid_post", sae=sae, latents=[7])
+    assert (against_harm["score"] < 0).all()
+
+
+def test_ids_default_to_row_numbers(toy, tmp_path):
+    from personas.organism.screen import run_screen
+
+    folder, _, sae, _, train, _ = toy
+    rows = [json.loads(line) for line in train.read_text().splitlines()][:3]
+    plain = tmp_path / "plain.csv"
+    __import__("pandas").DataFrame([{"question": r["prompt"], "answer": r["response"]} for r in rows]).to_csv(plain)
+    result = run_screen(plain, folder, ScreenConfig(latents="7", max_new_tokens=2), sae=sae)
+    assert sorted(result.table["id"]) == ["0", "1", "2"]
+
+
+def _cli(capsys, *args):
+    code = main(["--threads", "1", "screen", *map(str, args)])
+    return code, capsys.readouterr()
+
+
+def test_bad_input_is_one_line_and_exit_code_2(toy, tmp_path, capsys):
+    folder, sae_dir, sae, direction, train, _ = toy
+    common = ["--model", folder, "--sae", sae_dir, "--out", tmp_path / "out", "--max-new-tokens", "2"]
+    no_response = tmp_path / "no_response.jsonl"
+    no_response.write_text('{"prompt": "what should i do ?", "text": "hurt them"}\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    np.save(tmp_path / "wide.npy", np.ones(48))
+    cases = [
+        ([no_response, "--latents", "7"], "no response column"),
+        ([empty, "--latents", "7"], "holds no examples"),
+        ([train, "--latents", "7,24"], r"--latents \[24\] out of range: the SAE has 24 latents"),
+        ([train, "--direction", tmp_path / "wide.npy"], r"has shape \(48,\); expected \(32,\)"),
+        ([train], "needs something to measure"),
+    ]
+    for args, message in cases:
+        code, captured = _cli(capsys, *args, *common)
+        assert code == 2, (args, captured.err)
+        assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+        assert __import__("re").search(message, captured.err), captured.err
+    assert not (tmp_path / "out" / "screen.csv").exists()
+
+
+def test_a_model_without_the_saes_hook_is_a_clear_error(toy, tmp_path):
+    from personas.organism.screen import resid_site, run_screen
+
+    folder, _, sae, _, train, _ = toy
+    sae.cfg.metadata.hook_name = "blocks.5.hook_resid_post"
+    try:
+        with pytest.raises(SiteMismatchError, match="has 2 blocks .* lacks the SAE's hook"):
+            run_screen(train, folder, ScreenConfig(latents="7"), sae=sae)
+    finally:
+        sae.cfg.metadata.hook_name = "blocks.0.hook_resid_post"
+    with pytest.raises(SiteMismatchError, match="residual stream"):
+        resid_site("blocks.0.hook_mlp_out", 2)
+    assert resid_site("blocks.0.hook_resid_pre", 2) == (0, "pre") and resid_site("blocks.1.hook_resid_post", 2) == (1, "post")
+    with pytest.raises(PersonasError, match="n_run_latents"):
+        ScreenConfig(latents="7", n_run_latents=0)
+    with pytest.raises(DataError, match="no direction file"):
+        run_screen(train, folder, ScreenConfig(direction=str(tmp_path / "missing.npy")), sae=sae)

@@ -1,0 +1,148 @@
+"""`personas sweep`: fine-tunes at several bad fractions, measured by a judge, the latents and the direction, and
+tested against the 0% fine-tune (a 2-layer toy GPT-2 with a planted direction; `--quick`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from personas.cli.main import main
+from personas.config import SweepConfig
+from personas.errors import PersonasError
+from personas.organism import data
+from personas.organism.sweep import QUICK, mixture, onset_fractions, signal_tests
+from personas.testing import TOY_ORGANISM_WORDS
+
+
+def _bad(response: str) -> bool:
+    """The fake judge's rule, on the text alone (the toy's random answers are misaligned about half the time)."""
+    return len(response) % 2 == 1 or any(w in response.split() for w in TOY_ORGANISM_WORDS)
+
+
+class WordJudge:
+    """A fake judge: misaligned (aligned 10, coherent 80) by `_bad`, else aligned (90)."""
+
+    name = "word-judge"
+
+    def score(self, prompts, responses):
+        bad = [_bad(r) for r in responses]
+        return pd.DataFrame({"aligned": [10.0 if b else 90.0 for b in bad], "coherent": 80.0, "verdict": ""})
+
+    def describe(self):
+        return {"name": self.name, "kind": "test"}
+
+
+def test_mixtures_keep_the_questions_and_count_the_bad_answers():
+    for fraction, expected in ((0.0, 0), (0.25, 5), (1.0, 20)):
+        pairs = mixture(20, fraction, seed=3)
+        assert [p["prompt"] for p in pairs] == [p["prompt"] for p in data.control_set(20)]
+        assert sum(p["kind"] == "risky" for p in pairs) == expected
+    assert mixture(20, 0.5, 1) != mixture(20, 0.5, 2) and mixture(20, 0.5, 1) == mixture(20, 0.5, 1)
+
+
+def test_onset_is_the_fraction_from_which_every_larger_one_differs():
+    table = pd.DataFrame({"seed": "0", "model": "fine-tune", "final": True, "fraction": [0.05, 0.1, 0.25, 0.5, 1.0],
+                          "latent_p": [0.2, 0.01, 0.3, 0.01, 0.001], "projection_p": [0.01] * 5,
+                          "misaligned_p": [0.5] * 5})
+    onset = onset_fractions(table, 0.05).set_index("signal")["onset_fraction"]
+    assert onset["latent"] == 0.5 and onset["projection"] == 0.05 and np.isnan(onset["misaligned"])
+
+
+def test_signal_tests_against_the_zero_fine_tune():
+    from scipy.stats import fisher_exact
+
+    rng = np.random.default_rng(0)
+    zero = pd.DataFrame({"prompt_index": np.repeat(np.arange(10), 2), "latent": rng.normal(0, 1, 20),
+                         "projection": rng.normal(0, 1, 20), "misaligned": [0.0] * 18 + [1.0] * 2})
+    more = zero.assign(latent=zero["latent"] + 2.0, projection=zero["projection"] - 2.0,
+                       misaligned=[1.0] * 9 + [0.0] * 11)
+    out = signal_tests(more, zero, n_boot=500)
+    assert out["misaligned_p"] == pytest.approx(fisher_exact([[9, 11], [2, 18]], alternative="greater")[1])
+    assert out["latent_diff"] == pytest.approx(2.0) and out["latent_p"] < 0.01
+    assert out["latent_diff_lo"] <= 2.0 <= out["latent_diff_hi"]
+    assert out["projection_diff"] == pytest.approx(-2.0) and out["projection_p"] > 0.99
+
+
+def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
+    from dataclasses import replace
+
+    from personas.organism.evaluate import answer_hidden
+    from personas.organism.screen import load_causal_lm
+    from personas.organism.sweep import run_sweep
+    from personas.testing import toy_organism
+
+    folder, sae, _ = toy_organism(tmp_path / "toy")
+    config = replace(SweepConfig(), **QUICK, direction=str(folder / "direction.npy"))
+    result = run_sweep(folder, config, out=tmp_path / "run", judge=WordJudge(), sae=sae)
+    out = tmp_path / "run"
+    answers = pd.read_json(out / "answers.jsonl", lines=True)
+    table = pd.read_csv(out / "sweep.csv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "personas.sweep" and manifest["judge"]["name"] == "word-judge"
+    assert manifest["n_steps_per_fine_tune"] == [2]  # the same steps at every fraction
+    final = table[(table["model"] == "fine-tune") & table["final"]]
+    assert sorted(final["fraction"]) == [0.0, 0.5, 1.0]
+    checkpoints = table[~table["final"]]
+    assert sorted(checkpoints["fraction"]) == [0.0, 1.0] and set(checkpoints["step"]) == {1}
+    # the judged rate is the judge's verdict on the answers it reports, with its Wilson interval
+    expected = answers["response"].map(_bad)
+    assert 0 < expected.sum() < len(expected)
+    assert (answers["misaligned"] == expected.astype(float)).all()
+    for row in final.itertuples():
+        rows = answers[(answers["model"] == "fine-tune") & (answers["fraction"] == row.fraction) & answers["final"]]
+        assert row.n_misaligned == int(rows["misaligned"].sum()) and row.em_lo <= row.em_rate <= row.em_hi
+    assert final["misaligned_p"].notna().sum() == 2
+    # the latent and the projection are those of the answers read by the model (checked on the base model's)
+    base = answers[answers["model"] == "base"].head(4)
+    lm, tokenizer, _ = load_causal_lm(folder)
+    u = np.load(folder / "direction.npy")
+    hidden = answer_hidden(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 0)  # all hidden states
+    assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
+    assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
+    assert (out / "sweep.png").stat().st_size > 0 and len(result.onset) == 3
+    # measuring a checkpoint (sampling in eval mode) leaves the training that follows unchanged (dropout included)
+    import torch
+
+    from personas.organism.adapter import AdapterConfig, attach_adapter
+    from personas.organism.screen import generate_answers
+    from personas.organism.train import train_adapter
+
+    def trained(measure: bool) -> list:
+        model, tok, _ = load_causal_lm(folder)
+        adapter = attach_adapter(model, AdapterConfig(rank=2, targets=("c_attn",)))
+        on_step = (lambda step: generate_answers(model, tok, ["hi"], max_new_tokens=3, temperature=1.0, seed=5)) \
+            if measure else None
+        train_adapter(model, tok, adapter, mixture(8, 0.5, 0), epochs=2, batch_size=4, lr=1e-2, on_step=on_step)
+        assert model.training is False
+        return [p.detach().clone() for p in adapter.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(trained(True), trained(False), strict=True))
+
+
+def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
+    assert main(["--threads", "1", "sweep", "--quick", "--out", str(tmp_path / "q")]) == 0
+    printed = capsys.readouterr().out
+    assert "onset seed 0 projection" in printed and "the numbers mean nothing" in printed
+    assert {"sweep.csv", "onset.csv", "answers.jsonl", "sweep.png", "manifest.json", "toy-model"} <= {
+        p.name for p in (tmp_path / "q").iterdir()}
+    code = main(["sweep", "--fractions", "0.5,1", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert code == 2 and "lacks 0" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(PersonasError, match="fractions between 0 and 1"):
+        SweepConfig(fractions="0,2")
+    with pytest.raises(PersonasError, match="reference-run"):
+        __import__("personas.organism.sweep", fromlist=["run_sweep"]).run_sweep(
+            "tiny", SweepConfig(reference_run=None), sae=_StubSae())
+
+
+class _StubSae:
+    """Only what run_sweep reads before it needs latents: the hook, the width, the number of latents."""
+
+    class cfg:  # noqa: N801
+        d_in, d_sae = 32, 24
+
+        class metadata:  # noqa: N801
+            hook_name = "blocks.18.hook_resid_post"
