@@ -3,6 +3,10 @@
 These dataclasses are the single source of truth: the Python API takes them, the CLI is generated from their
 fields (see `personas.cli`), and artifacts record them as provenance (`dataclasses.asdict`). Each field carries
 its help text in `metadata["help"]`; cross-field rules are checked in `__post_init__`.
+
+Why this module is long: it holds every command's options (a dataclass per step, each field with its help text),
+on purpose in one place, so that the CLI, the API and the recorded provenance cannot drift apart; splitting it by
+command would scatter the shared fields (model, hook, dtype) that several steps reuse.
 """
 
 from __future__ import annotations
@@ -416,6 +420,9 @@ class JudgeConfig:
         options = {"concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
         options.update({k: v for k, v in (("api_key_env", self.api_key_env), ("cache_dir", self.cache_dir)) if v})
         return options
+
+
+@dataclass
 class ScreenConfig:
     """Data screening: how far each training answer moves the persona latents (or a dense direction) against the
     base model's own answer to the same prompt."""

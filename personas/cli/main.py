@@ -17,7 +17,20 @@ import sys
 from collections.abc import Sequence
 
 from personas import __version__
-from personas.cli import cache, detect, diff, judge, organism, rank, report, screen, steer, sweep, train_sae, validate
+from personas.cli import (
+    cache,
+    detect,
+    diff,
+    judge,
+    organism,
+    rank,
+    report,
+    screen,
+    steer,
+    sweep,
+    train_sae,
+    validate,
+)
 from personas.devices import set_threads
 from personas.errors import PersonasError
 
