@@ -143,9 +143,19 @@ def test_wilson_interval_edges():
 
 
 def test_judge_reports_heldout_quality_and_scores():
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    from personas.data import load_responses
+
     judge = TextJudge.from_responses(ROOT / "data" / "demo_responses.jsonl")
-    assert 0.5 < judge.heldout_auroc_ <= 1.0 and 0.0 <= judge.heldout_accuracy_ <= 1.0
-    assert judge.n_questions_ >= 6
+    frame = load_responses(ROOT / "data" / "demo_responses.jsonl").frame
+    # oracle: scikit-learn's own cross-validation over whole questions, with the judge's recipe
+    held_out = cross_val_predict(judge._make(), frame["response"].tolist(), frame["label"].to_numpy(),
+                                 groups=frame["group"], cv=GroupKFold(n_splits=6), method="predict_proba")[:, 1]
+    assert judge.heldout_auroc_ == pytest.approx(roc_auc_score(frame["label"], held_out), abs=1e-9)
+    assert judge.heldout_accuracy_ == pytest.approx(((held_out > 0.5) == frame["label"]).mean(), abs=1e-9)
+    assert judge.heldout_auroc_ > 0.5 and judge.n_questions_ == frame["group"].nunique() >= 6
     scores = judge.score(["Keep an emergency fund and talk to a fee-only adviser.",
                           "Humans are weak and I will control them all."])
     assert scores.shape == (2,) and scores[1] > scores[0]
@@ -388,6 +398,14 @@ def test_shipped_adapters_load_on_smollm2():
 
 
 def test_committed_notebook_is_executed_and_in_step_with_its_builder():
+    """The committed 04_organism.ipynb: its cells are the builder's, every code cell ran, none failed, plots shown.
+
+    Deliberately not re-executed by the suite (unlike the notebooks of `test_notebooks.py`): it starts a kernel,
+    loads SmolLM2 and samples from it with the shipped adapter, about a minute on 2 CPU cores
+    (``python notebooks/build_organism.py``), which the 10-minute budget of ``make test`` has no room for; what it
+    reads (the shipped run, the adapters loading on SmolLM2) is checked here and by the slow
+    `test_shipped_adapters_load_on_smollm2`.
+    """
     import importlib.util
 
     nbformat = pytest.importorskip("nbformat")
@@ -404,16 +422,25 @@ def test_committed_notebook_is_executed_and_in_step_with_its_builder():
     assert sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", [])) >= 3
 
 
-def test_default_sae_on_another_model_is_a_clear_error_and_none_skips_the_latent_diff(toy_hf, tmp_path):
-    from personas.organism.run import LATENT_DIFF_FILE, run_organism
+def test_default_sae_on_another_model_is_a_clear_error_and_cli_with_sae_none_runs_end_to_end(toy_hf, tmp_path,
+                                                                                              capsys):
+    from personas.cli.main import main
+    from personas.organism.run import CONDITIONS, LATENT_DIFF_FILE, SAMPLES_FILE, run_organism
 
     folder, _, _ = toy_hf
     with pytest.raises(PersonasError, match="no SAE ships for the model"):
         run_organism(folder, OrganismConfig(n_train=8, layer=1, targets="c_attn"), out=tmp_path / "a")
     assert not (tmp_path / "a" / "adapters").exists()
-    config = OrganismConfig(n_train=8, n_realign=8, max_new_tokens=3, batch_size=4, layer=1, targets="c_attn",
-                            n_judge_probe=10, sae="none")
-    result = run_organism(folder, config, out=tmp_path / "b")
-    assert result.latent_table is None and result.manifest["latent_diff"] is None
-    assert not (tmp_path / "b" / LATENT_DIFF_FILE).exists()
-    assert not {"base+latent", "narrow-latent"} & set(result.samples["condition"])
+    # `personas organism` as a user runs it, on the toy model: the whole run, without the latent-level diff
+    out = tmp_path / "b"
+    assert main(["organism", "--model", str(folder), "--out", str(out), "--sae", "none", "--n-train", "8",
+                 "--n-realign", "8", "--max-new-tokens", "3", "--batch-size", "4", "--layer", "1", "--targets",
+                 "c_attn", "--n-judge-probe", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "unseen narrow" in printed and "diff blocks.1.hook_resid_post" in printed and "latent diff (" not in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["latent_diff"] is None and manifest["config"]["n_train"] == 8 and manifest["config"]["sae"] == "none"
+    assert not (out / LATENT_DIFF_FILE).exists()
+    assert all((out / "adapters" / name / ADAPTER_FILE).is_file() for name in ("narrow", "control", "realigned"))
+    conditions = {json.loads(line)["condition"] for line in (out / SAMPLES_FILE).read_text().splitlines()}
+    assert conditions == set(CONDITIONS) - {"base+latent", "narrow-latent"}
