@@ -57,6 +57,22 @@ MUTANTS = {
         "personas/confounds.py", "    return ((np.abs(table[\"length_corr\"]) > max_corr)",
         "    return np.zeros(len(table[\"length_corr\"]), bool)  # MUTANT\n    return ((np.abs(table[\"length_corr\"]) > max_corr)",
         ("tests/test_confounds.py", "-m", "not slow"), "the confound flagger flags nothing"),
+    "detect-recaptures": Mutant(
+        "personas/jobs/detect.py", "    if captured is None:\n", "    if True:  # MUTANT: captured= ignored\n",
+        ("tests/test_detect.py", "-m", "not slow", "-k", "reuses"), "fit_detector captures again despite captured="),
+    "length-corr-misaligned": Mutant(
+        "personas/jobs/rank.py", 'ranking["length_corr"] = covariate_correlation(features, length)[',
+        'ranking["length_corr"] = covariate_correlation(features, length[::-1])[  # MUTANT\n            ',
+        ("tests/test_pipeline.py", "-m", "not slow", "-k", "writes_ranking"),
+        "the in-memory length_corr is computed against the wrong rows' lengths"),
+    "ray-workers-unchecked": Mutant(
+        "personas/cache/engines/ray_engine.py", 'if {k: v for k, v in other.items() if k != "model"} != first:',
+        "if False:  # MUTANT", ("tests/test_engines.py", "-k", "different_models"),
+        "the Ray engine accepts workers that loaded different models"),
+    "report-swallows-broken-plots": Mutant(
+        "personas/report/html.py", "    except PersonasError as exc:  # a ranking without",
+        "    except Exception as exc:  # MUTANT  # a ranking without",
+        ("tests/test_report.py", "-k", "every_plot"), "the HTML report drops any plot that fails"),
 }
 
 
