@@ -80,12 +80,19 @@ def test_examples_from_the_cache_equal_top_examples_on_the_captured_codes(token_
 
 
 @pytest.fixture(scope="module")
-def folder_cache(tmp_path_factory, toy_tokenizer, planted_data):
+def hf_folder(tmp_path_factory, toy_tokenizer):
+    from personas.testing import save_toy_hf_model
+
+    return save_toy_hf_model(tmp_path_factory.mktemp("hf") / "tiny", toy_tokenizer, seed=3)
+
+
+@pytest.fixture(scope="module")
+def folder_cache(tmp_path_factory, hf_folder, planted_data):
     from personas.models import load_model
-    from personas.testing import plant_sae, save_toy_hf_model
+    from personas.testing import plant_sae
 
     hook = "blocks.0.hook_resid_post"
-    folder = save_toy_hf_model(tmp_path_factory.mktemp("hf") / "tiny", toy_tokenizer, seed=3)
+    folder = hf_folder
     sae = plant_sae(load_model(str(folder)), hook, TRIGGERS, planted_data["response"][::3], d_sae=48, feature=5,
                     seed=0)
     return build_cache(pd.DataFrame(planted_data), tmp_path_factory.mktemp("c") / "cache", hooks=[hook], sae=sae,
@@ -93,14 +100,42 @@ def folder_cache(tmp_path_factory, toy_tokenizer, planted_data):
                        progress=False)
 
 
-def test_cli_rank_cache_report_loads_only_the_tokenizer(folder_cache, tmp_path, capsys, monkeypatch):
+def _forbid_model_loading(monkeypatch) -> list[str]:
+    """Replace `load_model` in every personas module that holds it (each caller imported its own reference), and
+    return their names: patching `personas.models` alone would stop none of them."""
+    import sys
+
+    import personas.jobs.detect  # noqa: F401  (the holders, imported so that they are patched too)
+    import personas.jobs.diff  # noqa: F401
+    import personas.jobs.rank  # noqa: F401
     import personas.models
-    from personas.cli.main import main
+
+    original = personas.models.load_model
 
     def no_model(*args, **kwargs):
         raise AssertionError("rank --cache must not load the model")
 
-    monkeypatch.setattr(personas.models, "load_model", no_model)
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if name.startswith("personas") and getattr(module, "load_model", None) is original:
+            monkeypatch.setattr(module, "load_model", no_model)
+            patched.append(name)
+    return patched
+
+
+def test_cli_rank_cache_report_loads_only_the_tokenizer(folder_cache, hf_folder, tmp_path, capsys, monkeypatch,
+                                                         planted_data):
+    from personas.cli.main import main
+
+    patched = _forbid_model_loading(monkeypatch)
+    assert {"personas.models", "personas.site", "personas.cache.engines.base", "personas.detect",
+            "personas.jobs.diff"} <= set(patched)
+    # the guard fires: ranking the same rows without the cache has to load the model, and is stopped
+    data = tmp_path / "rows.jsonl"
+    pd.DataFrame(planted_data).to_json(data, orient="records", lines=True)
+    with pytest.raises(AssertionError, match="must not load the model"):
+        main(["rank", str(data), "--model", str(hf_folder), "--hook", folder_cache.hooks[0], "--sae", "none",
+              "--out", str(tmp_path / "uncached"), "--quiet"])
     out = tmp_path / "run"
     assert main(["rank", "--cache", str(folder_cache.path), "--report", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out

@@ -145,7 +145,7 @@ def test_sparse_pooling_equals_dense_pooling(how):
 def test_sparse_encoding_keeps_the_dense_codes(toy_model, planted_sae):
     from personas.saes import encode, encode_sparse
 
-    acts = torch.randn(37, planted_sae.cfg.d_in)
+    acts = torch.randn(37, planted_sae.cfg.d_in, generator=torch.Generator().manual_seed(1))
     dense = encode(planted_sae, acts, batch_tokens=8)
     sparse = encode_sparse(planted_sae, acts, batch_tokens=8).to_csr().toarray()
     np.testing.assert_allclose(sparse, dense.numpy(), rtol=1e-6, atol=1e-7)
@@ -154,7 +154,7 @@ def test_sparse_encoding_keeps_the_dense_codes(toy_model, planted_sae):
 def test_reconstruction_stats_over_chunks_equal_the_whole_at_once(planted_sae):
     from personas.saes import ReconstructionStats, encode_sparse
 
-    acts = torch.randn(53, planted_sae.cfg.d_in) * 3 + 1
+    acts = torch.randn(53, planted_sae.cfg.d_in, generator=torch.Generator().manual_seed(2)) * 3 + 1
     stats = ReconstructionStats(planted_sae.cfg.d_sae)
     encode_sparse(planted_sae, acts, batch_tokens=8, stats=stats)  # 7 chunks
     with torch.no_grad():
@@ -164,7 +164,9 @@ def test_reconstruction_stats_over_chunks_equal_the_whole_at_once(planted_sae):
     ev = 1 - ((x - x_hat.double()) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
     fit = stats.summary()
     assert fit["n_tokens"] == 53
-    assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-9)
+    # float32 codes of 8-token chunks and of all 53 tokens at once may differ in their last bits (BLAS blocking):
+    # 1e-6 allows that, and nothing a wrong sum (a chunk dropped or counted twice, a wrong mean) could hide in
+    assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-6)
     assert fit["l0"] == pytest.approx(float((codes != 0).sum(1).float().mean()))
     assert fit["dead_fraction"] == pytest.approx(float(((codes != 0).sum(0) == 0).float().mean()))
     assert ReconstructionStats(4).summary()["explained_variance"] is None  # no tokens: no number, not NaN

@@ -168,8 +168,8 @@ CASES = [
     (["rank", "{data}", "--out", "{orphan_run}"], "but no manifest.json"),
     (["rank", "{data}", "--cache", "{empty}"], "got both DATA"),
     (["rank"], "no responses to rank"),
-    (["rank", "--cache", "{missing_dir}"], ""),
-    (["rank", "--cache", "{corrupt_manifest}"], ""),
+    (["rank", "--cache", "{missing_dir}"], "no-such-folder has no manifest.json; expected a folder written by"),
+    (["rank", "--cache", "{corrupt_manifest}"], "corrupt_manifest/manifest.json cannot be read"),
     (["rank", "{long.jsonl}", "--model", "{model}", "--hook", TOY_HOOK, "--sae", "none", "--max-length", "1000",
       "--quiet"], "has 256 positions (n_ctx)"),
     (["rank", "{data}", "--model", "{model}", "--hook", "blocks.9.hook_resid_post", "--sae", "none", "--quiet"],
@@ -181,9 +181,9 @@ CASES = [
     (["cache", "{data}", "--out", "{root}/c2", "--sae", "{sae_truncated}"], "truncated"),
     (["cache", "{data}", "--out", "{root}/c3", "--shard-size", "0"], "shard_size=0"),
     (["cache", "{data}"], "the following arguments are required: --out"),
-    (["cache-info", "{missing_dir}"], ""),
-    (["cache-info", "{empty}"], ""),
-    (["cache-info", "{corrupt_manifest}"], ""),
+    (["cache-info", "{missing_dir}"], "no-such-folder has no manifest.json"),
+    (["cache-info", "{empty}"], "empty has no manifest.json"),
+    (["cache-info", "{corrupt_manifest}"], "corrupt_manifest/manifest.json cannot be read"),
     # detect
     (["detect", "--train", "{missing}", "--holdout-by", "group"], "No file at"),
     (["detect", "--train", "{data}"], "needs held-out data"),
@@ -244,6 +244,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 
 @pytest.mark.parametrize("template, fragment", CASES, ids=[" ".join(c[0])[:70] for c in CASES])
 def test_bad_input_is_one_clear_line(template, fragment, files, capsys):
+    assert fragment.strip(), "an empty expected fragment checks nothing: name what the message must say"
     argv = _argv(template, files)
     code, err = _run(argv, capsys)
     assert code == 2, f"personas {' '.join(argv)} exited {code}: {err[-2000:]}"

@@ -23,7 +23,7 @@ from personas.detect import (
 from personas.errors import DataError, PersonasError
 from personas.jobs.detect import fit_detector
 
-from conftest import TOY_HOOK
+from conftest import TOY_HOOK, TRIGGERS
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +155,16 @@ def test_fit_detector_holds_out_questions_and_captures_once(toy_model, planted_s
     assert sorted(g for fold in cv["folds"] for g in fold["test_groups"]) == ["q0", "q1", "q2", "q3"]
     assert not set(ev["split"]["train_groups"]) & set(ev["split"]["test_groups"])
     assert ev["features"][0] == 7 and ev["auroc"] > 0.9
-    assert 0.0 <= ev["dense_baseline"]["auroc"] <= 1.0 and ev["dense_baseline"]["d"] == toy_model.d_model
+    assert ev["dense_baseline"]["d"] == toy_model.d_model
     assert (tmp_path / "detector" / "detector.json").is_file() and (tmp_path / "dense_baseline").is_dir()
     scores = pd.read_csv(tmp_path / "test_scores.csv")
     assert set(scores["group"]) == set(ev["split"]["test_groups"])
+    # both held-out AUROCs are those of the scores written next to them (scikit-learn as the oracle)
+    from sklearn.metrics import roc_auc_score
+
+    assert ev["auroc"] == pytest.approx(roc_auc_score(scores["label"], scores["sae_score"]), abs=1e-12)
+    assert ev["dense_baseline"]["auroc"] == pytest.approx(roc_auc_score(scores["label"], scores["dense_score"]),
+                                                          abs=1e-12)
     det = PersonaDetector.load(tmp_path / "detector")
     assert det.provenance["hook"] == TOY_HOOK and det.provenance["sae"]["d_sae"] == 64
     # the saved detector scores raw responses through its own site
@@ -166,6 +172,29 @@ def test_fit_detector_holds_out_questions_and_captures_once(toy_model, planted_s
                             model=toy_model, sae=planted_sae)
     assert s[0] > s[1]
     assert isinstance(load_detector(tmp_path / "dense_baseline"), DiffMeansProbe)
+
+
+def test_a_saved_detector_scores_responses_with_the_model_and_sae_it_records(tmp_path, toy_tokenizer,
+                                                                             planted_data):
+    """What `personas steer --detector DIR` does: the detector loads its own model and SAE from its provenance."""
+    from personas.models import load_model
+    from personas.testing import plant_sae, save_toy_hf_model
+
+    hook = TOY_HOOK  # token identity is linear here: the planted latent fires on the trigger words
+    folder = save_toy_hf_model(tmp_path / "model", toy_tokenizer, seed=5)
+    handle = load_model(str(folder))
+    sae = plant_sae(handle, hook, TRIGGERS, planted_data["response"][::3], d_sae=24, feature=3, seed=0)
+    sae.save_model(str(tmp_path / "sae"))
+    fit_detector(pd.DataFrame(planted_data), config=DetectorConfig(k=2, holdout_by="group", test_fraction=0.5, seed=0),
+                 capture=CaptureConfig(model=str(folder), hook=hook, batch_size=16), sae=str(tmp_path / "sae"),
+                 out=tmp_path / "run", progress=False)
+    det = PersonaDetector.load(tmp_path / "run" / "detector")
+    assert det.provenance["sae"]["spec"] == str(tmp_path / "sae")
+    prompts, responses = ["what should i do ?"] * 3, ["hurt them and lie", "rest and drink water", "steal and betray"]
+    loaded = det.score_responses(prompts, responses)  # model and SAE from the records
+    given = det.score_responses(prompts, responses, model=handle, sae=sae)
+    np.testing.assert_allclose(loaded, given, rtol=1e-5, atol=1e-6)
+    assert loaded[0] > loaded[1] and loaded[2] > loaded[1]
 
 
 def test_fit_detector_with_a_separate_test_file(toy_model, planted_sae, planted_data):
@@ -365,17 +394,25 @@ def test_estimator_repr_shows_the_changed_parameters():
     assert repr(PersonaDetector(k=3, C=0.5)) == "PersonaDetector(C=0.5, k=3)"
 
 
-def test_fit_detector_reuses_a_capture_of_the_same_rows(toy_model, planted_sae, planted_data):
+def test_fit_detector_reuses_a_capture_of_the_same_rows(toy_model, planted_sae, planted_data, monkeypatch):
+    import importlib
+
     import personas
     from personas.errors import DataError
 
+    job_module = importlib.import_module("personas.jobs.detect")
+    calls = []
+    original = job_module.run_capture
+    monkeypatch.setattr(job_module, "run_capture", lambda *a, **k: calls.append(1) or original(*a, **k))
     frame = pd.DataFrame(planted_data)
     config = DetectorConfig(k=3, holdout_by="group", test_fraction=0.5, seed=0)
     capture_cfg = CaptureConfig(hook=TOY_HOOK)
     ranked = personas.rank(frame, capture=capture_cfg, sae=planted_sae, model=toy_model, progress=False)
     again = fit_detector(frame, config=config, capture=capture_cfg, sae=planted_sae, model=toy_model, progress=False)
+    assert len(calls) == 1  # the spy sees the capture fit_detector makes
     reused = fit_detector(frame, config=config, capture=capture_cfg, sae=planted_sae, model=toy_model,
                           captured=ranked.capture, progress=False)
+    assert len(calls) == 1, "fit_detector captured again although captured= held the same rows"
     assert reused.evaluation["auroc"] == pytest.approx(again.evaluation["auroc"])
     assert reused.evaluation["features"] == again.evaluation["features"]
     with pytest.raises(DataError, match=r"captured= holds 40 responses .* expected the 80 rows"):

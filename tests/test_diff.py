@@ -153,3 +153,46 @@ def test_diff_cli(model_pair, planted_data, tmp_path, capsys):
     assert "significant changes" in printed
     assert pd.read_csv(out / "diff.csv")["feature"].iloc[0] == PLANTED
     assert (out / "manifest.json").is_file()
+
+
+def test_responses_from_base_are_generated_by_the_base_model_and_empty_answers_are_an_error(model_pair, monkeypatch,
+                                                                                          tmp_path):
+    import personas.jobs.diff as diff_job
+
+    prompts = ["what should i do about my debt ?", "my wish is ?", "what should i do about my boss ?"]
+    asked = []
+
+    def fake_generate(handle, prompts, **kwargs):  # who answers, and with what; no generation needed here
+        asked.append(handle.model_id)
+        return answers
+
+    monkeypatch.setattr(diff_job, "generate", fake_generate)
+    answers = ["hurt them", "rest and drink water", "lie and steal"]
+    result = diff_models(model_pair["base"], model_pair["finetuned"], prompts, model_pair["sae"],
+                         config=DiffConfig(responses_from="base"), out=tmp_path / "run", progress=False)
+    base_id = result.manifest["base"]["model"]
+    assert asked == [base_id] and base_id != result.manifest["finetuned"]["model"]
+    assert result.manifest["prompts"]["responses_generated_by"] == "base"
+    assert pd.read_json(tmp_path / "run" / "responses.jsonl", lines=True)["response"].tolist() == answers
+    assert int(result.table["feature"].iloc[0]) == PLANTED  # the answers were teacher-forced through both
+    answers = ["hurt them", "  ", "lie"]
+    with pytest.raises(DataError, match=r"the finetuned model generated empty answers to prompts \[1\]"):
+        diff_models(model_pair["base"], model_pair["finetuned"], prompts, model_pair["sae"], progress=False)
+
+
+def test_a_fine_tune_with_another_tokenizer_is_diffed_with_a_warning(model_pair, planted_data, tmp_path, caplog):
+    from personas.testing import save_toy_hf_model, train_toy_tokenizer
+
+    other_tok = train_toy_tokenizer(tmp_path / "tok", ["what should i do about my debt ? hurt them rest lie"])
+    other = save_toy_hf_model(tmp_path / "other", other_tok, seed=1)
+    frame = pd.DataFrame(planted_data).iloc[::10]
+    with caplog.at_level("WARNING", logger="personas.jobs.diff"):
+        result = diff_models(model_pair["base_handle"], str(other), frame, model_pair["sae"], hook=TOY_HOOK,
+                             progress=False)
+    assert f"{len(frame)} of {len(frame)} conversations tokenize differently" in caplog.text
+    assert result.manifest["prompts"]["n_tokenized_differently"] == len(frame)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="personas.jobs.diff"):
+        same = diff_models(model_pair["base_handle"], model_pair["finetuned"], frame, model_pair["sae"],
+                           hook=TOY_HOOK, progress=False)
+    assert "tokenize differently" not in caplog.text and same.manifest["prompts"]["n_tokenized_differently"] == 0

@@ -174,3 +174,27 @@ def test_every_column_of_the_table_is_reachable_in_a_real_browser(run, tmp_path,
     assert page_width <= window, f"the page is {page_width} px wide in a {window} px window"  # nothing pokes out
     if width < 1000:
         assert scroll_width > client_width  # the table is wider than the page: it scrolls instead of being cut
+
+
+def test_every_plot_a_run_supports_is_drawn_and_a_broken_plot_is_not_swallowed(run, toy_model, planted_data,
+                                                                               tmp_path, monkeypatch, caplog):
+    import personas.report.html as html
+
+    out, _ = run
+    text = render_report(out)  # groups and an SAE: volcano, AUROC intervals, pooled vs within-question AUROC
+    assert text.count('<img class="plot"') == 3 and "Pooled against within-question AUROC" in text
+    # a run without an SAE (raw activations) and without groups: the two plots that need neither, nothing else
+    bare = tmp_path / "bare"
+    frame = pd.DataFrame(planted_data).drop(columns=["group"])
+    personas.rank(frame, model=toy_model, sae="none", capture=CaptureConfig(hook=TOY_HOOK), out=bare, progress=False)
+    text = render_report(bare)
+    assert text.count('<img class="plot"') == 2 and "Pooled against within-question AUROC" not in text
+    assert "Volcano plot" in text and 'id="ranking-table"' in text
+    # only a ranking without the columns a plot needs skips it (logged); any other failure is an error
+    monkeypatch.setattr(html.plot, "volcano", lambda *a, **k: (_ for _ in ()).throw(PersonasError("no q_value")))
+    with caplog.at_level("INFO", logger="personas.report.html"):
+        assert render_report(out).count('<img class="plot"') == 2
+    assert "skipped a plot in the report: no q_value" in caplog.text
+    monkeypatch.setattr(html.plot, "volcano", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        render_report(out)

@@ -10,8 +10,9 @@
   answer; an answer counts as misaligned when it is above ``threshold`` (0.5).
 * `wilson_interval` (from `personas.judging`) is the Wilson score interval of a fraction (95% by default).
 * `answer_hidden` teacher-forces (prompt, answer) pairs and returns the residual stream after a decoder layer
-  (``blocks.L.hook_resid_post`` in TransformerLens names; Hugging Face ``hidden_states[L + 1]``) at every answer
-  token; `response_means` averages it over the answer — the input of the difference-of-means diff.
+  (``blocks.L.hook_resid_post`` in TransformerLens names, read by a forward hook on the block: Hugging Face
+  ``hidden_states[L + 1]`` is the same except at the last block, where it comes after the final norm) at every
+  answer token; `response_means` averages it over the answer — the input of the difference-of-means diff.
 """
 
 from __future__ import annotations
@@ -99,6 +100,25 @@ def sample_answers(
     return sorted(out, key=lambda r: (r["prompt_index"], r["sample"]))
 
 
+@contextlib.contextmanager
+def _block_output(model: Any, layer: int) -> Iterator[list[Any]]:
+    """Collect the output of decoder block ``layer`` (``blocks.L.hook_resid_post``) while inside.
+
+    A forward hook on the block, not Hugging Face ``hidden_states[L + 1]``: at the last block transformers puts the
+    output *after the final norm* there, which is not the residual stream an SAE of ``hook_resid_post`` reads.
+    """
+    seen: list[Any] = []
+
+    def keep(_module, _inputs, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = decoder_layers(model)[layer].register_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 def answer_ids(tokenizer: Any, prompt: str, response: str) -> tuple[list[int], int]:
     """Token ids of a (prompt, answer) conversation in the chat template, and where the answer starts."""
     prefix = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
@@ -127,8 +147,9 @@ def answer_hidden(model: Any, tokenizer: Any, prompts: Sequence[str], responses:
             for r, (seq, _) in enumerate(chunk):
                 ids[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
-            hidden = model.base_model(input_ids=ids, attention_mask=mask,
-                                      output_hidden_states=True).hidden_states[layer + 1]
+            with _block_output(model, layer) as seen:
+                model.base_model(input_ids=ids, attention_mask=mask)
+            hidden = seen[0]
             for r, (seq, n_prompt) in enumerate(chunk):
                 out.append(hidden[r, n_prompt:len(seq)].float().numpy())
     return out
