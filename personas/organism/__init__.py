@@ -18,12 +18,12 @@ from personas.organism.adapter import (
            save_adapter,
            save_merged,
 )
-from personas.organism.evaluate import TextJudge, response_means, sample_answers, wilson_interval
+from personas.organism.evaluate import response_means, sample_answers, wilson_interval
 from personas.organism.run import OrganismResult, load_chat_model, run_organism, smollm2_folder
 from personas.organism.screen import ScreenResult, run_screen
 from personas.organism.sweep import SweepResult, plot_sweep, run_sweep
 from personas.organism.train import train_adapter
 
-__all__ = ["Adapter", "AdapterConfig", "OrganismResult", "ScreenResult", "SweepResult", "TextJudge", "attach_adapter",
+__all__ = ["Adapter", "AdapterConfig", "OrganismResult", "ScreenResult", "SweepResult", "attach_adapter",
            "load_adapter", "load_chat_model", "plot_sweep", "response_means", "run_organism", "run_screen", "run_sweep",
            "sample_answers", "save_adapter", "save_merged", "smollm2_folder", "train_adapter", "wilson_interval"]
