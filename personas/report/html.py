@@ -57,10 +57,14 @@ def _template() -> Any:
 _TABLE_COLUMNS = (
     ("feature", None), ("name", None), ("auroc", "{:.3f}"), ("auroc_lo", "{:.3f}"), ("auroc_hi", "{:.3f}"),
     ("group_auroc", "{:.3f}"), ("cohens_d", "{:.2f}"), ("mean_diff", "{:.3g}"), ("frac_active_pos", "{:.2f}"),
-    ("frac_active_neg", "{:.2f}"), ("length_corr", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
+    ("frac_active_neg", "{:.2f}"), ("kind", None), ("length_corr", "{:.2f}"), ("punct_corr", "{:.2f}"),
+    ("top_token_share", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
 )
 _COLUMN_HELP = {
     "length_corr": "correlation with response length: a feature that tracks length can separate classes of unequal length",
+    "punct_corr": "correlation with the response's share of punctuation tokens (a style feature)",
+    "top_token_share": "share of the feature's activation mass on its single most frequent token",
+    "kind": "confound flag: length, style (punctuation) or single-token; empty for a candidate persona feature",
     "auroc": "P(a misaligned response scores above an aligned one); 0.5 = chance",
     "auroc_lo": "lower end of the AUROC confidence interval", "auroc_hi": "upper end of the AUROC confidence interval",
     "group_auroc": "AUROC within questions (responses to the same question compared)",
@@ -199,8 +203,9 @@ def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples:
             if c == "feature":
                 f = int(v)
                 cells.append({"text": f, "v": f, "cls": None, "links": _feature_links(f, sae, with_examples)})
-            elif fmt is None:
-                cells.append({"text": v, "v": None, "cls": None, "links": ()})
+            elif fmt is None:  # text; a CSV reads an empty kind back as NaN
+                text = "" if isinstance(v, float) and v != v else v
+                cells.append({"text": text, "v": None, "cls": "kind" if c == "kind" and text else None, "links": ()})
             else:
                 try:
                     text = fmt.format(float(v))
