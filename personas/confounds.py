@@ -203,7 +203,7 @@ def confound_kind(table: dict[str, np.ndarray], *, max_corr: float = CONFOUND_TH
                  np.abs(np.asarray(table["punct_corr"], dtype=np.float64)) > max_corr,
                  np.asarray(table["top_token_share"], dtype=np.float64) > max_token_share]
     kind = np.full(tests[0].shape, "", dtype=object)
-    for name, hit in zip(reversed(CONFOUND_KINDS), reversed(tests)):  # the first kind in the order wins
+    for name, hit in zip(reversed(CONFOUND_KINDS), reversed(tests), strict=False):  # the first kind in the order wins
         kind[hit] = name
     return kind
 

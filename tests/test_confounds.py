@@ -170,7 +170,7 @@ def test_every_ranking_carries_the_confound_columns_of_its_own_capture(toy_model
     f = int(rows[0])
     pooled = result.features[:, f].toarray().ravel()
     lengths = np.diff(tc.offsets)
-    share = np.array([np.isin(tc.token_ids[a:b], punct).mean() for a, b in zip(tc.offsets[:-1], tc.offsets[1:])])
+    share = np.array([np.isin(tc.token_ids[a:b], punct).mean() for a, b in zip(tc.offsets[:-1], tc.offsets[1:], strict=False)])
     assert ranking["length_corr"].iloc[0] == pytest.approx(np.corrcoef(pooled, lengths)[0, 1], abs=1e-9)
     assert ranking["punct_corr"].iloc[0] == pytest.approx(np.corrcoef(pooled, share)[0, 1], abs=1e-9)
     column = tc.codes[:, f].toarray().ravel().astype(np.float64)
@@ -186,4 +186,4 @@ def test_every_ranking_carries_the_confound_columns_of_its_own_capture(toy_model
     assert recorded["n_flagged"] == {k: by_hand.count(k) for k in ("length", "style", "single-token")}
     view = ranking.persona()
     assert len(view) == by_hand.count("") and set(view["kind"]) == {""} and len(ranking) == 64
-    assert view["feature"].tolist() == [f for f, k in zip(rows, by_hand) if k == ""]  # order kept
+    assert view["feature"].tolist() == [f for f, k in zip(rows, by_hand, strict=False) if k == ""]  # order kept

@@ -35,13 +35,14 @@ from personas.cache.store import ActivationCache, cache_covariate_correlation, o
 from personas.capturing import TokenCodes
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
-from personas.data.responses import load_responses
 from personas.confounds import CONFOUND_THRESHOLDS, add_confound_columns
+from personas.data.responses import load_responses
 from personas.errors import CacheError, DataError, PersonasError
 from personas.jobs.confounds import cache_confounds, capture_confounds, token_texts
 from personas.logs import quiet_third_party
 from personas.offline_models import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
+from personas.report.run_data import TOKEN_CODES_FILE, save_token_codes
 from personas.saes import sae_info
 from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
@@ -223,7 +224,7 @@ def write_ranking_tables(out: str | Path, ranking: Any) -> dict[str, dict[str, s
 
 def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``manifest.json`` (each atomically) into ``out``, and with
-    per-token codes ``examples.json``; return the folder."""
+    per-token codes ``examples.json`` and ``token_codes.npz`` (what feature cards read); return the folder."""
     out = output_dir(out, RUN_KIND)
     result.manifest["files"] = write_ranking_tables(out, result.ranking)
     if result.capture.token_codes is not None:
@@ -233,6 +234,9 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
         save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"],
                       extra={"dataset_hash": dataset_hash})
         result.manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}
+        # every latent's per-token codes, for feature cards without a second capture
+        result.manifest["files"][TOKEN_CODES_FILE] = save_token_codes(
+            out / TOKEN_CODES_FILE, result.capture.token_codes, result.responses.labels, result.responses.ids)
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 
