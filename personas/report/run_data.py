@@ -27,6 +27,7 @@ from personas.capturing import TokenCodes
 from personas.confounds import CONFOUND_THRESHOLDS
 from personas.errors import PersonasError
 from personas.report.lens import model_folder
+from personas.saes import load_sae, sae_info
 
 __all__ = ["TOKEN_CODES_FILE", "RunData", "load_token_codes", "open_run_data", "read_json", "read_run",
            "save_token_codes"]
@@ -108,8 +109,6 @@ class RunData:
             sae = self.sae
             spec = (self.sae_info or {}).get("spec")
             if sae is None and spec and spec != "in-memory":
-                from personas.saes import load_sae
-
                 try:
                     sae = load_sae(spec, model=self.model_name)
                 except PersonasError as exc:
@@ -167,12 +166,10 @@ def _from_result(result: Any, chosen: list[int], sae: Any, tokenizer: Any, model
     if tc is None:
         raise PersonasError("this result kept no per-token codes; rank with personas.rank(..., keep_tokens=True) "
                             "(or `personas rank --report`) to make feature cards.")
-    from personas.saes import sae_info as describe
-
     codes, columns = _select(tc.codes, chosen)
     handle = model if model is not None else result.model
     sae = sae if sae is not None else result.sae
-    info = result.manifest.get("sae") or (describe(sae) if sae is not None else None)
+    info = result.manifest.get("sae") or (sae_info(sae) if sae is not None else None)
     responses = result.responses
     return RunData(
         ranking=result.ranking, manifest=result.manifest, codes=codes, columns=columns,
