@@ -109,7 +109,9 @@ def test_cli_rank_cache_report_loads_only_the_tokenizer(folder_cache, tmp_path, 
     assert "length_corr" in pd.read_csv(out / "ranking.csv").columns
     examples = load_examples(out)
     assert int(next(iter(examples))) == 5 and examples[5].examples  # the planted latent, with its examples
-    assert "feature 5" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "feature 5" in report and 'id="card-5"' in report  # a card, from the cache's codes
+    assert "decoder is not at hand" in report  # the SAE was in memory: no decoder to reload, and the card says so
 
 
 @pytest.mark.parametrize("options,named", [
