@@ -72,6 +72,8 @@ _EXPORTS = {
     "top_examples": "personas.report",
     "FeatureExamples": "personas.report",
     "write_report": "personas.report",
+    "card": "personas.report.cards",
+    "FeatureCard": "personas.report.cards",
     # errors
     "PersonasError": "personas.errors",
     "DataError": "personas.errors",
@@ -91,7 +93,7 @@ _SUBMODULES = {
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
     # short names for the modules used most in notebooks
-    "plots": "personas.report.plots", "examples": "personas.report.examples",
+    "plots": "personas.report.plots", "examples": "personas.report.examples", "cards": "personas.report.cards",
 }
 
 

@@ -37,6 +37,8 @@ MANIFEST_FILE = "manifest.json"
 RANKING_FILE = "ranking.csv"
 RANKING_PARQUET = "ranking.parquet"
 EXAMPLES_FILE = "examples.json"
+TOKEN_CODES_FILE = "token_codes.npz"
+CARDS_DIR = "cards"
 REPORT_FILE = "report.html"
 EVAL_FILE = "eval.json"
 SCORES_FILE = "test_scores.csv"
@@ -64,7 +66,8 @@ class RunLayout:
 RUN_LAYOUTS = {
     layout.kind: layout
     for layout in (
-        RunLayout("personas.rank", MANIFEST_FILE, (RANKING_FILE, RANKING_PARQUET, EXAMPLES_FILE, REPORT_FILE)),
+        RunLayout("personas.rank", MANIFEST_FILE, (RANKING_FILE, RANKING_PARQUET, EXAMPLES_FILE, REPORT_FILE,
+                                                    TOKEN_CODES_FILE, CARDS_DIR)),
         RunLayout("personas.detect", EVAL_FILE, (SCORES_FILE, "detector", "dense_baseline")),
         RunLayout("personas.diff", MANIFEST_FILE, (DIFF_FILE, RESPONSES_FILE)),
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),

@@ -8,7 +8,10 @@ with ``offsets`` [N+1] (rows ``offsets[i]:offsets[i+1]`` are response i's tokens
   tokens (zeros count as values), per response, all vectorised over the non-zeros.
 - `confound_table`: per latent, the correlation of its pooled value with answer length and with the share of
   punctuation tokens, and the share of its activation mass carried by its single heaviest token type (a latent that
-  is "the comma" or "the word husband" has a share near 1). `flag_confounds` turns those into one boolean.
+  is "the comma" or "the word husband" has a share near 1). `confound_kind` names what a latent is
+  (``length``, ``style``, ``single-token`` or ``""``) under the thresholds of `CONFOUND_THRESHOLDS`;
+  `flag_confounds` is its boolean.
+- `add_confound_columns`: those columns, and ``kind``, on a ranking's rows.
 - `residualize`: the part of each feature that covariates (length, punctuation share, ...) fitted on training rows
   do not explain, so a ranking can "control for" them.
 - `punctuation_token_ids`: the ids of a tokenizer's tokens that are only punctuation or whitespace (the
@@ -25,10 +28,15 @@ import scipy.sparse
 
 from personas.errors import DataError
 
-__all__ = ["POOLINGS", "confound_table", "flag_confounds", "pool_codes", "punctuation_token_ids", "residualize",
+__all__ = ["CONFOUND_KINDS", "CONFOUND_THRESHOLDS", "POOLINGS", "add_confound_columns", "confound_kind",
+           "confound_table", "flag_confounds", "heaviest_token", "pool_codes", "punctuation_token_ids", "residualize",
            "response_covariates"]
 
 POOLINGS = ("mean", "max", "frac", "topq")
+#: What `confound_kind` may call a latent, in the order it checks them (the first that applies wins).
+CONFOUND_KINDS = ("length", "style", "single-token")
+#: The default thresholds of `confound_kind` / `flag_confounds` (|correlation| above, heaviest-token share above).
+CONFOUND_THRESHOLDS = {"max_corr": 0.5, "max_token_share": 0.5}
 
 
 def _check(codes: Any, offsets: Any) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
@@ -148,21 +156,7 @@ def confound_table(
     cov = response_covariates(offsets, token_ids, punctuation_ids)
     f = codes.shape[1]
     coo = codes.tocoo()
-    vocab = int(token_ids.max()) + 1 if token_ids.size else 1
-    key = coo.col.astype(np.int64) * vocab + token_ids[coo.row]
-    ukey, inverse = np.unique(key, return_inverse=True)
-    mass_pair = np.bincount(inverse, weights=np.abs(coo.data.astype(np.float64)), minlength=ukey.size)
-    latent = ukey // vocab
-    mass = np.bincount(latent, weights=mass_pair, minlength=f).astype(np.float64)
-    # heaviest token per latent: sort pairs by (latent, mass) and take each latent's last
-    order = np.lexsort((mass_pair, latent))
-    last = np.flatnonzero(np.r_[latent[order][1:] != latent[order][:-1], True]) if order.size else order
-    top_share = np.zeros(f)
-    top_token = np.full(f, -1, dtype=np.int64)
-    best = order[last]
-    top_share[latent[best]] = np.divide(mass_pair[best], mass[latent[best]], out=np.zeros(best.size),
-                                        where=mass[latent[best]] > 0)
-    top_token[latent[best]] = ukey[best] % vocab
+    top_share, top_token, mass = heaviest_token(coo.col, token_ids[coo.row], np.abs(coo.data), f)
     return {
         "length_corr": _column_corr(pooled, cov["length"]),
         "punct_corr": _column_corr(pooled, cov["punctuation"]),
@@ -172,13 +166,77 @@ def confound_table(
     }
 
 
-def flag_confounds(table: dict[str, np.ndarray], *, max_corr: float = 0.5, max_token_share: float = 0.5
-                   ) -> np.ndarray:
-    """True for latents whose |length_corr| or |punct_corr| exceeds ``max_corr`` or whose heaviest token carries
-    more than ``max_token_share`` of their mass."""
+def heaviest_token(latents: Any, tokens: Any, mass: Any, n_latents: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From (latent, token id, mass) triples (repeats are summed): per latent, the share of its mass on its heaviest
+    token id, that id (-1 for a latent without mass) and its total mass; arrays of length ``n_latents``."""
 
-    return ((np.abs(table["length_corr"]) > max_corr) | (np.abs(table["punct_corr"]) > max_corr)
-            | (table["top_token_share"] > max_token_share))
+    latents = np.asarray(latents, dtype=np.int64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    vocab = int(tokens.max()) + 1 if tokens.size else 1
+    ukey, inverse = np.unique(latents * vocab + tokens, return_inverse=True)
+    mass_pair = np.bincount(inverse, weights=np.asarray(mass, dtype=np.float64), minlength=ukey.size)
+    latent = ukey // vocab
+    total = np.bincount(latent, weights=mass_pair, minlength=n_latents).astype(np.float64)
+    # heaviest token per latent: sort pairs by (latent, mass) and take each latent's last
+    order = np.lexsort((mass_pair, latent))
+    last = np.flatnonzero(np.r_[latent[order][1:] != latent[order][:-1], True]) if order.size else order
+    share = np.zeros(n_latents)
+    top = np.full(n_latents, -1, dtype=np.int64)
+    best = order[last]
+    share[latent[best]] = np.divide(mass_pair[best], total[latent[best]], out=np.zeros(best.size),
+                                    where=total[latent[best]] > 0)
+    top[latent[best]] = ukey[best] % vocab
+    return share, top, total
+
+
+def confound_kind(table: dict[str, np.ndarray], *, max_corr: float = CONFOUND_THRESHOLDS["max_corr"],
+                  max_token_share: float = CONFOUND_THRESHOLDS["max_token_share"]) -> np.ndarray:
+    """Per latent, what confound it is: ``"length"`` (|length_corr| > ``max_corr``), else ``"style"`` (|punct_corr|
+    > ``max_corr``), else ``"single-token"`` (its heaviest token carries more than ``max_token_share`` of its
+    mass), else ``""``. A NaN entry (a statistic that could not be computed) flags nothing."""
+
+    for name, value in (("max_corr", max_corr), ("max_token_share", max_token_share)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise DataError(f"{name}={value}; expected a threshold between 0 and 1.")
+    with np.errstate(invalid="ignore"):
+        tests = [np.abs(np.asarray(table["length_corr"], dtype=np.float64)) > max_corr,
+                 np.abs(np.asarray(table["punct_corr"], dtype=np.float64)) > max_corr,
+                 np.asarray(table["top_token_share"], dtype=np.float64) > max_token_share]
+    kind = np.full(tests[0].shape, "", dtype=object)
+    for name, hit in zip(reversed(CONFOUND_KINDS), reversed(tests), strict=False):  # the first kind in the order wins
+        kind[hit] = name
+    return kind
+
+
+def flag_confounds(table: dict[str, np.ndarray], *, max_corr: float = CONFOUND_THRESHOLDS["max_corr"],
+                   max_token_share: float = CONFOUND_THRESHOLDS["max_token_share"]) -> np.ndarray:
+    """True for latents whose |length_corr| or |punct_corr| exceeds ``max_corr`` or whose heaviest token carries
+    more than ``max_token_share`` of their mass (`confound_kind` is not empty)."""
+
+    return confound_kind(table, max_corr=max_corr, max_token_share=max_token_share) != ""
+
+
+def add_confound_columns(ranking: Any, table: dict[str, np.ndarray], *, token_text: Any = None,
+                         max_corr: float = CONFOUND_THRESHOLDS["max_corr"],
+                         max_token_share: float = CONFOUND_THRESHOLDS["max_token_share"]) -> dict[str, Any]:
+    """Add ``length_corr``, ``punct_corr``, ``top_token_share``, ``top_token`` and ``kind`` to ``ranking`` (a
+    DataFrame with a ``feature`` column indexing the arrays of ``table``), in place; ``token_text(ids) -> list`` turns
+    the top token ids into text when given. Returns the thresholds and the counts of each kind, for a manifest."""
+
+    rows = np.asarray(ranking["feature"], dtype=np.int64)
+    for name in ("length_corr", "punct_corr", "top_token_share"):
+        ranking[name] = np.asarray(table[name], dtype=np.float64)[rows]
+    top = np.asarray(table["top_token"], dtype=np.int64)[rows]
+    ranking["top_token"] = top
+    if token_text is not None:
+        texts = list(token_text([int(t) for t in top if t >= 0]))
+        it = iter(texts)
+        ranking["top_token_text"] = [next(it) if t >= 0 else "" for t in top]
+    kind = confound_kind({k: np.asarray(table[k])[rows] for k in ("length_corr", "punct_corr", "top_token_share")},
+                         max_corr=max_corr, max_token_share=max_token_share)
+    ranking["kind"] = kind.astype(str)
+    return {"max_corr": float(max_corr), "max_token_share": float(max_token_share),
+            "order": list(CONFOUND_KINDS), "n_flagged": {k: int((kind == k).sum()) for k in CONFOUND_KINDS}}
 
 
 def residualize(X: Any, covariates: Any, train: Any = None) -> np.ndarray:

@@ -144,7 +144,9 @@ def test_cli_rank_cache_report_loads_only_the_tokenizer(folder_cache, hf_folder,
     assert "length_corr" in pd.read_csv(out / "ranking.csv").columns
     examples = load_examples(out)
     assert int(next(iter(examples))) == 5 and examples[5].examples  # the planted latent, with its examples
-    assert "feature 5" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "feature 5" in report and 'id="card-5"' in report  # a card, from the cache's codes
+    assert "decoder is not at hand" in report  # the SAE was in memory: no decoder to reload, and the card says so
 
 
 @pytest.mark.parametrize("options,named", [
@@ -161,3 +163,26 @@ def test_cli_rank_cache_refuses_capture_options(folder_cache, tmp_path, capsys, 
     assert named in err and "Traceback" not in err and err.count("\n") == 1
     assert main(["rank", "--cache", str(folder_cache.path), "--out", str(tmp_path / "r"),
                  "--hook", folder_cache.hooks[0], "--quiet"]) == 0
+
+
+def test_confound_columns_from_the_cache_equal_personas_confounds_on_its_codes(token_cache, toy_tokenizer):
+    import scipy.sparse
+
+    from personas.confounds import confound_kind, confound_table, punctuation_token_ids
+
+    ranking, manifest = rank_from_cache(token_cache, tokenizer=toy_tokenizer)
+    codes, ids, lengths = [], [], []
+    for shard in token_cache.iter_shards(want=("tokens",)):
+        codes.append(shard.token_codes.codes)
+        ids.append(shard.token_codes.token_ids)
+        lengths.append(np.diff(shard.token_codes.offsets))
+    offsets = np.r_[0, np.cumsum(np.concatenate(lengths))]
+    table = confound_table(scipy.sparse.vstack(codes, format="csr"), offsets, np.concatenate(ids),
+                           pooled=token_cache.load_features(), punctuation_ids=punctuation_token_ids(toy_tokenizer))
+    rows = ranking["feature"].to_numpy()
+    for name in ("length_corr", "punct_corr", "top_token_share", "top_token"):
+        np.testing.assert_allclose(ranking[name].to_numpy(float), table[name][rows].astype(float), atol=1e-9)
+    recorded = manifest["ranking"]["confounds"]
+    expected = confound_kind({k: table[k][rows] for k in ("length_corr", "punct_corr", "top_token_share")},
+                             max_corr=recorded["max_corr"], max_token_share=recorded["max_token_share"])
+    assert ranking["kind"].tolist() == list(expected) and (expected != "").any()

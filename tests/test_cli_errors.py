@@ -175,6 +175,11 @@ CASES = [
     (["rank", "{data}", "--model", "{model}", "--hook", "blocks.9.hook_resid_post", "--sae", "none", "--quiet"],
      "are not sites of model"),
     (["rank", "{data}", "--model", "{model}", "--sae", "{sae}", "--quiet"], "does not fit this site"),
+    # card
+    (["card", "{missing_dir}", "3"], "is not a folder"),
+    (["card", "{empty}", "3"], "has no ranking.csv or manifest.json"),
+    (["card", "{foreign_run}", "3"], "has no ranking.csv or manifest.json"),
+    (["card", "{empty}", "three"], "invalid int value"),
     # cache, cache-info
     (["cache", "{missing}", "--out", "{root}/c1"], "No file at"),
     (["cache", "{data}", "--out", "{a_file}"], "is a file"),

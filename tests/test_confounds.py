@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from personas.confounds import confound_table, flag_confounds, pool_codes, residualize, response_covariates
+from personas.confounds import (
+    confound_kind,
+    confound_table,
+    flag_confounds,
+    pool_codes,
+    residualize,
+    response_covariates,
+)
 from personas.errors import DataError
 
 
@@ -87,6 +94,9 @@ def test_confound_table_flags_length_and_single_token_latents():
     table = confound_table(scipy.sparse.csr_matrix(codes), offsets, token_ids, punctuation_ids=[punct])
     flags = flag_confounds(table)
     assert flags[0] and flags[1] and flags[3] and not flags[2]
+    # the punctuation latent also sits on one token: the order length, style, single-token decides
+    assert list(confound_kind(table)) == ["length", "single-token", "", "style"]
+    assert list(confound_kind(table, max_corr=1.0, max_token_share=1.0)) == ["", "", "", ""]
     assert table["length_corr"][0] > 0.5
     assert table["top_token_share"][1] == pytest.approx(1.0)
     assert table["top_token"][1] == 42
@@ -127,3 +137,53 @@ def test_punctuation_token_ids_are_the_punctuation_tokens(tmp_path):
     assert {",", ".", "?", "!"} <= texts
     assert not texts & {"hello", "world", "money", "Hello"}
     assert ids == sorted(ids)
+
+
+def test_confound_kind_ignores_nan_and_rejects_bad_thresholds():
+    table = {"length_corr": np.array([np.nan, 0.9]), "punct_corr": np.array([np.nan, 0.0]),
+             "top_token_share": np.array([np.nan, np.nan])}
+    assert list(confound_kind(table)) == ["", "length"]
+    with pytest.raises(DataError, match="max_corr=1.5"):
+        confound_kind(table, max_corr=1.5)
+
+
+def test_every_ranking_carries_the_confound_columns_of_its_own_capture(toy_model, planted_sae, planted_data):
+    """The columns of `rank` equal `personas.confounds` called by hand on the kept per-token codes, and numpy brute
+    force; ``kind`` follows the recorded thresholds; `Ranking.persona` leaves out the flagged rows only."""
+    import pandas as pd
+
+    import personas
+    from personas.config import CaptureConfig
+    from personas.confounds import punctuation_token_ids
+
+    from conftest import TOY_HOOK
+
+    result = personas.rank(pd.DataFrame(planted_data), model=toy_model, sae=planted_sae,
+                           capture=CaptureConfig(hook=TOY_HOOK), keep_tokens=True, progress=False)
+    ranking, tc = result.ranking, result.capture.token_codes
+    punct = punctuation_token_ids(toy_model.tokenizer)
+    table = confound_table(tc.codes, tc.offsets, tc.token_ids, pooled=result.features, punctuation_ids=punct)
+    rows = ranking["feature"].to_numpy()
+    for name in ("length_corr", "punct_corr", "top_token_share", "top_token"):
+        np.testing.assert_allclose(ranking[name].to_numpy(float), table[name][rows].astype(float), atol=1e-9)
+    # brute force for the top row: numpy correlations of the pooled latent, and the heaviest token by a dict
+    f = int(rows[0])
+    pooled = result.features[:, f].toarray().ravel()
+    lengths = np.diff(tc.offsets)
+    share = np.array([np.isin(tc.token_ids[a:b], punct).mean() for a, b in zip(tc.offsets[:-1], tc.offsets[1:], strict=False)])
+    assert ranking["length_corr"].iloc[0] == pytest.approx(np.corrcoef(pooled, lengths)[0, 1], abs=1e-9)
+    assert ranking["punct_corr"].iloc[0] == pytest.approx(np.corrcoef(pooled, share)[0, 1], abs=1e-9)
+    column = tc.codes[:, f].toarray().ravel().astype(np.float64)
+    mass = {t: np.abs(column[tc.token_ids == t]).sum() for t in np.unique(tc.token_ids)}
+    assert ranking["top_token_share"].iloc[0] == pytest.approx(max(mass.values()) / np.abs(column).sum(), abs=1e-9)
+    # kind, by hand, from the thresholds the manifest records
+    recorded = result.manifest["ranking"]["confounds"]
+    c, s = recorded["max_corr"], recorded["max_token_share"]
+    by_hand = ["length" if abs(r.length_corr) > c else "style" if abs(r.punct_corr) > c
+               else "single-token" if r.top_token_share > s else "" for r in ranking.itertuples()]
+    assert ranking["kind"].tolist() == by_hand
+    assert {"length", "single-token"} <= set(by_hand)  # this data has both: a flagger that flags nothing fails here
+    assert recorded["n_flagged"] == {k: by_hand.count(k) for k in ("length", "style", "single-token")}
+    view = ranking.persona()
+    assert len(view) == by_hand.count("") and set(view["kind"]) == {""} and len(ranking) == 64
+    assert view["feature"].tolist() == [f for f, k in zip(rows, by_hand, strict=False) if k == ""]  # order kept

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,6 +18,7 @@ from personas.cli.main import main
 from personas.config import CaptureConfig
 from personas.errors import PersonasError
 from personas.report.html import render_report, write_report
+from personas.testing import save_toy_hf_model
 
 from conftest import TOY_HOOK, TRIGGERS
 
@@ -141,15 +143,21 @@ def test_manifest_is_embedded(run):
 
 # Scrolls each header of the ranking table into view and counts those that are then on screen, inside the window,
 # and not covered by anything else: what a reader can reach by scrolling. Also reports the widths of the table's
-# box and of the page: the table must scroll in its own box, not stretch (or cut) the page.
+# box and of the page: the table must scroll in its own box, not stretch (or cut) the page; and counts the feature
+# cards that lie whole inside the page, with no element sticking out of their right edge.
 _REACH_PROBE = """<script>window.addEventListener('load',function(){
   var ths=Array.from(document.querySelectorAll('#ranking-table th')),ok=0;
   ths.forEach(function(th){th.scrollIntoView({block:'center',inline:'center'});var r=th.getBoundingClientRect();
     var hit=document.elementFromPoint(r.left+r.width/2,r.top+r.height/2);
     if(r.width>0&&r.left>=0&&r.right<=window.innerWidth&&hit&&th.contains(hit))ok++;});
   var box=document.querySelector('#ranking-table').parentElement;
+  var cards=Array.from(document.querySelectorAll('.personas-card')),whole=0;
+  cards.forEach(function(c){var r=c.getBoundingClientRect();
+    var inner=Array.from(c.querySelectorAll('*')).every(function(e){var q=e.getBoundingClientRect();
+      return q.width===0||q.right<=r.right+1;});
+    if(r.width>0&&r.left>=0&&r.right<=document.documentElement.clientWidth&&c.scrollWidth<=c.clientWidth+1&&inner)whole++;});
   document.body.setAttribute('data-reach',[ok,ths.length,box.scrollWidth,box.clientWidth,window.innerWidth,
-    document.documentElement.scrollWidth].join(','));
+    document.documentElement.scrollWidth,whole,cards.length].join(','));
 });</script>"""
 
 
@@ -159,8 +167,8 @@ def test_every_column_of_the_table_is_reachable_in_a_real_browser(run, tmp_path,
     if browser is None:
         pytest.skip(f"no headless browser found (looked for {', '.join(BROWSERS)}); "
                     "install Debian's `chromium` to run this check (.ci/run does)")
-    out, _ = run
-    text = render_report(out)
+    out, result = run
+    text = render_report(out, result=result, cards=3)
     n_columns = len(re.findall(r"<th[ >]", text.split("</thead>", 1)[0]))
     probe = tmp_path / "reach.html"
     probe.write_text(text.replace("</body>", _REACH_PROBE + "</body>"), encoding="utf-8")
@@ -168,8 +176,10 @@ def test_every_column_of_the_table_is_reachable_in_a_real_browser(run, tmp_path,
                     "--dump-dom", probe.as_uri())
     found = re.search(r'data-reach="([\d,]+)"', dom.stdout)
     assert found, dom.stdout[-1000:] + dom.stderr[-1000:]
-    reachable, total, scroll_width, client_width, window, page_width = map(int, found.group(1).split(","))
+    reachable, total, scroll_width, client_width, window, page_width, whole, n_cards = map(
+        int, found.group(1).split(","))
     assert window <= width and total == n_columns >= 12
+    assert n_cards == 3 and whole == n_cards, f"{n_cards - whole} of {n_cards} cards cut at {width} px"
     assert reachable == total, (reachable, total, scroll_width, client_width, window)
     assert page_width <= window, f"the page is {page_width} px wide in a {window} px window"  # nothing pokes out
     if width < 1000:
@@ -198,3 +208,188 @@ def test_every_plot_a_run_supports_is_drawn_and_a_broken_plot_is_not_swallowed(r
     monkeypatch.setattr(html.plot, "volcano", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         render_report(out)
+
+
+# ------------------------------------------------------------------------------------------------ feature cards
+
+
+class _StrictHTML:
+    """A well-formedness check with the standard library: every non-void element closed in order, ids unique, one
+    doctype, html, head and body."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
+            "line", "rect"}  # the SVG shapes are written self-closed
+
+    def __init__(self, text: str):
+        from html.parser import HTMLParser
+
+        self.stack: list[str] = []
+        self.ids: list[str] = []
+        self.errors: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.doctype = 0
+        outer = self
+
+        class Parser(HTMLParser):
+            def handle_decl(self, decl):
+                outer.doctype += decl.lower() == "doctype html"
+
+            def handle_starttag(self, tag, attrs):
+                outer.counts[tag] = outer.counts.get(tag, 0) + 1
+                outer.ids += [v for k, v in attrs if k == "id"]
+                if tag not in outer.VOID:
+                    outer.stack.append(tag)
+
+            def handle_startendtag(self, tag, attrs):
+                outer.ids += [v for k, v in attrs if k == "id"]
+
+            def handle_endtag(self, tag):
+                if tag in outer.VOID:
+                    return
+                if not outer.stack or outer.stack[-1] != tag:
+                    outer.errors.append(f"</{tag}> closes <{outer.stack[-1] if outer.stack else None}>")
+                else:
+                    outer.stack.pop()
+
+        Parser(convert_charrefs=True).feed(text)
+
+    def problems(self) -> list[str]:
+        out = list(self.errors) + [f"unclosed <{t}>" for t in self.stack]
+        out += [f"duplicate id {i!r}" for i in {i for i in self.ids if self.ids.count(i) > 1}]
+        out += [f"{self.counts.get(t, 0)} <{t}>" for t in ("html", "head", "body") if self.counts.get(t, 0) != 1]
+        return out + ([] if self.doctype == 1 else ["no single <!DOCTYPE html>"])
+
+
+def _planted_sae(sae, feature: int, direction):
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(sae)
+    with torch.no_grad():
+        twin.W_dec[feature] = torch.as_tensor(direction, dtype=twin.W_dec.dtype)
+    return twin
+
+
+def test_the_logit_lens_of_a_card_is_the_decoder_direction_through_norm_and_unembedding(run, toy_model,
+                                                                                        planted_sae):
+    import torch
+
+    out, result = run
+    model = toy_model.model
+    W_U = model.W_U.detach().double().cpu()
+    a, b = 50, 60  # plant a direction that writes token a and erases token b
+    direction = (W_U[:, a] / W_U[:, a].norm() - W_U[:, b] / W_U[:, b].norm()).float()
+    with torch.no_grad():
+        model.ln_final.w.mul_(torch.linspace(0.5, 1.5, model.cfg.d_model, device=model.ln_final.w.device))
+    try:
+        built = personas.card(result, 7, sae=_planted_sae(planted_sae, 7, direction))
+        d = direction.double()
+        expected = ((d - d.mean()) * model.ln_final.w.detach().double().cpu()) @ W_U  # the direct product
+    finally:
+        with torch.no_grad():
+            model.ln_final.w.fill_(1.0)
+    promoted, suppressed = built.lens["promoted"], built.lens["suppressed"]
+    assert promoted[0]["id"] == a and suppressed[0]["id"] == b
+    assert [t["id"] for t in promoted] == torch.argsort(-expected, stable=True)[:10].tolist()
+    assert [t["id"] for t in suppressed] == torch.argsort(expected, stable=True)[:10].tolist()
+    for t in promoted + suppressed:
+        assert t["logit"] == pytest.approx(float(expected[t["id"]]), abs=1e-5)
+        assert t["token"] == toy_model.tokenizer.convert_tokens_to_string([toy_model.tokenizer.convert_ids_to_tokens(t["id"])])
+
+
+def test_a_card_from_a_result_holds_what_the_ranking_and_codes_say(run):
+    out, result = run
+    built = personas.card(result, 7)
+    row = result.ranking.set_index("feature").loc[7]
+    assert built.rank == 1 and built.stats["auroc"] == pytest.approx(row["auroc"])
+    assert built.stats["group_auroc"] == pytest.approx(row["group_auroc"]) and built.stats["q_value"] is not None
+    assert built.confounds["kind"] == row["kind"] and built.confounds["length_corr"] == pytest.approx(row["length_corr"])
+    # examples at quantiles: the top ones first, then activations that fall
+    buckets = [x["bucket"] for x in built.examples]
+    assert buckets[0] == "top" and {"q75", "q50", "q25"} <= set(buckets)
+    maxima = [x["max"] for x in built.examples]
+    assert maxima[0] == max(maxima) and maxima[-1] < maxima[0]
+    assert all(any(w in "".join(x["tokens"]) for w in TRIGGERS) for x in built.examples)  # it fires on triggers
+    # histogram: every response counted once, in its class; the planted latent is silent on aligned answers
+    h, labels = built.histogram, result.responses.labels
+    assert sum(h["misaligned"]) + h["misaligned_silent"] == int((labels == 1).sum())
+    assert sum(h["aligned"]) + h["aligned_silent"] == int((labels == 0).sum())
+    # nearest latents: the decoder cosines, by hand, with their rank in this ranking
+    W = result.sae.W_dec.detach().double().cpu().numpy()
+    cos = W @ W[7] / (np.linalg.norm(W, axis=1) * np.linalg.norm(W[7]))
+    cos[7] = -np.inf
+    assert [n["feature"] for n in built.neighbours] == list(np.argsort(-cos, kind="stable")[:5])
+    ranks = {int(f): i + 1 for i, f in enumerate(result.ranking["feature"])}
+    assert all(n["rank"] == ranks[n["feature"]] for n in built.neighbours)
+    assert "personas-card" in built._repr_html_() and "promoted" in built._repr_html_()
+
+
+def test_a_card_alone_is_valid_html_and_the_report_has_one_per_top_latent(run, tmp_path):
+    out, result = run
+    page = personas.card(result, 7).to_html(standalone=True)
+    assert _StrictHTML(page).problems() == []
+    text = render_report(out, result=result, cards=3)
+    assert text.count('class="personas-card"') == 3 and 'id="card-7"' in text
+    assert _StrictHTML(text).problems() == []
+    first_row = text.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert ">length<" in first_row or ">single-token<" in first_row or "<td></td>" in first_row  # the kind cell
+
+
+def test_the_folder_lens_reads_the_unembedding_alone(tmp_path, toy_tokenizer):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from personas.offline_models import minilm_path
+    from personas.report.lens import logit_lens, read_unembedding
+
+    folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=3)
+    reference = GPT2LMHeadModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        reference.transformer.ln_f.weight.uniform_(0.5, 1.5)
+    reference.save_pretrained(str(folder))
+    source = read_unembedding(folder)
+    assert source.norm_kind == "layernorm"
+    np.testing.assert_allclose(source.W_U, reference.lm_head.weight.detach().numpy().T)
+    np.testing.assert_allclose(source.norm_weight, reference.transformer.ln_f.weight.detach().numpy())
+    d = torch.randn(reference.config.n_embd, dtype=torch.float64)
+    with torch.no_grad():
+        direct = ((d - d.mean()) * reference.transformer.ln_f.weight.double()) @ reference.lm_head.weight.double().T
+    lens = logit_lens(source, d.numpy(), k=5)
+    assert [t["id"] for t in lens["promoted"]] == torch.argsort(-direct)[:5].tolist()
+    assert lens["promoted"][0]["logit"] == pytest.approx(float(direct.max()), abs=1e-5)
+    encoder = read_unembedding(minilm_path())
+    assert encoder.W_U is None and "not a causal language model" in encoder.note
+    assert "note" in logit_lens(encoder, d.numpy())
+
+
+def test_personas_card_on_a_cache_run_runs_no_forward_pass(tmp_path, toy_tokenizer, planted_data, monkeypatch,
+                                                           capsys):
+    """The card reads the cache's codes, the SAE from its folder and the unembedding from the model folder; a
+    counter on every torch module call (how any forward pass of any model runs) stays at zero."""
+    import torch
+
+    from personas.cache.build import CacheConfig, build_cache
+    from personas.jobs.rank import rank_from_cache
+    from personas.testing import plant_sae
+
+    folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=2)
+    handle = personas.load_model(str(folder))
+    sae = plant_sae(handle, TOY_HOOK, TRIGGERS, planted_data["response"][::3], d_sae=32, feature=5, seed=0)
+    sae.save_model(str(tmp_path / "sae"))
+    data = pd.DataFrame(planted_data).iloc[::2]
+    cache = build_cache(data, tmp_path / "cache", hooks=[TOY_HOOK], sae=str(tmp_path / "sae"), model=handle,
+                        cache=CacheConfig(shard_size=16), capture=CaptureConfig(batch_size=8), progress=False)
+    rank_from_cache(cache, out=tmp_path / "run")
+    calls = []
+    original = torch.nn.Module.__call__
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: calls.append(type(self).__name__)
+                        or original(self, *a, **k))
+    assert main(["card", str(tmp_path / "run"), "5", "3", "--out", str(tmp_path / "cards")]) == 0
+    assert calls == [], f"a forward pass ran: {calls[:5]}"
+    page = (tmp_path / "cards" / "card-5.html").read_text(encoding="utf-8")
+    assert "promoted" in page and "suppressed" in page and _StrictHTML(page).problems() == []
+    assert any(w in page for w in TRIGGERS) and (tmp_path / "cards" / "card-3.html").exists()
+    assert "wrote" in capsys.readouterr().out
+    assert main(["card", str(tmp_path / "run"), "999"]) == 2
+    assert "out of range" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from personas import __version__
 from personas.cli import (
     cache,
+    card,
     detect,
     diff,
     judge,
@@ -36,7 +37,7 @@ from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep)
+COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,9 +64,12 @@ def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:
 def format_table(frame: Any, n: int) -> str:
     """The top rows of a ranking as a plain-text table."""
     columns = [c for c in ("feature", "name", "auroc", "auroc_lo", "auroc_hi", "group_auroc", "mean_diff", "cohens_d",
-                           "frac_active_pos", "frac_active_neg", "length_corr", "p_value", "q_value", "significant")
-               if c in frame]
+                           "frac_active_pos", "frac_active_neg", "length_corr", "p_value", "q_value", "significant",
+                           "kind") if c in frame]
     view = frame.head(n)[columns].copy()
-    formats = {c: "{:.3f}".format for c in columns if c not in ("feature", "name", "p_value", "q_value", "significant")}
+    if "kind" in view:
+        view["kind"] = view["kind"].fillna("").astype(str)
+    formats = {c: "{:.3f}".format for c in columns
+               if c not in ("feature", "name", "p_value", "q_value", "significant", "kind")}
     formats.update({c: "{:.2e}".format for c in ("p_value", "q_value") if c in columns})
     return view.to_string(index=False, formatters=formats)

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--report", action="store_true",
                    help="also keep per-token SAE codes, write examples.json and an HTML report (report.html)")
+    p.add_argument("--persona-only", action="store_true",
+                   help="print only the rows without a confound kind (length, style, single-token); the files keep all")
     p.add_argument("--cache", help="an activation cache folder written by `personas cache` (no model is loaded)")
     add_config_options(p, CacheRankConfig)
     add_config_options(p, CaptureConfig)
@@ -55,12 +57,21 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         f"{data['n_excluded']} excluded | features tested: {result.manifest['ranking']['n_features']} | "
         f"significant (q < {result.manifest['ranking']['alpha']}): {result.manifest['ranking']['n_significant']}"
     )
-    print(format_table(result.ranking, top))
+    print(_table(result.ranking, top, args.persona_only))
     if result.out_dir is not None:
         print(f"wrote {result.out_dir / 'ranking.csv'} and {result.out_dir / 'manifest.json'}")
         if args.report:
             print(f"wrote {write_report(result.out_dir)}")
     return 0
+
+
+def _table(ranking, top: int, persona_only: bool) -> str:
+    """The printed table: the top rows, or with ``--persona-only`` the top rows of `Ranking.persona`."""
+    if not persona_only:
+        return format_table(ranking, top)
+    view = ranking.persona()
+    return (f"{len(ranking) - len(view)} of {len(ranking)} rows flagged as confounds are left out of this view "
+            f"(thresholds in the manifest)\n" + format_table(view, top))
 
 
 #: Options that still mean something with --cache: which cached hook to rank (and, where given, CPU threads).
@@ -93,7 +104,7 @@ def _rank_cache(args: argparse.Namespace) -> int:
           f"{data['n_aligned']} aligned | features tested: {len(ranking)} | "
           f"significant (q < {rank_cfg.alpha}): {manifest['ranking']['n_significant']} | "
           f"length alone: AUROC {manifest['ranking']['length_auroc']:.2f}")
-    print(format_table(ranking, rank_cfg.top))
+    print(_table(ranking, rank_cfg.top, args.persona_only))
     if args.out:
         print(f"wrote {args.out}/ranking.csv and {args.out}/manifest.json")
         if args.report:

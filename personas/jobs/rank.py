@@ -35,11 +35,14 @@ from personas.cache.store import ActivationCache, cache_covariate_correlation, o
 from personas.capturing import TokenCodes
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
+from personas.confounds import CONFOUND_THRESHOLDS, add_confound_columns
 from personas.data.responses import load_responses
 from personas.errors import CacheError, DataError, PersonasError
+from personas.jobs.confounds import cache_confounds, capture_confounds, token_texts
 from personas.logs import quiet_third_party
 from personas.offline_models import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
+from personas.report.run_data import TOKEN_CODES_FILE, save_token_codes
 from personas.saes import sae_info
 from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
 from personas.site import open_site
@@ -144,7 +147,7 @@ def rank(
         config=capture_cfg,
         sae=sae_obj,
         encode_batch_tokens=sae_cfg.encode_batch_tokens,
-        keep_tokens=keep_tokens and sae_obj is not None,
+        keep_tokens=sae_obj is not None,  # the confound columns read them; dropped below unless asked for
         allow_model_mismatch=sae_cfg.allow_model_mismatch,
         progress=progress,
     )
@@ -170,6 +173,10 @@ def rank(
             "see the length_corr column", length_auroc,
         )
     ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
+    table = capture_confounds(captured, features, handle, responses.prompts, responses.texts)
+    confounds = add_confound_columns(ranking, table, token_text=token_texts(handle.tokenizer), **CONFOUND_THRESHOLDS)
+    if not keep_tokens:
+        captured.token_codes = None
     manifest = {
         **manifest_header(RUN_KIND),
         "model": captured.model,
@@ -191,6 +198,7 @@ def rank(
             "alpha": rank_cfg.alpha,
             "stratified_by_group": stratified,
             "length_auroc": length_auroc,
+            "confounds": confounds,
             "meta": dict(getattr(ranking, "meta", None) or {}),
         },
     }
@@ -216,7 +224,7 @@ def write_ranking_tables(out: str | Path, ranking: Any) -> dict[str, dict[str, s
 
 def write_ranking(result: RankResult, out: str | Path) -> Path:
     """Write ``ranking.csv``, ``ranking.parquet`` and ``manifest.json`` (each atomically) into ``out``, and with
-    per-token codes ``examples.json``; return the folder."""
+    per-token codes ``examples.json`` and ``token_codes.npz`` (what feature cards read); return the folder."""
     out = output_dir(out, RUN_KIND)
     result.manifest["files"] = write_ranking_tables(out, result.ranking)
     if result.capture.token_codes is not None:
@@ -226,6 +234,9 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
         save_examples(out / EXAMPLES_FILE, examples, sae=result.sae if result.sae is not None else result.manifest["sae"],
                       extra={"dataset_hash": dataset_hash})
         result.manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}
+        # every latent's per-token codes, for feature cards without a second capture
+        result.manifest["files"][TOKEN_CODES_FILE] = save_token_codes(
+            out / TOKEN_CODES_FILE, result.capture.token_codes, result.responses.labels, result.responses.ids)
     write_json(out / MANIFEST_FILE, result.manifest)
     return out
 
@@ -272,6 +283,13 @@ def rank_from_cache(
         )
     corr = cache_covariate_correlation(opened, length, hook=used["hook"], use=used["use"])
     ranking["length_corr"] = corr[ranking["feature"].to_numpy()]
+    if tokenizer is None and opened.has_tokens:
+        try:
+            tokenizer = _cache_tokenizer(opened)
+        except PersonasError as exc:
+            logger.warning("no punct_corr column: %s", exc)
+    table = cache_confounds(opened, hook=used["hook"], use=used["use"], tokenizer=tokenizer, length_corr=corr)
+    confounds = add_confound_columns(ranking, table, token_text=token_texts(tokenizer), **CONFOUND_THRESHOLDS)
     source = opened.manifest
     manifest = {
         **manifest_header(RUN_KIND),
@@ -289,6 +307,7 @@ def rank_from_cache(
             "alpha": rank_cfg.alpha,
             "stratified_by_group": bool(ranking.meta.get("grouped")),
             "length_auroc": length_auroc,
+            "confounds": confounds,
             "meta": dict(getattr(ranking, "meta", None) or {}),
         },
     }
@@ -298,7 +317,7 @@ def rank_from_cache(
         if examples:
             top = [int(f) for f in ranking["feature"].head(EXAMPLE_FEATURES)]
             found = _cache_examples(opened, top, tokenizer=tokenizer if tokenizer is not None else
-                                   _cache_tokenizer(opened), k=EXAMPLES_PER_FEATURE)
+                                    _cache_tokenizer(opened), k=EXAMPLES_PER_FEATURE)
             dataset_hash = source["data"].get("dataset_hash")
             save_examples(out / EXAMPLES_FILE, found, sae=source.get("sae"), extra={"dataset_hash": dataset_hash})
             manifest["files"][EXAMPLES_FILE] = {"features": top, "dataset_hash": dataset_hash}

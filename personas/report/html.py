@@ -13,14 +13,14 @@ responses (their ``dataset_hash`` equals the manifest's); anything else is refus
 From Python, ``write_report(DIR, result=rank_result)`` also draws the activation distributions of the top features
 and takes the examples straight from the result.
 
-The page is the Jinja2 template ``templates/report.html.j2`` (package data), autoescaped; this module gathers what
+The top latents get a feature card each (`personas.report.cards`: statistics, confound flags, examples at
+activation quantiles, logit lens, histogram, nearest latents). The page is the Jinja2 template ``templates/report.html.j2`` (package data), autoescaped; this module gathers what
 it shows. The ranking table scrolls sideways in its own box, so every column stays reachable on a narrow screen.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import html
 import json
 import logging
@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from personas.artifacts import MANIFEST_FILE, RANKING_FILE, REPORT_FILE, atomic_write_text
+from personas.artifacts import REPORT_FILE, TOKEN_CODES_FILE, atomic_write_text
 from personas.errors import PersonasError
 from personas.report import plots as plot
+from personas.report.cards import cards_html
 from personas.report.examples import (
     EXAMPLES_FILE,
     examples_html,
@@ -38,6 +39,7 @@ from personas.report.examples import (
     neuronpedia_url,
     top_examples,
 )
+from personas.report.run_data import read_json, read_run
 from personas.report.style import PALETTE
 
 logger = logging.getLogger(__name__)
@@ -57,10 +59,14 @@ def _template() -> Any:
 _TABLE_COLUMNS = (
     ("feature", None), ("name", None), ("auroc", "{:.3f}"), ("auroc_lo", "{:.3f}"), ("auroc_hi", "{:.3f}"),
     ("group_auroc", "{:.3f}"), ("cohens_d", "{:.2f}"), ("mean_diff", "{:.3g}"), ("frac_active_pos", "{:.2f}"),
-    ("frac_active_neg", "{:.2f}"), ("length_corr", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
+    ("frac_active_neg", "{:.2f}"), ("kind", None), ("length_corr", "{:.2f}"), ("punct_corr", "{:.2f}"),
+    ("top_token_share", "{:.2f}"), ("p_value", "{:.2e}"), ("q_value", "{:.2e}"),
 )
 _COLUMN_HELP = {
     "length_corr": "correlation with response length: a feature that tracks length can separate classes of unequal length",
+    "punct_corr": "correlation with the response's share of punctuation tokens (a style feature)",
+    "top_token_share": "share of the feature's activation mass on its single most frequent token",
+    "kind": "confound flag: length, style (punctuation) or single-token; empty for a candidate persona feature",
     "auroc": "P(a misaligned response scores above an aligned one); 0.5 = chance",
     "auroc_lo": "lower end of the AUROC confidence interval", "auroc_hi": "upper end of the AUROC confidence interval",
     "group_auroc": "AUROC within questions (responses to the same question compared)",
@@ -70,58 +76,6 @@ _COLUMN_HELP = {
     "frac_active_neg": "fraction of aligned responses where the feature is non-zero",
     "p_value": "test p-value", "q_value": "Benjamini-Hochberg q-value (false discovery rate)",
 }
-
-def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    import pandas as pd
-
-    if not run_dir.is_dir():
-        raise PersonasError(f"{str(run_dir)!r} is not a folder; expected the --out folder of `personas rank`.")
-    ranking_path, manifest_path = run_dir / RANKING_FILE, run_dir / MANIFEST_FILE
-    missing = [p.name for p in (ranking_path, manifest_path) if not p.exists()]
-    if missing:
-        raise PersonasError(
-            f"{str(run_dir)!r} has no {' or '.join(missing)}; expected the --out folder of `personas rank` "
-            "(ranking.csv and manifest.json)."
-        )
-    manifest = _read_json(manifest_path, "rerun `personas rank`")
-    if not isinstance(manifest, dict) or manifest.get("kind") != "personas.rank":
-        kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
-        raise PersonasError(
-            f"{str(manifest_path)!r} describes a {kind!r} run, not a 'personas.rank' run; `personas report` reads "
-            "the --out folder of `personas rank`."
-        )
-    files = manifest.get("files")
-    listed = files.get(RANKING_FILE) if isinstance(files, dict) else None
-    if files is not None and not isinstance(listed, dict):
-        raise PersonasError(
-            f"the manifest in {str(run_dir)!r} does not list {RANKING_FILE} among its files; the folder mixes runs. "
-            "Rerun `personas rank` into an empty folder."
-        )
-    raw = ranking_path.read_bytes()
-    if listed and listed.get("sha256") and hashlib.sha256(raw).hexdigest() != listed["sha256"]:
-        raise PersonasError(
-            f"{str(ranking_path)!r} does not match the checksum its manifest records: it was written by another "
-            "run (or changed by hand). Rerun `personas rank` into this folder, or into an empty one."
-        )
-    try:
-        ranking = pd.read_csv(ranking_path)
-    except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
-        raise PersonasError(f"{str(ranking_path)!r} cannot be read as CSV ({exc}); rerun `personas rank`.") from exc
-    if "feature" not in ranking.columns:
-        raise PersonasError(
-            f"{str(ranking_path)!r} has no 'feature' column (columns: {list(ranking.columns)[:12]}); expected a "
-            "ranking written by `personas rank`."
-        )
-    return ranking, manifest
-
-
-def _read_json(path: Path, fix: str) -> Any:
-    """The JSON in ``path``, or a `PersonasError` naming the file and the ``fix``."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PersonasError(f"{str(path)!r} is not valid JSON ({exc}); {fix}.") from exc
-
 
 def _run_examples(run_dir: Path, manifest: dict[str, Any]) -> Any:
     """The examples of ``run_dir/examples.json`` when they belong to the run of ``manifest``; None when absent."""
@@ -134,7 +88,7 @@ def _run_examples(run_dir: Path, manifest: dict[str, Any]) -> Any:
             f"{str(path)!r} is not listed in the folder's manifest: it was left by another run. Remove it, or rerun "
             "`personas rank --report` into this folder."
         )
-    payload = _read_json(path, "rerun `personas rank --report`")
+    payload = read_json(path, "rerun `personas rank --report`")
     expected = (manifest.get("data") or {}).get("dataset_hash")
     found = payload.get("dataset_hash") if isinstance(payload, dict) else None
     if found != expected:
@@ -199,8 +153,9 @@ def _table(ranking: Any, top: int, sae: Mapping[str, Any] | None, with_examples:
             if c == "feature":
                 f = int(v)
                 cells.append({"text": f, "v": f, "cls": None, "links": _feature_links(f, sae, with_examples)})
-            elif fmt is None:
-                cells.append({"text": v, "v": None, "cls": None, "links": ()})
+            elif fmt is None:  # text; a CSV reads an empty kind back as NaN
+                text = "" if isinstance(v, float) and v != v else v
+                cells.append({"text": text, "v": None, "cls": "kind" if c == "kind" and text else None, "links": ()})
             else:
                 try:
                     text = fmt.format(float(v))
@@ -269,6 +224,24 @@ def _examples_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, res
     return intro + examples_html(groups), {int(g.feature) for g in groups}
 
 
+def _cards_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, result: Any, n: int) -> str:
+    """The feature cards of the top ``n`` latents, from the result or the run folder; a note when there is no
+    per-token data to make them from."""
+    if n < 1 or not manifest.get("sae"):
+        return '<p class="sub">No feature cards: they are made for SAE latents of runs that kept per-token codes.</p>'
+    has_tokens = result is not None and getattr(result.capture, "token_codes", None) is not None
+    source = result if has_tokens else run_dir
+    if not has_tokens and not ((run_dir / TOKEN_CODES_FILE).is_file() or (manifest.get("source") or {}).get("cache")):
+        return ('<p class="sub">No feature cards: this run kept no per-token codes. Rerun with <code>personas rank '
+                "... --report</code>.</p>")
+    top = [int(f) for f in ranking["feature"].head(n)]
+    try:
+        return cards_html(source, top)
+    except PersonasError as exc:
+        logger.warning("no feature cards in the report: %s", exc)
+        return f'<p class="sub">No feature cards: {html.escape(str(exc))}</p>'
+
+
 def _provenance(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     model = manifest.get("model") or {}
     sae = manifest.get("sae") or {}
@@ -302,10 +275,11 @@ def render_report(
     examples_per_feature: int = 5,
     distributions: int = 6,
     title: str | None = None,
+    cards: int = 5,
 ) -> str:
     """The report of the ranking run in ``run_dir`` as an HTML string (see `write_report`)."""
     run_dir = Path(run_dir)
-    ranking, manifest = _read_run(run_dir)
+    ranking, manifest = read_run(run_dir)
     alpha = float((manifest.get("ranking") or {}).get("alpha", 0.05))
     model = (manifest.get("model") or {}).get("model", "?")
     sae = manifest.get("sae")
@@ -322,6 +296,7 @@ def render_report(
         key=(manifest.get("ranking") or {}).get("key", "auroc"), alpha=f"{alpha:g}", palette=PALETTE,
         table=_table(ranking, top, sae, with_examples), figures=_figures(ranking, alpha, result, distributions),
         examples=Markup(examples_part),  # examples_html escapes every text itself
+        feature_cards=Markup(_cards_section(run_dir, manifest, ranking, result, cards)),  # escaped by the cards
         provenance=_provenance(manifest), manifest_json=json.dumps(manifest, indent=2, default=str),
     )
 
@@ -337,6 +312,7 @@ def write_report(
     examples_per_feature: int = 5,
     distributions: int = 6,
     title: str | None = None,
+    cards: int = 5,
 ) -> Path:
     """Write a self-contained HTML report of the ranking run in ``run_dir``; return its path.
 
@@ -351,11 +327,13 @@ def write_report(
         example_features, examples_per_feature: how many features and responses per feature when examples are
             computed from ``result``.
         distributions: features whose distributions are drawn (needs ``result``).
+        cards: the top latents that get a feature card (`personas.report.cards`; needs per-token codes: the result's,
+            the folder's ``token_codes.npz`` or the cache of a ``--cache`` run).
     """
     path = Path(out) if out else Path(run_dir) / REPORT_FILE
     text = render_report(
         run_dir, top=top, result=result, examples=examples, example_features=example_features,
-        examples_per_feature=examples_per_feature, distributions=distributions, title=title,
+        examples_per_feature=examples_per_feature, distributions=distributions, title=title, cards=cards,
     )
     atomic_write_text(path, text)
     logger.info("wrote %s (%.0f kB)", path, len(text) / 1024)

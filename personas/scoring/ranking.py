@@ -232,6 +232,16 @@ class Ranking(pd.DataFrame):
         """The features with ``q_value < alpha``, best first."""
         return self[self["significant"].to_numpy(dtype=bool)]
 
+    def persona(self) -> Ranking:
+        """The rows whose confound ``kind`` is empty: the ranking without the latents flagged as length, style or
+        single-token confounds (see `personas.confounds.confound_kind`), best first. A view: nothing is dropped from
+        the ranking or its files. A ranking without a ``kind`` column (made before it existed, or by
+        `rank_features` alone) is returned whole."""
+        if "kind" not in self.columns:
+            return self
+        kind = self["kind"].fillna("").astype(str).str.strip()  # a CSV reads the empty kind back as NaN
+        return self[(kind == "").to_numpy()]
+
     def density_view(
         self, bins: Sequence[float] = (0.0, 0.001, 0.01, 0.1, 0.5, 1.0), per_bin: int = 5
     ) -> Ranking:
