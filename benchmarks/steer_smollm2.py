@@ -127,8 +127,7 @@ def candidates(result, tokenizer) -> list[dict]:
     position = {int(f): i + 1 for i, f in enumerate(ranking["feature"])}
     auroc = dict(zip(ranking["feature"].astype(int), ranking["auroc"], strict=True))
     out = [{"feature": f, "source": f"demo ranking #{position[f]}", "auroc": float(auroc[f])}
-           for f in candidate_latents(ranking.drop(columns=[c for c in ("kind",) if c in ranking]), N_FROM_DEMO,
-                                      token_codes=codes, tokenizer=tokenizer)]
+           for f in candidate_latents(ranking, N_FROM_DEMO, token_codes=codes, tokenizer=tokenizer)]
     if ORGANISM.is_file():
         latent = json.loads(ORGANISM.read_text()).get("latent_diff") or {}
         for i, row in enumerate(latent.get("top", [])[:N_FROM_ORGANISM]):
