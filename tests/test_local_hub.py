@@ -195,3 +195,46 @@ def test_missing_model_and_missing_sae_offline_are_one_line_errors(offline_hub, 
                           "--out", tmp_path / "b")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "SAE 'gpt2-small-res-jb:blocks.3.hook_resid_pre'" in err and "offline mode" in err
+
+
+#: The README recipes' models: their public config.json values (no weights), the SAE each recipe uses, its width.
+RECIPES = {
+    "qwen": ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct-andyrdt:resid_post_layer_15_trainer_1",
+             "andyrdt/saes-qwen2.5-7b-instruct", 15, 7.62e9,
+             {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584,
+              "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+              "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 32768,
+              "tie_word_embeddings": False}),
+    "llama": ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b-instruct-andyrdt:resid_post_layer_15_trainer_1",
+              "andyrdt/saes-llama-3.1-8b-instruct", 15, 8.03e9,
+              {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+               "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+               "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+               "tie_word_embeddings": False}),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_readme_recipe_names_resolve_without_weights(offline_hub, tmp_path, recipe):
+    """The registry entry, its conversion and hook, the model's official TransformerLens name and architecture,
+    and the dry run's figures at bfloat16: a renamed release, SAE id or hook breaks this test."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from personas import testing_hub as th
+    from personas.config import CaptureConfig
+    from personas.models import _official_name
+    from personas.plan import plan_job
+
+    model, sae, repo, layer, n_params, config = RECIPES[recipe]
+    release, sae_id = sae.split(":")
+    entry = get_pretrained_saes_directory()[release]
+    assert entry.repo_id == repo and entry.conversion_func == "dictionary_learning_1"
+    assert entry.saes_map[sae_id] == f"resid_post_layer_{layer}/trainer_1"
+    assert _official_name(model) == model  # loads with HookedTransformer, as the SAEs were trained
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    th.put_in_cache(offline_hub["cache"], model, {"config.json": tmp_path / "config.json"})
+    th.save_dictionary_learning_sae(offline_hub["cache"], repo, f"resid_post_layer_{layer}/trainer_1", lm_name=model,
+                                    layer=layer, d_in=config["hidden_size"], work=tmp_path)
+    plan = plan_job(CaptureConfig(model=model, dtype="bfloat16", batch_size=16, max_length=512), sae)
+    assert plan.hooks == [f"blocks.{layer}.hook_resid_post"] and plan.sae["d_in"] == plan.d_model
+    assert plan.n_params == pytest.approx(n_params, rel=0.01) and not plan.notes[1:]
