@@ -26,20 +26,22 @@ per cent on a GPU (`tests/test_plan.py` checks it against a measured peak).
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from personas.capturing import tokenize_conversations
 from personas.config import CaptureConfig
+from personas.data import load_responses
 from personas.errors import PersonasError
 from personas.logs import quiet_third_party
 from personas.models import ModelHandle, _official_name, hook_layer, hub_error
 from personas.offline_models import offline_model
 from personas.peft_lora import is_peft_adapter, read_lora
+from personas.saes import check_sae_folder, check_sae_spec, release_config
+from personas.site import default_hook
 
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 
@@ -76,6 +78,7 @@ class JobPlan:
         return self.weights_bytes + self.activation_bytes + self.sae_weight_bytes + self.sae_code_bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan's fields and its peak, for JSON."""
         return {**asdict(self), "peak_bytes": self.peak_bytes}
 
 
@@ -154,8 +157,6 @@ def _tokenizer_handle(source: str, model_id: str, n_ctx: int) -> ModelHandle:
 
 
 def _sae_summary(spec: Any, model: str) -> dict[str, Any] | None:
-    from personas.saes import check_sae_folder, check_sae_spec, release_config
-
     resolved = check_sae_spec(spec, model)
     if resolved is None:
         return None
@@ -180,9 +181,6 @@ def plan_job(capture: CaptureConfig, sae: Any = "default", data: Any = None, *, 
     ``data``: a responses file or frame (`personas.data.load_responses`); or ``prompts`` and ``responses``.
     ``tokens``: the job keeps per-token SAE codes (the cache's default) in its size on disk.
     """
-    from personas.capturing import tokenize_conversations
-    from personas.site import default_hook
-
     config, source, backend = resolve_model_config(capture.model)
     dims = _dims(config)
     dtype = "float32" if capture.dtype == "auto" else str(capture.dtype).replace("bf16", "bfloat16")
@@ -204,8 +202,6 @@ def plan_job(capture: CaptureConfig, sae: Any = "default", data: Any = None, *, 
                           "the job will refuse it")
     plan.weights_bytes = plan.n_params * size
     if data is not None:
-        from personas.data import load_responses
-
         loaded = load_responses(data)
         prompts, responses = loaded.prompts, loaded.texts
     if prompts is not None and responses is not None:
@@ -263,16 +259,6 @@ def format_plan(plan: JobPlan) -> str:
                  + (f" | cache on disk about {human(plan.cache_bytes)}" if plan.cache_bytes else ""))
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
-
-
-def plan_json(plan: JobPlan) -> str:
-    """The plan as JSON (for scripts)."""
-    return json.dumps(plan.to_dict(), indent=2, default=str)
-
-
-def gib(n: float) -> float:
-    """Bytes in GiB, rounded up to a tenth."""
-    return math.ceil(n / 2**30 * 10) / 10
 
 
 def plan_train_sae(model: str, hook: str, d_sae: int, n_tokens: int, batch_size_tokens: int) -> tuple[JobPlan, str]:
