@@ -442,16 +442,20 @@ def run_hooks_halving_on_oom(handle: ModelHandle, ids: torch.Tensor, attn: torch
 
 
 def clamp_max_length(handle: ModelHandle, config: CaptureConfig) -> CaptureConfig:
-    """``config`` with ``max_length`` at most the model's context (``n_ctx``), with a warning naming the limit when
-    a longer one was asked for (a longer setting cannot be honoured, and silently accepting it misleads); lowering
-    the generic default (512) for a model with a shorter context is only logged at INFO."""
+    """``config`` with ``max_length`` at most the model's context (``n_ctx``).
+
+    A ``max_length`` the user asked for beyond the context is refused (a `DataError` naming the limit): it cannot
+    be honoured, and running without a word would mislead. The generic default (512) is lowered to the context of
+    a model with fewer positions, logged at INFO.
+    """
     n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
     if not n_ctx or config.max_length <= n_ctx:
         return config
-    default = config.max_length == CaptureConfig.max_length  # the generic default, not the user's request
-    logger.log(logging.INFO if default else logging.WARNING,
-               "max_length=%d is longer than the context of model %r (%d tokens, n_ctx): clamped to %d",
-               config.max_length, handle.model_id, n_ctx, n_ctx)
+    if config.max_length != CaptureConfig.max_length:
+        raise DataError(f"max_length={config.max_length} is longer than model {handle.model_id!r} can read: it has "
+                        f"{n_ctx} positions (n_ctx). Set max_length (--max-length) to at most {n_ctx}.")
+    logger.info("max_length=%d is longer than the context of model %r (%d tokens, n_ctx): lowered to %d",
+                config.max_length, handle.model_id, n_ctx, n_ctx)
     return replace(config, max_length=n_ctx)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from personas.capturing import capture, tokenize_conversations
 from personas.config import CaptureConfig
+from personas.errors import DataError
 from personas.scoring import rank_features
 from tests.conftest import TOY_HOOK
 
@@ -52,16 +53,11 @@ def test_a_single_sequence_that_does_not_fit_reraises(toy_model, monkeypatch):
         capture(toy_model, ["hi"], ["be kind ."], hooks=TOY_HOOK, progress=False)
 
 
-def test_max_length_beyond_the_context_is_clamped_with_a_warning(toy_model, caplog):
+def test_max_length_beyond_the_context_is_refused_and_the_default_is_lowered(toy_model, caplog):
     n_ctx = toy_model.model.cfg.n_ctx  # 256
+    with pytest.raises(DataError, match=rf"max_length=100000 .* has {n_ctx} positions .* at most {n_ctx}\."):
+        tokenize_conversations(toy_model, ["what should i do ?"], ["be kind ."], CaptureConfig(max_length=100_000))
     long_response = " ".join(["be kind and patient ."] * 80)  # 400 tokens
-    with caplog.at_level(logging.WARNING, logger="personas.capturing"):
-        [t] = tokenize_conversations(toy_model, ["what should i do ?"], [long_response],
-                                     CaptureConfig(max_length=100_000))
-    assert f"max_length=100000 is longer than the context of model {toy_model.model_id!r} ({n_ctx} tokens" in caplog.text
-    assert len(t.input_ids) == n_ctx and t.truncated
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="personas.capturing"):
-        cap = capture(toy_model, ["hi"], ["be kind ."], hooks=TOY_HOOK, config=CaptureConfig(max_length=100_000),
-                      progress=False)
-    assert cap.config.max_length == n_ctx and caplog.text.count("clamped") == 1  # the provenance says what ran
+    with caplog.at_level(logging.INFO, logger="personas.capturing"):
+        cap = capture(toy_model, ["hi"], [long_response], hooks=TOY_HOOK, progress=False)  # default 512 > 256
+    assert cap.config.max_length == n_ctx and cap.stats["n_truncated"] == 1 and "lowered to 256" in caplog.text
