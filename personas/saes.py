@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,10 +210,32 @@ def load_sae(spec: str | os.PathLike | Any = "default", *, device="cpu", dtype="
             ) from exc
     release, sae_id = resolved
     try:
-        with quiet_third_party():
+        with quiet_third_party(), warnings.catch_warnings():
+            # gpt2-small-res-jb and others ask for center_writing_weights, which HookedTransformer.from_pretrained
+            # (how load_model opens official names) already applies; the hint would only confuse
+            warnings.filterwarnings("ignore", message=r"\s*This SAE has non-empty model_from_pretrained_kwargs")
             return SAE.from_pretrained(release, sae_id, device=str(torch_device), dtype=dtype_name)
     except Exception as exc:
         raise hub_error("SAE", str(spec), exc) from exc
+
+
+def release_config(release: str, sae_id: str) -> dict[str, Any]:
+    """The sae-lens config of a pretrained SAE (``d_in``, ``d_sae``, architecture, ``metadata.hook_name`` and
+    ``model_name``) without its weights: only the release's config file is read (from the Hugging Face cache when
+    offline), through the release's own conversion (``dictionary_learning_1``, Gemma Scope...)."""
+    _check_release(release, sae_id)
+    with quiet_third_party():
+        from sae_lens.loading.pretrained_sae_loaders import load_sae_config_from_huggingface
+
+    try:
+        with quiet_third_party():
+            cfg = load_sae_config_from_huggingface(release, sae_id, device="cpu")
+    except Exception as exc:
+        raise hub_error("the config of SAE", f"{release}:{sae_id}", exc) from exc
+    meta = cfg.get("metadata") or {}
+    for key in ("hook_name", "model_name"):
+        cfg.setdefault(key, meta.get(key))
+    return cfg
 
 
 def _check_release(release: str, sae_id: str) -> None:
@@ -234,17 +257,25 @@ def _check_release(release: str, sae_id: str) -> None:
         )
 
 
-def sae_info(sae: Any) -> dict[str, Any]:
-    """What an SAE is, for manifests: architecture, width, site, model and where it came from."""
+def sae_info(sae: Any, spec: Any = None) -> dict[str, Any]:
+    """What an SAE is, for manifests: architecture, width, site, model and where it came from.
+
+    sae-lens 6 keeps neither the release nor the SAE id in a pretrained SAE's metadata: a ``"RELEASE:SAE_ID"``
+    ``spec`` supplies them.
+    """
     meta = sae.cfg.metadata
+    release = meta.release if "release" in meta else None
+    sae_id = meta.sae_id if "sae_id" in meta else None
+    if release is None and isinstance(spec, str) and ":" in spec and not os.path.exists(spec):
+        release, sae_id = spec.split(":", 1)
     return {
         "architecture": sae.cfg.architecture(),
         "d_in": int(sae.cfg.d_in),
         "d_sae": int(sae.cfg.d_sae),
         "hook_name": meta.hook_name,
         "model_name": meta.model_name,
-        "release": meta.release if "release" in meta else None,
-        "sae_id": meta.sae_id if "sae_id" in meta else None,
+        "release": release,
+        "sae_id": sae_id,
         "neuronpedia_id": meta.neuronpedia_id if "neuronpedia_id" in meta else None,
         "dtype": str(sae.cfg.dtype),
     }
@@ -409,4 +440,5 @@ def sae_fingerprint(sae: Any, spec: Any = None) -> dict[str, Any]:
         part = flat if flat.numel() <= 2 * sample else torch.cat([flat[:sample], flat[-sample:]])
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(part.to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"spec": spec if isinstance(spec, str) else "in-memory", **sae_info(sae), "weights_sha256": digest.hexdigest()}
+    return {"spec": spec if isinstance(spec, str) else "in-memory", **sae_info(sae, spec),
+            "weights_sha256": digest.hexdigest()}

@@ -34,7 +34,7 @@ from personas.cache.store import ActivationCache, bad_files, read_manifest
 from personas.config import CacheConfig, CaptureConfig, DataConfig, SAEConfig
 from personas.data.responses import load_responses
 from personas.errors import CacheError, PersonasError
-from personas.saes import default_sae_path, load_sae, sae_fingerprint
+from personas.saes import default_sae_path, load_sae, release_config, sae_fingerprint
 from personas.site import default_hook
 
 logger = logging.getLogger(__name__)
@@ -341,7 +341,8 @@ def _finish(out: Path, manifest: dict[str, Any], responses: Any) -> None:
 
 
 def _sae_hook(sae_spec: Any, model: str | None = None) -> list[str]:
-    """The hook an SAE reads: from its cfg.json when it is a folder (without loading the weights), else []."""
+    """The hook an SAE reads, without loading the weights: from its cfg.json (a folder) or the release's config
+    (``RELEASE:SAE_ID``), else []."""
     if isinstance(sae_spec, str):
         folder = default_sae_path(model) if sae_spec == "default" else Path(sae_spec)
         cfg_file = folder / "cfg.json"
@@ -354,6 +355,9 @@ def _sae_hook(sae_spec: Any, model: str | None = None) -> list[str]:
                 else None
             if isinstance(hook, str) and hook:
                 return [hook]
+        if ":" in sae_spec and not os.path.exists(sae_spec):  # RELEASE:SAE_ID: the release's config names it
+            hook = release_config(*sae_spec.split(":", 1)).get("hook_name")
+            return [hook] if hook else []
         return []
     return [sae_spec.cfg.metadata.hook_name]
 

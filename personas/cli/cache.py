@@ -8,8 +8,10 @@ from typing import Any
 from personas.artifacts import check_output_dir
 from personas.cache.build import build_cache
 from personas.cache.store import ActivationCache, open_cache
-from personas.cli.options import add_config_options, config_from_args
+from personas.cli.options import DRY_RUN_HELP, add_config_options, config_from_args
 from personas.config import CacheConfig, CaptureConfig, DataConfig, SAEConfig
+from personas.data import load_responses
+from personas.plan import format_plan, plan_job
 from personas.saes import check_sae_spec
 
 
@@ -22,6 +24,7 @@ def register(subparsers: Any) -> None:
                    help="hook name to read; repeat for several sites (one forward pass). Default: the SAE's hook")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards (resume later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, CaptureConfig, skip=("hook",))
     add_config_options(p, SAEConfig)
     add_config_options(p, CacheConfig)
@@ -37,6 +40,11 @@ def register(subparsers: Any) -> None:
 def _cmd_cache(args: Any) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     sae_cfg = config_from_args(SAEConfig, args)
+    if args.dry_run:
+        print(format_plan(plan_job(capture_cfg, sae_cfg.sae, load_responses(args.data, config_from_args(
+            DataConfig, args)), hooks=args.hooks, encode_batch_tokens=sae_cfg.encode_batch_tokens,
+            tokens=config_from_args(CacheConfig, args).tokens)))
+        return 0
     check_output_dir(args.out)  # a folder that cannot be written, or a wrong SAE, fails before the model loads
     check_sae_spec(sae_cfg.sae, capture_cfg.model)
     result = build_cache(

@@ -6,14 +6,23 @@ import argparse
 from typing import Any
 
 from personas.artifacts import EVAL_FILE
-from personas.cli.options import add_config_options, config_from_args
+from personas.cli.options import DRY_RUN_HELP, add_config_options, config_from_args
 from personas.config import CaptureConfig, DataConfig, DetectorConfig, SAEConfig
+from personas.data import load_responses
 from personas.errors import PersonasError
 from personas.jobs.detect import fit_detector, format_evaluation
+from personas.plan import format_plan, plan_job
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     config = config_from_args(DetectorConfig, args)
+    if args.dry_run:
+        sae_cfg, data_cfg = config_from_args(SAEConfig, args), config_from_args(DataConfig, args)
+        for name in [args.train] + ([args.test] if args.test else []):
+            print(f"[{name}]")
+            print(format_plan(plan_job(config_from_args(CaptureConfig, args), sae_cfg.sae,
+                                       load_responses(name, data_cfg), encode_batch_tokens=sae_cfg.encode_batch_tokens)))
+        return 0
     if args.test is None and config.holdout_by == "none":
         raise PersonasError("personas detect needs held-out data: pass --test DATA, or --holdout-by group to hold out "
                             "whole questions of --train.")
@@ -51,6 +60,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--test", default=None, help="responses to evaluate on; or use --holdout-by group")
     p.add_argument("--out", default="runs/detect", help="folder for eval.json and the saved detector (default: runs/detect)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, DetectorConfig)
     add_config_options(p, CaptureConfig)
     add_config_options(p, SAEConfig)

@@ -14,6 +14,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+DRY_RUN_HELP = ("resolve model, site, SAE and data from their configs and tokenizer, print parameters, memory per "
+                "batch at the chosen dtype and batch size, cache size and tokens to process, and stop (no weights "
+                "are loaded)")
+
 
 def _option_type(annotation: Any) -> tuple[Callable[[str], Any] | None, list[Any] | None, bool]:
     """(converter, choices, is_bool) for a dataclass field annotation."""

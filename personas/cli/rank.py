@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from personas.cli.options import add_config_options, config_from_args, format_table
+from personas.cli.options import DRY_RUN_HELP, add_config_options, config_from_args, format_table
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
+from personas.data import load_responses
 from personas.errors import PersonasError
 from personas.jobs.rank import rank, rank_from_cache
+from personas.plan import format_plan, plan_job
 from personas.report.html import write_report
 
 
@@ -22,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--persona-only", action="store_true",
                    help="print only the rows without a confound kind (length, style, single-token); the files keep all")
     p.add_argument("--cache", help="an activation cache folder written by `personas cache` (no model is loaded)")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, CacheRankConfig)
     add_config_options(p, CaptureConfig)
     add_config_options(p, SAEConfig)
@@ -36,6 +39,11 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     if not args.data:
         raise PersonasError("no responses to rank: give DATA (a JSONL, CSV or Parquet file) or --cache CACHE.")
     capture_cfg = config_from_args(CaptureConfig, args)
+    if args.dry_run:
+        sae_cfg = config_from_args(SAEConfig, args)
+        print(format_plan(plan_job(capture_cfg, sae_cfg.sae, load_responses(args.data, config_from_args(
+            DataConfig, args)), encode_batch_tokens=sae_cfg.encode_batch_tokens)))
+        return 0
     result = rank(
         args.data,
         capture=capture_cfg,

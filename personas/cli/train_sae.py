@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from personas.cli.options import add_config_options, config_from_args
+from personas.cli.options import DRY_RUN_HELP, add_config_options, config_from_args
 from personas.config import CaptureConfig, TrainSAEConfig
 from personas.jobs.train_sae import train_sae_job
+from personas.plan import plan_train_sae
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write the SAE into")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, TrainSAEConfig)
     p.set_defaults(func=_cmd_train_sae)
 
 
 def _cmd_train_sae(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        config = config_from_args(TrainSAEConfig, args)
+        print(plan_train_sae(args.model, args.hook, config.d_sae, config.corpus_tokens, config.batch_size_tokens)[1])
+        return 0
     out, metrics = train_sae_job(
         model=args.model,
         hook=args.hook,

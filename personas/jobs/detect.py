@@ -147,7 +147,7 @@ def fit_detector(
     provenance = {
         "model": captured.model,
         "hook": hook,
-        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
+        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj, str(sae_cfg.sae))},
         "capture": asdict(capture_cfg),
         "allow_model_mismatch": bool(getattr(sae_cfg, "allow_model_mismatch", False)),
         "train_data": {"source": train_r.source, "dataset_hash": train_r.dataset_hash, "n": len(train_r)},

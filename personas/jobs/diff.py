@@ -195,7 +195,7 @@ def diff_models(
         "base": captures["base"].model,
         "finetuned": captures["finetuned"].model,
         "hook": hook,
-        "sae": {"spec": str(sae_spec), **sae_info(sae_obj)},
+        "sae": {"spec": str(sae_spec), **sae_info(sae_obj, str(sae_spec))},
         "prompts": {**data.summary(), "responses_generated_by": generated_by,
                     "n_tokenized_differently": int(differ)},
         "statistics": {"test": config.test, "key": config.key, "alpha": config.alpha, "n_pairs": len(data),

@@ -181,7 +181,7 @@ def rank(
         **manifest_header(RUN_KIND),
         "model": captured.model,
         "hook": hook,
-        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj)},
+        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj, str(sae_cfg.sae))},
         "pooling": capture_cfg.pool,
         "data": responses.summary(),
         "capture": captured.provenance(),
