@@ -15,6 +15,10 @@ deepest hooked block (``stop_at_layer``). When an SAE is given, each response to
 are pooled per response (the mean of per-token latent activations, as in the model-diffing work), and the SAE's
 reconstruction of those tokens is measured on the way (``Capture.stats["sae_fit"]``: explained variance, L0, dead
 fraction), so every ranking's manifest says how well the SAE fits the data it ranked.
+
+Why this module is long: tokenization under each kind of chat template, the batched hook loop with its out-of-memory
+fallback, and pooling of dense activations and sparse codes are one step that every capture path shares; split, the
+masks and the pooling would have to agree across modules.
 """
 
 from __future__ import annotations
