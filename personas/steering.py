@@ -24,6 +24,10 @@ depend on the batch it was decoded in.
 `steered_generations` answers every prompt at every strength in one batched decode (one strength per row), and
 `steer_sweep` scores those answers with a detector: a dose-response table that shows whether the feature drives
 the behaviour.
+
+Why this module is long: the hook, the cached decoder that must call it at the right absolute positions (three
+steppers: TransformerLens's cache, the plain Hugging Face model under a bridge, and the uncached fallback) and the
+sweep built on both are one contract about positions and strengths; split apart, each half would re-state it.
 """
 
 from __future__ import annotations
