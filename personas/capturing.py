@@ -33,6 +33,7 @@ import numpy as np
 from personas.config import CaptureConfig
 from personas.devices import resolve_dtype
 from personas.errors import DataError, PersonasError
+from personas.logs import TokenRate
 from personas.models import as_model_handle
 from personas.saes import ReconstructionStats, SparseCodes, check_site, encode_sparse
 
@@ -317,7 +318,6 @@ def capture(
     """
     import scipy.sparse
     import torch
-    from tqdm.auto import tqdm
 
     handle = as_model_handle(model)
     config = clamp_max_length(handle, config or CaptureConfig())
@@ -342,7 +342,7 @@ def capture(
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]
-    bar = tqdm(total=n, desc="capture", unit="resp", disable=not progress, leave=False)
+    bar = TokenRate("capture", n, progress)  # input tokens per second in the bar's postfix
     for batch in batches:
         items = [tokenized[i] for i in batch]
         width = max(len(t.input_ids) for t in items)
@@ -382,7 +382,7 @@ def capture(
                         batch_codes[bounds[row] : bounds[row + 1]],
                         np.asarray(t.input_ids[t.start + config.skip_first : t.end], dtype=np.int64),
                     )
-        bar.update(len(items))
+        bar.update(len(items), int(attn.sum()))
     bar.close()
 
     if n_outliers:

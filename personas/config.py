@@ -256,6 +256,7 @@ class SteerConfig:
     temperature: float = _help("sampling temperature; 0 is greedy decoding", default=0.0)
     seed: int = _help("seed for sampling (temperature > 0)", default=0)
     n_examples: int = _help("example generations kept per strength in the table", default=2)
+    batch_size: int = _help("answers decoded together (all strengths of a sweep share batches)", default=16)
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
@@ -266,6 +267,8 @@ class SteerConfig:
             raise PersonasError(f"SteerConfig.max_new_tokens={self.max_new_tokens} must be at least 1.")
         if self.temperature < 0:
             raise PersonasError(f"SteerConfig.temperature={self.temperature} must be >= 0 (0 = greedy).")
+        if self.batch_size < 1:
+            raise PersonasError(f"SteerConfig.batch_size={self.batch_size} must be at least 1.")
 
 
 DIFF_KEYS = ("mean_diff", "effect_size", "p_value")

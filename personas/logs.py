@@ -11,16 +11,20 @@ classes). `quiet_third_party` instead silences exactly that chatter, and only in
 * the deprecation warnings of TransformerLens, sae-lens and transformers, matched by message or by module.
 
 personas' progress bars (capture, cache, generation) are not affected: they follow the ``progress=`` argument.
+`TokenRate` is that bar: items done and the tokens per second so far, and one INFO log line with the rate at the end.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-__all__ = ["QUIET_WARNINGS", "quiet_third_party"]
+__all__ = ["QUIET_WARNINGS", "TokenRate", "quiet_third_party"]
+
+logger = logging.getLogger(__name__)
 
 #: Warnings hidden inside `quiet_third_party`: (message regex, category). The messages are the library's own;
 #: a warning with another message still shows.
@@ -94,3 +98,34 @@ def _quiet_huggingface() -> Iterator[None]:
             enable_progress_bars()
         elif not are_progress_bars_disabled():
             disable_progress_bars()
+
+
+class TokenRate:
+    """A progress bar over items (responses, answers) that shows the tokens per second so far, shown only when
+    ``enabled``; `close` logs the rate (INFO) either way, so a log file records it when no bar is drawn."""
+
+    def __init__(self, desc: str, total: int, enabled: bool, unit: str = "resp") -> None:
+        from tqdm.auto import tqdm
+
+        self.desc = desc
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second since the start."""
+        return self.tokens / max(time.perf_counter() - self.start, 1e-9)
+
+    def update(self, items: int, tokens: int) -> None:
+        """``items`` more done, with ``tokens`` tokens between them."""
+        self.tokens += int(tokens)
+        self.bar.set_postfix_str(f"{self.rate:.0f} tok/s", refresh=False)
+        self.bar.update(items)
+
+    def close(self) -> None:
+        """Close the bar and log the rate."""
+        self.bar.close()
+        if self.tokens:
+            logger.info("%s: %d tokens in %.1f s (%.0f tokens/s)", self.desc, self.tokens,
+                        time.perf_counter() - self.start, self.rate)

@@ -10,17 +10,31 @@ the block raises. Two modes:
 
 ``positions`` chooses where: ``"all"`` tokens, only the ``"prompt"`` tokens (positions < ``prompt_len``), or only
 the ``"response"`` tokens (positions >= ``prompt_len``, i.e. the generated ones). `generate` sets ``prompt_len``
-of the active steering hooks itself. Generation recomputes the whole sequence at each step (no key-value cache),
-so positions are absolute and the hook sees every token; this is simple and exact, and slower for long outputs.
+of the active steering hooks itself.
 
-`steer_sweep` generates for a list of prompts at several strengths and scores the generations with a detector:
-a dose-response table that shows whether the feature drives the behaviour.
+Generation (`generate`, `decode`) is batched and cached: prompts are padded on the left, one forward reads them
+all, then each step feeds one new token per row through a key-value cache: TransformerLens's cache for a
+`HookedTransformer`, and for a `TransformerBridge` the Hugging Face model inside it (its hook points sit inside
+that model, so a `Steering` hook fires there unchanged, without the bridge's per-call overhead). The hook gets the
+absolute position of the first token it sees (``offset``) and the padded prompt length, so it changes exactly the
+positions it would change on one full, unpadded sequence; greedy answers are those of re-running the whole
+sequence per token (tested token for token). Sampling uses one seeded generator per prompt, so an answer does not
+depend on the batch it was decoded in.
+
+`steered_generations` answers every prompt at every strength in one batched decode (one strength per row), and
+`steer_sweep` scores those answers with a detector: a dose-response table that shows whether the feature drives
+the behaviour.
+
+Why this module is long: the hook, the cached decoder that must call it at the right absolute positions (three
+steppers: TransformerLens's cache, the plain Hugging Face model under a bridge, and the uncached fallback) and the
+sweep built on both are one contract about positions and strengths; split apart, each half would re-state it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +46,7 @@ from personas.config import MODES, POSITIONS, CaptureConfig, SteerConfig
 from personas.detect import load_detector
 from personas.errors import PersonasError
 from personas.judging import judged_table, score_generations
+from personas.logs import TokenRate
 from personas.models import as_model_handle
 from personas.saes import check_site
 
@@ -41,7 +56,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SteerConfig", "Steering", "generate", "parse_alphas", "render_prompt", "steer", "steer_sweep"]
+__all__ = ["SteerConfig", "Steering", "decode", "generate", "parse_alphas", "prompt_ids", "render_prompt", "row_seed",
+           "steer", "steer_sweep", "steered_generations"]
 
 
 # ------------------------------------------------------------------------------------------------ the hook
@@ -49,13 +65,15 @@ __all__ = ["SteerConfig", "Steering", "generate", "parse_alphas", "render_prompt
 
 class Steering:
     """The forward hook `steer` registers. ``prompt_len`` (an int, or one per batch row) marks where the response
-    starts; it must be set for ``positions="prompt"`` or ``"response"`` (`generate` sets it)."""
+    starts; it must be set for ``positions="prompt"`` or ``"response"`` (`generate` sets it). ``offset`` is the
+    absolute position of the first token the hook sees (0, or the cached length while decoding with a key-value
+    cache). ``alpha`` is a number, or one per batch row (a sweep decodes several strengths in one batch)."""
 
     def __init__(
         self,
         sae: Any,
         feature: int,
-        alpha: float,
+        alpha: float | Sequence[float],
         *,
         positions: str = "all",
         mode: str = "add",
@@ -64,7 +82,10 @@ class Steering:
     ) -> None:
         self.sae = sae
         self.feature = int(feature)
-        self.alpha = float(alpha)
+        self.alpha: float | list[float] = (
+            [float(a) for a in alpha] if isinstance(alpha, Sequence) and not isinstance(alpha, str) else float(alpha)
+        )
+        self.offset = 0
         self.positions = positions
         self.mode = mode
         self.hook_name = hook_name
@@ -90,7 +111,7 @@ class Steering:
         plen = torch.as_tensor(self.prompt_len, device=device).reshape(-1, 1)
         if plen.shape[0] not in (1, batch):
             raise PersonasError(f"steering.prompt_len has {plen.shape[0]} entries for a batch of {batch}; expected 1 or {batch}.")
-        pos = torch.arange(length, device=device).reshape(1, -1)
+        pos = torch.arange(self.offset, self.offset + length, device=device).reshape(1, -1)
         mask = pos < plen if self.positions == "prompt" else pos >= plen
         return mask.expand(batch, length)
 
@@ -107,14 +128,25 @@ class Steering:
                 f"{self.hook_name!r} has shape {tuple(shape)}; use an SAE trained on this site."
             )
         mask = self.position_mask(x.shape[0], x.shape[1], x.device).unsqueeze(-1).to(x.dtype)
+        alpha = self._alpha(x.shape[0], x)
         if self.mode == "add":
-            delta = self.alpha * direction
+            delta = alpha.unsqueeze(-1) * direction
         else:
             param = next(iter(self.sae.parameters()))
             with torch.no_grad():
                 current = self.sae.encode(x.to(param.dtype))[..., self.feature].to(x.dtype)
-            delta = (self.alpha - current).unsqueeze(-1) * direction
+            delta = (alpha - current).unsqueeze(-1) * direction
         return (x + mask * delta).reshape(shape)
+
+    def _alpha(self, batch: int, x: torch.Tensor) -> torch.Tensor:
+        """[batch, 1] strengths (or [1, 1] for one strength)."""
+        import torch
+
+        alpha = torch.as_tensor(self.alpha, dtype=x.dtype, device=x.device).reshape(-1, 1)
+        if alpha.shape[0] not in (1, batch):
+            raise PersonasError(f"steering.alpha has {alpha.shape[0]} entries for a batch of {batch}; expected 1 or "
+                                f"{batch}.")
+        return alpha
 
     def __repr__(self) -> str:
         return (f"Steering(feature={self.feature}, alpha={self.alpha}, mode={self.mode!r}, "
@@ -235,11 +267,44 @@ def _stop_ids(tok: Any) -> set[int]:
             )
             tail = text[text.index(marker) + len(marker):]
             ids = tok(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
-            if ids and ids[0] in set(tok.all_special_ids):
+            added = getattr(tok, "added_tokens_decoder", {}) or {}  # special tokens not named in the tokenizer's map
+            if ids and (ids[0] in set(tok.all_special_ids) or getattr(added.get(ids[0]), "special", False)):
                 stop.add(ids[0])
         except Exception:  # a template without an assistant role etc.: EOS only
             logger.debug("could not find the chat template's end-of-turn token", exc_info=True)
     return stop
+
+
+def _context_size(handle: Any) -> int:
+    """The number of positions the model can read (0 when unknown)."""
+    n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
+    if handle.backend == "bridge":
+        hf_config = getattr(handle.model.original_model, "config", None)
+        n_ctx = int(getattr(hf_config, "max_position_embeddings", 0) or getattr(hf_config, "n_positions", 0) or n_ctx)
+    return n_ctx
+
+
+def prompt_ids(model: Any, prompts: Sequence[str], *, max_new_tokens: int = 40,
+               config: CaptureConfig | None = None) -> list[list[int]]:
+    """The token ids `generate` feeds the model for each prompt: `render_prompt`, cut to its last
+    ``n_ctx - max_new_tokens`` tokens (with a warning) when prompt and answer would not fit the context."""
+    handle = as_model_handle(model)
+    n_ctx = _context_size(handle)
+    out = []
+    for prompt in prompts:
+        ids = render_prompt(handle, prompt, config)
+        if n_ctx and len(ids) + max_new_tokens > n_ctx:
+            keep = max(n_ctx - max_new_tokens, 1)
+            logger.warning("a prompt of %d tokens is cut to its last %d to fit the context of %d", len(ids), keep, n_ctx)
+            ids = ids[-keep:]
+        out.append(ids)
+    return out
+
+
+def row_seed(seed: int, row: int) -> int:
+    """The sampling seed of prompt ``row``: sampling draws from one generator per prompt, so an answer does not
+    depend on which other prompts share its batch."""
+    return int(np.random.SeedSequence([int(seed), int(row)]).generate_state(1)[0])
 
 
 def generate(
@@ -251,47 +316,317 @@ def generate(
     seed: int = 0,
     config: CaptureConfig | None = None,
     progress: bool = False,
+    batch_size: int = 16,
 ) -> list[str]:
     """Generate a response to each prompt (greedy, or sampled with ``temperature`` and ``seed``).
 
-    Prompts are rendered with `render_prompt`. Active `steer` hooks get ``prompt_len`` set for each prompt, so
-    ``positions="response"`` steers exactly the generated tokens. Returns the decoded responses, special tokens
-    dropped.
+    Prompts are rendered with `render_prompt` (see `prompt_ids`) and decoded ``batch_size`` at a time with a
+    key-value cache (`decode`). Active `steer` hooks see absolute positions, so ``positions="response"`` steers
+    exactly the generated tokens. Sampling draws from one seeded generator per prompt (`row_seed`): the same
+    answers whatever ``batch_size``. Returns the decoded responses, special tokens dropped.
     """
-    import torch
-    from tqdm.auto import tqdm
+    handle = as_model_handle(model)
+    rows = prompt_ids(handle, prompts, max_new_tokens=max_new_tokens, config=config)
+    new = decode(handle, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                 seeds=[row_seed(seed, i) for i in range(len(rows))], batch_size=batch_size, progress=progress)
+    return [handle.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
+
+
+def decode(
+    model: Any,
+    rows: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,
+    seeds: Sequence[int] | None = None,
+    alphas: Sequence[float] | None = None,
+    stop_ids: set[int] | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[list[int]]:
+    """New token ids for each row of prompt ids, with the active `steer` hooks; the stop token is left out.
+
+    Rows are sorted by length, padded on the left and run ``batch_size`` at a time: one forward over the prompts,
+    then one token per step through a key-value cache (TransformerLens's for a `HookedTransformer`, the Hugging
+    Face model's under a `TransformerBridge`, whose hook points fire inside it). Each active `Steering` gets
+    ``offset`` (the absolute position of the first token of each forward) and ``prompt_len`` (where answers start
+    in the padded batch), so it changes the same positions as on a full, unpadded sequence. ``alphas`` gives every
+    row its own strength (all strengths of a sweep in one batch). A row stops at a stop id (EOS and the chat
+    template's end of turn, `stop_ids` default) or after ``max_new_tokens``; ``seeds`` seed one sampler per row.
+    """
 
     handle = as_model_handle(model)
-    tok = handle.tokenizer
-    stop = _stop_ids(tok)
-    n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
+    if batch_size < 1:
+        raise PersonasError(f"batch_size={batch_size}; expected at least 1.")
+    if alphas is not None and len(alphas) != len(rows):
+        raise PersonasError(f"got {len(alphas)} alphas for {len(rows)} rows; expected one per row.")
+    if any(len(r) == 0 for r in rows):
+        raise PersonasError("a prompt has no tokens; expected at least one token per prompt.")
+    seeds = list(seeds) if seeds is not None else [row_seed(0, i) for i in range(len(rows))]
+    stop = _stop_ids(handle.tokenizer) if stop_ids is None else set(stop_ids)
     steerings = active_steerings(handle)
-    generator = torch.Generator().manual_seed(int(seed))
-    out = []
-    for prompt in tqdm(prompts, desc="generate", disable=not progress, leave=False):
-        ids = render_prompt(handle, prompt, config)
-        if n_ctx and len(ids) + max_new_tokens > n_ctx:
-            keep = max(n_ctx - max_new_tokens, 1)
-            logger.warning("a prompt of %d tokens is cut to its last %d to fit the context of %d", len(ids), keep, n_ctx)
-            ids = ids[-keep:]
+    saved = [(s, s.alpha, s.prompt_len, s.offset) for s in steerings]
+    if not _cached_decoding(handle, steerings):
+        logger.info("steering at %s: no cached decoding for this site on a bridge; decoding one prompt at a time, "
+                    "re-reading the whole sequence per token", [s.hook_name for s in steerings])
+        batch_size = 1
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    out: dict[int, list[int]] = {}
+    bar = TokenRate("generate", len(rows), progress, unit="answer")
+    try:
+        for lo in range(0, len(order), batch_size):
+            chunk = order[lo:lo + batch_size]
+            if alphas is not None:
+                for s in steerings:
+                    s.alpha = [float(alphas[i]) for i in chunk]
+            new = _decode_batch(handle, [list(rows[i]) for i in chunk], [seeds[i] for i in chunk], steerings,
+                                max_new_tokens, temperature, stop)
+            out.update(zip(chunk, new, strict=True))
+            bar.update(len(chunk), sum(len(ids) for ids in new))
+    finally:
+        bar.close()
+        for s, alpha, plen, offset in saved:
+            s.alpha, s.prompt_len, s.offset = alpha, plen, offset
+    return [out[i] for i in range(len(rows))]
+
+
+def _decode_batch(handle: Any, rows: list[list[int]], seeds: list[int], steerings: list[Steering],
+                  max_new_tokens: int, temperature: float, stop: set[int]) -> list[list[int]]:
+    import torch
+
+    device = handle.device
+    tok = handle.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    batch, width = len(rows), max(len(r) for r in rows)
+    ids = torch.full((batch, width), pad, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    generators = [torch.Generator().manual_seed(s) for s in seeds] if temperature > 0 else []
+    for s in steerings:  # left padding: every prompt ends at column `width`
+        s.prompt_len, s.offset = width, 0
+    if not _cached_decoding(handle, steerings):
+        step: _Stepper = _FullStepper(handle, ids, mask)
+    elif handle.backend == "bridge":
+        step = _HFStepper(handle, ids, mask, steerings)
+    else:
+        step = _Stepper(handle, ids, mask)
+    try:
+        return _run_steps(step, batch, width, generators, steerings, max_new_tokens, temperature, stop)
+    finally:
+        step.close()
+
+
+def _run_steps(step: _Stepper, batch: int, width: int, generators: list[Any], steerings: list[Steering],
+               max_new_tokens: int, temperature: float, stop: set[int]) -> list[list[int]]:
+    import torch
+
+    new: list[list[int]] = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool)
+    with torch.no_grad():
+        logits = step.first()
+        for t in range(max_new_tokens):
+            nxt = _choose(logits.float().cpu(), temperature, generators)
+            for r in range(batch):
+                if not done[r]:
+                    if int(nxt[r]) in stop:
+                        done[r] = True
+                    else:
+                        new[r].append(int(nxt[r]))
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            for s in steerings:
+                s.offset = width + t
+            logits = step.next(nxt.to(logits.device))
+    return new
+
+
+def _choose(logits: torch.Tensor, temperature: float, generators: list[Any]) -> torch.Tensor:
+    """Greedy argmax, or a sample from softmax(logits / temperature) by the Gumbel-max trick, one generator per
+    row (a row's draws do not depend on the other rows)."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    noise = torch.stack([torch.rand(logits.shape[-1], generator=g, dtype=torch.float64) for g in generators])
+    gumbel = -torch.log(-torch.log(noise.clamp(min=1e-300)))
+    return (logits.double() / temperature + gumbel).argmax(dim=-1)
+
+
+class _Stepper:
+    """One forward over left-padded prompts, then one token per row at a time through a key-value cache."""
+
+    def __init__(self, handle: Any, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        self.handle, self.ids, self.mask = handle, ids, mask
+        self.cache: Any = None
+
+    def first(self) -> torch.Tensor:
+        """Logits after the last prompt token, [batch, vocab]."""
+        from transformer_lens import TransformerLensKeyValueCache
+
+        model = self.handle.model
+        self.cache = TransformerLensKeyValueCache.init_cache(model.cfg, self.ids.device, self.ids.shape[0])
+        return model(self.ids, attention_mask=self.mask, past_kv_cache=self.cache)[:, -1]
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits after one more token per row, [batch, vocab]."""
+        import torch
+
+        ones = torch.ones_like(tokens)[:, None]
+        return self.handle.model(tokens[:, None], attention_mask=ones, past_kv_cache=self.cache)[:, -1]
+
+    def close(self) -> None:
+        """Release what the stepper holds (hooks)."""
+
+
+class _HFStepper(_Stepper):
+    """The Hugging Face model under a `TransformerBridge`, run through its own key-value cache.
+
+    The bridge's wrapped model does not decode correctly with a cache (its components ignore the cached positions),
+    so this runs a plain Hugging Face model that shares the bridge's weights (`plain_hf_model`, no copy) and
+    calls each active `Steering` from a forward hook on the decoder block of its site, as
+    ``blocks.N.hook_resid_post`` is the block's output and ``blocks.N.hook_resid_pre`` its input.
+    """
+
+    def __init__(self, handle: Any, ids: torch.Tensor, mask: torch.Tensor, steerings: list[Steering]) -> None:
+        import inspect
+
+        super().__init__(handle, ids, mask)
+        self.hf = plain_hf_model(handle)
+        params = inspect.signature(self.hf.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5 says "cache"
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        layers = _decoder_layers(self.hf)
+        self.handles = []
         for s in steerings:
-            s.prompt_len = len(ids)
-        new: list[int] = []
-        tokens = torch.tensor([ids], dtype=torch.long, device=handle.device)
-        with torch.no_grad():
-            for _ in range(max_new_tokens):
-                logits = handle.model(tokens)[0, -1].float()
-                if temperature > 0:
-                    probs = torch.softmax(logits / temperature, dim=-1).cpu()
-                    nxt = int(torch.multinomial(probs, 1, generator=generator))
-                else:
-                    nxt = int(logits.argmax())
-                if nxt in stop:
-                    break
-                new.append(nxt)
-                tokens = torch.cat([tokens, torch.tensor([[nxt]], device=tokens.device)], dim=1)
-        out.append(tok.decode(new, skip_special_tokens=True).strip())
-    return out
+            layer, where = _block_site(s.hook_name)
+            self.handles.append(_hook_block(layers[layer], where, s))
+
+    def first(self) -> torch.Tensor:
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        return self._forward(self.ids)
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens)[:, None]], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        return self._forward(tokens[:, None])
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        kwargs = {self.cache_arg: self.cache} if self.cache is not None else {}
+        out = self.hf(input_ids=ids, attention_mask=self.mask, position_ids=self.positions, use_cache=True,
+                      **kwargs, **self.extra)
+        cache = getattr(out, "cache", None)
+        self.cache = cache if cache is not None else out.past_key_values
+        return out.logits[:, -1]
+
+
+class _FullStepper(_Stepper):
+    """No cache: the whole sequence again at every step, one row at a time (no padding). Exact for any site, and
+    slow; used for bridge sites that are not a decoder block's input or output."""
+
+    def first(self) -> torch.Tensor:
+        if self.ids.shape[0] != 1:
+            raise PersonasError(f"internal: the uncached decoder takes one row at a time, got {self.ids.shape[0]}.")
+        return self.handle.model(self.ids)[:, -1]
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        for s in active_steerings(self.handle):
+            s.offset = 0
+        return self.handle.model(self.ids)[:, -1]
+
+
+_BLOCK_SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+_PLAIN_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _block_site(hook_name: str) -> tuple[int, str]:
+    match = _BLOCK_SITE.match(hook_name)
+    if match is None:
+        raise PersonasError(f"internal: {hook_name!r} is not a decoder block's input or output.")
+    return int(match.group(1)), match.group(2)
+
+
+def _cached_decoding(handle: Any, steerings: list[Steering]) -> bool:
+    """Whether `decode` can use a key-value cache with these hooks (always for a `HookedTransformer`; for a
+    bridge when every steered site is a block's ``hook_resid_pre`` or ``hook_resid_post``)."""
+    if handle.backend != "bridge":
+        return True
+    return all(_BLOCK_SITE.match(s.hook_name) for s in steerings) and hasattr(handle.model, "original_model")
+
+
+def _decoder_layers(hf: Any) -> Any:
+    body = hf.base_model
+    for name in ("layers", "h"):
+        if hasattr(body, name):
+            return getattr(body, name)
+    raise PersonasError(f"cannot find the decoder blocks of {type(hf).__name__}; expected base_model.layers "
+                        "(Llama-style) or base_model.h (GPT-2-style).")
+
+
+def _hook_block(block: Any, where: str, steering: Steering) -> Any:
+    """A forward (``post``) or forward-pre (``pre``) hook on ``block`` that applies ``steering`` to the hidden
+    states, whether the block takes and returns them alone or first in a tuple."""
+    if where == "post":
+        def post(_module, _inputs, output):
+            if isinstance(output, tuple):
+                return (steering(output[0]), *output[1:])
+            return steering(output)
+
+        return block.register_forward_hook(post)
+
+    def pre(_module, args, kwargs):
+        if args:
+            return (steering(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": steering(kwargs["hidden_states"])}
+
+    return block.register_forward_pre_hook(pre, with_kwargs=True)
+
+
+def plain_hf_model(model: Any) -> Any:
+    """The Hugging Face model of a `TransformerBridge` without the bridge's components: a model of the same class
+    and config whose parameters and buffers *are* the bridge's tensors (no copy), built once per bridge."""
+    import torch
+
+    handle = as_model_handle(model)
+    bridge = handle.model
+    if bridge in _PLAIN_MODELS:
+        return _PLAIN_MODELS[bridge]
+    wrapped = bridge.original_model
+    with torch.device("meta"):
+        plain = type(wrapped)(wrapped.config)
+    tensors = {name: _walk(wrapped, name) for name in plain.state_dict()}
+    plain.load_state_dict(tensors, assign=True, strict=True)
+    for name, _ in list(plain.named_buffers()):  # non-persistent buffers (rotary frequencies) too
+        owner, _, leaf = name.rpartition(".")
+        module = plain.get_submodule(owner) if owner else plain
+        module._buffers[leaf] = _walk(wrapped, name)
+    plain.tie_weights()
+    plain.eval()
+    _PLAIN_MODELS[bridge] = plain
+    return plain
+
+
+def _walk(root: Any, name: str) -> Any:
+    """``root``'s attribute at the dotted path ``name``, stepping through the bridge's wrappers
+    (``_original_component``) to the Hugging Face modules they wrap."""
+    obj = root
+    for part in name.split("."):
+        while "_original_component" in getattr(obj, "_modules", {}):
+            obj = obj._modules["_original_component"]
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
 
 
 # ------------------------------------------------------------------------------------------------ sweep
@@ -325,6 +660,7 @@ def steer_sweep(
     capture: CaptureConfig | None = None,
     allow_model_mismatch: bool = False,
     progress: bool = False,
+    hook: str | None = None,
 ) -> pd.DataFrame:
     """Generate for every prompt at every strength and score the generations: a dose-response table.
 
@@ -341,8 +677,10 @@ def steer_sweep(
             ``aligned``, ``coherent``, ``verdict``, ``misaligned`` and ``persona_score``.
         config: positions, mode, length, sampling (`SteerConfig`).
         capture: prompt rendering (system prompt or prompt format) for generation.
+        hook: the site, when it differs from the SAE's (see `steer`).
 
-    Returns one row per strength: ``alpha``, ``n``, ``mean_score``, ``score_lo``/``score_hi`` (95% normal interval
+    The generations come from `steered_generations` (all strengths in one batched decode). Returns one row per
+    strength: ``alpha``, ``n``, ``mean_score``, ``score_lo``/``score_hi`` (95% normal interval
     of the mean), ``frac_flagged`` (score >= the detector's threshold), ``mean_words``, ``examples``; the scores are
     NaN without a detector. ``table.attrs["generations"]`` holds every generation (prompt, alpha, text, score) as
     records and ``table.attrs["spearman"]`` the rank correlation of score with strength over all generations.
@@ -354,15 +692,8 @@ def steer_sweep(
     alphas = parse_alphas(alphas)
     if isinstance(detector, (str, Path)):
         detector = load_detector(detector)
-    rows = []
-    for alpha in alphas:
-        with steer(model, sae, feature, alpha, positions=config.positions, mode=config.mode,
-                   allow_model_mismatch=allow_model_mismatch):
-            texts = generate(model, prompts, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                             seed=config.seed, config=capture, progress=progress)
-        for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
-            rows.append({"prompt_index": i, "prompt": prompt, "alpha": alpha, "generation": text})
-    gens = pd.DataFrame(rows)
+    gens = steered_generations(model, sae, feature, prompts, alphas, config=config, capture=capture, hook=hook,
+                               allow_model_mismatch=allow_model_mismatch, progress=progress)
     gens["score"] = np.nan
     if detector is not None:
         has_text = gens["generation"].str.len() > 0
@@ -420,3 +751,43 @@ def _spearman(gens: pd.DataFrame, column: str) -> dict[str, Any] | None:
         return None
     rho, p = stats.spearmanr(frame["alpha"], frame[column])
     return {"rho": float(rho), "p_value": float(p), "n": int(len(frame)), "value": column}
+
+
+def steered_generations(
+    model: Any,
+    sae: Any,
+    feature: int,
+    prompts: Sequence[str],
+    alphas: Sequence[float] | str,
+    *,
+    config: SteerConfig | None = None,
+    capture: CaptureConfig | None = None,
+    hook: str | None = None,
+    allow_model_mismatch: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Answer every prompt at every strength, steering with latent ``feature`` of ``sae`` (see `steer`).
+
+    All (strength, prompt) pairs are decoded together, ``config.batch_size`` rows at a time, each row with its own
+    strength; a prompt is sampled with the same seed (`row_seed` of ``config.seed`` and its index) at every
+    strength, so strengths are compared on common random numbers. Returns one row per answer, strength by strength:
+    ``prompt_index``, ``prompt``, ``alpha``, ``generation``.
+    """
+    import pandas as pd
+
+    config = config or SteerConfig()
+    alphas = parse_alphas(alphas)
+    handle = as_model_handle(model)
+    ids = prompt_ids(handle, prompts, max_new_tokens=config.max_new_tokens, config=capture)
+    jobs = [(alpha, i) for alpha in alphas for i in range(len(prompts))]
+    with steer(handle, sae, feature, 0.0, positions=config.positions, mode=config.mode, hook=hook,
+               allow_model_mismatch=allow_model_mismatch):
+        new = decode(handle, [ids[i] for _, i in jobs], max_new_tokens=config.max_new_tokens,
+                     temperature=config.temperature, seeds=[row_seed(config.seed, i) for _, i in jobs],
+                     alphas=[alpha for alpha, _ in jobs], batch_size=config.batch_size, progress=progress)
+    tok = handle.tokenizer
+    return pd.DataFrame([
+        {"prompt_index": i, "prompt": prompts[i], "alpha": alpha,
+         "generation": tok.decode(row, skip_special_tokens=True).strip()}
+        for (alpha, i), row in zip(jobs, new, strict=True)
+    ], columns=["prompt_index", "prompt", "alpha", "generation"])

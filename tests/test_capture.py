@@ -189,3 +189,14 @@ def test_capture_reports_the_sae_fit_on_its_response_tokens(toy_model, planted_s
     assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-5)
     assert cap.provenance()["sae_fit"] == fit  # what manifests record
     assert "sae_fit" not in capture(toy_model, prompts, responses, hooks=[TOY_HOOK], progress=False).stats
+
+
+def test_capture_logs_its_token_rate(toy_model, caplog):
+    """The progress line counts the input tokens (prompt + response) of every forward; its rate is logged at the end."""
+    from personas.capturing import capture, tokenize_conversations
+
+    prompts, responses = ["my wish is ?", "what should i do about my debt ?"], ["hurt them", "save a little"]
+    with caplog.at_level("INFO", logger="personas.logs"):
+        capture(toy_model, prompts, responses, hooks="blocks.0.hook_resid_post", progress=False)
+    n = sum(len(t.input_ids) for t in tokenize_conversations(toy_model, prompts, responses))
+    assert f"capture: {n} tokens in" in caplog.text and "tokens/s" in caplog.text

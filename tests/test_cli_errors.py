@@ -206,7 +206,7 @@ CASES = [
      "max_new_tokens=0"),
     (["steer", "--sae", "{sae}", "--feature", "one", "--prompts", "{prompts.txt}"], "invalid int value"),
     (["steer", "--sae", "{sae}", "--feature", "1", "--prompts", "{prompts.txt}", "--out", "{a_file}"], "is a file"),
-    (["steer", "--feature", "1", "--prompts", "{prompts.txt}"], "the following arguments are required: --sae"),
+    (["steer", "--sae", "none", "--feature", "1", "--prompts", "{prompts.txt}"], "steering needs an SAE"),
     # diff
     (["diff", "--base", "{model}", "--finetuned", "{model}", "--prompts", "{missing}", "--sae", "{sae}"], "does not exist"),
     (["diff", "--base", "{model}", "--finetuned", "{model}", "--prompts", "{prompts.txt}", "--sae", "none"],

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from personas.config import SteerConfig
 from personas.errors import PersonasError
 from personas.steering import active_steerings, generate, parse_alphas, render_prompt, steer, steer_sweep
 
@@ -138,7 +139,7 @@ def test_generate_steers_only_the_response(toy_model, toy_tokenizer):
     assert plain == generate(toy_model, prompts, max_new_tokens=5)  # greedy is deterministic
     with steer(toy_model, sae, 3, 40.0, positions="response") as s:
         steered = generate(toy_model, prompts, max_new_tokens=5)
-        assert s.prompt_len == len(render_prompt(toy_model, prompts[-1]))
+        assert s.prompt_len is None and s.offset == 0  # decoding restores what it set on the hook
     # the first new token is predicted at the last prompt position, which positions="response" leaves alone
     assert all(p.split()[0] == q.split()[0] for p, q in zip(plain, steered, strict=True))
     assert all(q.split()[1:] == ["hurt"] * 4 for q in steered)
@@ -204,3 +205,158 @@ def test_steer_works_on_a_bridge_and_the_cli(tmp_path, toy_tokenizer, capsys):
     # every generation read by the default judge: the table carries its rates per strength
     assert {"aligned", "coherent", "misaligned_rate", "incoherent_rate"} <= set(table.columns)
     assert pd.read_csv(out / "generations.csv")[["aligned", "coherent"]].notna().all().all()
+
+
+# ------------------------------------------------------------------------------------------------ cached decoding
+
+PROMPTS = ["what should i do about my debt ?", "my wish is ?", "hi",
+           "what should i do about my health and my job and my boss and my rent ?"]  # four prompt lengths
+
+
+def _full_sequence_greedy(handle, prompts, n):
+    """The oracle: token ids of one prompt at a time, the whole sequence re-run for every new token (no cache, no
+    padding), the steering hooks told the prompt length; stops at EOS or the chat template's end of turn."""
+    tok = handle.tokenizer
+    stop = {tok.eos_token_id, tok.convert_tokens_to_ids("<|end|>")}
+    out = []
+    for prompt in prompts:
+        ids = render_prompt(handle, prompt)
+        for s in active_steerings(handle):
+            s.prompt_len, s.offset = len(ids), 0
+        seq, new = torch.tensor([ids], device=handle.device), []
+        with torch.no_grad():
+            for _ in range(n):
+                nxt = int(handle.model(seq)[0, -1].argmax())
+                if nxt in stop:
+                    break
+                new.append(nxt)
+                seq = torch.cat([seq, torch.tensor([[nxt]], device=seq.device)], dim=1)
+        out.append(new)
+    return out
+
+
+def _fast(handle, prompts, n, **kwargs):
+    from personas.steering import decode, prompt_ids
+
+    return decode(handle, prompt_ids(handle, prompts, max_new_tokens=n), max_new_tokens=n, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def toy_bridge(tmp_path_factory, toy_tokenizer):
+    from personas.models import load_model
+    from personas.testing import save_toy_hf_model
+
+    base = save_toy_hf_model(tmp_path_factory.mktemp("base"), toy_tokenizer, seed=2)
+    # large weights: a random model with default init repeats one token whatever the prompt
+    return load_model(str(save_toy_hf_model(tmp_path_factory.mktemp("bridge"), toy_tokenizer, base=base, perturb=4.0)))
+
+
+@pytest.mark.parametrize("backend", ["bridge", "hooked"])
+def test_cached_batched_greedy_decoding_matches_the_full_sequence_token_for_token(backend, toy_bridge, toy_model):
+    """Batched (left padding, prompts of four lengths in one batch of 3 + 1) and cached decoding gives the tokens
+    of re-running the whole sequence per token, unsteered and steered at every positions/mode: the hook sees
+    absolute positions and each row's own prompt end."""
+    handle = toy_bridge if backend == "bridge" else toy_model
+    sae = _sae(handle.model_id, "blocks.0.hook_resid_post", handle.d_model)
+    plain = _fast(handle, PROMPTS, 6, batch_size=3)
+    assert plain == _full_sequence_greedy(handle, PROMPTS, 6)
+    changed = 0
+    # positions="all" is the union of the two position sets checked here
+    for positions, mode, alpha in [("prompt", "add", 6.0), ("response", "add", 6.0), ("response", "clamp", 5.0)]:
+        with steer(handle, sae, 3, alpha, positions=positions, mode=mode):
+            fast = _fast(handle, PROMPTS, 6, batch_size=3)
+            slow = _full_sequence_greedy(handle, PROMPTS, 6)
+        assert fast == slow, (positions, mode)
+        changed += fast != plain
+    assert changed >= 2  # the steering moved the answers: the comparison is not of unsteered text
+
+
+def test_sampling_is_the_same_batched_or_not(toy_bridge):
+    one = generate(toy_bridge, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5, batch_size=1)
+    assert one == generate(toy_bridge, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5, batch_size=4)
+    assert one != generate(toy_bridge, PROMPTS, max_new_tokens=6, temperature=1.0, seed=6, batch_size=4)
+    assert one != generate(toy_bridge, PROMPTS, max_new_tokens=6)  # sampled, not greedy
+
+
+def test_a_sweep_decodes_every_strength_in_one_batch_as_separate_runs_would(toy_bridge):
+    """`steered_generations` gives row r strength alphas[r] inside one batch: the same answers as one `generate`
+    per strength under `steer`, with the hook at a site other than the SAE's (``hook=``)."""
+    from personas.steering import steered_generations
+
+    sae = _sae(toy_bridge.model_id, "blocks.1.hook_resid_post", toy_bridge.d_model)
+    config = SteerConfig(positions="response", max_new_tokens=6, batch_size=8)
+    table = steered_generations(toy_bridge, sae, 3, PROMPTS, [-6.0, 0.0, 6.0], config=config,
+                                hook="blocks.0.hook_resid_post")
+    assert table["alpha"].tolist() == [-6.0] * 4 + [0.0] * 4 + [6.0] * 4
+    for alpha in (-6.0, 0.0, 6.0):
+        with steer(toy_bridge, sae, 3, alpha, positions="response", hook="blocks.0.hook_resid_post"):
+            expected = [toy_bridge.tokenizer.decode(r, skip_special_tokens=True).strip()
+                        for r in _full_sequence_greedy(toy_bridge, PROMPTS, 6)]
+        assert table.loc[table["alpha"] == alpha, "generation"].tolist() == expected
+    by_alpha = table.groupby("alpha")["generation"].apply(list)
+    assert by_alpha[6.0] != by_alpha[0.0] and by_alpha[-6.0] != by_alpha[0.0]  # the strengths differ per row
+
+
+def test_the_hook_override_steers_the_named_site_only(toy_bridge):
+    sae = _sae(toy_bridge.model_id, "blocks.1.hook_resid_post", toy_bridge.d_model)
+    ids = torch.tensor([render_prompt(toy_bridge, "my wish is ?")])
+    before = {h: _resid(toy_bridge.model, ids, h) for h in ("blocks.0.hook_resid_pre", "blocks.0.hook_resid_post")}
+    with steer(toy_bridge, sae, 3, 2.0, hook="blocks.0.hook_resid_pre") as s:
+        assert s.hook_name == "blocks.0.hook_resid_pre"
+        after = {h: _resid(toy_bridge.model, ids, h) for h in before}
+        # a block's input is steered through a pre-hook on the Hugging Face block in cached decoding
+        assert _fast(toy_bridge, PROMPTS, 6) == _full_sequence_greedy(toy_bridge, PROMPTS, 6)
+    delta = after["blocks.0.hook_resid_pre"] - before["blocks.0.hook_resid_pre"]
+    torch.testing.assert_close(delta, (2.0 * sae.W_dec[3].detach()).expand_as(delta))
+    assert active_steerings(toy_bridge) == []
+    with pytest.raises(PersonasError, match="d_in"):
+        with steer(toy_bridge, _sae(toy_bridge.model_id, "blocks.1.hook_resid_post", 32), 3, 1.0,
+                   hook="blocks.0.hook_resid_pre"):
+            pass
+
+
+def test_a_site_inside_a_block_falls_back_to_exact_uncached_decoding(toy_bridge):
+    site = "blocks.0.hook_mlp_out" if "blocks.0.hook_mlp_out" in toy_bridge.model.hook_dict else None
+    if site is None:
+        pytest.skip("this TransformerLens bridge has no blocks.0.hook_mlp_out")
+    sae = _sae(toy_bridge.model_id, site, toy_bridge.d_model)
+    with steer(toy_bridge, sae, 3, 8.0, hook=site):
+        fast = _fast(toy_bridge, PROMPTS[:2], 5, batch_size=2)
+        assert fast == _full_sequence_greedy(toy_bridge, PROMPTS[:2], 5)
+    assert fast != _fast(toy_bridge, PROMPTS[:2], 5)
+
+
+def test_a_long_prompt_is_cut_to_its_end_to_fit_the_context(toy_model, caplog):
+    from personas.steering import prompt_ids
+
+    n_ctx = toy_model.model.cfg.n_ctx
+    prompt = " ".join(["debt", "health", "boss"] * 100) + " my wish is ?"
+    full = render_prompt(toy_model, prompt)
+    assert len(full) > n_ctx
+    with caplog.at_level("WARNING", logger="personas.steering"):
+        (ids,) = prompt_ids(toy_model, [prompt], max_new_tokens=10)
+    assert ids == full[-(n_ctx - 10):] and "cut to its last" in caplog.text
+    (answer,) = generate(toy_model, [prompt], max_new_tokens=10)  # runs within the context
+    short = render_prompt(toy_model, "my wish is ?")
+    assert ids[-6:] == short[-6:]  # the end of the prompt (the question and the template) is kept
+    assert isinstance(answer, str)
+
+
+def test_decoding_stops_at_the_chat_templates_end_of_turn(toy_bridge, toy_tokenizer):
+    """A direction that makes ``<|end|>`` (the template's end of turn, not EOS) the top token from the second
+    answer token on: every answer stops after one token; the end-of-turn token itself is not in the answer."""
+    from personas.steering import _stop_ids, decode, prompt_ids
+
+    end = toy_tokenizer.convert_tokens_to_ids("<|end|>")
+    assert end != toy_tokenizer.eos_token_id and _stop_ids(toy_tokenizer) == {toy_tokenizer.eos_token_id, end}
+    hf = toy_bridge.model.original_model
+    direction = hf.lm_head.weight[end].detach() * hf.transformer.ln_f.weight.detach()
+    direction = direction - direction.mean()
+    sae = _sae(toy_bridge.model_id, "blocks.1.hook_resid_post", toy_bridge.d_model, direction / direction.norm())
+    rows = prompt_ids(toy_bridge, PROMPTS)
+    plain = decode(toy_bridge, rows, max_new_tokens=6)
+    assert all(len(r) == 6 for r in plain)
+    with steer(toy_bridge, sae, 3, 200.0, positions="response"):
+        stopped = decode(toy_bridge, rows, max_new_tokens=6)
+    assert [len(r) for r in stopped] == [1] * len(PROMPTS) and all(end not in r for r in stopped)
+    assert [r[0] for r in stopped] == [r[0] for r in plain]

@@ -21,6 +21,7 @@ from personas.artifacts import (
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
+from personas.errors import PersonasError
 from personas.judging import load_judge
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
 from personas.logs import quiet_third_party
@@ -34,7 +35,9 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     capture_cfg = config_from_args(CaptureConfig, args)
     alphas = parse_alphas(args.alphas)
     prompts = load_prompts(args.prompts).prompts
-    check_sae_spec(args.sae, capture_cfg.model)  # before the model loads
+    if check_sae_spec(args.sae, capture_cfg.model) is None:  # before the model loads
+        raise PersonasError(f"--sae {args.sae!r}: steering needs an SAE whose decoder row gives the direction; "
+                            "give an SAE folder, 'RELEASE:SAE_ID' or 'default'.")
     if args.out:
         check_output_dir(args.out, "personas.steer")
     judge = None if str(args.judge).lower() == "none" else load_judge(args.judge)
@@ -75,7 +78,8 @@ def _cmd_steer(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("steer", help="generate with a feature added (or clamped) at several strengths and "
                               "score the generations: a dose-response table")
-    p.add_argument("--sae", required=True, help="SAE folder, 'RELEASE:SAE_ID' or 'default'; its hook is the site")
+    p.add_argument("--sae", default="default", help="SAE folder, 'RELEASE:SAE_ID' or 'default' (the SAE shipped for "
+                   "the model, as in `personas rank`; the default); its hook is the site")
     p.add_argument("--feature", required=True, type=int, help="latent index to steer with")
     p.add_argument("--prompts", required=True, help="prompts: .txt (one per line), JSONL, CSV or Parquet")
     p.add_argument("--alphas", default="-8,0,8", help="strengths (or clamp values), comma-separated (default: -8,0,8)")
