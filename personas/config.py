@@ -182,6 +182,49 @@ THRESHOLDS = ("youden", "accuracy")
 
 
 @dataclass
+class EvalSAEConfig:
+    """Evaluating SAEs on a model: reconstruction, LM loss with the SAE spliced in, and downstream detection."""
+
+    max_texts: int = _help("documents of --text evaluated (the first N)", default=200)
+    max_length: int = _help("longest tokenized document or conversation", default=256)
+    batch_size: int = _help("sequences per forward pass", default=8)
+    ce_loss: bool = _help("measure the LM loss with the reconstruction and with zeros spliced in (3+ forwards per "
+                          "batch); --no-ce-loss reads the site only", default=True)
+    dense_threshold: float = _help("a latent active on more than this fraction of tokens counts as dense",
+                                   default=0.1)
+    k: int = _help("latents of the detector judged leave-questions-out", default=10)
+    selection: Literal["rank", "auroc", "stability", "l1", "forward"] = _help(
+        "how the detector picks its latents on the training questions (see personas detect)", default="stability")
+    auroc_threshold: float = _help("count latents whose AUROC over all answers reaches this (either direction)",
+                                   default=0.75)
+    top: int = _help("top latents (by |AUROC - 0.5|) checked for style confounds", default=20)
+    dense_C: float | None = _help("C of the dense logistic probe; default: chosen from 0.01, 0.1, 1 by "
+                                  "leave-one-question-out AUROC inside the training questions", default=None)
+    ci_level: float = _help("coverage of the AUROC intervals (DeLong)", default=0.95)
+    system_prompt: str | None = _help("system message of the chat template for labelled answers", default=None)
+    encode_batch_tokens: int = _help("tokens per SAE encode call", default=8192)
+    allow_model_mismatch: bool = _help("evaluate an SAE recorded for another model id (hook and width must match)",
+                                       default=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "batch_size", "k", "top", "encode_batch_tokens"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"EvalSAEConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.max_length < 3:
+            raise PersonasError(f"EvalSAEConfig.max_length={self.max_length} must be at least 3 tokens.")
+        if not 0.0 < self.dense_threshold < 1.0:
+            raise PersonasError(f"EvalSAEConfig.dense_threshold={self.dense_threshold} must be in (0, 1).")
+        if not 0.5 <= self.auroc_threshold <= 1.0:
+            raise PersonasError(f"EvalSAEConfig.auroc_threshold={self.auroc_threshold} must be in [0.5, 1].")
+        if not 0.0 < self.ci_level < 1.0:
+            raise PersonasError(f"EvalSAEConfig.ci_level={self.ci_level} must be strictly between 0 and 1.")
+        if self.dense_C is not None and not self.dense_C > 0:
+            raise PersonasError(f"EvalSAEConfig.dense_C={self.dense_C} must be positive.")
+        if self.selection not in SELECTIONS:
+            raise PersonasError(f"EvalSAEConfig.selection={self.selection!r}; expected one of {SELECTIONS}.")
+
+
+@dataclass
 class DetectorConfig:
     """How the detector picks its features, scores responses, and how it is evaluated."""
 

@@ -1,7 +1,7 @@
 """The ``personas`` command line: one parser, one sub-command per file of this package, one error discipline.
 
 Each command module (`personas.cli.rank`, ``cache``, ``detect``, ``steer``, ``diff``, ``report``,
-``train_sae``) has ``register(subparsers)``; its options come from the config dataclasses
+``train_sae``, ``eval_sae``) has ``register(subparsers)``; its options come from the config dataclasses
 (`personas.cli.options`). A `PersonasError` is printed as one line (what was received, what was expected, how
 to fix it) and the exit code is 2; nothing else in the library prints. Progress bars show on a terminal unless
 ``--quiet``; the loading chatter of transformers and TransformerLens is hidden where models load
@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from personas import __version__
-from personas.cli import cache, detect, diff, organism, rank, report, steer, train_sae
+from personas.cli import cache, detect, diff, eval_sae, organism, rank, report, steer, train_sae
 from personas.devices import set_threads
 from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (rank, cache, detect, steer, diff, report, train_sae, organism)
+COMMANDS = (rank, cache, detect, steer, diff, report, train_sae, eval_sae, organism)
 
 
 def build_parser() -> argparse.ArgumentParser:
