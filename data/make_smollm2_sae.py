@@ -464,6 +464,11 @@ def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[
         train_seqs += sharegpt_windows(train_convs, tok)
         held_seqs += sharegpt_windows(held_convs, tok)
         sharegpt = {**sharegpt, "n_train_used": len(train_convs), "n_heldout_used": len(held_convs)}
+        from personas.training.corpus import render_conversation
+
+        heldout_file = args.work / "heldout_sharegpt.jsonl"  # for `personas eval-sae --text`
+        heldout_file.write_text("".join(json.dumps({"id": c.id, "text": render_conversation(tok, c)}) + "\n"
+                                        for c in held_convs))
     n_tokens_available = sum(len(s) for s in train_seqs)
     log.info("stream: %d training windows (%d tokens), %d held-out windows", len(train_seqs), n_tokens_available,
              len(held_seqs))

@@ -73,17 +73,20 @@ def text_sequences(model: Any, texts: Sequence[str], max_length: int = 256) -> l
     """Plain documents as `Tokenized` sequences whose scored tokens are all of the text's own tokens.
 
     Each text is tokenized without special tokens, cut at ``max_length - 1`` tokens and put behind the model's BOS
-    (or its end-of-text token, as a causal model's documents are separated in pre-training).
+    (or its end-of-text token, as a causal model's documents are separated in pre-training), unless it opens with
+    a special token itself (a conversation rendered with the chat template).
     """
     handle = as_model_handle(model)
     tok = handle.tokenizer
     lead = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    special = set(tok.all_special_ids)
     out = []
     for text in texts:
         ids = tok(text, add_special_tokens=False)["input_ids"][: max_length - 1]
         if len(ids) < 2:
             continue
-        seq = ([lead] if lead is not None else []) + list(ids)
+        head = [lead] if lead is not None and ids[0] not in special else []  # a rendered chat opens itself
+        seq = head + list(ids)
         out.append(Tokenized(input_ids=seq, start=len(seq) - len(ids), end=len(seq)))
     if not out:
         raise DataError(f"none of the {len(texts)} texts has 2 tokens or more; pass longer documents.")
