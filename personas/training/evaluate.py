@@ -204,6 +204,10 @@ def lm_fit_metrics(
     token_ids: list[np.ndarray] = []
     counts: list[int] = []
 
+    def add(key: str, value_n: tuple[float, int]) -> None:
+        nll[key][0] += value_n[0]
+        nll[key][1] += value_n[1]
+
     def run(ids, attn, fwd_hooks):
         with torch.no_grad():
             return handle.model.run_with_hooks(ids.to(device), attention_mask=attn.to(device), fwd_hooks=fwd_hooks)
@@ -220,9 +224,7 @@ def lm_fit_metrics(
                     cache[site] = act.detach()
                 return keep
 
-            value, n = _nll(run(ids, attn, [(h, keeper(h)) for h in sites]), ids, scored)
-            nll["clean"][0] += value
-            nll["clean"][1] += n
+            add("clean", _nll(run(ids, attn, [(h, keeper(h)) for h in sites]), ids, scored))
         else:
             cache = handle.run_hooks(ids.to(device), attn.to(device), sites)
         mask = scored.to(device)
@@ -235,11 +237,9 @@ def lm_fit_metrics(
         token_ids.append(ids[scored].numpy())
         for name, sae in saes.items():
             x = cache[hooks[name]][mask].float()
-            stats = totals[name]
-            codes = encode_sparse(sae, x, batch_tokens=config.encode_batch_tokens, stats=stats)
+            codes = encode_sparse(sae, x, batch_tokens=config.encode_batch_tokens, stats=totals[name])
             if keep_codes:
-                csr = codes.to_csr()
-                code_parts[name].append(csr)
+                code_parts[name].append(codes.to_csr())
                 feature_parts[name].append(pool_sparse_codes(codes, seg_np, len(items), "mean"))
         if ce:
             smask = splice.to(device)
@@ -250,9 +250,7 @@ def lm_fit_metrics(
                 return act
 
             for h in sites:
-                value, n = _nll(run(ids, attn, [(h, zero)]), ids, scored)
-                nll[f"zero:{h}"][0] += value
-                nll[f"zero:{h}"][1] += n
+                add(f"zero:{h}", _nll(run(ids, attn, [(h, zero)]), ids, scored))
             for name, sae in saes.items():
 
                 def patch(act, hook, sae=sae, smask=smask):
@@ -260,9 +258,7 @@ def lm_fit_metrics(
                     act[smask] = _reconstruct(sae, act[smask])
                     return act
 
-                value, n = _nll(run(ids, attn, [(hooks[name], patch)]), ids, scored)
-                nll[f"sae:{name}"][0] += value
-                nll[f"sae:{name}"][1] += n
+                add(f"sae:{name}", _nll(run(ids, attn, [(hooks[name], patch)]), ids, scored))
         bar.update(len(items))
     bar.close()
 
@@ -466,20 +462,10 @@ def evaluate_saes(
     return results
 
 
-_ROWS = (
-    ("text", "explained_variance", "EV (text)", "{:.3f}"),
-    ("text", "ce_recovered", "CE recovered (text)", "{:.3f}"),
-    ("text", "ce_clean", "CE clean / SAE / zero (text)", None),
-    ("text", "l0", "L0 (text)", "{:.1f}"),
-    ("text", "dead_fraction", "dead latents (text)", "{:.1%}"),
-    ("text", "dense_fraction", "dense latents (text)", "{:.1%}"),
-    ("answers", "explained_variance", "EV (answers)", "{:.3f}"),
-    ("answers", "ce_recovered", "CE recovered (answers)", "{:.3f}"),
-    ("answers", "ce_clean", "CE clean / SAE / zero (answers)", None),
-    ("answers", "l0", "L0 (answers)", "{:.1f}"),
-    ("answers", "dead_fraction", "dead latents (answers)", "{:.1%}"),
-    ("answers", "dense_fraction", "dense latents (answers)", "{:.1%}"),
-)
+_ROWS = tuple((part, key, f"{label} ({part})", fmt) for part in ("text", "answers") for key, label, fmt in (
+    ("explained_variance", "EV", "{:.3f}"), ("ce_recovered", "CE recovered", "{:.3f}"),
+    ("ce_clean", "CE clean / SAE / zero", None), ("l0", "L0", "{:.1f}"), ("dead_fraction", "dead latents", "{:.1%}"),
+    ("dense_fraction", "dense latents", "{:.1%}")))
 _DOWNSTREAM = (
     ("detector", "AUROC 10-latent detector (LOQO)"),
     ("single_latent", "AUROC best single latent (LOQO)"),
