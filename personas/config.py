@@ -164,6 +164,15 @@ class TrainSAEConfig:
     corpus_tokens: int = _help("tokens of built-in generated text to capture activations on", default=600_000)
     corpus: str | None = _help("text file (one document per line) to train on instead of the built-in corpus", default=None)
     eval_fraction: float = _help("fraction of captured tokens held out for the quality figures", default=0.05)
+    stream: bool = _help("capture activations chunk by chunk while training (nothing held in memory or on disk "
+                         "but one chunk), with checkpoints and resume", default=False)
+    chunk_tokens: int = _help("with --stream: tokens captured per chunk (rows are shuffled within a chunk)",
+                              default=65_536)
+    checkpoint_every: int = _help("with --stream: write a checkpoint after every N chunks", default=1)
+    max_chunks: int | None = _help("with --stream: stop this invocation after N chunks, checkpointed (run the same "
+                                   "command again to resume)", default=None)
+    capture_dtype: str = _help("dtype the model runs at while capturing (bfloat16 is ~4x faster on CPUs with "
+                               "AMX); the SAE always trains in float32", default="float32")
 
     def __post_init__(self) -> None:
         if self.architecture not in ("topk", "batchtopk"):
@@ -178,11 +187,63 @@ class TrainSAEConfig:
             )
         if not 0.0 < self.eval_fraction < 0.5:
             raise PersonasError(f"TrainSAEConfig.eval_fraction={self.eval_fraction} must be in (0, 0.5).")
+        if self.chunk_tokens < self.batch_size_tokens:
+            raise PersonasError(f"TrainSAEConfig.chunk_tokens={self.chunk_tokens} must be at least "
+                                f"batch_size_tokens={self.batch_size_tokens}: a chunk feeds whole batches.")
+        if self.checkpoint_every < 1 or (self.max_chunks is not None and self.max_chunks < 1):
+            raise PersonasError(f"TrainSAEConfig.checkpoint_every={self.checkpoint_every} and max_chunks="
+                                f"{self.max_chunks} must be at least 1.")
+        if self.capture_dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise PersonasError(f"TrainSAEConfig.capture_dtype={self.capture_dtype!r}; expected float32, bfloat16, "
+                                "float16 or auto.")
 
 
 METHODS = ("logistic", "single")
 SELECTIONS = ("rank", "auroc", "stability", "l1", "forward")
 THRESHOLDS = ("youden", "accuracy")
+
+
+@dataclass
+class EvalSAEConfig:
+    """Evaluating SAEs on a model: reconstruction, LM loss with the SAE spliced in, and downstream detection."""
+
+    max_texts: int = _help("documents of --text evaluated (the first N)", default=200)
+    max_length: int = _help("longest tokenized document or conversation", default=256)
+    batch_size: int = _help("sequences per forward pass", default=8)
+    ce_loss: bool = _help("measure the LM loss with the reconstruction and with zeros spliced in (3+ forwards per "
+                          "batch); --no-ce-loss reads the site only", default=True)
+    dense_threshold: float = _help("a latent active on more than this fraction of tokens counts as dense",
+                                   default=0.1)
+    k: int = _help("latents of the detector judged leave-questions-out", default=10)
+    selection: Literal["rank", "auroc", "stability", "l1", "forward"] = _help(
+        "how the detector picks its latents on the training questions (see personas detect)", default="stability")
+    auroc_threshold: float = _help("count latents whose AUROC over all answers reaches this (either direction)",
+                                   default=0.75)
+    top: int = _help("top latents (by |AUROC - 0.5|) checked for style confounds", default=20)
+    dense_C: float | None = _help("C of the dense logistic probe; default: chosen from 0.01, 0.1, 1 by "
+                                  "leave-one-question-out AUROC inside the training questions", default=None)
+    ci_level: float = _help("coverage of the AUROC intervals (DeLong)", default=0.95)
+    system_prompt: str | None = _help("system message of the chat template for labelled answers", default=None)
+    encode_batch_tokens: int = _help("tokens per SAE encode call", default=8192)
+    allow_model_mismatch: bool = _help("evaluate an SAE recorded for another model id (hook and width must match)",
+                                       default=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "batch_size", "k", "top", "encode_batch_tokens"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"EvalSAEConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.max_length < 3:
+            raise PersonasError(f"EvalSAEConfig.max_length={self.max_length} must be at least 3 tokens.")
+        if not 0.0 < self.dense_threshold < 1.0:
+            raise PersonasError(f"EvalSAEConfig.dense_threshold={self.dense_threshold} must be in (0, 1).")
+        if not 0.5 <= self.auroc_threshold <= 1.0:
+            raise PersonasError(f"EvalSAEConfig.auroc_threshold={self.auroc_threshold} must be in [0.5, 1].")
+        if not 0.0 < self.ci_level < 1.0:
+            raise PersonasError(f"EvalSAEConfig.ci_level={self.ci_level} must be strictly between 0 and 1.")
+        if self.dense_C is not None and not self.dense_C > 0:
+            raise PersonasError(f"EvalSAEConfig.dense_C={self.dense_C} must be positive.")
+        if self.selection not in SELECTIONS:
+            raise PersonasError(f"EvalSAEConfig.selection={self.selection!r}; expected one of {SELECTIONS}.")
 
 
 @dataclass

@@ -231,6 +231,12 @@ CASES = [
     (["train-sae", "--out", "{root}/s2", "--corpus", "{missing}"], "is not a file"),
     (["train-sae", "--out", "{root}/s3", "--d-sae", "wide"], "invalid int value"),
     (["train-sae"], "the following arguments are required: --out"),
+    (["train-sae", "--out", "{root}/s4", "--stream", "--chunk-tokens", "10"], "chunk_tokens=10"),
+    # eval-sae
+    (["eval-sae", "{sae}", "--text", "{missing}"], "is not a file"),
+    (["eval-sae", "{sae}"], "needs --text FILE"),
+    (["eval-sae", "{sae}", "--text", "{prompts.txt}", "--dense-threshold", "2"], "dense_threshold=2"),
+    (["eval-sae"], "the following arguments are required: saes"),
 ]
 
 

@@ -22,6 +22,7 @@ from personas.cli import (
     card,
     detect,
     diff,
+    eval_sae,
     judge,
     organism,
     rank,
@@ -37,7 +38,7 @@ from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card)
+COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card, eval_sae)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hook", default="blocks.3.hook_resid_post", help="hook name to train on (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder to write the SAE into")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="with --stream: checkpoint folder (default: OUT-checkpoint; a matching one is resumed)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, TrainSAEConfig)
@@ -36,7 +38,13 @@ def _cmd_train_sae(args: argparse.Namespace) -> int:
         device=args.device,
         command=" ".join(["personas", *sys.argv[1:]]),
         progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir,
     )
+    if out is None:
+        print(f"stopped at chunk {metrics['stopped_at_chunk']} ({metrics['n_training_samples']} of "
+              f"{metrics['n_tokens']} samples), checkpoint in {metrics['checkpoint_dir']}: run the same command "
+              "again to resume")
+        return 0
     print(
         f"explained variance {metrics['explained_variance']:.3f} | L0 {metrics['l0']:.1f} | "
         f"dead fraction {metrics['dead_fraction']:.3f}"

@@ -16,6 +16,7 @@ from personas.logs import quiet_third_party
 from personas.models import load_model
 from personas.training.corpus import build_corpus, describe_corpus
 from personas.training.sae import save_trained_sae, train_sae
+from personas.training.stream import token_windows, train_sae_streaming
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +32,14 @@ def train_sae_job(
     device: str = "cpu",
     command: str | None = None,
     progress: bool = True,
-) -> tuple[Path, dict[str, Any]]:
+    checkpoint_dir: str | Path | None = None,
+) -> tuple[Path | None, dict[str, Any]]:
     """Train an SAE for ``model`` at ``hook`` on the built-in corpus (or ``config.corpus``) and save it to ``out``.
 
-    Returns the folder and the quality figures on held-out tokens (explained variance, L0, dead fraction).
+    Returns the folder and the quality figures on held-out tokens (explained variance, L0, dead fraction). With
+    ``config.stream``, activations are captured chunk by chunk while training (`personas.training.stream`), with
+    checkpoints in ``checkpoint_dir`` (default: ``OUT-checkpoint`` beside ``out``, removed once the SAE is saved);
+    when ``config.max_chunks`` stops the run early, returns ``(None, progress)`` and the same call resumes it.
     """
     import time
 
@@ -43,7 +48,7 @@ def train_sae_job(
     if config.corpus and not Path(config.corpus).is_file():
         raise PersonasError(f"--corpus {config.corpus!r} is not a file; expected a text file, one document per line.")
     with quiet_third_party():
-        handle = load_model(model, device=device)
+        handle = load_model(model, device=device, dtype=config.capture_dtype)
     if config.corpus:
         path = Path(config.corpus)
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -51,6 +56,9 @@ def train_sae_job(
     else:
         texts = build_corpus(config.corpus_tokens, tokenizer=handle.tokenizer, seed=config.seed)
         corpus_description = describe_corpus()
+    if config.stream:
+        return _train_streamed(handle, texts, corpus_description, hook=hook, config=config, out=Path(out),
+                               checkpoint_dir=checkpoint_dir, command=command, progress=progress)
     started = time.time()
     acts = token_activations(handle, texts, hook, progress=progress)
     capture_seconds = time.time() - started
@@ -73,4 +81,42 @@ def train_sae_job(
         "capture_seconds": round(capture_seconds, 1),
     }
     path = save_trained_sae(sae, metrics, out, provenance=provenance)
+    return Path(path), metrics
+
+
+def _train_streamed(handle, texts: list[str], corpus_description: str, *, hook: str, config: TrainSAEConfig, out: Path,
+                    checkpoint_dir: str | Path | None, command: str | None, progress: bool):
+    """The streamed branch of `train_sae_job`: documents held out by a seeded draw, the rest streamed."""
+    import random
+    import shutil
+
+    order = list(range(len(texts)))
+    random.Random(config.seed).shuffle(order)
+    n_eval = max(1, round(len(texts) * config.eval_fraction))
+    if len(texts) - n_eval < 1:
+        raise PersonasError(f"the corpus has {len(texts)} document(s): too few to hold out eval_fraction="
+                            f"{config.eval_fraction} and train; add documents.")
+    held = [texts[i] for i in sorted(order[:n_eval])]
+    train = [texts[i] for i in sorted(order[n_eval:])]
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out.parent / f"{out.name}-checkpoint"
+    sae, metrics = train_sae_streaming(handle, token_windows(handle, train), hook_name=hook, config=config,
+                                       checkpoint_dir=ckpt, eval_sequences=token_windows(handle, held),
+                                       progress=progress)
+    if sae is None:
+        return None, {**metrics, "checkpoint_dir": str(ckpt)}
+    provenance = {
+        **manifest_header("personas.train-sae"),
+        "command": command,
+        "model": handle.provenance(),
+        "hook": hook,
+        "config": asdict(config),
+        "corpus": {
+            "description": corpus_description,
+            "n_documents": len(texts),
+            "n_heldout_documents": n_eval,
+            "sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
+        },
+    }
+    path = save_trained_sae(sae, metrics, out, provenance=provenance)
+    shutil.rmtree(ckpt, ignore_errors=True)
     return Path(path), metrics

