@@ -238,3 +238,21 @@ def test_readme_recipe_names_resolve_without_weights(offline_hub, tmp_path, reci
     plan = plan_job(CaptureConfig(model=model, dtype="bfloat16", batch_size=16, max_length=512), sae)
     assert plan.hooks == [f"blocks.{layer}.hook_resid_post"] and plan.sae["d_in"] == plan.d_model
     assert plan.n_params == pytest.approx(n_params, rel=0.01) and not plan.notes[1:]
+
+
+def test_readme_gemma_scope_recipe_resolves_without_weights():
+    """Recipe 3: the Gemma Scope registry entry, the config sae-lens's converter derives from its path (no download),
+    and the -it model's official TransformerLens name: a renamed entry, width or hook breaks this test."""
+    from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from personas.models import _official_name
+
+    entry = get_pretrained_saes_directory()["gemma-scope-2b-pt-res-canonical"]
+    assert entry.repo_id == "google/gemma-scope-2b-pt-res" and entry.model == "gemma-2-2b"
+    assert entry.conversion_func == "gemma_2"
+    folder = entry.saes_map["layer_12/width_16k/canonical"]
+    cfg = get_gemma_2_config_from_hf(entry.repo_id, folder, device="cpu")
+    assert (cfg["hook_name"], cfg["d_in"], cfg["d_sae"]) == ("blocks.12.hook_resid_post", 2304, 16384)
+    assert cfg["model_name"] == "gemma-2-2b"  # trained on the base model: the recipe passes --allow-model-mismatch
+    assert _official_name("gemma-2-2b-it") == "google/gemma-2-2b-it"
