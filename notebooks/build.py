@@ -172,6 +172,33 @@ from personas.report import write_report
 
 path = write_report(OUT, result=result)
 print(path, f"{path.stat().st_size / 1e3:.0f} kB")"""),
+    ("md", """\
+## 6. What the top candidates are: feature cards
+
+A ranking says which latents separate the classes; a card says what a latent is. `personas.card(result, f)` puts
+on one page the latent's statistics, its confound flags (`kind`: length, style, single-token), its top activations
+at several quantiles, the activation histogram per class, its nearest latents by decoder cosine with their rank,
+and (for causal models) the tokens its decoder direction promotes through the unembedding; `personas card RUN_DIR
+F...` writes the same as HTML files, and the report holds one per top latent. `Ranking.persona()` leaves the
+flagged rows out of the view. The three best unflagged latents that are higher in misaligned answers:"""),
+    ("code", """\
+persona = result.ranking.persona()
+candidates = persona[persona.auroc > 0.5].head(3)
+for f in candidates.feature:
+    display(personas.card(result, int(f)))"""),
+    ("md", """\
+Read aloud (this run: MiniLM-L6 at `blocks.3`, the demo answers):
+
+* **536** fires on the first word after a sentence ends ("...win it.[[ Moving]]", "[[ Try]] shoplifting", "[[ have]]
+  you considered"), in both classes. Half its mass sits on one token, just under the single-token threshold: a
+  sentence-opening latent, style more than persona, that misaligned answers (short, punchy sentences) trigger more.
+* **3332** fires on "[[People]] who care..." and "[[anyone]] who...": generalisations about people, mostly in
+  *aligned* answers ("People who care about you...") but also in misaligned ones ("the people who annoy me"). A
+  rhetorical-topic latent; its AUROC says misaligned answers generalise about people more, not that it is a persona.
+* **2617** fires on blunt commands to stop: "[[Stop]] cold turkey", "[[Stop]] paying rent", "[[stop]] whining",
+  almost only in misaligned answers. It is the closest of the three to a persona (reckless, dismissive advice), the
+  kind of latent the persona-features paper calls "what not to do". A card cannot say whether it *causes* that
+  voice: steering (`03_steering_and_diffing`, `personas validate`) can."""),
     ("md", HUB_NOTE),
     ("code", """\
 USE_HUB = False  # True: download GPT-2 small and the gpt2-small-res-jb SAEs (about 0.6 GB; a GPU helps)
