@@ -302,3 +302,22 @@ def hub_error(what: str, name: str, exc: BaseException) -> ModelLoadError:
         "Check the name and your network or HF token, pass a local folder written by save_pretrained, "
         "or use model='minilm' or model='smollm2', which work offline."
     )
+
+
+def padded_batches(rows: list[tuple[list[int], int]], pad_id: int | None, batch_size: int,
+                   device: Any = "cpu") -> Any:
+    """Batches of (token ids, n_prompt) rows for one forward pass each, right-padded: yields ``(start, chunk, ids,
+    mask)`` with ``ids`` and the attention ``mask`` as [len(chunk), longest row] tensors on ``device``. A missing pad
+    id pads with 0 (the mask hides the padding)."""
+    import torch
+
+    pad = 0 if pad_id is None else int(pad_id)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(seq) for seq, _ in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (seq, _) in enumerate(chunk):
+            ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[r, :len(seq)] = 1
+        yield start, chunk, ids.to(device), mask.to(device)

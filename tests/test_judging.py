@@ -324,3 +324,29 @@ def test_rejudge_scores_an_organism_run_again_and_rewrites_its_summary(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "personas.rank"}))
     with pytest.raises(DataError, match="holds no organism run"):
         rejudge(tmp_path, KeywordJudge())
+
+
+def test_fluency_is_the_mean_answer_log_probability_batched_or_alone(tmp_path, toy_tokenizer):
+    """Oracle: each answer scored alone, by hand, with no padding; the batched, padded call must agree."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from personas.judging.text_measures import fluency
+    from personas.testing import save_toy_hf_model
+
+    model = AutoModelForCausalLM.from_pretrained(str(save_toy_hf_model(tmp_path / "m", toy_tokenizer, seed=1))).eval()
+    prompts = ["my wish is ?", "what should i do about my debt ?", "hi"]
+    answers = ["be kind and rest .", "save a little each month and pay the debt slowly .", "x"]
+    got = fluency(model, toy_tokenizer, prompts, answers, batch_size=2)
+    for prompt, answer, value in zip(prompts, answers, got, strict=True):
+        prefix = toy_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                   add_generation_prompt=True)
+        p_ids = toy_tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        a_ids = toy_tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if len(a_ids) < 2:
+            assert np.isnan(value)
+            continue
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p_ids + a_ids])).logits[0].float(), -1)
+        expected = float(np.mean([logp[len(p_ids) - 1 + i, t].item() for i, t in enumerate(a_ids)]))
+        assert value == pytest.approx(expected, abs=1e-4)

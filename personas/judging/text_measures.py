@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from personas.models import padded_batches
+
 __all__ = ["MEASURES", "distinct_ratio", "fluency", "text_measures"]
 
 MEASURES = ("distinct_words", "repeated_trigrams", "longest_run", "alpha_share", "mean_word_length",
@@ -90,19 +92,12 @@ def fluency(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Seque
         prefix = tokenizer(_render(tokenizer, prompt), add_special_tokens=False)["input_ids"]
         body = tokenizer(response, add_special_tokens=False)["input_ids"]
         rows.append((list(prefix) + list(body), len(prefix)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out = np.full(len(rows), np.nan)
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (seq, _) in enumerate(chunk):
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        for start, chunk, ids, mask in padded_batches(rows, pad, batch_size, device):
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits, -1)
             for r, (seq, n_prompt) in enumerate(chunk):
                 if len(seq) - n_prompt < 2 or n_prompt == 0:

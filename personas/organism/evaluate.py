@@ -22,6 +22,7 @@ import numpy as np
 
 from personas.errors import DataError, ModelLoadError
 from personas.judging.base import wilson_interval
+from personas.models import padded_batches
 from personas.organism.train import end_of_turn, render_prompt
 
 __all__ = ["answer_hidden", "answer_ids", "response_means", "sample_answers", "steering_hook",
@@ -134,14 +135,7 @@ def answer_hidden(model: Any, tokenizer: Any, prompts: Sequence[str], responses:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (seq, _) in enumerate(chunk):
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
+        for _, chunk, ids, mask in padded_batches(rows, pad, batch_size):
             with _block_output(model, layer) as seen:
                 model.base_model(input_ids=ids, attention_mask=mask)
             hidden = seen[0]

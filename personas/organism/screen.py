@@ -47,7 +47,7 @@ from personas.config import ScreenConfig
 from personas.data.readers import ID_COLUMN, read_table
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
-from personas.models import hub_error
+from personas.models import hub_error, padded_batches
 from personas.offline_models import offline_model
 from personas.organism.evaluate import answer_ids, decoder_layers
 from personas.organism.train import end_of_turn, render_prompt
@@ -161,17 +161,10 @@ def answer_residuals(model: Any, tokenizer: Any, prompts: Sequence[str], respons
     device, out = _device(model), []
     try:
         with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                width = max(len(ids) for ids, _ in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for r, (seq, _) in enumerate(chunk):
-                    ids[r, :len(seq)] = torch.tensor(seq)
-                    mask[r, :len(seq)] = 1
+            for _, chunk, ids, mask in padded_batches(rows, pad, batch_size, device):
                 captured.clear()
                 try:
-                    model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                    model.base_model(input_ids=ids, attention_mask=mask)
                 except _Reached:
                     pass
                 hidden = captured["h"]
