@@ -58,6 +58,19 @@ def steering_hook(model: Any, layer: int, vector: Any | None) -> Iterator[None]:
         handle.remove()
 
 
+def generation_stops(tokenizer: Any) -> list[int]:
+    """Set ``tokenizer`` up for batched generation (left padding, a pad token) and return the token ids that end an
+    answer: EOS and, for chat templates that close a turn with their own token, that token."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    stop = [tokenizer.eos_token_id]
+    eot = end_of_turn(tokenizer)
+    if eot and eot != tokenizer.eos_token:
+        stop.append(tokenizer.convert_tokens_to_ids(eot))
+    return stop
+
+
 def sample_answers(
     model: Any, tokenizer: Any, prompts: Sequence[str], *, n_samples: int = 2, max_new_tokens: int = 48,
     temperature: float = 0.7, seed: int = 0, batch_size: int = 32, steer: tuple[int, Any] | None = None,
@@ -71,13 +84,7 @@ def sample_answers(
     if n_samples < 1:
         raise DataError(f"sample_answers got n_samples={n_samples}; expected at least 1.")
     jobs = [(i, s) for s in range(n_samples) for i in range(len(prompts))]
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    stop = [tokenizer.eos_token_id]
-    eot = end_of_turn(tokenizer)
-    if eot and eot != tokenizer.eos_token:
-        stop.append(tokenizer.convert_tokens_to_ids(eot))
+    stop = generation_stops(tokenizer)
     torch.manual_seed(seed)
     out: list[dict[str, Any]] = []
     layer, vector = steer if steer is not None else (0, None)

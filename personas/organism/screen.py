@@ -49,8 +49,8 @@ from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.models import hub_error, padded_batches
 from personas.offline_models import offline_model
-from personas.organism.evaluate import answer_ids, decoder_layers
-from personas.organism.train import end_of_turn, render_prompt
+from personas.organism.evaluate import answer_ids, decoder_layers, generation_stops
+from personas.organism.train import render_prompt
 from personas.saes import encode, load_sae, sae_info
 
 logger = logging.getLogger(__name__)
@@ -183,13 +183,7 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_
     in a forked random state (the caller's is left as it was). Returns one list of answers per prompt."""
     import torch
 
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    stop = [tokenizer.eos_token_id]
-    eot = end_of_turn(tokenizer)
-    if eot and eot != tokenizer.eos_token:
-        stop.append(tokenizer.convert_tokens_to_ids(eot))
+    stop = generation_stops(tokenizer)
     sampling = {} if temperature is None else {"temperature": temperature, "top_p": 1.0,
                                                "top_k": 0}
     jobs = [i for _ in range(n_samples) for i in range(len(prompts))]
