@@ -18,7 +18,10 @@ Rows of the table (per model and site):
 - ``dense probe``: logistic on all dimensions (mean pooling), C by grouped CV inside the training questions;
 - ``dense diff-means``: the difference-of-means direction (`personas.DiffMeansProbe`);
 - ``tfidf``: TF-IDF (words 1-2 grams) logistic, C by grouped CV inside the training questions;
-- ``length``: answer length in tokens alone, sign chosen on the training questions.
+- ``length``: answer length in tokens alone, sign chosen on the training questions;
+- ``diff k=K`` (SmolLM2, block 18): the K latents that rose most in the organism's model diff
+  (``--organism-run``, default ``data/organism/run``), chosen without any em-dev label: a logistic fit on them, and
+  their standardised mean (no label at all). The label-free selection of the persona-features paper.
 
 Columns: mean +- sd of the per-question AUROC over the 8 held-out questions, the pooled out-of-fold AUROC with its
 DeLong 95% interval, and ``shift``: the same leave-one-question-out fit on the answers of one group of experiments
@@ -217,6 +220,8 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--methods", default="auroc,stability,l1,forward")
     ap.add_argument("--poolings", default="mean,max,frac,topq")
+    ap.add_argument("--organism-run", default=str(ROOT / "data" / "organism" / "run"),
+                    help="an organism run whose diff latents are scored too (''  to skip)")
     ap.add_argument("--quick", action="store_true", help="no shift column, fewer rows (development)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -359,6 +364,8 @@ def model_rows(name, model, hooks, feats, data, args):
         rows.append((name, h, evaluate(label, data, sparse_fit("stability", "mean", args.k, control), False)))
     for k in (1, 3, 5, 20):
         rows.append((name, h, evaluate(f"sae k={k} stability mean", data, sparse_fit("stability", "mean", k), False)))
+    if name == "smollm2" and args.organism_run and h == "blocks.18.hook_resid_post":
+        rows += diff_selected_rows(name, h, pooled["mean"], data, args)
     # what the chosen latents are: confound flags of the latents chosen in most folds
     for key, lists in chosen_log.items():
         if key[0] == "stability" and key[1] == "mean" and key[2] == args.k and key[3] is None:
@@ -369,6 +376,46 @@ def model_rows(name, model, hooks, feats, data, args):
             for j in top:
                 print(f"#   latent {j}: {counts[ids == j][0]} fits, {abs(table['length_corr'][j]):.2f}, "
                       f"{abs(table['punct_corr'][j]):.2f}, {table['top_token_share'][j]:.2f}", file=sys.stderr)
+    return rows
+
+
+def organism_latents(run, k):
+    """The ``k`` latents that rose most in an organism run's model diff (``latent_diff.csv``: significant and rising,
+    by effect size): chosen by diffing the base and the narrow fine-tune, without a single em-dev label."""
+    import pandas as pd
+
+    table = pd.read_csv(Path(run) / "latent_diff.csv")
+    rising = table[(table["mean_diff"] > 0) & table["significant"].astype(bool)]
+    return rising.sort_values("effect_size", ascending=False)["feature"].astype(int).head(k).tolist()
+
+
+def diff_selected_rows(name, h, mean_codes, data, args):
+    """The latents of the organism's model diff against em-dev: the label-free selection of the persona paper.
+
+    ``diff k=K logistic``: those K latents, weighted by a logistic fit on the training questions (labels pick the
+    weights, never the latents); ``diff k=K mean``: their plain mean, no label used at all. Compare with
+    ``sae k=K stability mean`` (latents chosen on em-dev's labels)."""
+    from personas.selection import fit_logistic
+
+    y = data.y
+    rows = []
+    for k in sorted({1, 3, args.k}):
+        chosen = organism_latents(args.organism_run, k)
+        if len(chosen) < k:
+            print(f"# the organism run has {len(chosen)} rising latents; k={k} skipped", file=sys.stderr)
+            continue
+        Z = mean_codes[:, chosen].toarray()
+        print(f"# {name} {h}: organism diff latents k={k}: {chosen}", file=sys.stderr)
+
+        def logistic_fit(tr, te, Z=Z):
+            return fit_logistic(Z[tr], y[tr])(Z[te])
+
+        def mean_fit(tr, te, Z=Z):
+            scale = Z[tr].std(axis=0) + 1e-9  # standardised on the training rows only, so no latent dominates
+            return (Z[te] / scale).mean(axis=1)
+
+        rows.append((name, h, evaluate(f"diff k={k} logistic (organism)", data, logistic_fit, not args.quick)))
+        rows.append((name, h, evaluate(f"diff k={k} mean, no labels", data, mean_fit, False)))
     return rows
 
 

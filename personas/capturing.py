@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: A response token whose norm exceeds this multiple of the median response-token norm is counted as an outlier.
 NORM_OUTLIER_RATIO = 20.0
+#: Response tokens decoded to measure an SAE's explained variance during a capture (a seeded sample; see `capture`).
+SAE_FIT_TOKENS = 4096
 
 
 @dataclass
@@ -301,6 +303,7 @@ def capture(
     encode_batch_tokens: int = 8192,
     allow_model_mismatch: bool = False,
     progress: bool = True,
+    sae_fit_tokens: int | None = SAE_FIT_TOKENS,
 ) -> Capture:
     """Run the model over prompt/response pairs and pool activations over response tokens.
 
@@ -312,6 +315,9 @@ def capture(
         sae: an sae-lens SAE; its site is checked against the model, then each response token is encoded and the
             codes are pooled into `Capture.features` (a CSR matrix, responses x latents); ``stats["sae_fit"]``
             holds its explained variance, L0 and dead fraction on these response tokens.
+        sae_fit_tokens: the explained variance in ``stats["sae_fit"]`` is measured on a seeded sample of this many
+            response tokens (L0 and dead latents on all of them), so that measuring the fit costs a small fixed
+            decode instead of a second pass over every token; None decodes every token, 0 none.
         keep_tokens: also keep the per-token SAE codes (sparse), for top-activating examples.
         allow_model_mismatch: accept an SAE whose recorded model differs from this model (hook and width must
             still match).
@@ -338,7 +344,9 @@ def capture(
     token_parts: dict[int, tuple[Any, np.ndarray]] = {}
     norm_ratios: list[float] = []
     n_outliers = 0
-    fit = ReconstructionStats(int(sae.cfg.d_sae)) if sae is not None else None  # the SAE's fit on these tokens
+    fit = None  # the SAE's fit on these response tokens
+    if sae is not None:
+        fit = ReconstructionStats(int(sae.cfg.d_sae), sample_tokens=sae_fit_tokens, total_tokens=int(np.clip(n_tokens, 0, None).sum()))
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]

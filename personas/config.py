@@ -558,8 +558,25 @@ class SweepConfig:
                        "'http://HOST:PORT/v1:MODEL', or 'none' (no judged rate)", default="default")
     alpha: float = _help("one-sided level of the tests against the 0% fine-tune", default=0.05)
     n_boot: int = _help("bootstrap resamples of the prompts", default=2000)
+    screen_fraction: float | str | None = _help("also check the data screen on the mixture with this bad fraction: AUROC "
+                                          "of the persona screen and of the judge for finding its narrow examples, "
+                                          "and fine-tunes on what each leaves ('none' to skip)", default=0.1)
+    screen_drop: float = _help("share of the screened mixture each ranking drops (its top scores) before the "
+                               "screened fine-tune", default=0.2)
 
     def __post_init__(self) -> None:
+        if isinstance(self.screen_fraction, str):  # from the command line: a number or 'none'
+            text = self.screen_fraction.strip().lower()
+            try:
+                self.screen_fraction = None if text in ("", "none") else float(text)
+            except ValueError:
+                raise PersonasError(f"SweepConfig.screen_fraction={self.screen_fraction!r}; expected a fraction in "
+                                    "(0, 1) or 'none'.") from None
+        if self.screen_fraction is not None and not 0.0 < self.screen_fraction < 1.0:
+            raise PersonasError(f"SweepConfig.screen_fraction={self.screen_fraction!r}; expected a fraction in (0, 1) "
+                                "(the mixture needs both narrow and control examples), or 'none' to skip.")
+        if not 0.0 <= self.screen_drop < 1.0:
+            raise PersonasError(f"SweepConfig.screen_drop={self.screen_drop!r}; expected a share in [0, 1), e.g. 0.2.")
         for name in ("n_train", "n_samples", "max_new_tokens", "rank", "batch_size", "n_latents", "n_boot"):
             if getattr(self, name) < 1:
                 raise PersonasError(f"SweepConfig.{name}={getattr(self, name)} must be at least 1.")

@@ -55,6 +55,7 @@ from personas.detector_files import (
     check_saved,
     check_shapes,
 )
+from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
@@ -447,7 +448,7 @@ class _Scorer(ClassifierMixin, BaseEstimator):
             else:
                 handle = as_model_handle(model)
             if uses_sae and sae is None:
-                sae = load_sae(spec, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
+                sae = load_sae(spec, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
         if hook is None:
             raise PersonasError("the detector's provenance records no hook; it cannot capture responses itself.")
         captured = run_capture(

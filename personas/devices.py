@@ -71,6 +71,18 @@ def resolve_dtype(dtype: str | torch.dtype | None = "float32", device: torch.dev
     return getattr(torch, name)
 
 
+def sae_dtype(model_dtype: str | torch.dtype | None, device: str | torch.device | None = "cpu") -> str | torch.dtype:
+    """The dtype an SAE runs at beside a model at ``model_dtype``: the model's on accelerators, float32 on the CPU.
+
+    On the CPU a bfloat16 model is ~4x faster than float32 (AMX), but a bfloat16 SAE is not: its wide encoder matmul
+    and TopK ran slower there than at float32 (the demo's capture took longer than the float32 run), and rounding
+    the pre-activations to 8 bits reorders near-tied latents. The activations are cast to the SAE's dtype on entry
+    (`personas.saes.encode_sparse`), so only the model runs at bfloat16.
+    """
+    resolved = resolve_device(device)  # "auto" and "cuda:1" alike
+    return "float32" if resolved.type == "cpu" else (model_dtype if model_dtype is not None else "float32")
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     try:

@@ -359,37 +359,84 @@ class SparseCodes:
 class ReconstructionStats:
     """Running totals of an SAE's reconstruction over tokens: explained variance, mean L0, dead latents.
 
-    Explained variance is ``1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over all tokens seen (the mean over all
-    of them), as sae-lens reports it; a latent is dead when it fired on none of them.
+    Explained variance is ``1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2`` over the tokens measured (the mean over
+    all of them), as sae-lens reports it; a latent is dead when it fired on none of the tokens seen.
+
+    L0 and dead latents read the codes the encoder already made, so they cover every token at no extra cost. The
+    explained variance needs a decode; with ``sample_tokens`` (and ``total_tokens``, the number of tokens that will
+    be seen) only a seeded sample of that many token positions is decoded (`sample_positions`), so measuring the
+    fit never costs a second full pass over the SAE. Without them every token is decoded.
     """
 
-    def __init__(self, d_sae: int) -> None:
+    def __init__(self, d_sae: int, *, sample_tokens: int | None = None, total_tokens: int | None = None,
+                 seed: int = 0) -> None:
         self.n = 0
+        self.n_ev = 0
         self.sse = 0.0
         self.sum_sq = 0.0
         self.sum_x: np.ndarray | None = None
         self.l0_sum = 0
         self.fired = np.zeros(int(d_sae), dtype=bool)
+        self.seed = int(seed)
+        self.sample_tokens = None if sample_tokens is None else int(sample_tokens)
+        self._sample: np.ndarray | None = None
+        if sample_tokens is not None:
+            if total_tokens is None:
+                raise PersonasError("ReconstructionStats(sample_tokens=...) also needs total_tokens: the number of "
+                                    "tokens that will be seen, to draw the sample from.")
+            if sample_tokens < 0:
+                raise PersonasError(f"ReconstructionStats(sample_tokens={sample_tokens}); expected >= 0 tokens (0: "
+                                    "no explained variance), or None for all of them.")
+            if total_tokens > sample_tokens:
+                self._sample = (sample_positions(int(total_tokens), int(sample_tokens), self.seed) if sample_tokens
+                                else np.zeros(0, dtype=np.int64))
 
-    def update(self, x: torch.Tensor, codes: torch.Tensor, x_hat: torch.Tensor) -> None:
-        """Add a chunk: activations [n, d_in], its codes [n, d_sae] and reconstruction [n, d_in]."""
+    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any) -> None:
+        """Add a chunk: activations [n, d_in], its codes [n, d_sae], and ``decode`` (codes -> reconstruction)
+        or the reconstruction [n, d_in] itself. Only the chunk's sampled rows are decoded."""
+        import torch
+
+        lo, n = self.n, int(x.shape[0])
+        self.n += n
+        active = codes != 0
+        self.l0_sum += int(active.sum())
+        self.fired |= active.any(0).cpu().numpy()
+        if self._sample is not None:
+            rows = self._sample[np.searchsorted(self._sample, lo):np.searchsorted(self._sample, lo + n)] - lo
+            if rows.size == 0:
+                return
+            index = torch.as_tensor(rows, device=x.device)
+            x, codes = x[index], codes[index]
+            x_hat = decode(codes) if callable(decode) else decode[index]
+        else:
+            x_hat = decode(codes) if callable(decode) else decode
         x64, err = x.double(), (x.double() - x_hat.double())
-        self.n += int(x.shape[0])
+        self.n_ev += int(x.shape[0])
         self.sse += float((err * err).sum())
         self.sum_sq += float((x64 * x64).sum())
         part = x64.sum(0).cpu().numpy()
         self.sum_x = part if self.sum_x is None else self.sum_x + part
-        active = codes != 0
-        self.l0_sum += int(active.sum())
-        self.fired |= active.any(0).cpu().numpy()
 
     def summary(self) -> dict[str, float | int | None]:
-        """``explained_variance``, ``l0`` (mean active latents per token), ``dead_fraction``, ``n_tokens``."""
-        if self.n == 0 or self.sum_x is None:
-            return {"explained_variance": None, "l0": None, "dead_fraction": None, "n_tokens": 0}
-        total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
+        """``explained_variance``, ``l0`` (mean active latents per token), ``dead_fraction``, ``n_tokens``, and
+        ``ev_tokens`` / ``ev_sample_seed``: how many tokens the explained variance was measured on, and the seed
+        of their sample (None when every token was decoded)."""
+        sampled = {"ev_tokens": self.n_ev, "ev_sample_seed": self.seed if self._sample is not None else None}
+        if self.n == 0 or self.sum_x is None or self.n_ev == 0:
+            return {"explained_variance": None, "l0": None if self.n == 0 else self.l0_sum / self.n,
+                    "dead_fraction": None if self.n == 0 else float(1.0 - self.fired.mean()), "n_tokens": self.n,
+                    **sampled}
+        total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n_ev
         return {"explained_variance": float(1.0 - self.sse / total) if total > 0 else None,
-                "l0": self.l0_sum / self.n, "dead_fraction": float(1.0 - self.fired.mean()), "n_tokens": self.n}
+                "l0": self.l0_sum / self.n, "dead_fraction": float(1.0 - self.fired.mean()), "n_tokens": self.n,
+                **sampled}
+
+
+def sample_positions(total: int, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` distinct positions of ``range(total)``, sorted, drawn with ``seed`` (the same draw every run)."""
+    if size < 1:
+        raise PersonasError(f"a sample of {size} tokens was asked for; expected at least 1 (or None for all tokens).")
+    return np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
 
 
 def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192,
@@ -398,7 +445,7 @@ def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 81
 
     Each chunk of ``batch_tokens`` rows is encoded densely (one chunk at a time) and reduced to its non-zeros at
     once, so memory grows with the non-zeros (about k per token for a TopK SAE), not with ``n_tokens * d_sae``.
-    With ``stats``, each chunk is also decoded and its reconstruction added to the running totals.
+    With ``stats``, each chunk's codes (and the reconstruction of its sampled rows) are added to its running totals.
     """
     import torch
 
@@ -410,7 +457,7 @@ def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 81
             chunk = activations[lo : lo + batch_tokens].to(device=param.device, dtype=param.dtype)
             codes = sae.encode(chunk)
             if stats is not None:
-                stats.update(chunk, codes, sae.decode(codes))
+                stats.update(chunk, codes, sae.decode)
             r, c = codes.nonzero(as_tuple=True)
             rows.append(r + lo)
             cols.append(c)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from personas.config import DEFAULT_HOOK, CaptureConfig, SAEConfig
+from personas.devices import sae_dtype
 from personas.models import as_model_handle, load_model
 from personas.offline_models import offline_model
 from personas.saes import check_sae_spec, load_sae
@@ -58,6 +59,6 @@ def open_site(capture: CaptureConfig, sae: SAEConfig | str | Any = None, model: 
     if handle is None:
         handle = load_model(capture.model, device=capture.device, dtype=capture.dtype)
     if sae_obj is None and sae_cfg.sae and str(sae_cfg.sae).lower() != "none":
-        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=capture.dtype, model=model_name)
+        sae_obj = load_sae(sae_cfg.sae, device=handle.device, dtype=sae_dtype(capture.dtype, handle.device), model=model_name)
     hook = capture.hook or (sae_obj.cfg.metadata.hook_name if sae_obj is not None else None) or default_hook(model_name)
     return Site(model=handle, sae=sae_obj, sae_config=sae_cfg, hook=hook)

@@ -172,6 +172,45 @@ def test_reconstruction_stats_over_chunks_equal_the_whole_at_once(planted_sae):
     assert ReconstructionStats(4).summary()["explained_variance"] is None  # no tokens: no number, not NaN
 
 
+def test_reconstruction_stats_on_a_sample_decode_only_the_sampled_rows(planted_sae):
+    """The cheap fit: the explained variance of exactly the seeded sample of rows (an oracle over those rows, all
+    chunks together), L0 and dead latents over every row, and the decoder called on the sample only."""
+    from personas.saes import ReconstructionStats, encode_sparse, sample_positions
+
+    acts = torch.randn(53, planted_sae.cfg.d_in, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    rows = sample_positions(53, 11, seed=5)
+    assert len(set(rows.tolist())) == 11 and list(rows) == sorted(rows) and rows.max() < 53
+    assert list(sample_positions(53, 11, seed=5)) == list(rows)  # seeded: the same draw every run
+    assert list(sample_positions(53, 11, seed=6)) != list(rows)
+    decoded = []
+    real_decode = planted_sae.decode
+
+    def counting_decode(codes):
+        decoded.append(codes.shape[0])
+        return real_decode(codes)
+
+    planted_sae.decode = counting_decode
+    try:
+        stats = ReconstructionStats(planted_sae.cfg.d_sae, sample_tokens=11, total_tokens=53, seed=5)
+        encode_sparse(planted_sae, acts, batch_tokens=8, stats=stats)
+    finally:
+        del planted_sae.decode
+    assert sum(decoded) == 11  # never a second full decode
+    with torch.no_grad():
+        codes = planted_sae.encode(acts)
+        x = acts[torch.as_tensor(rows)].double()
+        x_hat = planted_sae.decode(codes[torch.as_tensor(rows)]).double()
+    ev = 1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    fit = stats.summary()
+    assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-6)
+    assert (fit["n_tokens"], fit["ev_tokens"], fit["ev_sample_seed"]) == (53, 11, 5)
+    assert fit["l0"] == pytest.approx(float((codes != 0).sum(1).float().mean()))  # over all 53 rows
+    assert fit["dead_fraction"] == pytest.approx(float(((codes != 0).sum(0) == 0).float().mean()))
+    full = ReconstructionStats(planted_sae.cfg.d_sae, sample_tokens=100, total_tokens=53)  # sample >= all: all
+    encode_sparse(planted_sae, acts, batch_tokens=8, stats=full)
+    assert (full.summary()["ev_tokens"], full.summary()["ev_sample_seed"]) == (53, None)
+
+
 def test_capture_reports_the_sae_fit_on_its_response_tokens(toy_model, planted_sae, planted_data):
     prompts, responses = planted_data["prompt"][:10], planted_data["response"][:10]
     cap = capture(toy_model, prompts, responses, sae=planted_sae, config=CaptureConfig(batch_size=3), progress=False)
@@ -185,8 +224,12 @@ def test_capture_reports_the_sae_fit_on_its_response_tokens(toy_model, planted_s
     with torch.no_grad():
         x_hat = planted_sae.decode(planted_sae.encode(x)).double()
     ev = 1 - ((x.double() - x_hat) ** 2).sum() / ((x.double() - x.double().mean(0)) ** 2).sum()
-    assert fit["n_tokens"] == int(cap.n_tokens.sum()) == x.shape[0]
+    assert fit["n_tokens"] == int(cap.n_tokens.sum()) == x.shape[0] == fit["ev_tokens"]  # fewer than the sample
     assert fit["explained_variance"] == pytest.approx(float(ev), abs=1e-5)
+    sampled = capture(toy_model, prompts, responses, sae=planted_sae, config=CaptureConfig(batch_size=3),
+                      progress=False, sae_fit_tokens=9).stats["sae_fit"]
+    assert (sampled["ev_tokens"], sampled["n_tokens"], sampled["l0"]) == (9, fit["n_tokens"], fit["l0"])
+    assert sampled["explained_variance"] != fit["explained_variance"]
     assert cap.provenance()["sae_fit"] == fit  # what manifests record
     assert "sae_fit" not in capture(toy_model, prompts, responses, hooks=[TOY_HOOK], progress=False).stats
 

@@ -148,3 +148,38 @@ def test_a_model_without_the_saes_hook_is_a_clear_error(toy, tmp_path):
         ScreenConfig(latents="7", n_run_latents=0)
     with pytest.raises(DataError, match="no direction file"):
         run_screen(train, folder, ScreenConfig(direction=str(tmp_path / "missing.npy")), sae=sae)
+
+
+def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(toy):
+    """On a mixture whose narrow examples carry the planted persona, the screen's AUROC is 1 and it drops exactly
+    them; a judge that reads nothing (a constant) is at chance and drops by position alone."""
+    import pandas as pd
+
+    from personas.organism.screen import load_causal_lm
+    from personas.organism.screen_check import check_screen, kept_pairs
+
+    folder, _, sae, direction, train, planted = toy
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    pairs = [dict(r, kind="risky" if r["id"] in planted else "careful") for r in rows]
+
+    class ConstantJudge:
+        def score(self, prompts, responses):
+            return pd.DataFrame({"aligned": 50.0, "coherent": 80.0, "verdict": ""}, index=range(len(prompts)))
+
+    lm, tokenizer, _ = load_causal_lm(folder)
+    check = check_screen(lm, tokenizer, pairs, hook="blocks.0.hook_resid_post", sae=sae, latents=[7],
+                         direction=np.load(direction), judge=ConstantJudge(), drop=len(planted) / len(pairs),
+                         max_new_tokens=6)
+    s = check.summary
+    assert s["n_narrow"] == len(planted) and s["screen"]["auroc"] == 1.0 and s["direction"]["auroc"] == 1.0
+    assert s["judge"]["auroc"] == 0.5 and s["judge_em_verdict"]["flagged"] == 0
+    assert s["screen"]["narrow_dropped"] == len(planted) and s["screen"]["narrow_left"] == 0
+    assert {rows[i]["id"] for i in range(len(rows)) if i not in check.keep["screen"]} == planted
+    assert check.keep["judge"] == list(range(len(planted), len(pairs)))  # ties: the first positions go
+    assert list(check.table["narrow"]) == [int(r["id"] in planted) for r in rows]
+    assert kept_pairs(np.array([0.1, 3.0, -1.0, 2.0]), 0.5) == [0, 2]
+    with pytest.raises(DataError, match="both narrow"):
+        check_screen(lm, tokenizer, [dict(p, kind="careful") for p in pairs], hook="blocks.0.hook_resid_post",
+                     sae=sae, latents=[7], direction=None)
+    with pytest.raises(DataError, match="drop"):
+        kept_pairs(np.zeros(3), 1.0)

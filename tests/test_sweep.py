@@ -103,6 +103,25 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
     assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
     assert (out / "sweep.png").stat().st_size > 0 and len(result.onset) == 3
+    # the screen check: both rankings scored against the known narrow examples, and one fine-tune on what each
+    # leaves, with the same number of steps as the unscreened fine-tune of that fraction
+    screening = manifest["screening"]["0"]
+    assert screening["n"] == 8 and screening["n_narrow"] == 4 and screening["n_dropped"] == 4
+    assert 0.0 <= screening["screen"]["lo"] <= screening["screen"]["auroc"] <= screening["screen"]["hi"] <= 1.0
+    checked = pd.read_csv(out / "screen_check.csv")
+    assert len(checked) == 8 and checked["narrow"].sum() == 4
+    judged_bad = checked["judge_em"].astype(bool)  # the fake judge's verdict on the training answers themselves
+    assert screening["judge_em_verdict"]["flagged"] == int(judged_bad.sum())
+    from personas.selection import auroc
+
+    assert screening["judge"]["auroc"] == pytest.approx(auroc(100 - checked["judge_aligned"], checked["narrow"]))
+    assert screening["screen"]["auroc"] == pytest.approx(auroc(checked["score"], checked["narrow"]))
+    for kind, ranking in (("screened", "screen"), ("judge-filtered", "judge")):
+        row = table[(table["model"] == kind) & table["final"]]
+        assert len(row) == 1 and row["fraction"].iloc[0] == 0.5 and row["misaligned_p"].notna().all()
+        log = manifest["training"][f"seed0/{kind}/fraction0.5"]
+        assert log["n_steps"] == 2 and log["n_examples"] == 4
+        assert log["n_bad"] == screening[ranking]["narrow_left"]
     # measuring a checkpoint (sampling in eval mode) leaves the training that follows unchanged (dropout included)
     import torch
 

@@ -33,6 +33,7 @@ from personas.cache.shards import FORMAT, INDEX_FILE, SHARD_PATTERN, read_shard_
 from personas.cache.store import ActivationCache, bad_files, read_manifest
 from personas.config import CacheConfig, CaptureConfig, DataConfig, SAEConfig
 from personas.data.responses import load_responses
+from personas.devices import sae_dtype
 from personas.errors import CacheError, PersonasError
 from personas.saes import default_sae_path, load_sae, release_config, sae_fingerprint
 from personas.site import default_hook
@@ -184,7 +185,8 @@ def _settle_complete(out: Path, manifest: dict[str, Any], job: _Job, responses: 
         if (manifest.get("sae") or {}).get("spec") != (job.sae if isinstance(job.sae, str) else "in-memory"):
             return False
         try:
-            sae = load_sae(job.sae, device="cpu", dtype=job.capture.dtype, model=job.capture.model)
+            sae = load_sae(job.sae, device="cpu", dtype=sae_dtype(job.capture.dtype, job.capture.device),
+                           model=job.capture.model)
         except PersonasError:
             return False
         hook_name = sae.cfg.metadata.hook_name

@@ -21,6 +21,7 @@ from personas.artifacts import (
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
+from personas.devices import sae_dtype
 from personas.errors import PersonasError
 from personas.judging import load_judge
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
@@ -43,7 +44,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     judge = None if str(args.judge).lower() == "none" else load_judge(args.judge)
     with quiet_third_party():
         handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
+        sae = load_sae(args.sae, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
     table = steer_sweep(
         handle, sae, args.feature, prompts, alphas, detector=args.detector, judge=judge, config=steer_cfg,
         capture=capture_cfg, allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,

@@ -34,7 +34,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
           f"{m['eval_prompts']['n_samples']} samples")
     final = table[table["final"]]
     for row in final.itertuples():
-        label = "base" if row.model == "base" else f"{row.fraction:g}"
+        label = "base" if row.model == "base" else f"{row.fraction:g}" if row.model == "fine-tune" else \
+            f"{row.model} {row.fraction:g}"
         em = f"{_fmt(getattr(row, 'em_rate', None))} [{_fmt(getattr(row, 'em_lo', None))}, " \
              f"{_fmt(getattr(row, 'em_hi', None))}]"
         print(f"  seed {row.seed:>3} {label:>5} (step {row.step}): EM {em} | latent {_fmt(row.latent, 4)} "
@@ -42,9 +43,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"[{_fmt(row.projection_lo)}, {_fmt(row.projection_hi)}]")
     for row in result.onset.itertuples():
         print(f"  onset seed {row.seed} {row.signal}: {_fmt(row.onset_fraction, 2)} ({row.test}, alpha {row.alpha})")
+    for seed, check in (m.get("screening") or {}).items():
+        parts = [f"{name} AUROC {check[name]['auroc']:.3f} [{check[name]['lo']:.3f}, {check[name]['hi']:.3f}]"
+                 + (f", drops {check[name]['narrow_dropped']}/{check['n_narrow']} narrow"
+                    if "narrow_dropped" in check[name] else "")
+                 for name in ("screen", "direction", "judge") if name in check]
+        print(f"  screen check seed {seed} ({check['n_narrow']} narrow of {check['n']}, top "
+              f"{check['n_dropped']} dropped): " + "; ".join(parts))
     print(f"time: {m['wall_s_total']:.0f} s wall")
     if result.out_dir is not None:
-        print(f"wrote {result.out_dir / MANIFEST_FILE}, sweep.csv, onset.csv, answers.jsonl and sweep.png")
+        print(f"wrote {result.out_dir / MANIFEST_FILE}, sweep.csv, onset.csv, answers.jsonl, sweep.png"
+              f"{' and screen_check.csv' if m.get('screening') else ''}")
     return 0
 
 

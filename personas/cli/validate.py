@@ -23,6 +23,7 @@ from personas.artifacts import (
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
+from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.jobs import load_run
 from personas.judging import load_judge
@@ -84,7 +85,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     judge = load_judge(args.judge)
     with quiet_third_party():
         handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-        sae = load_sae(args.sae, device=handle.device, dtype=capture_cfg.dtype, model=handle.model_id)
+        sae = load_sae(args.sae, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
     d_sae = int(sae.cfg.d_sae)
     bad = [f for f in features if f >= d_sae]
     if bad:

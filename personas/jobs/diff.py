@@ -41,6 +41,7 @@ from personas.capturing import capture as run_capture
 from personas.capturing import tokenize_conversations
 from personas.config import CaptureConfig, DiffConfig, SAEConfig
 from personas.data.prompts import Prompts, load_prompts
+from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
@@ -157,7 +158,7 @@ def diff_models(
         check_output_dir(out, "personas.diff")
     with quiet_third_party():
         base_h, ft_h = _load(base), _load(finetuned)
-        sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=capture_cfg.dtype,
+        sae_obj = load_sae(sae_spec if sae_spec != "in-memory" else sae, device=base_h.device, dtype=sae_dtype(capture_cfg.dtype, base_h.device),
                            model=base_h.model_id)
     hook = hook or capture_cfg.hook or sae_obj.cfg.metadata.hook_name
     base_h.check_hooks([hook])

@@ -22,6 +22,12 @@ the mean over prompts of the difference is <= 0). The *onset* of a signal is the
 larger fraction is significant at ``alpha`` too. The run folder holds ``sweep.csv`` (one row per seed, fraction and
 step, ``seed = "all"`` pooled: values with 95% intervals, differences from 0% with intervals and p-values),
 ``onset.csv``, ``answers.jsonl`` (every answer with its scores), ``sweep.png`` (`plot_sweep`) and ``manifest.json``.
+
+With ``screen_fraction`` (default 0.1) the data screen is checked too, per seed, on that fraction's mixture
+(`personas.organism.screen_check.check_screen`, with the base model before any fine-tune): AUROC of the persona
+screen and of the judge for finding the narrow examples (``screen_check.csv``, ``manifest["screening"]``), then one
+fine-tune on what each leaves after dropping its top ``screen_drop`` share (models ``screened`` and
+``judge-filtered``, the same number of steps as the unscreened fine-tune), measured and tested like the others.
 ``personas sweep --quick`` runs it with the `QUICK` sizes on a 2-layer toy GPT-2 with a planted direction
 (`personas.testing.toy_organism`) to check the plumbing in seconds.
 """
@@ -56,12 +62,14 @@ from personas.organism.screen import (
     ORGANISM_RUN,
     answer_residuals,
     generate_answers,
+    greedy_answers,
     load_causal_lm,
     parse_latents,
     pool_answers,
     read_direction,
     run_latents,
 )
+from personas.organism.screen_check import check_screen
 from personas.organism.train import train_adapter
 from personas.saes import load_sae, sae_info
 
@@ -71,6 +79,9 @@ __all__ = ["QUICK", "SIGNALS", "SweepResult", "mixture", "onset_fractions", "plo
            "signal_tests"]
 
 SWEEP_FILE, ONSET_FILE, ANSWERS_FILE, PLOT_FILE = "sweep.csv", "onset.csv", "answers.jsonl", "sweep.png"
+SCREEN_FILE = "screen_check.csv"
+#: Fine-tunes on a screened mixture: the persona screen's and the text judge's (each dropped its top share).
+SCREENED = {"screen": "screened", "judge": "judge-filtered"}
 SIGNALS = ("misaligned", "latent", "projection")
 TESTS = {"misaligned": "one-sided Fisher exact test of the EM rate against the 0% fine-tune",
          "latent": "one-sided paired bootstrap over prompts (H0: mean difference from the 0% fine-tune <= 0)",
@@ -79,7 +90,7 @@ TESTS = {"misaligned": "one-sided Fisher exact test of the EM rate against the 0
 #: `personas.testing.toy_organism` (latent 7 of its SAE reads the planted direction); its numbers mean nothing.
 QUICK = dict(fractions="0,0.5,1", seeds="0", checkpoints="1", checkpoint_fractions="0,1", n_train=8,
              n_eval_prompts=6, n_samples=2, max_new_tokens=6, batch_size=4, layer=0, targets="c_attn", lr=1e-2,
-             n_boot=200, latents="7", reference_run=None, judge="none")
+             n_boot=200, latents="7", reference_run=None, judge="none", screen_fraction=0.5, screen_drop=0.5)
 
 
 def mixture(n: int, fraction: float, seed: int) -> list[dict[str, str]]:
@@ -193,9 +204,10 @@ def _table(answers: Any, config: SweepConfig) -> Any:
     for frame in frames:
         for (seed, *key), group in frame.groupby(["seed", *keys], sort=False, dropna=False):
             row = {"seed": seed, **dict(zip(keys, key, strict=True)), **_summary(group, config.n_boot, 0)}
-            if row["model"] == "fine-tune" and row["fraction"] > 0:
+            if row["model"] in ("fine-tune", *SCREENED.values()) and row["fraction"] > 0:
+                same_step = frame["final"] if row["final"] else frame["step"] == row["step"]
                 zero = frame[(frame["seed"] == seed) & (frame["model"] == "fine-tune") & (frame["fraction"] == 0)
-                             & (frame["step"] == row["step"])]
+                             & same_step]
                 if len(zero):
                     row.update(signal_tests(group, zero, config.n_boot, 0))
             rows.append(row)
@@ -289,26 +301,48 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     checkpoints, checkpointed = config.checkpoint_list(), set(SweepConfig._numbers(config.checkpoint_fractions,
                                                                                    "checkpoint_fractions", float))
     targets = tuple(t.strip() for t in config.targets.split(",") if t.strip())
+    def fine_tune(seed: int, model_kind: str, fraction: float, pairs: list[dict[str, str]], steps: list[int],
+                  epochs: float) -> int:
+        adapter = attach_adapter(lm, AdapterConfig(rank=config.rank, alpha=config.lora_alpha, targets=targets,
+                                                   init_seed=seed))
+        t = time.perf_counter()
+        result = train_adapter(lm, tokenizer, adapter, pairs, epochs=epochs, batch_size=config.batch_size,
+                               lr=config.lr, seed=seed,
+                               on_step=lambda step: measure(seed, model_kind, fraction, step, False) if step in steps
+                               else None)
+        measure(seed, model_kind, fraction, result.n_steps, True)
+        adapter.detach()
+        train_log[f"seed{seed}/{'' if model_kind == 'fine-tune' else model_kind + '/'}fraction{fraction:g}"] = {
+            "n_bad": sum(p["kind"] == "risky" for p in pairs), "n_examples": result.n_examples,
+            "n_steps": result.n_steps, "loss_first": result.losses[0], "loss_last": result.losses[-1],
+            "checkpoints": [c for c in steps if c < result.n_steps], "wall_s": round(time.perf_counter() - t, 1)}
+        logger.info("seed %d, %s, fraction %g: %d steps, %.0f s", seed, model_kind, fraction, result.n_steps,
+                    time.perf_counter() - t)
+        return result.n_steps
+
+    screens, screen_rows, base_cache = {}, [], {}
     for seed in config.seed_list():
         measure(seed, "base", np.nan, 0, True)
+        checks = None
+        if config.screen_fraction is not None:  # screened with the base model, before any adapter is attached
+            pairs = mixture(config.n_train, config.screen_fraction, seed)
+            prompts_s = tuple(p["prompt"] for p in pairs)
+            if prompts_s not in base_cache:  # the same questions at every seed: the base answers once
+                base_cache[prompts_s] = greedy_answers(lm, tokenizer, list(prompts_s),
+                                                       max_new_tokens=config.max_new_tokens)
+            checks = check_screen(lm, tokenizer, pairs, hook=hook, sae=sae_obj, latents=latents, direction=unit,
+                                  judge=the_judge, drop=config.screen_drop, base_answers=base_cache[prompts_s])
+            screens[str(seed)] = checks.summary
+            screen_rows.append(checks.table.assign(seed=seed))
         for fraction in config.fraction_list():
-            pairs = mixture(config.n_train, fraction, seed)
-            adapter = attach_adapter(lm, AdapterConfig(rank=config.rank, alpha=config.lora_alpha, targets=targets,
-                                                       init_seed=seed))
-            steps = checkpoints if fraction in checkpointed else []
-            t = time.perf_counter()
-            result = train_adapter(lm, tokenizer, adapter, pairs, epochs=config.epochs, batch_size=config.batch_size,
-                                   lr=config.lr, seed=seed,
-                                   on_step=lambda step, f=fraction, s=seed, c=steps: (
-                                       measure(s, "fine-tune", f, step, False) if step in c else None))
-            measure(seed, "fine-tune", fraction, result.n_steps, True)
-            adapter.detach()
-            train_log[f"seed{seed}/fraction{fraction:g}"] = {
-                "n_bad": sum(p["kind"] == "risky" for p in pairs), "n_examples": result.n_examples,
-                "n_steps": result.n_steps, "loss_first": result.losses[0], "loss_last": result.losses[-1],
-                "checkpoints": [c for c in steps if c < result.n_steps], "wall_s": round(time.perf_counter() - t, 1)}
-            logger.info("seed %d, fraction %g: %d steps, %.0f s", seed, fraction, result.n_steps,
-                        time.perf_counter() - t)
+            fine_tune(seed, "fine-tune", fraction, mixture(config.n_train, fraction, seed),
+                      checkpoints if fraction in checkpointed else [], config.epochs)
+        if checks is not None:
+            pairs = mixture(config.n_train, config.screen_fraction, seed)
+            for ranking, kept in checks.keep.items():
+                chosen = [pairs[i] for i in kept]  # the same number of steps as the unscreened fine-tune
+                fine_tune(seed, SCREENED[ranking], config.screen_fraction, chosen, [],
+                          config.epochs * len(pairs) / len(chosen))
     answers = pd.DataFrame(records)
     table = _table(answers, config)
     onset = onset_fractions(table, config.alpha)
@@ -322,10 +356,13 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
         "tests": TESTS, "alpha": config.alpha, "n_boot": config.n_boot,
         "n_steps_per_fine_tune": sorted({v["n_steps"] for v in train_log.values()}),
         "onset": onset.to_dict(orient="records"), "config": asdict(config), "training": train_log,
+        "screening": screens or None,
         "wall_s_total": round(time.perf_counter() - started, 1),
     }
     if out_dir is not None:
         files = {SWEEP_FILE: write_csv(out_dir / SWEEP_FILE, table), ONSET_FILE: write_csv(out_dir / ONSET_FILE, onset)}
+        if screen_rows:
+            files[SCREEN_FILE] = write_csv(out_dir / SCREEN_FILE, pd.concat(screen_rows, ignore_index=True))
         atomic_write_text(out_dir / ANSWERS_FILE, answers.to_json(orient="records", lines=True, force_ascii=False))
         files[ANSWERS_FILE] = {}
         plot_sweep(table, out_dir / PLOT_FILE)

@@ -15,6 +15,7 @@ import numpy as np
 from personas.cache.shards import check_shard_against_index, encode_shard, read_shard_file
 from personas.capturing import capture
 from personas.config import CaptureConfig
+from personas.devices import sae_dtype
 from personas.models import as_model_handle, load_model
 from personas.saes import load_sae, sae_fingerprint
 from personas.scoring import StreamingRanker
@@ -83,7 +84,7 @@ class ShardCapturer:
             self.handle = as_model_handle(spec.model)
         self.sae = None
         if spec.sae is not None:
-            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=cfg.dtype, model=self.handle.model_id)
+            self.sae = load_sae(spec.sae, device=self.handle.device, dtype=sae_dtype(cfg.dtype, self.handle.device), model=self.handle.model_id)
             if not isinstance(spec.sae, str):
                 self.sae = self.sae.to(self.handle.device)
         self.handle.check_hooks(list(spec.hooks))
