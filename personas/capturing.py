@@ -77,7 +77,7 @@ def tokenize_conversations(
     if handle.is_encoder:
         out = _tokenize_pairs(tok, prompts, responses, config)
     else:
-        out = [_tokenize_causal(handle, tok, p, r, config) for p, r in zip(prompts, responses, strict=True)]
+        out = _tokenize_causal(handle, tok, prompts, responses, config)
     n_ctx = int(getattr(handle.model.cfg, "n_ctx", 0) or 0)
     too_long = [i for i, t in enumerate(out) if n_ctx and len(t.input_ids) > n_ctx]
     if too_long:
@@ -99,6 +99,7 @@ def tokenize_conversations(
 
 def _tokenize_pairs(tok, prompts, responses, config: CaptureConfig) -> list[Tokenized]:
     enc = tok(list(prompts), list(responses), truncation="longest_first", max_length=config.max_length)
+    full_lengths = [len(ids) for ids in tok(list(responses), add_special_tokens=False)["input_ids"]]  # one call
     out = []
     for i in range(len(prompts)):
         seq = enc.sequence_ids(i)
@@ -106,40 +107,51 @@ def _tokenize_pairs(tok, prompts, responses, config: CaptureConfig) -> list[Toke
         if not positions:
             out.append(Tokenized(enc["input_ids"][i], 0, 0))
             continue
-        n_full = len(tok(responses[i], add_special_tokens=False)["input_ids"])
         out.append(
             Tokenized(
                 input_ids=enc["input_ids"][i],
                 start=positions[0],
                 end=positions[-1] + 1,
                 token_type_ids=enc["token_type_ids"][i] if "token_type_ids" in enc else None,
-                truncated=len(positions) < n_full,
+                truncated=len(positions) < full_lengths[i],
             )
         )
     return out
 
 
-def _tokenize_causal(handle: ModelHandle, tok, prompt: str, response: str, config: CaptureConfig) -> Tokenized:
-    if getattr(tok, "chat_template", None):
-        prefix = _chat_prefix(tok, prompt, response, config)
-        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
-    else:
-        prefix = config.prompt_format.replace("{prompt}", prompt)
-        if prefix and not prefix[-1].isspace() and response and not response[0].isspace():
-            response = " " + response
-        prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
-        if getattr(handle.model.cfg, "default_prepend_bos", True) and tok.bos_token_id is not None:
+def _tokenize_causal(handle: ModelHandle, tok, prompts: Sequence[str], responses: Sequence[str],
+                     config: CaptureConfig) -> list[Tokenized]:
+    """Prefixes (chat template or ``prompt_format``) and responses, each list tokenized in one batched call."""
+    prefixes, texts = [], []
+    bos = getattr(handle.model.cfg, "default_prepend_bos", True) and tok.bos_token_id is not None
+    templated = bool(getattr(tok, "chat_template", None))
+    for prompt, response in zip(prompts, responses, strict=True):
+        if templated:
+            prefixes.append(_chat_prefix(tok, prompt, response, config))
+        else:
+            prefix = config.prompt_format.replace("{prompt}", prompt)
+            if prefix and not prefix[-1].isspace() and response and not response[0].isspace():
+                response = " " + response
+            prefixes.append(prefix)
+        texts.append(response)
+    prefix_batch = tok(prefixes, add_special_tokens=False)["input_ids"] if prefixes else []
+    response_batch = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+    out = []
+    for prefix_ids, response_ids in zip(prefix_batch, response_batch, strict=True):
+        prefix_ids = list(prefix_ids)
+        if not templated and bos:
             prefix_ids = [tok.bos_token_id, *prefix_ids]
-    response_ids = tok(response, add_special_tokens=False)["input_ids"]
-    budget = config.max_length - len(prefix_ids)
-    if budget < min(len(response_ids), config.max_length // 2):
-        # keep the first prompt token (BOS or the template's opening) and the end of the prompt
-        keep = config.max_length - min(len(response_ids), config.max_length // 2)
-        prefix_ids = prefix_ids[:1] + prefix_ids[len(prefix_ids) - (keep - 1) :]
         budget = config.max_length - len(prefix_ids)
-    truncated = len(response_ids) > budget
-    response_ids = response_ids[:budget]
-    return Tokenized(prefix_ids + response_ids, len(prefix_ids), len(prefix_ids) + len(response_ids), None, truncated)
+        if budget < min(len(response_ids), config.max_length // 2):
+            # keep the first prompt token (BOS or the template's opening) and the end of the prompt
+            keep = config.max_length - min(len(response_ids), config.max_length // 2)
+            prefix_ids = prefix_ids[:1] + prefix_ids[len(prefix_ids) - (keep - 1) :]
+            budget = config.max_length - len(prefix_ids)
+        truncated = len(response_ids) > budget
+        response_ids = list(response_ids[:budget])
+        out.append(Tokenized(prefix_ids + response_ids, len(prefix_ids), len(prefix_ids) + len(response_ids), None,
+                             truncated))
+    return out
 
 
 def _chat_prefix(tok, prompt: str, response: str, config: CaptureConfig) -> str:

@@ -145,6 +145,8 @@ def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
     assert main(["--threads", "1", "sweep", "--quick", "--out", str(tmp_path / "q")]) == 0
     printed = capsys.readouterr().out
     assert "onset seed 0 projection" in printed and "the numbers mean nothing" in printed
+    report = (tmp_path / "q" / "sweep.md").read_text()
+    assert "| 0 | fine-tune | 0.5 |" in report and "**Over training** (seed 0)" in report and "| 0 | 4 / 8 | 4 |" in report
     assert {"sweep.csv", "onset.csv", "answers.jsonl", "sweep.png", "manifest.json", "toy-model"} <= {
         p.name for p in (tmp_path / "q").iterdir()}
     code = main(["sweep", "--fractions", "0.5,1", "--out", str(tmp_path / "e")])

@@ -52,7 +52,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{check['n_dropped']} dropped): " + "; ".join(parts))
     print(f"time: {m['wall_s_total']:.0f} s wall")
     if result.out_dir is not None:
-        print(f"wrote {result.out_dir / MANIFEST_FILE}, sweep.csv, onset.csv, answers.jsonl, sweep.png"
+        print(f"wrote {result.out_dir / MANIFEST_FILE}, sweep.csv, onset.csv, answers.jsonl, sweep.png, sweep.md"
               f"{' and screen_check.csv' if m.get('screening') else ''}")
     return 0
 
