@@ -6,7 +6,9 @@ the answers with `personas.rank` at both dtypes (the model loaded once per dtype
 is timed at each thread count asked for (best of ``--repeat``), interleaved so that a busy neighbour hurts both
 dtypes alike.
 
-Printed per data set: capture seconds and tokens/s per (dtype, threads), speed ratios against float32 at the same
+Printed first: torch's CPU capability and one SmolLM2-sized linear layer at both dtypes (a CPU without bfloat16
+units, e.g. AVX2 only, runs bfloat16 several times slower than float32, and the rest is moot there). Printed per
+data set: capture seconds and tokens/s per (dtype, threads), speed ratios against float32 at the same
 thread count, the overlap of the two top-20 lists (as sets and position by position), the largest AUROC difference
 among float32's top 20 and among every latent active on >= 1% of answers, and the Spearman correlation of the two
 AUROC columns. em-dev (``../shared/data/em-dev/em_dev.csv.gz``, not in the repository) is skipped when absent.
@@ -78,10 +80,35 @@ def compare(tables: dict[str, object]) -> dict[str, float]:
     }
 
 
+def matmul_ratio(threads: int, repeat: int = 5) -> dict[str, float]:
+    """Seconds of one SmolLM2-sized linear layer (576 -> 1536, 2,048 tokens) at float32 and bfloat16 (median of
+    ``repeat``): whether this CPU has native bfloat16 units (AMX, AVX-512 BF16) shows here first."""
+    import statistics
+
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name in DTYPES:
+        dtype = getattr(torch, name)
+        layer, x = torch.nn.Linear(576, 1536).to(dtype), torch.randn(2048, 576).to(dtype)
+        times = []
+        with torch.no_grad():
+            layer(x)
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                layer(x)
+                times.append(time.perf_counter() - t0)
+        out[f"linear_s_{name}"] = statistics.median(times)
+    out["linear_bf16_speedup"] = out["linear_s_float32"] / out["linear_s_bfloat16"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="demo,em-dev")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="float32 alone measures threads only")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--rows", type=int, default=None, help="a seeded sample of this many answers per data set")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -96,8 +123,10 @@ def main() -> None:
     from personas.models import load_model
 
     threads = [int(t) for t in args.threads.split(",")]
-    handles = {d: load_model("smollm2", dtype=d) for d in DTYPES}
-    results = {}
+    dtypes = [d for d in DTYPES if d in args.dtypes.split(",")]
+    results = {"cpu": {"capability": torch.backends.cpu.get_cpu_capability(), **matmul_ratio(max(threads))}}
+    print(f"# CPU: {results['cpu']}", file=sys.stderr)
+    handles = {d: load_model("smollm2", dtype=d) for d in dtypes}
     for name in args.data.split(","):
         loaded = load_data(name, args.rows)
         if loaded is None:
@@ -107,7 +136,7 @@ def main() -> None:
         tables, tokens = {}, 0
         for _ in range(args.repeat):
             for n_threads in threads:
-                for dtype in DTYPES:
+                for dtype in dtypes:
                     torch.set_num_threads(n_threads)
                     cfg = CaptureConfig(model="smollm2", dtype=dtype, max_length=max_length)
                     t0 = time.perf_counter()
@@ -117,14 +146,14 @@ def main() -> None:
                     tables[dtype] = result.ranking
                     tokens = int(result.capture.stats["n_response_tokens"])
                     print(f"# {name} {dtype} threads={n_threads}: {elapsed:.1f} s", file=sys.stderr)
-        row = {"rows": len(frame), "response_tokens": tokens, **compare(tables)}
+        row = {"rows": len(frame), "response_tokens": tokens, **(compare(tables) if len(tables) == 2 else {})}
         for (dtype, n_threads), seconds in sorted(times.items()):
             row[f"seconds_{dtype}_t{n_threads}"] = round(seconds, 2)
-        for n_threads in threads:
+        for n_threads in threads if len(dtypes) == 2 else []:
             row[f"speedup_bf16_t{n_threads}"] = round(times["float32", n_threads] / times["bfloat16", n_threads], 2)
         if len(threads) > 1:
             lo, hi = min(threads), max(threads)
-            for dtype in DTYPES:
+            for dtype in dtypes:
                 row[f"speedup_{dtype}_t{hi}_vs_t{lo}"] = round(times[dtype, lo] / times[dtype, hi], 2)
         results[name] = row
         print(f"\n## {name}")

@@ -200,6 +200,46 @@ t = table[(table.split == "unseen") & table.vs_reference.notna()][
     ["condition", "reference", "fraction", "vs_reference", "vs_reference_95"]]
 t.round(3)""",
     ("md", """\
+## Early warning: a dose-response over bad-data fractions
+
+`personas sweep` fine-tunes one adapter per bad fraction (0, 5, 10, 25, 50 and 100% of the same 128 money
+questions answered by the narrow set's risky answer, the rest by the control set's careful one) and seed (0, 1),
+and measures each on the 50 unseen-domain prompts: the judged EM rate (offline default judge), the mean activation
+of the two latents that rose most in the organism run above (chosen before the sweep, so nothing is selected on
+the data it is tested on), and the projection on that run's dense diff direction. The shipped sweep is
+`data/organism/sweep/` (its `sweep.md` holds the tables the README shows)."""),
+    """\
+from personas.organism import plot_sweep
+
+SWEEP = SHIPPED / "sweep"
+sweep_table = pd.read_csv(SWEEP / "sweep.csv")
+sweep_manifest = json.loads((SWEEP / "manifest.json").read_text())
+print("judge:", sweep_manifest["judge"]["name"], "| latents:", sweep_manifest["latents"], "|",
+      f"{sweep_manifest['wall_s_total'] / 60:.0f} min wall")
+plot_sweep(sweep_table); plt.show()""",
+    """\
+onset = pd.read_csv(SWEEP / "onset.csv")
+onset[["seed", "signal", "onset_fraction", "p_values"]]""",
+    ("md", """\
+The same three signals during training, for the 0, 25 and 100% fine-tunes (one line per seed and fraction):
+does the latent rise before the judged rate does?"""),
+    """\
+plot_sweep(sweep_table, x="step"); plt.show()""",
+    ("md", """\
+## Data screening where the truth is known
+
+On the 10% mixture, each training answer is scored before any fine-tuning by how far it moves the persona latents
+against the base model's own answer to the same question (`personas screen`), and by the judge reading the
+training answer itself. AUROC for finding the narrow examples, and the fine-tunes on what each leaves after
+dropping its top 20%:"""),
+    """\
+screening = pd.DataFrame({seed: {name: check[name]["auroc"] for name in ("screen", "direction", "judge")
+                                 if name in check} for seed, check in sweep_manifest["screening"].items()}).T
+screening.index.name = "seed"
+final = sweep_table[sweep_table["final"] & (sweep_table["seed"] == "all")]
+display(screening.round(3))
+final[["model", "fraction", "em_rate", "em_lo", "em_hi", "misaligned_p", "latent", "latent_p"]].round(3)""",
+    ("md", """\
 ## The shipped adapter, live
 
 The narrow adapter is 2 MB of safetensors; loading it onto the base model and answering one unseen question

@@ -92,11 +92,12 @@ def available_cpus() -> int:
 
 
 def default_threads() -> int:
-    """The thread count the command line uses when none is given: ``$PERSONAS_THREADS``, else half the CPUs.
+    """The thread count the command line uses when none is given: ``$PERSONAS_THREADS``, else every available CPU.
 
-    Torch's own default (one thread per CPU) oversubscribes a machine that does anything else at the same time:
-    on a busy 2-core machine it made ``personas rank`` 2.6x slower than one thread. Half the CPUs (at least one)
-    leaves room for tokenization, data loading and neighbours.
+    Measured on an idle 2-core machine (`benchmarks/bench_dtype.py --dtypes float32 --threads 2,1`), the demo's
+    SmolLM2 capture took 109.6 s at 2 threads and 183.7 s at 1: all the CPUs is fastest when nothing else runs,
+    as torch's own default assumes. On a busy machine fewer threads can be faster (one thread made ``personas
+    rank`` 2.6x faster on a 2-core machine under load): set ``PERSONAS_THREADS`` or ``--threads`` there.
     """
     env = os.environ.get("PERSONAS_THREADS")
     if env:
@@ -107,7 +108,7 @@ def default_threads() -> int:
         if value < 1:
             raise PersonasError(f"PERSONAS_THREADS={env!r}; expected at least 1.")
         return value
-    return max(1, available_cpus() // 2)
+    return available_cpus()
 
 
 def set_threads(n: int | None = None) -> int:

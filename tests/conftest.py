@@ -10,8 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the command line uses half the CPUs by default, and each in-process CLI test would leave torch there for the rest of
-# the session: the suite uses them all
+# every CPU, as the command line's default; set here so a PERSONAS_THREADS of the caller's shell is kept
 os.environ.setdefault("PERSONAS_THREADS", str(os.cpu_count() or 1))
 
 TOY_HOOK = "blocks.0.hook_resid_pre"  # token identity is linear here; random attention blurs it later

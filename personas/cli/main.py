@@ -36,7 +36,7 @@ from personas.cli import (
 from personas.devices import set_threads
 from personas.errors import PersonasError
 
-THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else half the available CPUs)"
+THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else every available CPU; fewer can be faster on a busy machine)"
 #: The command modules, in the order ``personas --help`` lists them.
 COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card, eval_sae)
 
