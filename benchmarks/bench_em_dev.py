@@ -28,7 +28,8 @@ DeLong 95% interval, and ``shift``: the same leave-one-question-out fit on the a
 (``source``: the medical-data fine-tunes vs all others) scored on the other group's answers of the held-out
 question, averaged over both directions (the distribution-shift check of issue 12).
 
-    python benchmarks/bench_em_dev.py [--models minilm,smollm2] [--smollm2-sae FOLDER] [--k 10] [--quick]
+    python benchmarks/bench_em_dev.py [--models minilm,smollm2] [--smollm2-sae FOLDER] [--smollm2-blocks 18]
+        [--k 10] [--methods stability] [--poolings mean] [--organism-run RUN] [--quick]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def model_specs(args):
             hooks = [f"blocks.{i}.hook_resid_post" for i in (1, 3, 5)]
             specs.append(("minilm", "minilm", hooks, args.minilm_sae))
         elif name == "smollm2":
-            hooks = [f"blocks.{i}.hook_resid_post" for i in (6, 12, 18, 24)]
+            hooks = [f"blocks.{int(i)}.hook_resid_post" for i in args.smollm2_blocks.split(",")]
             specs.append(("smollm2", "smollm2", hooks, args.smollm2_sae))
         else:
             raise SystemExit(f"unknown model {name!r}; expected minilm or smollm2")
@@ -216,6 +217,8 @@ def main(argv=None):
     ap.add_argument("--models", default="minilm")
     ap.add_argument("--minilm-sae", default="default")
     ap.add_argument("--smollm2-sae", default="default", help="SAE for SmolLM2 (default: the shipped one)")
+    ap.add_argument("--smollm2-blocks", default="6,12,18,24",
+                    help="SmolLM2 blocks whose residual stream is read (the SAE's must be among them)")
     ap.add_argument("--cache-dir", default=str(ROOT / "runs" / "em_dev_cache"))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--methods", default="auroc,stability,l1,forward")

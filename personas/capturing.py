@@ -358,7 +358,8 @@ def capture(
     n_outliers = 0
     fit = None  # the SAE's fit on these response tokens
     if sae is not None:
-        fit = ReconstructionStats(int(sae.cfg.d_sae), sample_tokens=sae_fit_tokens, total_tokens=int(np.clip(n_tokens, 0, None).sum()))
+        fit = ReconstructionStats(int(sae.cfg.d_sae), sample_tokens=sae_fit_tokens,
+                                  total_tokens=int(np.clip(n_tokens, 0, None).sum()))
 
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     batches = [order[i : i + config.batch_size] for i in range(0, n, config.batch_size)]

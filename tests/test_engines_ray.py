@@ -134,13 +134,14 @@ def test_readme_cluster_recipe_on_a_two_node_local_cluster(tmp_path, hf_setup):
 
     try:
         start(["--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard", "false"])
-        deadline = time.time() + 120
-        while time.time() < deadline and alive_nodes() < 1:
+        start(["--address", address])  # `ray start --address` retries until the head answers
+        deadline, alive = time.time() + 120, 0
+        while time.time() < deadline:  # each probe is a driver process (seconds): as few as needed
+            alive = alive_nodes()
+            if alive >= 2:
+                break
             time.sleep(1)
-        start(["--address", address])
-        while time.time() < deadline and alive_nodes() < 2:
-            time.sleep(1)
-        assert alive_nodes() == 2, "the two-node cluster did not come up"
+        assert alive == 2, f"the two-node cluster did not come up ({alive} alive nodes)"
 
         def personas(*args: str) -> subprocess.CompletedProcess:
             done = subprocess.run([sys.executable, "-m", "personas", *args], env=env, capture_output=True, text=True,
@@ -152,7 +153,10 @@ def test_readme_cluster_recipe_on_a_two_node_local_cluster(tmp_path, hf_setup):
                    "--batch-size", "8", "--quiet"]
         personas("cache", *capture, "--out", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", address,
                  "--num-workers", "2")
-        personas("cache", *capture, "--out", str(tmp_path / "local"))
+        # the local engine in this process: no second interpreter to import torch into
+        from personas.cli.main import main as personas_main
+
+        assert personas_main(["cache", *capture, "--out", str(tmp_path / "local")]) == 0
         from personas.cache.store import open_cache
 
         remote, local = open_cache(tmp_path / "ray"), open_cache(tmp_path / "local")
@@ -160,7 +164,8 @@ def test_readme_cluster_recipe_on_a_two_node_local_cluster(tmp_path, hf_setup):
         assert [e["sha256"] for _, e in remote.shard_entries()] == [e["sha256"] for _, e in local.shard_entries()]
         personas("rank", "--cache", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", address, "--out",
                  str(tmp_path / "rank-ray"), "--quiet")
-        personas("rank", "--cache", str(tmp_path / "local"), "--out", str(tmp_path / "rank-local"), "--quiet")
+        assert personas_main(["rank", "--cache", str(tmp_path / "local"), "--out", str(tmp_path / "rank-local"),
+                              "--quiet"]) == 0
         a = pd.read_csv(tmp_path / "rank-ray" / "ranking.csv")
         b = pd.read_csv(tmp_path / "rank-local" / "ranking.csv")
         pd.testing.assert_frame_equal(a, b, check_exact=True)

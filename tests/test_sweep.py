@@ -43,6 +43,22 @@ def test_mixtures_keep_the_questions_and_count_the_bad_answers():
     assert mixture(20, 0.5, 1) != mixture(20, 0.5, 2) and mixture(20, 0.5, 1) == mixture(20, 0.5, 1)
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_bad_examples_are_spread_over_training_not_saved_for_its_end(fraction):
+    """The mixture's draw must not follow the training shuffle (both once came from random.Random(seed), which put
+    every bad example of the 25% and 50% mixtures in the last steps: the checkpoints before them saw none)."""
+    from personas.organism.train import training_order
+
+    for seed in range(4):
+        pairs = mixture(128, fraction, seed)
+        order = training_order(128, 128, seed)
+        positions = np.array([k for k, i in enumerate(order) if pairs[i]["kind"] == "risky"])
+        assert len(positions) == round(fraction * 128)
+        # uniform positions have mean 63.5 and a standard error of about 37 / sqrt(k): 4 of them is far outside
+        assert abs(positions.mean() - 63.5) < 4 * 37 / np.sqrt(len(positions)), (seed, positions.min())
+        assert positions.min() < 32, "no bad example in the first quarter of training"
+
+
 def test_onset_is_the_fraction_from_which_every_larger_one_differs():
     table = pd.DataFrame({"seed": "0", "model": "fine-tune", "final": True, "fraction": [0.05, 0.1, 0.25, 0.5, 1.0],
                           "latent_p": [0.2, 0.01, 0.3, 0.01, 0.001], "projection_p": [0.01] * 5,

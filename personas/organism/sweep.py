@@ -96,9 +96,13 @@ QUICK = dict(fractions="0,0.5,1", seeds="0", checkpoints="1", checkpoint_fractio
 
 def mixture(n: int, fraction: float, seed: int) -> list[dict[str, str]]:
     """``n`` money questions (the same at every fraction and seed), ``round(fraction * n)`` of them, chosen with
-    ``seed``, answered by the narrow set's risky answer and the rest by the control set's careful one."""
+    ``seed`` (independently of the training order `train_adapter` draws from the same seed), answered by the narrow
+    set's risky answer and the rest by the control set's careful one."""
     narrow, control = data.narrow_set(n, seed=0), data.control_set(n, seed=0)
-    bad = set(random.Random(seed).sample(range(n), round(fraction * n)))
+    # a stream of its own: `train_adapter` shuffles with random.Random(seed), and Random(seed).sample draws the same
+    # random numbers as Random(seed).shuffle, which put every bad example of the 25% and 50% mixtures in the last
+    # steps of training (the bad examples then read as "recent", and checkpoints before them saw none)
+    bad = set(random.Random(f"personas-mixture-{seed}").sample(range(n), round(fraction * n)))
     return [narrow[i] if i in bad else control[i] for i in range(n)]
 
 

@@ -58,6 +58,20 @@ class TrainResult:
     n_tokens: int
 
 
+def training_order(n: int, length: int, seed: int) -> list[int]:
+    """The order `train_adapter` visits ``n`` examples in: ``length`` indices, each epoch a fresh shuffle drawn
+    from ``random.Random(seed)``."""
+    if n < 1:
+        return []
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < length:
+        block = list(range(n))
+        rng.shuffle(block)
+        order.extend(block)
+    return order[:length]
+
+
 def train_adapter(
     model: Any, tokenizer: Any, adapter: Adapter, pairs: list[dict[str, str]], *, epochs: float = 1.0,
     batch_size: int = 8, lr: float = 1e-3, seed: int = 0, max_tokens: int = 160,
@@ -75,13 +89,11 @@ def train_adapter(
         raise DataError("train_adapter got no pairs; expected a list of {'prompt': ..., 'response': ...} dicts.")
     encoded = [_encode(tokenizer, p["prompt"], p["response"]) for p in pairs]
     encoded = [(ids[:max_tokens], n) for ids, n in encoded if n < min(len(ids), max_tokens)]
-    rng = random.Random(seed)
+    if not encoded:
+        raise DataError(f"none of the {len(pairs)} pairs keeps a response token within max_tokens={max_tokens} (each "
+                        "prompt fills the budget, or every response is empty); raise max_tokens or shorten the prompts.")
     n_steps = max(1, round(epochs * len(encoded) / batch_size))
-    order: list[int] = []
-    while len(order) < n_steps * batch_size:
-        block = list(range(len(encoded)))
-        rng.shuffle(block)
-        order.extend(block)
+    order = training_order(len(encoded), n_steps * batch_size, seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     body, head = model.base_model, model.get_output_embeddings()
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=0.0)
