@@ -240,6 +240,19 @@ final = sweep_table[sweep_table["final"] & (sweep_table["seed"] == "all")]
 display(screening.round(3))
 final[["model", "fraction", "em_rate", "em_lo", "em_hi", "misaligned_p", "latent", "latent_p"]].round(3)""",
     ("md", """\
+What the shipped sweep says (both seeds pooled; p against the 0% fine-tune): the latents and the dense projection
+differ from 0% from the smallest fraction tried (5%, p <= 0.003), the judged EM rate only from 25% (p = 0.019; on
+seed 1 alone at no fraction). During training the latent has risen by step 5 of 16 in the 25% and 100% runs,
+where the judged rate differs from 0% only at step 16 (25%) and step 10 (100%). So at 135M parameters the latent
+is the earlier warning. Caveats: the 0% fine-tune itself raises the judged rate (0.10 to 0.21: careful money advice
+leaking into other domains reads as misaligned to the judge), and the latents were chosen on the organism run's
+100% fine-tune.
+
+The screen is weak but better than the judge here: AUROC 0.69 and 0.63 (intervals reaching 0.47-0.53) for the
+persona latents, 0.54-0.55 for the judge, which reads risky money advice as aligned (it drops none of the 13 narrow
+examples). The 10% mixture barely moves behaviour (0.25 against 0.21, p = 0.17), so the screened fine-tune (0.24)
+has little to remove: this organism is too weak at 10% to test that part."""),
+    ("md", """\
 ## The shipped adapter, live
 
 The narrow adapter is 2 MB of safetensors; loading it onto the base model and answering one unseen question
