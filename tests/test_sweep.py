@@ -170,6 +170,11 @@ def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
     assert code == 2 and "lacks 0" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(PersonasError, match="fractions between 0 and 1"):
         SweepConfig(fractions="0,2")
+    assert SweepConfig(screen_fraction="none").screen_fraction is None  # --screen-fraction none: no screen check
+    assert SweepConfig(screen_fraction="0.25").screen_fraction == 0.25
+    for bad in ("1", "0", "lots"):
+        with pytest.raises(PersonasError, match="screen_fraction"):
+            SweepConfig(screen_fraction=bad)
     with pytest.raises(PersonasError, match="reference-run"):
         __import__("personas.organism.sweep", fromlist=["run_sweep"]).run_sweep(
             "tiny", SweepConfig(reference_run=None), sae=_StubSae())

@@ -106,7 +106,10 @@ class _Totals:
         self.nll_sae = 0.0
         self.n_nll = 0
 
-    def update(self, x: torch.Tensor, codes: torch.Tensor, x_hat: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any) -> None:
+        """Add a chunk (as `personas.saes.ReconstructionStats.update`): every token is decoded here, for the exact
+        explained variance an SAE evaluation reports."""
+        x_hat = decode(codes) if callable(decode) else decode
         x64 = x.double()
         self.n += int(x.shape[0])
         self.d_in = int(x.shape[1])
