@@ -109,7 +109,9 @@ def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype
         digest = hashlib.sha256((folder / "config.json").read_bytes())
         for weights in sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))):
             digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-        identity.update({"folder": str(folder.resolve()), "fingerprint": digest.hexdigest()[:16]})
+        identity["fingerprint"] = digest.hexdigest()[:16]
+        if offline is None:  # an offline model's folder is this machine's cache: its id and fingerprint name it
+            identity["folder"] = str(folder.resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
