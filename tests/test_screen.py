@@ -178,6 +178,7 @@ def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(t
     assert check.keep["judge"] == list(range(len(planted), len(pairs)))  # ties: the first positions go
     assert list(check.table["narrow"]) == [int(r["id"] in planted) for r in rows]
     assert kept_pairs(np.array([0.1, 3.0, -1.0, 2.0]), 0.5) == [0, 2]
+    assert kept_pairs(np.array([0.1, 3.0, -1.0]), 0.99) == [2]  # something is always left to fine-tune on
     with pytest.raises(DataError, match="both narrow"):
         check_screen(lm, tokenizer, [dict(p, kind="careful") for p in pairs], hook="blocks.0.hook_resid_post",
                      sae=sae, latents=[7], direction=None)

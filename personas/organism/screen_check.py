@@ -50,7 +50,7 @@ def kept_pairs(scores: np.ndarray, drop: float) -> list[int]:
         raise DataError(f"drop={drop!r}; expected a share of examples in [0, 1), e.g. 0.2.")
     if np.isnan(scores).any():
         raise DataError("kept_pairs got NaN scores; every example needs a score to be ranked.")
-    n_drop = round(drop * len(scores))
+    n_drop = min(round(drop * len(scores)), len(scores) - 1)  # one example at least is left to train on
     order = np.lexsort((np.arange(len(scores)), -scores))  # highest score first, earlier position first on ties
     return sorted(order[n_drop:].tolist())
 
@@ -81,7 +81,7 @@ def check_screen(model: Any, tokenizer: Any, pairs: Sequence[dict[str, str]], *,
     table = table.join(shifts)
     rankings = {"screen": table["score"].to_numpy(float)}
     summary: dict[str, Any] = {"n": len(pairs), "n_narrow": int(truth.sum()), "drop": drop,
-                               "n_dropped": round(drop * len(pairs)), "screen": _auroc(rankings["screen"], truth)}
+                               "n_dropped": min(round(drop * len(pairs)), len(pairs) - 1), "screen": _auroc(rankings["screen"], truth)}
     if "direction" in table:
         rankings["direction"] = table["direction"].to_numpy(float)
         summary["direction"] = _auroc(rankings["direction"], truth)

@@ -306,6 +306,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     checkpoints, checkpointed = config.checkpoint_list(), set(SweepConfig._numbers(config.checkpoint_fractions,
                                                                                    "checkpoint_fractions", float))
     targets = tuple(t.strip() for t in config.targets.split(",") if t.strip())
+
     def fine_tune(seed: int, model_kind: str, fraction: float, pairs: list[dict[str, str]], steps: list[int],
                   epochs: float) -> int:
         adapter = attach_adapter(lm, AdapterConfig(rank=config.rank, alpha=config.lora_alpha, targets=targets,
