@@ -107,22 +107,11 @@ def main() -> None:
     sae.to(handle.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-capture-"))
 
-    def bare():
-        """The least TransformerLens needs to read the site: run_with_cache(names_filter, stop_at_layer)."""
-        with torch.no_grad():
-            for ids, attn, types in batches:
-                kw = {"attention_mask": attn, "names_filter": [args.hook]}
-                if types is not None:
-                    kw["token_type_ids"] = types
-                if stop is not None:
-                    kw["stop_at_layer"] = stop
-                _, c = model.run_with_cache(ids, **kw)
-                del c
-
     masks = _response_masks(handle, responses.prompts, responses.texts, config)
 
-    def bare_encode():
-        """The bare forward, then `sae.encode` of the response tokens: what capture + SAE cannot beat."""
+    def bare(encode: bool = False):
+        """The least TransformerLens needs to read the site: run_with_cache(names_filter, stop_at_layer); with
+        ``encode``, then `sae.encode` of the response tokens (what capture + SAE cannot beat)."""
         with torch.no_grad():
             for (ids, attn, types), mask in zip(batches, masks, strict=True):
                 kw = {"attention_mask": attn, "names_filter": [args.hook]}
@@ -131,8 +120,12 @@ def main() -> None:
                 if stop is not None:
                     kw["stop_at_layer"] = stop
                 _, c = model.run_with_cache(ids, **kw)
-                sae.encode(c[args.hook][mask])
+                if encode:
+                    sae.encode(c[args.hook][mask])
                 del c
+
+    def bare_encode():
+        bare(encode=True)
 
     def full_cache():
         with torch.no_grad():
