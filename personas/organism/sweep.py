@@ -329,7 +329,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     screens, screen_rows, base_cache = {}, [], {}
     for seed in config.seed_list():
         measure(seed, "base", np.nan, 0, True)
-        checks = None
+        checks, pairs = None, []
         if config.screen_fraction is not None:  # screened with the base model, before any adapter is attached
             pairs = mixture(config.n_train, config.screen_fraction, seed)
             prompts_s = tuple(p["prompt"] for p in pairs)
@@ -344,7 +344,6 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
             fine_tune(seed, "fine-tune", fraction, mixture(config.n_train, fraction, seed),
                       checkpoints if fraction in checkpointed else [], config.epochs)
         if checks is not None:
-            pairs = mixture(config.n_train, config.screen_fraction, seed)
             for ranking, kept in checks.keep.items():
                 chosen = [pairs[i] for i in kept]  # the same number of steps as the unscreened fine-tune
                 fine_tune(seed, SCREENED[ranking], config.screen_fraction, chosen, [],
