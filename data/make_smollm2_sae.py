@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
                          "matches")
     ap.add_argument("--max-chunks", type=int, default=None,
                     help="with --stream: stop after N chunks, checkpointed; rerun the command to resume")
+    ap.add_argument("--row-cache", type=Path, default=None,
+                    help="with --stream: keep captured chunks here (float16); a later run over the same capture (other "
+                         "--k, --d-sae) only trains")
     ap.add_argument("--max-chats", type=int, default=None, help="answer only the first N prompts (quick checks)")
     ap.add_argument("--em-dev", type=Path, default=EMDEV, help="em_dev.csv.gz to evaluate on, if it exists")
     ap.add_argument("--em-dev-limit", type=int, default=None, help="evaluate on the first N em-dev answers only")
@@ -478,7 +481,8 @@ def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[
                             capture_dtype=args.capture_dtype)
     ckpt = args.checkpoint_dir or args.work / f"checkpoint-{args.out.name}"
     sae, metrics = train_sae_streaming(handle, train_seqs, hook_name=HOOK, config=config, checkpoint_dir=ckpt,
-                                       eval_sequences=held_seqs, norm_ratio=NORM_RATIO, progress=False)
+                                       eval_sequences=held_seqs, norm_ratio=NORM_RATIO, progress=False,
+                                       row_cache=args.row_cache)
     if sae is None:
         log.info("stopped at chunk %d (%d of %d samples); rerun the same command to resume from %s",
                  metrics["stopped_at_chunk"], metrics["n_training_samples"], metrics["n_tokens"], ckpt)

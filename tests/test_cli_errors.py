@@ -232,6 +232,7 @@ CASES = [
     (["train-sae", "--out", "{root}/s3", "--d-sae", "wide"], "invalid int value"),
     (["train-sae"], "the following arguments are required: --out"),
     (["train-sae", "--out", "{root}/s4", "--stream", "--chunk-tokens", "10"], "chunk_tokens=10"),
+    (["train-sae", "--out", "{root}/s5", "--row-cache", "{root}/rows"], "needs --stream"),
     # eval-sae
     (["eval-sae", "{sae}", "--text", "{missing}"], "is not a file"),
     (["eval-sae", "{sae}"], "needs --text FILE"),

@@ -81,6 +81,48 @@ def test_a_killed_run_resumes_to_the_same_weights(toy_model, sequences, tmp_path
                                    checkpoint_dir=tmp_path / "b", eval_sequences=held, progress=False)
 
 
+def test_a_row_cache_serves_a_second_run_without_capturing(toy_model, sequences, tmp_path, monkeypatch):
+    import torch
+
+    from personas.training import stream
+
+    train, held = sequences
+    rows = tmp_path / "rows"
+    sae_a, metrics_a = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(), eval_sequences=held,
+                                                  progress=False, row_cache=rows)
+    kept = sorted(p.name for p in rows.glob("chunk-*.pt"))
+    assert len(kept) == metrics_a["chunks"] >= 3 and metrics_a["chunks_read_from_row_cache"] == 0
+    first = torch.load(rows / kept[0], weights_only=True)
+    assert first.dtype == torch.float16 and first.shape[1] == toy_model.d_model
+
+    # the kept rows are chunk 0's capture, shuffled: the same multiset of tokens as a fresh capture of that chunk
+    plan = stream.StreamPlan(len(train), sum(map(len, train)) / len(train), 400, 0)
+    fresh = stream.capture_rows(toy_model, [train[j] for j in plan.chunk(0)], HOOK).to(torch.float16)
+    assert torch.equal(torch.sort(first.float().sum(1)).values, torch.sort(fresh.float().sum(1)).values)
+
+    real = stream.capture_rows
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("captured although the row cache holds the chunk")
+
+    monkeypatch.setattr(stream, "capture_rows", no_capture)
+    sae_b, metrics_b = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(),
+                                                  eval_sequences=held, progress=False, row_cache=rows)
+    assert metrics_b["chunks_read_from_row_cache"] == metrics_b["chunks"]
+    for name, value in _weights(sae_a).items():  # rows trained at their float16 values either way
+        assert torch.equal(value, _weights(sae_b)[name]), name
+    other_k, _ = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(k=6),
+                                            eval_sequences=held, progress=False, row_cache=rows)
+    assert other_k.cfg.k == 6  # a grid cell with other SAE settings reads the same rows
+    monkeypatch.setattr(stream, "capture_rows", real)
+    with pytest.raises(Exception, match="holds another capture"):
+        stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(chunk_tokens=500),
+                                   eval_sequences=held, progress=False, row_cache=rows)
+    without, _ = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(), eval_sequences=held,
+                                            progress=False)
+    assert any(not torch.equal(v, _weights(without)[n]) for n, v in _weights(sae_a).items())  # float16 rows differ
+
+
 def test_train_sae_command_streams_in_stretches_at_bfloat16(tmp_path, toy_tokenizer, planted_data, capsys):
     import json
 

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--checkpoint-dir", default=None,
                    help="with --stream: checkpoint folder (default: OUT-checkpoint; a matching one is resumed)")
+    p.add_argument("--row-cache", default=None,
+                   help="with --stream: keep the captured chunks here (float16) and reuse them in later runs over the "
+                        "same capture, e.g. other widths or k")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     add_config_options(p, TrainSAEConfig)
@@ -39,6 +42,7 @@ def _cmd_train_sae(args: argparse.Namespace) -> int:
         command=" ".join(["personas", *sys.argv[1:]]),
         progress=not args.quiet,
         checkpoint_dir=args.checkpoint_dir,
+        row_cache=args.row_cache,
     )
     if out is None:
         print(f"stopped at chunk {metrics['stopped_at_chunk']} ({metrics['n_training_samples']} of "

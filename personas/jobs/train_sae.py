@@ -33,6 +33,7 @@ def train_sae_job(
     command: str | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
+    row_cache: str | Path | None = None,
 ) -> tuple[Path | None, dict[str, Any]]:
     """Train an SAE for ``model`` at ``hook`` on the built-in corpus (or ``config.corpus``) and save it to ``out``.
 
@@ -40,10 +41,13 @@ def train_sae_job(
     ``config.stream``, activations are captured chunk by chunk while training (`personas.training.stream`), with
     checkpoints in ``checkpoint_dir`` (default: ``OUT-checkpoint`` beside ``out``, removed once the SAE is saved);
     when ``config.max_chunks`` stops the run early, returns ``(None, progress)`` and the same call resumes it.
+    ``row_cache`` (streamed runs only) keeps the captured chunks at float16 for other runs over the same capture.
     """
     import time
 
     config = config or TrainSAEConfig()
+    if row_cache is not None and not config.stream:
+        raise PersonasError(f"row_cache={str(row_cache)!r} keeps streamed chunks; it needs --stream (stream=True).")
     check_output_dir(out)  # before the model loads and the SAE trains: a folder that cannot be written fails now
     if config.corpus and not Path(config.corpus).is_file():
         raise PersonasError(f"--corpus {config.corpus!r} is not a file; expected a text file, one document per line.")
@@ -58,7 +62,8 @@ def train_sae_job(
         corpus_description = describe_corpus()
     if config.stream:
         return _train_streamed(handle, texts, corpus_description, hook=hook, config=config, out=Path(out),
-                               checkpoint_dir=checkpoint_dir, command=command, progress=progress)
+                               checkpoint_dir=checkpoint_dir, command=command, progress=progress,
+                               row_cache=row_cache)
     started = time.time()
     acts = token_activations(handle, texts, hook, progress=progress)
     capture_seconds = time.time() - started
@@ -85,7 +90,8 @@ def train_sae_job(
 
 
 def _train_streamed(handle, texts: list[str], corpus_description: str, *, hook: str, config: TrainSAEConfig, out: Path,
-                    checkpoint_dir: str | Path | None, command: str | None, progress: bool):
+                    checkpoint_dir: str | Path | None, command: str | None, progress: bool,
+                    row_cache: str | Path | None = None):
     """The streamed branch of `train_sae_job`: documents held out by a seeded draw, the rest streamed."""
     import random
     import shutil
@@ -101,7 +107,7 @@ def _train_streamed(handle, texts: list[str], corpus_description: str, *, hook: 
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out.parent / f"{out.name}-checkpoint"
     sae, metrics = train_sae_streaming(handle, token_windows(handle, train), hook_name=hook, config=config,
                                        checkpoint_dir=ckpt, eval_sequences=token_windows(handle, held),
-                                       progress=progress)
+                                       progress=progress, row_cache=row_cache)
     if sae is None:
         return None, {**metrics, "checkpoint_dir": str(ckpt)}
     provenance = {

@@ -4,7 +4,11 @@
 the SAE trains: the training sequences (token ids) are cut into *chunks* of about `TrainSAEConfig.chunk_tokens`
 tokens; each chunk is captured (the forward stops after the site's block, at the model's dtype, e.g. bfloat16 on a
 CPU with AMX), its rows are shuffled and served to sae-lens's trainer in float32 batches, and the next chunk follows.
-No activation is written to disk.
+No activation is written to disk, unless ``row_cache`` names a folder: then each chunk's shuffled rows are kept
+there at float16 (about 1.2 kB a token at d_model 576) and read back by any later run over the same data, site,
+model, dtype, chunk size and seed, whatever its SAE settings. That is how a grid (widths, k) pays the capture once:
+the first cell captures, the others only train. With a row cache the rows are always trained at their float16
+values, so a cell that captured and a cell that read the cache see the same numbers.
 
 **Determinism, so that resume is exact.** Chunk ``i`` is a pure function of ``i``: epoch ``e`` visits the sequences
 in a permutation seeded by ``(seed, e)``, chunk ``i`` takes the ``i``-th run of `sequences_per_chunk` sequences of
@@ -51,7 +55,9 @@ if TYPE_CHECKING:
     import torch
     from sae_lens import SAE
 
-__all__ = ["StreamPlan", "capture_rows", "token_windows", "train_sae_streaming"]
+__all__ = ["RowCache", "StreamPlan", "capture_rows", "token_windows", "train_sae_streaming"]
+
+ROW_CACHE_FILE = "rows.json"
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +147,101 @@ class StreamPlan:
         return out
 
 
-def _fingerprint(sequences: Sequence[Sequence[int]], hook: str, model_id: str, config: TrainSAEConfig) -> str:
-    """What a checkpoint must match to be resumed: the data, the site, the model and every training setting."""
+def _fingerprint(sequences: Sequence[Sequence[int]], hook: str, model_id: str, config: TrainSAEConfig,
+                 rows: str = "float32") -> str:
+    """What a checkpoint must match to be resumed: the data, the site, the model, every training setting, and the
+    precision of the rows trained on (float16 with a row cache)."""
     digest = hashlib.sha256()
     run = {k: v for k, v in asdict(config).items() if k not in ("max_chunks", "checkpoint_every")}
-    digest.update(json.dumps({"hook": hook, "model": model_id, "config": run}, sort_keys=True).encode())
+    ident = {"hook": hook, "model": model_id, "config": run, **({"rows": rows} if rows != "float32" else {})}
+    digest.update(json.dumps(ident, sort_keys=True).encode())
+    for seq in sequences:
+        digest.update(len(seq).to_bytes(4, "little"))
+        digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+    return digest.hexdigest()
+
+
+class RowCache:
+    """A folder of captured chunks (float16 rows, already shuffled) that any run over the same capture may reuse.
+
+    What the rows depend on is fingerprinted in ``rows.json`` (the sequences, the site, the model and its dtype,
+    the chunk size, the seed, the norm filter); a folder written for another capture is refused, never mixed in.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: str) -> None:
+        self.folder = Path(folder)
+        meta = self.folder / ROW_CACHE_FILE
+        if meta.exists():
+            try:
+                found = json.loads(meta.read_text())["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise PersonasError(f"row cache {meta} is unreadable ({exc}); delete the folder to capture afresh.") \
+                    from exc
+            if found != fingerprint:
+                raise PersonasError(
+                    f"the row cache {self.folder} holds another capture (different data, site, model, dtype, "
+                    "chunk size or seed); point row_cache at a new folder, or delete this one."
+                )
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps({"fingerprint": fingerprint, "dtype": "float16"}))
+        self.fingerprint = fingerprint
+
+    def path(self, i: int) -> Path:
+        return self.folder / f"chunk-{i:06d}.pt"
+
+    def get(self, i: int) -> torch.Tensor | None:
+        """Chunk ``i``'s rows as float32 (their float16 values), or None when it was never captured."""
+        import torch
+
+        path = self.path(i)
+        if not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True).float()
+
+    def put(self, i: int, rows: torch.Tensor) -> torch.Tensor:
+        """Keep chunk ``i`` (written under a temporary name, then renamed) and return the rows as they will be read:
+        rounded to float16, back in float32."""
+        return self._put(self.path(i), rows, f"chunk {i}")
+
+    def eval_path(self, sequences: Sequence[Sequence[int]]) -> Path:
+        """Where the held-out rows of ``sequences`` are kept (named by their digest: other held-out sets coexist)."""
+        digest = hashlib.sha256()
+        for seq in sequences:
+            digest.update(len(seq).to_bytes(4, "little"))
+            digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+        return self.folder / f"eval-{digest.hexdigest()[:16]}.pt"
+
+    def _put(self, path: Path, rows: torch.Tensor, what: str) -> torch.Tensor:
+        import torch
+
+        half = rows.to(torch.float16)
+        if not bool(torch.isfinite(half).all()):
+            raise DataError(f"{what} has activations beyond float16's range (|x| > 65504); train without "
+                            "row_cache, or at another site.")
+        tmp = self.folder / f".{path.name}.tmp-{os.getpid()}"
+        torch.save(half.contiguous(), tmp)
+        os.replace(tmp, path)
+        return half.float()
+
+    def eval_rows(self, sequences: Sequence[Sequence[int]], capture) -> torch.Tensor:
+        """The held-out rows of ``sequences``: read when kept, else ``capture()`` and kept (float16 values)."""
+        import torch
+
+        path = self.eval_path(sequences)
+        if path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True).float()
+        return self._put(path, capture(), "the held-out capture")
+
+
+def _capture_fingerprint(sequences: Sequence[Sequence[int]], hook: str, handle: Any, config: TrainSAEConfig,
+                         norm_ratio: float) -> str:
+    """What a chunk's rows depend on: not the SAE's settings, so that a grid shares one capture."""
+    digest = hashlib.sha256()
+    dtype = handle.provenance()["dtype"]
+    run = {"hook": hook, "model": handle.model_id, "dtype": dtype, "chunk_tokens": config.chunk_tokens,
+           "seed": config.seed, "norm_ratio": norm_ratio}
+    digest.update(json.dumps(run, sort_keys=True).encode())
     for seq in sequences:
         digest.update(len(seq).to_bytes(4, "little"))
         digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
@@ -195,6 +291,7 @@ def train_sae_streaming(
     eval_sequences: Sequence[Sequence[int]] | None = None,
     norm_ratio: float = 0.0,
     progress: bool = True,
+    row_cache: str | Path | None = None,
 ) -> tuple[SAE | None, dict[str, Any]]:
     """Train an SAE at ``hook_name`` on activations of ``sequences`` (token ids) captured chunk by chunk.
 
@@ -202,7 +299,8 @@ def train_sae_streaming(
     matching checkpoint found there is resumed (one of another run is refused). When the invocation stops at
     `TrainSAEConfig.max_chunks` before the token budget is spent, returns ``(None, progress)``; otherwise the
     inference SAE (raw activations in, as `train_sae` returns it) and its metrics on ``eval_sequences`` (required:
-    the held-out documents).
+    the held-out documents). ``row_cache``: a folder where captured chunks are kept and from which they are read
+    (see `RowCache`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -215,15 +313,25 @@ def train_sae_streaming(
         raise PersonasError("TrainSAEConfig.max_chunks stops a run to resume it later: give a checkpoint_dir too.")
     lengths = [len(s) for s in sequences]
     plan = StreamPlan(len(sequences), sum(lengths) / max(len(lengths), 1), config.chunk_tokens, config.seed)
-    fingerprint = _fingerprint(sequences, hook_name, handle.model_id, config)
+    fingerprint = _fingerprint(sequences, hook_name, handle.model_id, config,
+                               rows="float32" if row_cache is None else "float16")
     device = str(handle.device)
     batch = config.batch_size_tokens
     ckpt = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
 
+    cache = (RowCache(row_cache, _capture_fingerprint(sequences, hook_name, handle, config, norm_ratio))
+             if row_cache is not None else None)
+    cached_chunks = 0
+
     def chunk_rows(i: int) -> torch.Tensor:
+        nonlocal cached_chunks
+        if cache is not None and (kept := cache.get(i)) is not None:
+            cached_chunks += 1
+            return kept
         rows = capture_rows(handle, [sequences[j] for j in plan.chunk(i)], hook_name, norm_ratio=norm_ratio)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * i + 1)
-        return rows[torch.randperm(rows.shape[0], generator=generator)]
+        rows = rows[torch.randperm(rows.shape[0], generator=generator)]
+        return cache.put(i, rows) if cache is not None else rows
 
     state = torch.load(ckpt, map_location=device, weights_only=False) if ckpt and ckpt.exists() else None
     if state is not None and state["fingerprint"] != fingerprint:
@@ -292,7 +400,10 @@ def train_sae_streaming(
                 checkpoint()
     train_seconds = time.perf_counter() - started
     inference, fired_train = finish_training(trainer, sae, scaling_factor, schedule["dead_window"])
-    eval_rows = capture_rows(handle, eval_sequences, hook_name, norm_ratio=norm_ratio)
+    def capture_eval() -> torch.Tensor:
+        return capture_rows(handle, eval_sequences, hook_name, norm_ratio=norm_ratio)
+
+    eval_rows = cache.eval_rows(eval_sequences, capture_eval) if cache is not None else capture_eval()
     metrics = final_metrics(inference, eval_rows, fired_train)
     metrics.update(
         n_eval_tokens=int(eval_rows.shape[0]),
@@ -305,6 +416,7 @@ def train_sae_streaming(
         dropped_tokens=int(dropped),
         seconds_this_invocation=train_seconds,
         capture_seconds=capture_seconds,
+        chunks_read_from_row_cache=cached_chunks,
         scaling_factor=scaling_factor,
         dead_window_tokens=schedule["dead_window"] * batch,
         lr_warm_up_steps=schedule["warmup"],
