@@ -391,16 +391,19 @@ class ReconstructionStats:
                 self._sample = (sample_positions(int(total_tokens), int(sample_tokens), self.seed) if sample_tokens
                                 else np.zeros(0, dtype=np.int64))
 
-    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any) -> None:
+    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any,
+               active_latents: torch.Tensor | None = None) -> None:
         """Add a chunk: activations [n, d_in], its codes [n, d_sae], and ``decode`` (codes -> reconstruction)
-        or the reconstruction [n, d_in] itself. Only the chunk's sampled rows are decoded."""
+        or the reconstruction [n, d_in] itself. Only the chunk's sampled rows are decoded. ``active_latents``: the
+        column index of every non-zero code, when the caller has already found them (no second dense pass)."""
         import torch
 
         lo, n = self.n, int(x.shape[0])
         self.n += n
-        active = codes != 0
-        self.l0_sum += int(active.sum())
-        self.fired |= active.any(0).cpu().numpy()
+        if active_latents is None:
+            active_latents = (codes != 0).nonzero(as_tuple=True)[1]
+        self.l0_sum += int(active_latents.numel())
+        self.fired[torch.unique(active_latents).cpu().numpy()] = True
         if self._sample is not None:
             rows = self._sample[np.searchsorted(self._sample, lo):np.searchsorted(self._sample, lo + n)] - lo
             if rows.size == 0:
@@ -456,9 +459,9 @@ def encode_sparse(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 81
         for lo in range(0, activations.shape[0], batch_tokens):
             chunk = activations[lo : lo + batch_tokens].to(device=param.device, dtype=param.dtype)
             codes = sae.encode(chunk)
-            if stats is not None:
-                stats.update(chunk, codes, sae.decode)
             r, c = codes.nonzero(as_tuple=True)
+            if stats is not None:
+                stats.update(chunk, codes, sae.decode, active_latents=c)
             rows.append(r + lo)
             cols.append(c)
             values.append(codes[r, c].float())

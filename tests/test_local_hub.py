@@ -256,3 +256,31 @@ def test_readme_gemma_scope_recipe_resolves_without_weights():
     assert (cfg["hook_name"], cfg["d_in"], cfg["d_sae"]) == ("blocks.12.hook_resid_post", 2304, 16384)
     assert cfg["model_name"] == "gemma-2-2b"  # trained on the base model: the recipe passes --allow-model-mismatch
     assert _official_name("gemma-2-2b-it") == "google/gemma-2-2b-it"
+
+
+def test_bridge_run_hooks_reads_what_run_with_cache_reads_stops_early_and_keeps_user_hooks(offline_hub):
+    import torch
+
+    from personas.models import load_model
+
+    handle = load_model("personas-test/tiny-llama")
+    bridge = handle.model
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21], [1, 6, 10, 14, 0, 0]])
+    attn = (ids != 0).long()
+    hooks = ["blocks.2.hook_resid_post", "blocks.0.hook_resid_post"]
+    got = handle.run_hooks(ids, attn, hooks)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(ids, attention_mask=attn, names_filter=hooks, stop_at_layer=3)
+    for name in hooks:
+        assert torch.equal(got[name], cache[name]), name
+
+    fired = []
+    later = bridge.get_hook_point("blocks.3.hook_resid_post")
+    later.add_hook(lambda tensor, hook: fired.append(tensor.shape))  # a user's hook, no context level
+    handle.run_hooks(ids, attn, hooks)
+    assert fired == []  # the pass ended after block 2
+    assert all(len(bridge.get_hook_point(h).fwd_hooks) == 0 for h in hooks)  # ours are gone
+    with torch.no_grad():
+        bridge.forward(ids, attention_mask=attn)
+    assert len(fired) == 1  # the user's hook is still there
+    later.remove_hooks("fwd")

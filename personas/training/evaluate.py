@@ -106,7 +106,8 @@ class _Totals:
         self.nll_sae = 0.0
         self.n_nll = 0
 
-    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any) -> None:
+    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any,
+               active_latents: torch.Tensor | None = None) -> None:
         """Add a chunk (as `personas.saes.ReconstructionStats.update`): every token is decoded here, for the exact
         explained variance an SAE evaluation reports."""
         x_hat = decode(codes) if callable(decode) else decode
@@ -117,7 +118,8 @@ class _Totals:
         self.sum_sq += float(x64.pow(2).sum())
         part = x64.sum(0).cpu().numpy()
         self.sum_x = part if self.sum_x is None else self.sum_x + part
-        self.active += (codes != 0).sum(0).cpu().numpy()
+        self.active += ((codes != 0).sum(0).cpu().numpy() if active_latents is None
+                        else np.bincount(active_latents.cpu().numpy(), minlength=self.active.size))
 
     def summary(self, dense_threshold: float) -> dict[str, Any]:
         sst = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
