@@ -1,13 +1,16 @@
 """Capture throughput against a bare ``stop_at_layer`` forward and against ``run_with_cache`` on the full model.
 
-All three run the same model over the same batches of the same tokenized responses (length-sorted, right
-padded, as `personas.capture` forms them), in one process, interleaved ``--repeat`` times; the best time of each
-is kept. Throughput counts input tokens (prompt + response) per second.
+All jobs run the same model over the same batches of the same tokenized responses (length-sorted, right padded, as
+`personas.capture` forms them), in one process, interleaved ``--repeat`` times; each ratio is the median of its
+per-repetition ratios (with their range). Throughput counts input tokens (prompt + response) per second.
 
     python benchmarks/bench_capture.py [--model minilm] [--hook blocks.3.hook_resid_post] [--rows 706]
+    python benchmarks/bench_capture.py --model smollm2 --hook blocks.18.hook_resid_post --rows 160 --capture-only
 
-Prints ``capture / bare stop_at_layer forward`` (target >= 0.95), ``capture+SAE / (bare forward + sae.encode)``
-(target >= 0.9), ``capture / full run_with_cache``, and the same
+Prints ``capture / bare stop_at_layer forward`` (target >= 0.95; the bare forward is TransformerLens's
+``run_with_cache(names_filter, stop_at_layer)``), ``capture / bare ModelHandle.run_hooks`` (the library's own forward,
+which hooks a bridge's points directly: what tokenizing, masking and pooling cost), ``capture+SAE / (bare forward +
+sae.encode)`` (target >= 0.9), ``capture / full run_with_cache``, and the same
 for `personas.cache.build_cache` (capture + writing shards) and for capture with an SAE (d_sae latents, TopK).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +86,8 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=4096)
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--capture-only", action="store_true",
+                        help="skip the full-model pass and the shard-writing jobs (large models)")
     args = parser.parse_args()
 
     import torch
@@ -127,6 +133,12 @@ def main() -> None:
     def bare_encode():
         bare(encode=True)
 
+    def bare_run_hooks():
+        """The library's own forward (`ModelHandle.run_hooks`, the bridge's points hooked directly) on the same
+        pre-built batches: capture / this is what tokenizing, masking and pooling cost."""
+        for ids, attn, types in batches:
+            handle.run_hooks(ids, attn, [args.hook], types)
+
     def full_cache():
         with torch.no_grad():
             for ids, attn, types in batches:
@@ -160,37 +172,51 @@ def main() -> None:
                     cache=CacheConfig(shard_size=256), progress=False)
 
     jobs = {"bare stop_at_layer forward": bare, "bare forward + sae.encode": bare_encode,
+            "bare ModelHandle.run_hooks": bare_run_hooks,
             "full run_with_cache": full_cache, "capture": run_capture,
             "build_cache": run_cache, "capture + SAE (tokens kept)": run_capture_sae,
             "capture + SAE, no fit stats": run_capture_sae_no_fit,
             "build_cache + SAE": run_cache_sae}
-    best = {name: float("inf") for name in jobs}
+    if args.capture_only:  # the rows the issue's targets need: no full-model pass, no shard writing
+        jobs = {k: v for k, v in jobs.items() if "cache" not in k}
+    times: dict[str, list[float]] = {name: [] for name in jobs}
     bare()  # warm-up
     for _ in range(args.repeat):
         for name, fn in jobs.items():
             t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            times[name].append(time.perf_counter() - t0)
     shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"model {handle.model_id} | hook {args.hook} (stop_at_layer={stop}) | {len(responses)} responses, "
           f"{n_tokens} tokens, batch {args.batch_size} | torch threads {torch.get_num_threads()} | device "
-          f"{handle.device} | SAE TopK {args.d_sae} k={args.k}")
-    for name, seconds in best.items():
-        print(f"  {name:30s} {seconds:7.2f} s  {n_tokens / seconds:9.0f} tokens/s")
-    b, f = best["bare stop_at_layer forward"], best["full run_with_cache"]
-    be = best["bare forward + sae.encode"]
-    print(f"ratio capture / bare stop_at_layer forward:     {b / best['capture']:.3f}  (target >= 0.95)")
-    print(f"ratio build_cache / bare stop_at_layer forward: {b / best['build_cache']:.3f}")
-    print(f"ratio capture / full run_with_cache:            {f / best['capture']:.3f}")
-    print(f"ratio build_cache / full run_with_cache:        {f / best['build_cache']:.3f}")
-    print(f"ratio capture+SAE / bare forward:               {b / best['capture + SAE (tokens kept)']:.3f}")
-    print(f"ratio capture+SAE / (bare forward + encode):    {be / best['capture + SAE (tokens kept)']:.3f}  "
-          "(target >= 0.9)")
-    fit, no_fit = best["capture + SAE (tokens kept)"], best["capture + SAE, no fit stats"]
-    print(f"SAE-fit statistics' share of capture+SAE time:  {(fit - no_fit) / fit:.3f}  (target <= 0.05)")
-    print(f"ratio build_cache+SAE / bare forward:           {b / best['build_cache + SAE']:.3f}")
+          f"{handle.device} | SAE TopK {args.d_sae} k={args.k} | {args.repeat} repetitions, medians")
+    for name, seconds in times.items():
+        med = statistics.median(seconds)
+        print(f"  {name:30s} {med:7.2f} s  {n_tokens / med:9.0f} tokens/s  (runs {min(seconds):.2f}-{max(seconds):.2f} s)")
 
+    def ratio(label: str, num: str, den: str, note: str = "") -> None:
+        """Median over repetitions of the per-repetition ratio (the two jobs of a repetition ran minutes apart at
+        most, so a machine's drift cancels), with its range."""
+        if num not in times or den not in times:
+            return
+        per = [a / b for a, b in zip(times[num], times[den], strict=True)]
+        print(f"ratio {label:43s} {statistics.median(per):.3f}  [{min(per):.3f}, {max(per):.3f}]{note}")
+
+    ratio("capture / bare stop_at_layer forward:", "bare stop_at_layer forward", "capture", "  (target >= 0.95)")
+    ratio("capture / bare ModelHandle.run_hooks:", "bare ModelHandle.run_hooks", "capture",
+          "  (tokenizing, masks, pooling)")
+    ratio("build_cache / bare stop_at_layer forward:", "bare stop_at_layer forward", "build_cache")
+    ratio("capture / full run_with_cache:", "full run_with_cache", "capture")
+    ratio("build_cache / full run_with_cache:", "full run_with_cache", "build_cache")
+    ratio("capture+SAE / bare forward:", "bare stop_at_layer forward", "capture + SAE (tokens kept)")
+    ratio("capture+SAE / (bare forward + encode):", "bare forward + sae.encode", "capture + SAE (tokens kept)",
+          "  (target >= 0.9)")
+    fit, no_fit = times["capture + SAE (tokens kept)"], times["capture + SAE, no fit stats"]
+    share = [(a - b) / a for a, b in zip(fit, no_fit, strict=True)]
+    print(f"SAE-fit statistics' share of capture+SAE time:    {statistics.median(share):.3f}  "
+          f"[{min(share):.3f}, {max(share):.3f}]  (target <= 0.05)")
+    ratio("build_cache+SAE / bare forward:", "bare stop_at_layer forward", "build_cache + SAE")
 
 if __name__ == "__main__":
     main()
