@@ -1,7 +1,7 @@
 """Capture throughput against a bare ``stop_at_layer`` forward and against ``run_with_cache`` on the full model.
 
 All jobs run the same model over the same batches of the same tokenized responses (length-sorted, right padded, as
-`personas.capture` forms them), in one process, interleaved ``--repeat`` times; each ratio is the median of its
+`personas.capture` forms them), in one process, interleaved ``--repeat`` times (in a shuffled order each time); each ratio is the median of its
 per-repetition ratios (with their range). Throughput counts input tokens (prompt + response) per second.
 
     python benchmarks/bench_capture.py [--model minilm] [--hook blocks.3.hook_resid_post] [--rows 706]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -181,10 +182,12 @@ def main() -> None:
         jobs = {k: v for k, v in jobs.items() if "cache" not in k}
     times: dict[str, list[float]] = {name: [] for name in jobs}
     bare()  # warm-up
-    for _ in range(args.repeat):
-        for name, fn in jobs.items():
+    for rep in range(args.repeat):
+        order = list(jobs)
+        random.Random(rep).shuffle(order)  # no job always runs right after the same one
+        for name in order:
             t0 = time.perf_counter()
-            fn()
+            jobs[name]()
             times[name].append(time.perf_counter() - t0)
     shutil.rmtree(tmp, ignore_errors=True)
 
