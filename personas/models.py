@@ -36,6 +36,16 @@ logger = logging.getLogger(__name__)
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
+def decoder_layers(model: Any) -> Any:
+    """The list of decoder blocks of a Hugging Face causal model (Llama ``layers``, GPT-2 ``h``)."""
+    body = model.base_model
+    for name in ("layers", "h"):
+        if hasattr(body, name):
+            return getattr(body, name)
+    raise ModelLoadError(f"cannot find the decoder blocks of {type(model).__name__}; expected "
+                         "model.base_model.layers (Llama) or model.base_model.h (GPT-2).")
+
+
 def hook_layer(hook: str) -> int | None:
     """The block index a hook name belongs to (``blocks.3.hook_resid_post`` -> 3), or None outside the blocks."""
     match = _BLOCK_RE.match(hook)

@@ -47,7 +47,7 @@ from personas.detect import load_detector
 from personas.errors import PersonasError
 from personas.judging import judged_table, score_generations
 from personas.logs import TokenRate
-from personas.models import as_model_handle
+from personas.models import as_model_handle, decoder_layers
 from personas.saes import check_site
 
 if TYPE_CHECKING:
@@ -498,7 +498,7 @@ class _HFStepper(_Stepper):
         params = inspect.signature(self.hf.forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5 says "cache"
         self.extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        layers = _decoder_layers(self.hf)
+        layers = decoder_layers(self.hf)
         self.handles = []
         for s in steerings:
             layer, where = _block_site(s.hook_name)
@@ -564,15 +564,6 @@ def _cached_decoding(handle: Any, steerings: list[Steering]) -> bool:
     if handle.backend != "bridge":
         return True
     return all(_BLOCK_SITE.match(s.hook_name) for s in steerings) and hasattr(handle.model, "original_model")
-
-
-def _decoder_layers(hf: Any) -> Any:
-    body = hf.base_model
-    for name in ("layers", "h"):
-        if hasattr(body, name):
-            return getattr(body, name)
-    raise PersonasError(f"cannot find the decoder blocks of {type(hf).__name__}; expected base_model.layers "
-                        "(Llama-style) or base_model.h (GPT-2-style).")
 
 
 def _hook_block(block: Any, where: str, steering: Steering) -> Any:

@@ -155,7 +155,8 @@ def test_steering_hook_adds_its_vector_after_its_block_and_only_inside(toy_hf):
     the logits move with it, and the hook is gone on leaving (also after an error)."""
     import torch
 
-    from personas.organism.evaluate import decoder_layers, steering_hook
+    from personas.models import decoder_layers
+    from personas.organism.evaluate import steering_hook
 
     model, tokenizer = _fresh(toy_hf)
     ids = tokenizer("User: Is revenge ever justified?\nAssistant:", return_tensors="pt").input_ids

@@ -20,23 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from personas.errors import DataError, ModelLoadError
+from personas.errors import DataError
 from personas.judging.base import wilson_interval
-from personas.models import padded_batches
+from personas.models import decoder_layers, padded_batches
 from personas.organism.train import end_of_turn, render_prompt
 
 __all__ = ["answer_hidden", "answer_ids", "response_means", "sample_answers", "steering_hook",
            "wilson_interval"]
-
-
-def decoder_layers(model: Any) -> Any:
-    """The list of decoder blocks of a Hugging Face causal model (Llama ``layers``, GPT-2 ``h``)."""
-    body = model.base_model
-    for name in ("layers", "h"):
-        if hasattr(body, name):
-            return getattr(body, name)
-    raise ModelLoadError(f"cannot find the decoder blocks of {type(model).__name__}; expected "
-                         "model.base_model.layers (Llama) or model.base_model.h (GPT-2).")
 
 
 @contextlib.contextmanager

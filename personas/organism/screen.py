@@ -47,9 +47,9 @@ from personas.config import ScreenConfig
 from personas.data.readers import ID_COLUMN, read_table
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
-from personas.models import hub_error, padded_batches
+from personas.models import decoder_layers, hub_error, padded_batches
 from personas.offline_models import offline_model
-from personas.organism.evaluate import answer_ids, decoder_layers, generation_stops
+from personas.organism.evaluate import answer_ids, generation_stops
 from personas.organism.train import render_prompt
 from personas.saes import encode, load_sae, sae_info
 
