@@ -147,6 +147,13 @@ class StreamPlan:
         return out
 
 
+def _add_sequences(digest: Any, sequences: Sequence[Sequence[int]]) -> None:
+    """Feed token-id sequences to a hashlib digest, lengths included (so that splits differ)."""
+    for seq in sequences:
+        digest.update(len(seq).to_bytes(4, "little"))
+        digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+
+
 def _fingerprint(sequences: Sequence[Sequence[int]], hook: str, model_id: str, config: TrainSAEConfig,
                  rows: str = "float32") -> str:
     """What a checkpoint must match to be resumed: the data, the site, the model, every training setting, and the
@@ -155,9 +162,7 @@ def _fingerprint(sequences: Sequence[Sequence[int]], hook: str, model_id: str, c
     run = {k: v for k, v in asdict(config).items() if k not in ("max_chunks", "checkpoint_every")}
     ident = {"hook": hook, "model": model_id, "config": run, **({"rows": rows} if rows != "float32" else {})}
     digest.update(json.dumps(ident, sort_keys=True).encode())
-    for seq in sequences:
-        digest.update(len(seq).to_bytes(4, "little"))
-        digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+    _add_sequences(digest, sequences)
     return digest.hexdigest()
 
 
@@ -207,9 +212,7 @@ class RowCache:
     def eval_path(self, sequences: Sequence[Sequence[int]]) -> Path:
         """Where the held-out rows of ``sequences`` are kept (named by their digest: other held-out sets coexist)."""
         digest = hashlib.sha256()
-        for seq in sequences:
-            digest.update(len(seq).to_bytes(4, "little"))
-            digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+        _add_sequences(digest, sequences)
         return self.folder / f"eval-{digest.hexdigest()[:16]}.pt"
 
     def _put(self, path: Path, rows: torch.Tensor, what: str) -> torch.Tensor:
@@ -242,9 +245,7 @@ def _capture_fingerprint(sequences: Sequence[Sequence[int]], hook: str, handle: 
     run = {"hook": hook, "model": handle.model_id, "dtype": dtype, "chunk_tokens": config.chunk_tokens,
            "seed": config.seed, "norm_ratio": norm_ratio}
     digest.update(json.dumps(run, sort_keys=True).encode())
-    for seq in sequences:
-        digest.update(len(seq).to_bytes(4, "little"))
-        digest.update(b"".join(int(t).to_bytes(4, "little") for t in seq))
+    _add_sequences(digest, sequences)
     return digest.hexdigest()
 
 
