@@ -71,7 +71,17 @@ def train_sae_job(
     sae, metrics = train_sae(
         acts, hook_name=hook, model_id=handle.model_id, config=config, device=str(handle.device), progress=progress
     )
-    provenance = {
+    provenance = _provenance(handle, hook, config, command, corpus_description, texts,
+                             n_tokens=int(acts.shape[0]))
+    provenance["capture_seconds"] = round(capture_seconds, 1)
+    path = save_trained_sae(sae, metrics, out, provenance=provenance)
+    return Path(path), metrics
+
+
+def _provenance(handle, hook: str, config: TrainSAEConfig, command: str | None, corpus_description: str,
+                texts: list[str], **corpus_counts: int) -> dict[str, Any]:
+    """What `save_trained_sae` records of a train-sae job: the command, model, site, settings and corpus."""
+    return {
         **manifest_header("personas.train-sae"),
         "command": command,
         "model": handle.provenance(),
@@ -80,13 +90,10 @@ def train_sae_job(
         "corpus": {
             "description": corpus_description,
             "n_documents": len(texts),
-            "n_tokens": int(acts.shape[0]),
+            **corpus_counts,
             "sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
         },
-        "capture_seconds": round(capture_seconds, 1),
     }
-    path = save_trained_sae(sae, metrics, out, provenance=provenance)
-    return Path(path), metrics
 
 
 def _train_streamed(handle, texts: list[str], corpus_description: str, *, hook: str, config: TrainSAEConfig, out: Path,
@@ -110,19 +117,7 @@ def _train_streamed(handle, texts: list[str], corpus_description: str, *, hook: 
                                        progress=progress, row_cache=row_cache)
     if sae is None:
         return None, {**metrics, "checkpoint_dir": str(ckpt)}
-    provenance = {
-        **manifest_header("personas.train-sae"),
-        "command": command,
-        "model": handle.provenance(),
-        "hook": hook,
-        "config": asdict(config),
-        "corpus": {
-            "description": corpus_description,
-            "n_documents": len(texts),
-            "n_heldout_documents": n_eval,
-            "sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
-        },
-    }
+    provenance = _provenance(handle, hook, config, command, corpus_description, texts, n_heldout_documents=n_eval)
     path = save_trained_sae(sae, metrics, out, provenance=provenance)
     shutil.rmtree(ckpt, ignore_errors=True)
     return Path(path), metrics
