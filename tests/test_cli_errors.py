@@ -233,6 +233,8 @@ CASES = [
     (["train-sae"], "the following arguments are required: --out"),
     (["train-sae", "--out", "{root}/s4", "--stream", "--chunk-tokens", "10"], "chunk_tokens=10"),
     (["train-sae", "--out", "{root}/s5", "--row-cache", "{root}/rows"], "needs --stream"),
+    (["train-sae", "--out", "{root}/s6", "--stream", "--row-cache", "{a_file}"], "is a file; expected a folder"),
+    (["train-sae", "--out", "{root}/s7", "--stream", "--row-cache", "{root}"], "a folder of other files"),
     # eval-sae
     (["eval-sae", "{sae}", "--text", "{missing}"], "is not a file"),
     (["eval-sae", "{sae}"], "needs --text FILE"),

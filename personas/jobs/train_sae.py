@@ -16,7 +16,7 @@ from personas.logs import quiet_third_party
 from personas.models import load_model
 from personas.training.corpus import build_corpus, describe_corpus
 from personas.training.sae import save_trained_sae, train_sae
-from personas.training.stream import token_windows, train_sae_streaming
+from personas.training.stream import check_row_cache, token_windows, train_sae_streaming
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def train_sae_job(
     config = config or TrainSAEConfig()
     if row_cache is not None and not config.stream:
         raise PersonasError(f"row_cache={str(row_cache)!r} keeps streamed chunks; it needs --stream (stream=True).")
+    if row_cache is not None:
+        check_row_cache(row_cache)
     check_output_dir(out)  # before the model loads and the SAE trains: a folder that cannot be written fails now
     if config.corpus and not Path(config.corpus).is_file():
         raise PersonasError(f"--corpus {config.corpus!r} is not a file; expected a text file, one document per line.")

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import torch
     from sae_lens import SAE
 
-__all__ = ["RowCache", "StreamPlan", "capture_rows", "token_windows", "train_sae_streaming"]
+__all__ = ["RowCache", "StreamPlan", "capture_rows", "check_row_cache", "token_windows", "train_sae_streaming"]
 
 ROW_CACHE_FILE = "rows.json"
 
@@ -175,6 +175,7 @@ class RowCache:
 
     def __init__(self, folder: str | Path, fingerprint: str) -> None:
         self.folder = Path(folder)
+        check_row_cache(self.folder)
         meta = self.folder / ROW_CACHE_FILE
         if meta.exists():
             try:
@@ -188,8 +189,12 @@ class RowCache:
                     "chunk size or seed); point row_cache at a new folder, or delete this one."
                 )
         else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            meta.write_text(json.dumps({"fingerprint": fingerprint, "dtype": "float16"}))
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                meta.write_text(json.dumps({"fingerprint": fingerprint, "dtype": "float16"}))
+            except OSError as exc:
+                raise PersonasError(f"cannot write the row cache {str(self.folder)!r} ({exc.strerror or exc}); "
+                                    "point row_cache at a folder you can write.") from exc
         self.fingerprint = fingerprint
 
     def path(self, i: int) -> Path:
@@ -235,6 +240,17 @@ class RowCache:
         if path.exists():
             return torch.load(path, map_location="cpu", weights_only=True).float()
         return self._put(path, capture(), "the held-out capture")
+
+
+def check_row_cache(folder: str | Path) -> None:
+    """Refuse a row-cache path that is a file, or a folder of something else, before any model runs."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PersonasError(f"row_cache {str(folder)!r} is a file; expected a folder (new, or one this kind of run "
+                            "wrote) to keep the captured chunks in.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / ROW_CACHE_FILE).is_file():
+        raise PersonasError(f"row_cache {str(folder)!r} is a folder of other files (no {ROW_CACHE_FILE}); give an "
+                            "empty or new folder, so that nothing of yours is mixed in or overwritten.")
 
 
 def _capture_fingerprint(sequences: Sequence[Sequence[int]], hook: str, handle: Any, config: TrainSAEConfig,
