@@ -394,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--em-dev-limit", type=int, default=None, help="evaluate on the first N em-dev answers only")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    if args.heldout_windows < 0:
+        ap.error(f"--heldout-windows {args.heldout_windows}: expected 0 (all held-out windows) or a positive count")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
