@@ -111,6 +111,14 @@ def test_a_row_cache_serves_a_second_run_without_capturing(toy_model, sequences,
     assert metrics_b["chunks_read_from_row_cache"] == metrics_b["chunks"]
     for name, value in _weights(sae_a).items():  # rows trained at their float16 values either way
         assert torch.equal(value, _weights(sae_b)[name]), name
+    (rows / kept[1]).write_bytes(b"truncated")  # a damaged chunk file is captured again, not a traceback
+    monkeypatch.setattr(stream, "capture_rows", real)
+    sae_c, metrics_c = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(),
+                                                  eval_sequences=held, progress=False, row_cache=rows)
+    assert metrics_c["chunks_read_from_row_cache"] == metrics_c["chunks"] - 1
+    for name, value in _weights(sae_a).items():
+        assert torch.equal(value, _weights(sae_c)[name]), name
+    monkeypatch.setattr(stream, "capture_rows", no_capture)
     other_k, _ = stream.train_sae_streaming(toy_model, train, hook_name=HOOK, config=_config(k=6),
                                             eval_sequences=held, progress=False, row_cache=rows)
     assert other_k.cfg.k == 6  # a grid cell with other SAE settings reads the same rows

@@ -201,13 +201,18 @@ class RowCache:
         return self.folder / f"chunk-{i:06d}.pt"
 
     def get(self, i: int) -> torch.Tensor | None:
-        """Chunk ``i``'s rows as float32 (their float16 values), or None when it was never captured."""
+        """Chunk ``i``'s rows as float32 (their float16 values), or None when it was never captured or its file
+        cannot be read (then it is captured and written again)."""
         import torch
 
         path = self.path(i)
         if not path.exists():
             return None
-        return torch.load(path, map_location="cpu", weights_only=True).float()
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True).float()
+        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+            logger.warning("row cache: %s is unreadable (%s); capturing chunk %d again", path, exc, i)
+            return None
 
     def put(self, i: int, rows: torch.Tensor) -> torch.Tensor:
         """Keep chunk ``i`` (written under a temporary name, then renamed) and return the rows as they will be read:
@@ -417,6 +422,7 @@ def train_sae_streaming(
                 checkpoint()
     train_seconds = time.perf_counter() - started
     inference, fired_train = finish_training(trainer, sae, scaling_factor, schedule["dead_window"])
+
     def capture_eval() -> torch.Tensor:
         return capture_rows(handle, eval_sequences, hook_name, norm_ratio=norm_ratio)
 
