@@ -81,7 +81,7 @@ def check_screen(model: Any, tokenizer: Any, pairs: Sequence[dict[str, str]], *,
     table = table.join(shifts)
     rankings = {"screen": table["score"].to_numpy(float)}
     summary: dict[str, Any] = {"n": len(pairs), "n_narrow": int(truth.sum()), "drop": drop,
-                               "n_dropped": min(round(drop * len(pairs)), len(pairs) - 1), "screen": _auroc(rankings["screen"], truth)}
+                               "screen": _auroc(rankings["screen"], truth)}
     if "direction" in table:
         rankings["direction"] = table["direction"].to_numpy(float)
         summary["direction"] = _auroc(rankings["direction"], truth)
@@ -96,6 +96,7 @@ def check_screen(model: Any, tokenizer: Any, pairs: Sequence[dict[str, str]], *,
         summary["judge_em_verdict"] = {"flagged": int(flagged.sum()), "narrow_flagged": int(flagged[truth == 1].sum()),
                                        "other_flagged": int(flagged[truth == 0].sum())}
     keep = {name: kept_pairs(scores, drop) for name, scores in rankings.items() if name in ("screen", "judge")}
+    summary["n_dropped"] = len(pairs) - len(keep["screen"])  # kept_pairs decides how many go, for every ranking
     for name, kept in keep.items():
         dropped = np.setdiff1d(np.arange(len(pairs)), kept)
         summary[name]["narrow_dropped"] = int(truth[dropped].sum())
