@@ -195,7 +195,6 @@ class RowCache:
             except OSError as exc:
                 raise PersonasError(f"cannot write the row cache {str(self.folder)!r} ({exc.strerror or exc}); "
                                     "point row_cache at a folder you can write.") from exc
-        self.fingerprint = fingerprint
 
     def path(self, i: int) -> Path:
         return self.folder / f"chunk-{i:06d}.pt"
