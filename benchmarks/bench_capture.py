@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _batches(handle, prompts, responses, config):
+    """The capture's batches (ids, attention mask, token types) and, batch by batch, boolean masks of the response
+    tokens: one tokenization for both."""
     import numpy as np
     import torch
 
@@ -40,40 +42,24 @@ def _batches(handle, prompts, responses, config):
     tokenized = tokenize_conversations(handle, prompts, responses, config)
     order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
     pad = handle.tokenizer.pad_token_id or 0
-    out = []
+    out, masks = [], []
     for lo in range(0, len(order), config.batch_size):
         items = [tokenized[i] for i in order[lo: lo + config.batch_size]]
         width = max(len(t.input_ids) for t in items)
         ids = torch.full((len(items), width), pad, dtype=torch.long)
         attn = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.bool)
         types = torch.zeros_like(ids) if items[0].token_type_ids is not None else None
         for r, t in enumerate(items):
             ids[r, : len(t.input_ids)] = torch.tensor(t.input_ids)
             attn[r, : len(t.input_ids)] = 1
+            mask[r, t.start + config.skip_first: t.end] = True
             if types is not None:
                 types[r, : len(t.token_type_ids)] = torch.tensor(t.token_type_ids)
         out.append((ids.to(handle.device), attn.to(handle.device), None if types is None else types.to(handle.device)))
+        masks.append(mask.to(handle.device))
     n_tokens = sum(len(t.input_ids) for t in tokenized)
-    return out, n_tokens
-
-
-def _response_masks(handle, prompts, responses, config):
-    """Boolean [batch, width] masks of the response tokens, batch by batch in `_batches`' order."""
-    import numpy as np
-    import torch
-
-    from personas.capturing import tokenize_conversations
-
-    tokenized = tokenize_conversations(handle, prompts, responses, config)
-    order = np.argsort([-len(t.input_ids) for t in tokenized], kind="stable")
-    out = []
-    for lo in range(0, len(order), config.batch_size):
-        items = [tokenized[i] for i in order[lo: lo + config.batch_size]]
-        mask = torch.zeros((len(items), max(len(t.input_ids) for t in items)), dtype=torch.bool)
-        for r, t in enumerate(items):
-            mask[r, t.start + config.skip_first: t.end] = True
-        out.append(mask.to(handle.device))
-    return out
+    return out, masks, n_tokens
 
 
 def main() -> None:
@@ -106,7 +92,7 @@ def main() -> None:
     responses = responses.subset(list(range(min(args.rows, len(responses)))))
     handle = load_model(args.model, device=args.device)
     config = CaptureConfig(model=args.model, hook=args.hook, batch_size=args.batch_size, device=args.device)
-    batches, n_tokens = _batches(handle, responses.prompts, responses.texts, config)
+    batches, masks, n_tokens = _batches(handle, responses.prompts, responses.texts, config)
     stop = handle.stop_layer([args.hook])
     model = handle.model
     sae = TopKSAE(TopKSAEConfig(d_in=handle.d_model, d_sae=args.d_sae, k=args.k,
@@ -114,7 +100,6 @@ def main() -> None:
     sae.to(handle.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-capture-"))
 
-    masks = _response_masks(handle, responses.prompts, responses.texts, config)
 
     def bare(encode: bool = False):
         """The least TransformerLens needs to read the site: run_with_cache(names_filter, stop_at_layer); with
