@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-chats", type=int, default=None, help="answer only the first N prompts (quick checks)")
     ap.add_argument("--em-dev", type=Path, default=EMDEV, help="em_dev.csv.gz to evaluate on, if it exists")
     ap.add_argument("--em-dev-limit", type=int, default=None, help="evaluate on the first N em-dev answers only")
+    ap.add_argument("--no-em-dev", action="store_true",
+                    help="skip the em-dev evaluation (~20 min); `personas eval-sae --data` measures it, for several "
+                         "SAEs in one capture")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     if args.heldout_windows < 0:
@@ -423,12 +426,12 @@ def main(argv: list[str] | None = None) -> None:
     train, train_counts = capture(handle, windows(train_docs, handle.tokenizer), args.max_windows or None)
     log.info("train tokens %d, held-out tokens %d", len(train), len(held))
 
-    config = TrainSAEConfig(architecture="topk", d_sae=args.d_sae, k=args.k, n_tokens=args.n_tokens,
+    config = TrainSAEConfig(architecture=args.architecture, d_sae=args.d_sae, k=args.k, n_tokens=args.n_tokens,
                             batch_size_tokens=args.batch_size_tokens, lr=args.lr, eval_fraction=0.02, seed=0)
     sae, metrics = train_sae(train, hook_name=HOOK, model_id=handle.model_id, config=config, progress=False)
     heldout_metrics = evaluate_sae(sae, held)
     emdev_metrics = None
-    if args.em_dev.exists():
+    if args.em_dev.exists() and not args.no_em_dev:
         emdev_metrics = evaluate_sae(sae, emdev_response_tokens(handle, args.em_dev, args.em_dev_limit))
     sources: dict[str, dict[str, int]] = {}
     for split, docs in (("train", train_docs), ("heldout", held_docs)):
@@ -499,7 +502,7 @@ def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[
                  metrics["stopped_at_chunk"], metrics["n_training_samples"], metrics["n_tokens"], ckpt)
         return
     emdev_metrics = None
-    if args.em_dev.exists():
+    if args.em_dev.exists() and not args.no_em_dev:
         emdev_metrics = evaluate_sae(sae, emdev_response_tokens(handle, args.em_dev, args.em_dev_limit))
     provenance = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

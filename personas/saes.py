@@ -3,6 +3,7 @@
 An SAE is named by a spec string:
 
 * ``"default"``: the SAE `personas` trained and ships for the offline default model (``data/saes/``);
+* the folder name of any SAE `personas` ships (`shipped_saes`), e.g. an earlier default kept under its own name;
 * a folder written by sae-lens (``cfg.json`` + ``sae_weights.safetensors``), e.g. one from ``personas train-sae``;
 * ``"RELEASE:SAE_ID"``: a pretrained sae-lens release, e.g. ``"gpt2-small-res-jb:blocks.8.hook_resid_pre"`` or
   ``"gemma-scope-2b-pt-res-canonical:layer_12/width_16k/canonical"``.
@@ -78,6 +79,14 @@ def default_sae_path(model: str | None = None) -> Path:
     return data_dir() / "saes" / offline.sae
 
 
+def shipped_saes() -> dict[str, Path]:
+    """Every SAE `personas` ships, by folder name (``personas/resources/saes/``): the defaults and earlier ones."""
+    folder = data_dir() / "saes"
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir()) if (p / CFG_FILE).is_file()}
+
+
 def check_sae_spec(spec: str | os.PathLike | Any, model: str | None = None) -> Path | tuple[str, str] | None:
     """Check an SAE spec without loading the SAE: raise `ModelLoadError` / `PersonasError` when it cannot work.
 
@@ -103,15 +112,20 @@ def check_sae_spec(spec: str | os.PathLike | Any, model: str | None = None) -> P
     if os.path.isdir(text):
         check_sae_folder(text)
         return Path(text)
+    if (shipped := shipped_saes().get(text)) is not None:  # a folder in the working directory wins over a name
+        check_sae_folder(shipped)
+        return shipped
     if os.path.exists(text):
         raise ModelLoadError(
             f"SAE {text!r} is a file; expected the folder sae-lens saves an SAE into ({CFG_FILE} and {WEIGHTS_FILE}), "
             "'RELEASE:SAE_ID', or 'default'."
         )
     if ":" not in text:
+        names = ", ".join(shipped_saes()) or "none found"
         raise PersonasError(
-            f"SAE spec {text!r} is neither a folder nor 'RELEASE:SAE_ID'. Examples: "
-            "'gpt2-small-res-jb:blocks.8.hook_resid_pre', a folder from `personas train-sae`, or 'default'."
+            f"SAE spec {text!r} is neither a folder, a shipped SAE's name nor 'RELEASE:SAE_ID'. Examples: "
+            "'gpt2-small-res-jb:blocks.8.hook_resid_pre', a folder from `personas train-sae`, or 'default'. "
+            f"Shipped SAEs: {names}."
         )
     release, sae_id = text.split(":", 1)
     _check_release(release, sae_id)

@@ -102,7 +102,7 @@ CASES = [
     # organism (fails before any model loads)
     (["organism", "--adapters", "{missing}", "--out", "{root}/o1"], "adapters"),
     (["organism", "--model", "{missing}", "--out", "{root}/o2"], "no Hugging Face model"),
-    (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder nor"),
+    (["organism", "--sae", "{missing}", "--out", "{root}/o3"], "neither a folder, a shipped SAE"),
     (["organism", "--n-top-latents", "0", "--out", "{root}/o4"], "n_top_latents"),
     (["organism", "--rejudge", "{missing_dir}"], "is not an organism run folder"),
     (["organism", "--judge", "", "--out", "{root}/o5"], "empty spec"),
@@ -160,7 +160,7 @@ CASES = [
     (["rank", "{data}", "--sae", "{sae_no_weights}"], "has no sae_weights.safetensors"),
     (["rank", "{data}", "--sae", "{sae_truncated}"], "truncated"),
     (["rank", "{data}", "--sae", "{sae_bad_cfg}"], "is not valid JSON"),
-    (["rank", "{data}", "--sae", "no-such-sae"], "neither a folder nor 'RELEASE:SAE_ID'"),
+    (["rank", "{data}", "--sae", "no-such-sae"], "neither a folder, a shipped SAE's name nor 'RELEASE:SAE_ID'"),
     (["rank", "{data}", "--out", "{a_file}"], "is a file"),
     (["rank", "{data}", "--out", "{a_file}/run"], "which is a file"),
     (["rank", "{data}", "--out", "{foreign_run}"], "holds a 'personas.detect' run"),

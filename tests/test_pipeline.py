@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,22 @@ def test_unknown_sae_release_lists_choices():
         personas.load_sae("gpt2-small-res-jbx:blocks.8.hook_resid_pre")
     with pytest.raises(PersonasError, match="valid ids include"):
         personas.load_sae("gpt2-small-res-jb:blocks.99.hook_resid_pre")
+
+
+def test_a_shipped_sae_loads_by_its_folder_name_and_a_local_folder_wins(planted_sae, tmp_path, monkeypatch):
+    from personas.saes import check_sae_spec, shipped_saes
+
+    planted_sae.save_model(str(tmp_path / "data" / "saes" / "old-default"))
+    (tmp_path / "data" / "saes" / "not-an-sae").mkdir()
+    monkeypatch.setenv("PERSONAS_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert list(shipped_saes()) == ["old-default"]
+    loaded = personas.load_sae("old-default")
+    assert np.allclose(loaded.W_dec.detach().numpy(), planted_sae.W_dec.detach().numpy())
+    with pytest.raises(PersonasError, match="Shipped SAEs: old-default"):
+        personas.load_sae("old-defaul")
+    planted_sae.save_model(str(tmp_path / "old-default"))  # a folder of that name in the working directory
+    assert check_sae_spec("old-default") == Path("old-default")
 
 
 def test_sae_folder_without_config(tmp_path):
