@@ -398,8 +398,20 @@ def diff_selected_rows(name, h, mean_codes, data, args):
     ``diff k=K logistic``: those K latents, weighted by a logistic fit on the training questions (labels pick the
     weights, never the latents); ``diff k=K mean``: their plain mean, no label used at all. Compare with
     ``sae k=K stability mean`` (latents chosen on em-dev's labels)."""
+    import json
+
+    import personas
+    from personas.errors import SiteMismatchError
+    from personas.saes import check_sae_identity
     from personas.selection import fit_logistic
 
+    manifest = json.loads((Path(args.organism_run) / "manifest.json").read_text())
+    try:
+        check_sae_identity((manifest.get("latent_diff") or {}).get("sae"),
+                           personas.load_sae(args.smollm2_sae, model="smollm2"), f"the run {args.organism_run}")
+    except SiteMismatchError as exc:
+        print(f"# diff rows skipped: {exc}", file=sys.stderr)
+        return []
     y = data.y
     rows = []
     for k in sorted({1, 3, args.k}):

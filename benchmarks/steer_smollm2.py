@@ -120,6 +120,7 @@ def candidates(result, tokenizer) -> list[dict]:
     """The candidate latents, by the rule of the module docstring (demo ranking, then the organism's diff)."""
     import pandas as pd
 
+    from personas.saes import check_sae_identity
     from personas.validation import candidate_latents, typical_activation
 
     codes = result.capture.token_codes
@@ -130,6 +131,7 @@ def candidates(result, tokenizer) -> list[dict]:
            for f in candidate_latents(ranking, N_FROM_DEMO, token_codes=codes, tokenizer=tokenizer)]
     if ORGANISM.is_file():
         latent = json.loads(ORGANISM.read_text()).get("latent_diff") or {}
+        check_sae_identity(latent.get("sae"), result.sae, f"the organism run {ORGANISM.parent}")
         for i, row in enumerate(latent.get("top", [])[:N_FROM_ORGANISM]):
             f = int(row["feature"])
             if all(c["feature"] != f for c in out):

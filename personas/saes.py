@@ -493,6 +493,36 @@ def _check_activation_shape(sae: Any, activations: torch.Tensor) -> None:
         )
 
 
+def sae_identity(sae: Any, spec: Any = None) -> dict[str, Any]:
+    """What a run records of the SAE whose latent indices it reports: the weights' hash (`sae_fingerprint`) and,
+    when ``spec`` names a shipped SAE (``"default"`` included), its folder name, so that the indices stay tied to
+    that SAE after the default changes (`check_sae_identity`)."""
+    shipped = None
+    if isinstance(spec, (str, os.PathLike)) and str(spec).lower() != "none":
+        try:
+            path = check_sae_spec(spec)
+        except PersonasError:
+            path = None
+        if isinstance(path, Path) and path.resolve().parent == (data_dir() / "saes").resolve():
+            shipped = path.name
+    return {"weights_sha256": sae_fingerprint(sae)["weights_sha256"], "shipped": shipped}
+
+
+def check_sae_identity(recorded: Any, sae: Any, what: str) -> None:
+    """Refuse latent indices recorded for another SAE: ``recorded`` is what `sae_identity` wrote (None: an older
+    record without it, accepted), ``sae`` the SAE about to read them, ``what`` names the record in the message."""
+    if not isinstance(recorded, dict) or not recorded.get("weights_sha256"):
+        return
+    found = sae_fingerprint(sae)["weights_sha256"]
+    if found != recorded["weights_sha256"]:
+        name = recorded.get("shipped")
+        hint = (f"pass --sae {name} (the shipped SAE it used)" if name else "pass --sae with the SAE it used")
+        raise SiteMismatchError(
+            f"{what} lists latents of another SAE (weights sha256 {recorded['weights_sha256'][:12]}); the SAE loaded "
+            f"here is {found[:12]}, so its latent indices would name other features. {hint}, or --latents."
+        )
+
+
 def sae_fingerprint(sae: Any, spec: Any = None) -> dict[str, Any]:
     """What identifies an SAE in a cache fingerprint: `sae_info` plus a hash of (a sample of) its weights."""
     import torch

@@ -184,3 +184,30 @@ def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(t
                      sae=sae, latents=[7], direction=None)
     with pytest.raises(DataError, match="drop"):
         kept_pairs(np.zeros(3), 1.0)
+
+
+def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy, tmp_path):
+    """An organism run's latent indices belong to the SAE it diffed with: read through another SAE (a new default)
+    they would silently name other features."""
+    import copy
+
+    import torch
+
+    from personas.organism.screen import run_latents
+    from personas.saes import sae_identity
+
+    _, _, sae, _, _, _ = toy
+    run = tmp_path / "run"
+    run.mkdir()
+    identity = {**sae_identity(sae), "shipped": "old-default"}
+    manifest = {"latent_diff": {"hook": "blocks.0.hook_resid_post", "sae": identity, "top": [{"feature": 7}]}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert run_latents(run, 1, "blocks.0.hook_resid_post", sae)[0] == [7]
+    other = copy.deepcopy(sae)
+    with torch.no_grad():
+        other.W_dec[0] += 1.0
+    with pytest.raises(SiteMismatchError, match="--sae old-default"):
+        run_latents(run, 1, "blocks.0.hook_resid_post", other)
+    del manifest["latent_diff"]["sae"]  # a run recorded before the identity was: nothing to check against
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert run_latents(run, 1, "blocks.0.hook_resid_post", other)[0] == [7]

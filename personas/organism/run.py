@@ -83,7 +83,7 @@ from personas.organism.latents import (
     top_increases,
 )
 from personas.organism.train import train_adapter
-from personas.saes import load_sae
+from personas.saes import load_sae, sae_identity
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +384,8 @@ def run_organism(
                                              demo_hidden, demo, [answer_ids(tokenizer, p, r) for p, r in
                                                                  zip(kept_p, kept_r, strict=True)], tokenizer)
             latent_summary["n_empty_answers_left_out"] = len(rs) - len(keep)
+            # the SAE's identity: its shipped name only when it was loaded from config.sae, not passed in
+            latent_summary["sae"] = sae_identity(sae_obj, config.sae if sae is None else None)
         if latent_summary["top"]:
             feature = latent_summary["top"][0]["feature"]
             decoder = sae_obj.W_dec[feature].detach().float().cpu()

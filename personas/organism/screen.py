@@ -51,7 +51,7 @@ from personas.models import decoder_layers, hub_error, padded_batches
 from personas.offline_models import offline_model
 from personas.organism.evaluate import answer_ids, generation_stops
 from personas.organism.train import render_prompt
-from personas.saes import encode, load_sae, sae_info
+from personas.saes import check_sae_identity, encode, load_sae, sae_info
 
 logger = logging.getLogger(__name__)
 
@@ -256,9 +256,9 @@ def read_direction(path: str | os.PathLike, d_model: int) -> np.ndarray:
     return (vector / norm).astype(np.float32)
 
 
-def run_latents(run: str | os.PathLike, n: int, hook: str) -> tuple[list[int], Path | None]:
+def run_latents(run: str | os.PathLike, n: int, hook: str, sae: Any = None) -> tuple[list[int], Path | None]:
     """The top ``n`` rising latents of an organism run folder and its ``direction.npy`` (None if absent); the run's
-    hook must be ``hook``."""
+    hook must be ``hook``, and its latents must index ``sae`` (the weights' hash the run recorded, when it did)."""
     manifest_path = Path(run) / MANIFEST_FILE
     if not manifest_path.is_file():
         raise DataError(f"--from-run {str(run)!r} has no {MANIFEST_FILE}; expected an organism run folder "
@@ -269,6 +269,8 @@ def run_latents(run: str | os.PathLike, n: int, hook: str) -> tuple[list[int], P
         raise SiteMismatchError(f"the run {str(run)!r} diffed latents at {latent_diff.get('hook')!r} but the SAE reads "
                                 f"{hook!r}; use that run's SAE, or pass --latents.")
     features = [int(row["feature"]) for row in latent_diff.get("top", [])][:n]
+    if features and sae is not None:
+        check_sae_identity(latent_diff.get("sae"), sae, f"the run {str(run)!r}")
     direction = Path(run) / "direction.npy"
     diff_hook = (manifest.get("diff") or {}).get("hook")
     if direction.is_file() and diff_hook not in (None, hook):
@@ -422,7 +424,7 @@ def run_screen(train: str | os.PathLike, model: str | os.PathLike | None = None,
     latents = parse_latents(config.latents, d_sae)
     direction_path = config.direction
     if config.from_run is not None:
-        run_features, run_direction = run_latents(config.from_run, config.n_run_latents, hook)
+        run_features, run_direction = run_latents(config.from_run, config.n_run_latents, hook, sae_obj)
         if config.latents is None:
             latents = parse_latents(run_features, d_sae) if run_features else []
         if direction_path is None and run_direction is not None:

@@ -260,7 +260,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     latents = parse_latents(config.latents, int(sae_obj.cfg.d_sae)) if config.latents else []
     reference = _resolve_run(config.reference_run)
     if reference is not None and (not latents or direction_path is None):
-        run_features, run_direction = run_latents(reference, config.n_latents, hook)
+        run_features, run_direction = run_latents(reference, config.n_latents, hook, None if latents else sae_obj)
         latents = latents or parse_latents(run_features, int(sae_obj.cfg.d_sae))
         direction_path = direction_path or (str(run_direction) if run_direction is not None else None)
     if not latents or direction_path is None:
