@@ -59,7 +59,7 @@ from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
-from personas.saes import load_sae
+from personas.saes import check_sae_identity, load_sae
 from personas.scoring import feature_metrics, has_mixed_group, rank_features
 from personas.selection import select_features
 
@@ -448,7 +448,12 @@ class _Scorer(ClassifierMixin, BaseEstimator):
             else:
                 handle = as_model_handle(model)
             if uses_sae and sae is None:
-                sae = load_sae(spec, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
+                # a shipped SAE by the name it had at fit time: "default" may name another SAE since
+                shipped = (prov["sae"].get("identity") or {}).get("shipped") or spec
+                sae = load_sae(shipped, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device),
+                               model=handle.model_id)
+        if uses_sae:
+            check_sae_identity(prov["sae"].get("identity"), sae, "this detector")
         if hook is None:
             raise PersonasError("the detector's provenance records no hook; it cannot capture responses itself.")
         captured = run_capture(

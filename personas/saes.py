@@ -493,14 +493,14 @@ def _check_activation_shape(sae: Any, activations: torch.Tensor) -> None:
         )
 
 
-def sae_identity(sae: Any, spec: Any = None) -> dict[str, Any]:
+def sae_identity(sae: Any, spec: Any = None, model: str | None = None) -> dict[str, Any]:
     """What a run records of the SAE whose latent indices it reports: the weights' hash (`sae_fingerprint`) and,
-    when ``spec`` names a shipped SAE (``"default"`` included), its folder name, so that the indices stay tied to
-    that SAE after the default changes (`check_sae_identity`)."""
+    when ``spec`` names a shipped SAE (``"default"``, for ``model``, included), its folder name, so that the indices
+    stay tied to that SAE after the default changes (`check_sae_identity`)."""
     shipped = None
     if isinstance(spec, (str, os.PathLike)) and str(spec).lower() != "none":
         try:
-            path = check_sae_spec(spec)
+            path = check_sae_spec(spec, model)
         except PersonasError:
             path = None
         if isinstance(path, Path) and path.resolve().parent == (data_dir() / "saes").resolve():

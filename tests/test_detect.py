@@ -20,7 +20,7 @@ from personas.detect import (
     calibrate_threshold,
     load_detector,
 )
-from personas.errors import DataError, PersonasError
+from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.jobs.detect import fit_detector
 
 from conftest import TOY_HOOK, TRIGGERS
@@ -195,6 +195,13 @@ def test_a_saved_detector_scores_responses_with_the_model_and_sae_it_records(tmp
     given = det.score_responses(prompts, responses, model=handle, sae=sae)
     np.testing.assert_allclose(loaded, given, rtol=1e-5, atol=1e-6)
     assert loaded[0] > loaded[1] and loaded[2] > loaded[1]
+    # its latent indices belong to that SAE: another SAE's (retrained in place, or a new default) is refused
+    other = plant_sae(handle, hook, TRIGGERS, planted_data["response"][::3], d_sae=24, feature=5, seed=1)
+    with pytest.raises(SiteMismatchError, match="this detector lists latents of another SAE"):
+        det.score_responses(prompts, responses, model=handle, sae=other)
+    other.save_model(str(tmp_path / "sae"))
+    with pytest.raises(SiteMismatchError, match="another SAE"):
+        det.score_responses(prompts, responses, model=handle)
 
 
 def test_fit_detector_with_a_separate_test_file(toy_model, planted_sae, planted_data):
