@@ -153,6 +153,27 @@ def test_unsupported_source_type():
         load_responses([{"prompt": "p", "response": "r", "label": 1}])
 
 
+@pytest.mark.parametrize("name", ["responses.csv.gz", "responses.jsonl.xz", "responses.json.bz2", "responses.tsv.gz"])
+def test_compressed_text_files_load_the_same_rows_and_a_broken_archive_is_a_clear_error(tmp_path, name):
+    import bz2
+    import gzip
+    import lzma
+
+    frame = labelled_frame()
+    plain = tmp_path / name.rsplit(".", 1)[0]
+    write(frame, plain)
+    opener = {"gz": gzip.open, "xz": lzma.open, "bz2": bz2.open}[name.rsplit(".", 1)[1]]
+    with opener(tmp_path / name, "wb") as handle:
+        handle.write(plain.read_bytes())
+    loaded = load_responses(tmp_path / name)
+    assert loaded.responses == list(frame["response"]) and loaded.labels.tolist() == [1, 0, 1, 0, 1, 0]
+    assert loaded.dataset_hash == load_responses(plain).dataset_hash
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes((tmp_path / name).read_bytes()[:30])  # a download cut short
+    with pytest.raises(DataError, match="Could not read .*cut-"):
+        load_responses(cut)
+
+
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(DataError, match="No file at .*nope.jsonl"):
         load_responses(tmp_path / "nope.jsonl")
@@ -160,6 +181,10 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     bad.write_text("x")
     with pytest.raises(DataError, match=r"'\.xlsx' is not one of .*\.jsonl"):
         load_responses(bad)
+    packed = tmp_path / "responses.parquet.gz"  # parquet compresses itself; a gzipped one is not read
+    packed.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"'\.parquet\.gz' is not one of"):
+        load_responses(packed)
     with pytest.raises(DataError, match="is a folder"):
         load_responses(tmp_path)
 

@@ -1,14 +1,17 @@
 """Reading tables of responses: one list of accepted columns, one reader per file kind, and row-listing helpers.
 
-`read_table` turns a ``.jsonl``/``.ndjson``, ``.json``, ``.csv``/``.tsv`` or ``.parquet`` file into a DataFrame
-with clear errors (the line or rows at fault, what was expected). The column names below are the ones every
+`read_table` turns a ``.jsonl``/``.ndjson``, ``.json``, ``.csv``/``.tsv`` or ``.parquet`` file (the text kinds also
+compressed: ``.gz``, ``.bz2``, ``.xz``) into a DataFrame with clear errors (the line or rows at fault, what was expected). The column names below are the ones every
 reader of responses or prompts accepts (`personas.data.responses`, `personas.data.prompts`), in order of
 preference, when the user names none.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import lzma
 import numbers
 import os
 from collections.abc import Iterable
@@ -43,6 +46,21 @@ SUFFIXES = {
 }
 
 
+#: Compression suffix -> opener (text kinds only: ``answers.csv.gz``, ``chats.jsonl.xz``).
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def file_kind(path: Path) -> tuple[str | None, str | None]:
+    """(reader kind, compression suffix) of a file name: ``a.csv.gz`` -> ("csv", ".gz"); an unknown kind -> None."""
+    compression = path.suffix.lower() if path.suffix.lower() in COMPRESSIONS else None
+    suffix = Path(path.stem).suffix.lower() if compression else path.suffix.lower()
+    return SUFFIXES.get(suffix), compression
+
+
+def _open_text(path: Path, compression: str | None):
+    return COMPRESSIONS[compression](path, "rt", encoding="utf-8") if compression else path.open(encoding="utf-8")
+
+
 _CSV_NA = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "#N/A"]
 _MAX_LISTED = 10
 
@@ -59,31 +77,33 @@ def read_table(path: str | os.PathLike, config: DataConfig | None = None) -> pd.
         raise DataError(
             f"{str(path)!r} is a folder; expected a .jsonl, .json, .csv or .parquet file inside it."
         )
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
+    kind, compression = file_kind(path)
+    if kind is None or (kind == "parquet" and compression):
         raise DataError(
-            f"Cannot read {path.name!r}: its suffix {path.suffix or '(none)'!r} is not one of "
-            f"{sorted(SUFFIXES)}. Rename or convert the file, or read it with pandas and pass the DataFrame."
+            f"Cannot read {path.name!r}: its suffix {''.join(path.suffixes[-2:]) or '(none)'!r} is not one of "
+            f"{sorted(SUFFIXES)} (the text kinds may also end in {', '.join(COMPRESSIONS)}). Rename or convert the "
+            "file, or read it with pandas and pass the DataFrame."
         )
     try:
         if kind == "jsonl":
-            return _read_jsonl(path)
+            return _read_jsonl(path, compression)
         if kind == "json":
-            return _read_json(path)
+            return _read_json(path, compression)
         if kind in ("csv", "tsv"):
             return _read_csv(path, config or DataConfig(), sep="\t" if kind == "tsv" else ",")
         return pd.read_parquet(path)
     except DataError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError, ImportError, pd.errors.ParserError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, ValueError, UnicodeDecodeError, ImportError,
+            pd.errors.ParserError) as exc:  # a truncated or mislabelled archive raises EOFError / OSError
         raise DataError(
             f"Could not read {str(path)!r} as {kind}: {exc}. Check that the file is complete and really {kind}."
         ) from exc
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
+def _read_jsonl(path: Path, compression: str | None = None) -> pd.DataFrame:
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with _open_text(path, compression) as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -108,8 +128,8 @@ def _json_reason(exc: json.JSONDecodeError) -> str:
     return exc.msg.removesuffix(" at")
 
 
-def _read_json(path: Path) -> pd.DataFrame:
-    with path.open(encoding="utf-8") as handle:
+def _read_json(path: Path, compression: str | None = None) -> pd.DataFrame:
+    with _open_text(path, compression) as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
