@@ -390,7 +390,8 @@ class ReconstructionStats:
         self.sum_sq = 0.0
         self.sum_x: np.ndarray | None = None
         self.l0_sum = 0
-        self.fired = np.zeros(int(d_sae), dtype=bool)
+        self.d_in = 0
+        self.counts = np.zeros(int(d_sae), dtype=np.int64)  # tokens each latent fired on
         self.seed = int(seed)
         self.sample_tokens = None if sample_tokens is None else int(sample_tokens)
         self._sample: np.ndarray | None = None
@@ -417,7 +418,8 @@ class ReconstructionStats:
         if active_latents is None:
             active_latents = (codes != 0).nonzero(as_tuple=True)[1]
         self.l0_sum += int(active_latents.numel())
-        self.fired[torch.unique(active_latents).cpu().numpy()] = True
+        self.d_in = int(x.shape[1])
+        self.counts += np.bincount(active_latents.cpu().numpy(), minlength=self.counts.size)
         if self._sample is not None:
             rows = self._sample[np.searchsorted(self._sample, lo):np.searchsorted(self._sample, lo + n)] - lo
             if rows.size == 0:
@@ -434,19 +436,23 @@ class ReconstructionStats:
         part = x64.sum(0).cpu().numpy()
         self.sum_x = part if self.sum_x is None else self.sum_x + part
 
-    def summary(self) -> dict[str, float | int | None]:
-        """``explained_variance``, ``l0`` (mean active latents per token), ``dead_fraction``, ``n_tokens``, and
-        ``ev_tokens`` / ``ev_sample_seed``: how many tokens the explained variance was measured on, and the seed
-        of their sample (None when every token was decoded)."""
-        sampled = {"ev_tokens": self.n_ev, "ev_sample_seed": self.seed if self._sample is not None else None}
-        if self.n == 0 or self.sum_x is None or self.n_ev == 0:
-            return {"explained_variance": None, "l0": None if self.n == 0 else self.l0_sum / self.n,
-                    "dead_fraction": None if self.n == 0 else float(1.0 - self.fired.mean()), "n_tokens": self.n,
-                    **sampled}
-        total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n_ev
-        return {"explained_variance": float(1.0 - self.sse / total) if total > 0 else None,
-                "l0": self.l0_sum / self.n, "dead_fraction": float(1.0 - self.fired.mean()), "n_tokens": self.n,
-                **sampled}
+    def summary(self, dense_threshold: float | None = None) -> dict[str, float | int | None]:
+        """``explained_variance``, ``mse`` (per element), ``l0`` (mean active latents per token),
+        ``dead_fraction``, ``n_tokens``, and ``ev_tokens`` / ``ev_sample_seed``: how many tokens the explained
+        variance was measured on, and the seed of their sample (None when every token was decoded). With
+        ``dense_threshold``, also ``dense_fraction``: latents active on more than that fraction of the tokens."""
+        out: dict[str, float | int | None] = {
+            "explained_variance": None, "mse": None, "l0": None, "dead_fraction": None, "n_tokens": self.n,
+            "ev_tokens": self.n_ev, "ev_sample_seed": self.seed if self._sample is not None else None}
+        if self.n:
+            out.update(l0=self.l0_sum / self.n, dead_fraction=float((self.counts == 0).mean()))
+            if dense_threshold is not None:
+                out["dense_fraction"] = float((self.counts / self.n > dense_threshold).mean())
+        if self.n_ev and self.sum_x is not None:
+            total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n_ev
+            out.update(explained_variance=float(1.0 - self.sse / total) if total > 0 else None,
+                       mse=self.sse / (self.n_ev * self.d_in))
+        return out
 
 
 def sample_positions(total: int, size: int, seed: int = 0) -> np.ndarray:

@@ -105,6 +105,7 @@ def test_figures_match_a_direct_unpadded_computation(toy_model, saes, text_resul
     r = m["random"]
     assert r["n_tokens"] == x.shape[0]
     assert r["explained_variance"] == pytest.approx(float(ev), rel=1e-5)
+    assert r["mse"] == pytest.approx(float(((x - recon) ** 2).mean()), rel=1e-5)
     assert r["l0"] == pytest.approx(float((codes != 0).sum(1).double().mean()), rel=1e-6)
     freq = (codes != 0).double().mean(0)
     assert r["dead_fraction"] == pytest.approx(float((freq == 0).double().mean()))

@@ -48,7 +48,7 @@ from personas.confounds import confound_table, flag_confounds, punctuation_token
 from personas.detect import DiffMeansProbe, PersonaDetector, auroc_with_ci
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle
-from personas.saes import check_site, encode_sparse
+from personas.saes import ReconstructionStats, check_site, encode_sparse
 from personas.scoring import rank_features
 from personas.selection import auroc
 
@@ -91,47 +91,6 @@ def text_sequences(model: Any, texts: Sequence[str], max_length: int = 256) -> l
     if not out:
         raise DataError(f"none of the {len(texts)} texts has 2 tokens or more; pass longer documents.")
     return out
-
-
-class _Totals:
-    """Running sums of one SAE's reconstruction and cross-entropy over scored tokens."""
-
-    def __init__(self, d_sae: int) -> None:
-        self.n = 0
-        self.sse = 0.0
-        self.sum_sq = 0.0
-        self.sum_x: np.ndarray | None = None
-        self.active = np.zeros(d_sae, dtype=np.int64)
-        self.d_in = 0
-        self.nll_sae = 0.0
-        self.n_nll = 0
-
-    def update(self, x: torch.Tensor, codes: torch.Tensor, decode: Any,
-               active_latents: torch.Tensor | None = None) -> None:
-        """Add a chunk (as `personas.saes.ReconstructionStats.update`): every token is decoded here, for the exact
-        explained variance an SAE evaluation reports."""
-        x_hat = decode(codes) if callable(decode) else decode
-        x64 = x.double()
-        self.n += int(x.shape[0])
-        self.d_in = int(x.shape[1])
-        self.sse += float((x64 - x_hat.double()).pow(2).sum())
-        self.sum_sq += float(x64.pow(2).sum())
-        part = x64.sum(0).cpu().numpy()
-        self.sum_x = part if self.sum_x is None else self.sum_x + part
-        self.active += ((codes != 0).sum(0).cpu().numpy() if active_latents is None
-                        else np.bincount(active_latents.cpu().numpy(), minlength=self.active.size))
-
-    def summary(self, dense_threshold: float) -> dict[str, Any]:
-        sst = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
-        freq = self.active / self.n
-        return {
-            "explained_variance": float(1.0 - self.sse / sst) if sst > 0 else float("nan"),
-            "mse": self.sse / (self.n * self.d_in),
-            "l0": float(self.active.sum() / self.n),
-            "dead_fraction": float((self.active == 0).mean()),
-            "dense_fraction": float((freq > dense_threshold).mean()),
-            "n_tokens": self.n,
-        }
 
 
 def _batch_tensors(items: Sequence[Tokenized], pad_id: int, special: torch.Tensor):
@@ -198,7 +157,7 @@ def lm_fit_metrics(
     tok = handle.tokenizer
     special = torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.long)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    totals = {name: _Totals(int(sae.cfg.d_sae)) for name, sae in saes.items()}
+    totals = {name: ReconstructionStats(int(sae.cfg.d_sae)) for name, sae in saes.items()}  # every token decoded
     nll = {"clean": [0.0, 0], **{f"zero:{h}": [0.0, 0] for h in sites}, **{f"sae:{n}": [0.0, 0] for n in saes}}
     pooled = {h: np.zeros((len(sequences), handle.d_model), dtype=np.float32) for h in sites}
     feature_parts: dict[str, list] = {name: [] for name in saes}
@@ -489,7 +448,7 @@ def format_eval_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         cells = []
         for n in names:
             m = results[n].get(part, {})
-            if key not in m:
+            if m.get(key) is None:
                 cells.append("-")
             elif fmt is None:
                 cells.append(f"{m['ce_clean']:.3f} / {m['ce_sae']:.3f} / {m['ce_zero']:.3f}")
