@@ -186,7 +186,7 @@ def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(t
         kept_pairs(np.zeros(3), 1.0)
 
 
-def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy, tmp_path):
+def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy, tmp_path, monkeypatch):
     """An organism run's latent indices belong to the SAE it diffed with: read through another SAE (a new default)
     they would silently name other features."""
     import copy
@@ -211,3 +211,13 @@ def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy,
     del manifest["latent_diff"]["sae"]  # a run recorded before the identity was: nothing to check against
     (run / "manifest.json").write_text(json.dumps(manifest))
     assert run_latents(run, 1, "blocks.0.hook_resid_post", other)[0] == [7]
+    # --sae default reads a run's latents with the shipped SAE the run recorded, once that SAE is shipped
+    from personas.organism.screen import run_sae_spec
+
+    manifest["latent_diff"]["sae"] = identity
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("PERSONAS_DATA", str(tmp_path / "data"))
+    assert run_sae_spec(run, "default") == "default"  # not shipped here: nothing to switch to
+    sae.save_model(str(tmp_path / "data" / "saes" / "old-default"))
+    assert run_sae_spec(run, "default") == "old-default"
+    assert run_sae_spec(run, "my-sae") == "my-sae" and run_sae_spec(None, "default") == "default"

@@ -51,13 +51,13 @@ from personas.models import decoder_layers, hub_error, padded_batches
 from personas.offline_models import offline_model
 from personas.organism.evaluate import answer_ids, generation_stops
 from personas.organism.train import render_prompt
-from personas.saes import check_sae_identity, encode, load_sae, sae_info
+from personas.saes import check_sae_identity, encode, load_sae, sae_info, shipped_saes
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "answer_residuals", "generate_answers",
            "greedy_answers", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
-           "resid_site", "run_latents", "run_screen", "screen_examples"]
+           "resid_site", "run_latents", "run_sae_spec", "run_screen", "screen_examples"]
 
 SCREEN_FILE = "screen.csv"
 #: The organism run shipped in a checkout of the repository (its top diff latents and direction).
@@ -256,6 +256,23 @@ def read_direction(path: str | os.PathLike, d_model: int) -> np.ndarray:
     return (vector / norm).astype(np.float32)
 
 
+def run_sae_spec(run: str | os.PathLike | None, spec: Any) -> Any:
+    """The SAE to read an organism run's latents with: ``spec``, except that ``"default"`` becomes the shipped SAE
+    the run recorded (its latent indices belong to that one, even after the default changed)."""
+    if run is None or not isinstance(spec, str) or spec != "default":
+        return spec
+    try:
+        manifest = json.loads((Path(run) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return spec  # run_latents reports an unreadable run
+    recorded = ((manifest.get("latent_diff") or {}).get("sae") or {}) if isinstance(manifest, dict) else {}
+    shipped = recorded.get("shipped") if isinstance(recorded, dict) else None
+    if shipped and shipped in shipped_saes():
+        logger.info("reading the run's latents with the SAE it recorded, %s", shipped)
+        return shipped
+    return spec
+
+
 def run_latents(run: str | os.PathLike, n: int, hook: str, sae: Any = None) -> tuple[list[int], Path | None]:
     """The top ``n`` rising latents of an organism run folder and its ``direction.npy`` (None if absent); the run's
     hook must be ``hook``, and its latents must index ``sae`` (the weights' hash the run recorded, when it did)."""
@@ -416,8 +433,9 @@ def run_screen(train: str | os.PathLike, model: str | os.PathLike | None = None,
     if out is not None:
         check_output_dir(out, "personas.screen")
     model_name = "smollm2" if model is None else os.fspath(model)
-    sae_obj = sae if sae is not None else load_sae(config.sae, device=config.device, dtype="float32",
-                                                   model=model_name if config.sae == "default" else None)
+    spec = run_sae_spec(config.from_run if config.latents is None else None, config.sae)
+    sae_obj = sae if sae is not None else load_sae(spec, device=config.device, dtype="float32",
+                                                   model=model_name if spec == "default" else None)
     hook, d_sae, d_in = sae_obj.cfg.metadata.hook_name, int(sae_obj.cfg.d_sae), int(sae_obj.cfg.d_in)
     if _RESID.match(hook or "") is None:
         resid_site(hook, 0)  # the one-line error for a hook the screen cannot read

@@ -69,6 +69,7 @@ from personas.organism.screen import (
     pool_answers,
     read_direction,
     run_latents,
+    run_sae_spec,
 )
 from personas.organism.screen_check import check_screen
 from personas.organism.train import train_adapter
@@ -253,12 +254,13 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
     direction_path = config.direction
     hook = f"blocks.{config.layer}.hook_resid_post"
     model_name = "smollm2" if model is None else os.fspath(model)
-    sae_obj = sae if sae is not None else load_sae(config.sae, model=model_name if config.sae == "default" else None)
+    reference = _resolve_run(config.reference_run)
+    spec = run_sae_spec(reference if not config.latents else None, config.sae)  # the run's latents index its SAE
+    sae_obj = sae if sae is not None else load_sae(spec, model=model_name if spec == "default" else None)
     if sae_obj.cfg.metadata.hook_name != hook:
         raise SiteMismatchError(f"the sweep reads {hook} (--layer {config.layer}) but the SAE reads "
                                 f"{sae_obj.cfg.metadata.hook_name}; pass --layer to match the SAE's block.")
     latents = parse_latents(config.latents, int(sae_obj.cfg.d_sae)) if config.latents else []
-    reference = _resolve_run(config.reference_run)
     if reference is not None and (not latents or direction_path is None):
         run_features, run_direction = run_latents(reference, config.n_latents, hook, None if latents else sae_obj)
         latents = latents or parse_latents(run_features, int(sae_obj.cfg.d_sae))
