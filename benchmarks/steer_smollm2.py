@@ -26,6 +26,7 @@ A thin caller of `personas.validation` (the same protocol `personas validate` ru
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,7 @@ def candidates(result, tokenizer) -> list[dict]:
     """The candidate latents, by the rule of the module docstring (demo ranking, then the organism's diff)."""
     import pandas as pd
 
+    from personas.errors import SiteMismatchError
     from personas.saes import check_sae_identity
     from personas.validation import candidate_latents, typical_activation
 
@@ -131,7 +133,11 @@ def candidates(result, tokenizer) -> list[dict]:
            for f in candidate_latents(ranking, N_FROM_DEMO, token_codes=codes, tokenizer=tokenizer)]
     if ORGANISM.is_file():
         latent = json.loads(ORGANISM.read_text()).get("latent_diff") or {}
-        check_sae_identity(latent.get("sae"), result.sae, f"the organism run {ORGANISM.parent}")
+        try:
+            check_sae_identity(latent.get("sae"), result.sae, f"the organism run {ORGANISM.parent}")
+        except SiteMismatchError as exc:  # its latents index another SAE: the demo ranking's candidates only
+            print(f"# organism candidates skipped: {exc}", file=sys.stderr)
+            latent = {}
         for i, row in enumerate(latent.get("top", [])[:N_FROM_ORGANISM]):
             f = int(row["feature"])
             if all(c["feature"] != f for c in out):
