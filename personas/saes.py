@@ -15,6 +15,12 @@ latents), so a capture reports the SAE's fit on the user's own data at the cost 
 `check_sae_spec` checks a spec without loading anything heavy (a folder's ``cfg.json`` and the shapes in its
 weights file's header, or a release's name in the sae-lens directory), so that jobs can fail on a wrong SAE in
 milliseconds, before a model loads. Training lives in `personas.training`.
+
+Why this module is long: it is the one place that knows what an SAE is to personas: how a spec resolves
+(defaults, shipped names, folders, releases), the cheap checks, loading, chunked sparse encoding with its
+reconstruction totals, and an SAE's identity (`sae_fingerprint`, `sae_identity`), which caches, runs and saved
+detectors record so that latent indices are never read through another SAE. Split, each part would import the
+others.
 """
 
 from __future__ import annotations
