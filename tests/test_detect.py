@@ -202,6 +202,10 @@ def test_a_saved_detector_scores_responses_with_the_model_and_sae_it_records(tmp
     other.save_model(str(tmp_path / "sae"))
     with pytest.raises(SiteMismatchError, match="another SAE"):
         det.score_responses(prompts, responses, model=handle)
+    import torch
+
+    # at half precision (an accelerator's SAE dtype) the float32 hash cannot match: not checked, not refused
+    assert det.score_responses(prompts, responses, model=handle, sae=sae.to(torch.bfloat16)).shape == (3,)
 
 
 def test_fit_detector_with_a_separate_test_file(toy_model, planted_sae, planted_data):
