@@ -59,7 +59,7 @@ from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
-from personas.saes import check_sae_identity, load_sae
+from personas.saes import check_sae_identity, load_sae, recorded_sae_spec
 from personas.scoring import feature_metrics, has_mixed_group, rank_features
 from personas.selection import select_features
 
@@ -448,10 +448,9 @@ class _Scorer(ClassifierMixin, BaseEstimator):
             else:
                 handle = as_model_handle(model)
             if uses_sae and sae is None:
-                # a shipped SAE by the name it had at fit time: "default" may name another SAE since
-                shipped = (prov["sae"].get("identity") or {}).get("shipped") or spec
-                sae = load_sae(shipped, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device),
-                               model=handle.model_id)
+                # "default" may name another SAE since the fit: the shipped one it recorded
+                sae = load_sae(recorded_sae_spec(prov["sae"].get("identity"), spec), device=handle.device,
+                               dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
         if uses_sae:
             check_sae_identity(prov["sae"].get("identity"), sae, "this detector")
         if hook is None:

@@ -520,6 +520,17 @@ def sae_identity(sae: Any, spec: Any = None, model: str | None = None) -> dict[s
     return {"weights_sha256": sae_fingerprint(sae)["weights_sha256"], "shipped": shipped}
 
 
+def recorded_sae_spec(recorded: Any, spec: Any) -> Any:
+    """The SAE to read recorded latent indices with: ``spec``, except that ``"default"`` becomes the shipped SAE
+    named in ``recorded`` (what `sae_identity` wrote), as long as it still ships: the indices belong to that one,
+    even after the default changed."""
+    shipped = recorded.get("shipped") if isinstance(recorded, dict) else None
+    if spec == "default" and shipped and shipped in shipped_saes():
+        logger.info("reading the recorded latents with the SAE they were recorded with, %s", shipped)
+        return shipped
+    return spec
+
+
 def check_sae_identity(recorded: Any, sae: Any, what: str) -> None:
     """Refuse latent indices recorded for another SAE: ``recorded`` is what `sae_identity` wrote (None: an older
     record without it, accepted), ``sae`` the SAE about to read them, ``what`` names the record in the message."""

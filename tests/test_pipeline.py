@@ -88,13 +88,18 @@ def test_unknown_sae_release_lists_choices():
 
 
 def test_a_shipped_sae_loads_by_its_folder_name_and_a_local_folder_wins(planted_sae, tmp_path, monkeypatch):
-    from personas.saes import check_sae_spec, shipped_saes
+    from personas.saes import check_sae_spec, recorded_sae_spec, shipped_saes
 
     planted_sae.save_model(str(tmp_path / "data" / "saes" / "old-default"))
     (tmp_path / "data" / "saes" / "not-an-sae").mkdir()
     monkeypatch.setenv("PERSONAS_DATA", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     assert list(shipped_saes()) == ["old-default"]
+    # recorded latents are read with the shipped SAE they name when the spec is "default", and only then
+    assert recorded_sae_spec({"shipped": "old-default"}, "default") == "old-default"
+    assert recorded_sae_spec({"shipped": "old-default"}, "my-folder") == "my-folder"
+    assert recorded_sae_spec({"shipped": "gone-since"}, "default") == "default"
+    assert recorded_sae_spec(None, "default") == "default"
     loaded = personas.load_sae("old-default")
     assert np.allclose(loaded.W_dec.detach().numpy(), planted_sae.W_dec.detach().numpy())
     with pytest.raises(PersonasError, match="Shipped SAEs: old-default"):

@@ -51,7 +51,7 @@ from personas.models import decoder_layers, hub_error, padded_batches
 from personas.offline_models import offline_model
 from personas.organism.evaluate import answer_ids, generation_stops
 from personas.organism.train import render_prompt
-from personas.saes import check_sae_identity, encode, load_sae, sae_info, shipped_saes
+from personas.saes import check_sae_identity, encode, load_sae, recorded_sae_spec, sae_info
 
 logger = logging.getLogger(__name__)
 
@@ -257,20 +257,15 @@ def read_direction(path: str | os.PathLike, d_model: int) -> np.ndarray:
 
 
 def run_sae_spec(run: str | os.PathLike | None, spec: Any) -> Any:
-    """The SAE to read an organism run's latents with: ``spec``, except that ``"default"`` becomes the shipped SAE
-    the run recorded (its latent indices belong to that one, even after the default changed)."""
-    if run is None or not isinstance(spec, str) or spec != "default":
+    """The SAE to read an organism run's latents with (`personas.saes.recorded_sae_spec` of what it recorded)."""
+    if run is None or spec != "default":
         return spec
     try:
         manifest = json.loads((Path(run) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return spec  # run_latents reports an unreadable run
-    recorded = ((manifest.get("latent_diff") or {}).get("sae") or {}) if isinstance(manifest, dict) else {}
-    shipped = recorded.get("shipped") if isinstance(recorded, dict) else None
-    if shipped and shipped in shipped_saes():
-        logger.info("reading the run's latents with the SAE it recorded, %s", shipped)
-        return shipped
-    return spec
+    latent_diff = manifest.get("latent_diff") if isinstance(manifest, dict) else None
+    return recorded_sae_spec(latent_diff.get("sae") if isinstance(latent_diff, dict) else None, spec)
 
 
 def run_latents(run: str | os.PathLike, n: int, hook: str, sae: Any = None) -> tuple[list[int], Path | None]:
