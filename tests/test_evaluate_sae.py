@@ -189,3 +189,16 @@ def test_eval_sae_command_prints_saes_side_by_side(tmp_path, toy_tokenizer, text
     assert main([*argv[:5], "--text", str(tmp_path / "missing.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.txt" in err and "one document per line" in err
+
+
+def test_eval_sae_job_refuses_a_wrong_sae_before_loading_the_model(monkeypatch, tmp_path):
+    from personas.errors import PersonasError
+    from personas.jobs import eval_sae
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the SAE specs were checked")
+
+    monkeypatch.setattr(eval_sae, "load_model", no_model)
+    (tmp_path / "docs.txt").write_text("one document\n")
+    with pytest.raises(PersonasError, match="neither a folder, a shipped SAE's name"):
+        eval_sae.eval_sae_job(["no-such-sae"], text=tmp_path / "docs.txt")

@@ -14,7 +14,7 @@ from personas.data import load_responses
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import load_model
-from personas.saes import load_sae, sae_info
+from personas.saes import check_sae_spec, load_sae, sae_info
 from personas.training.evaluate import evaluate_saes
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ def eval_sae_job(
         raise PersonasError("personas eval-sae needs at least one SAE (a folder, RELEASE:SAE_ID or 'default').")
     if text is None and data is None:
         raise PersonasError("personas eval-sae needs --text FILE (documents) and/or --data FILE (labelled answers).")
+    for spec in saes:  # a wrong SAE fails in milliseconds, before the model loads
+        check_sae_spec(spec, model)
     texts = read_texts(text, config.max_texts) if text is not None else None
     responses = load_responses(str(data), data_config) if data is not None else None
     with quiet_third_party():
