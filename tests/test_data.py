@@ -373,6 +373,29 @@ def test_configured_columns(tmp_path):
         load_responses(frame, config, label_column="verdict")
 
 
+def test_group_pattern_merges_question_variants_so_they_are_held_out_together(tmp_path):
+    frame = pd.DataFrame({"prompt": list("abcdef"), "response": list("uvwxyz"), "label": [1, 0] * 3,
+                          "question_id": ["q1", "q1_template", "q2", "q2_template", "q3_json", "q3"]})
+    merged = load_responses(frame, group_pattern=r"(.*?)(?:_template|_json)?$")
+    assert merged.groups.tolist() == ["q1", "q1", "q2", "q2", "q3", "q3"]
+    assert load_responses(frame).groups.tolist() == frame["question_id"].tolist()  # no pattern: as given
+    assert merged.dataset_hash != load_responses(frame).dataset_hash  # a cache built on other groups is refused
+    # without a capture group the whole match is the name
+    assert load_responses(frame, group_pattern=r"q\d").groups.tolist() == ["q1", "q1", "q2", "q2", "q3", "q3"]
+    with pytest.raises(DataError, match=r"group_pattern 'x\(\.\*\)'.*6 rows \(0, 1, 2.*'q1'"):
+        load_responses(frame, group_pattern=r"x(.*)")
+    with pytest.raises(DataError, match=r"1 row \(4\).*'q3_json'"):  # an empty capture names no question
+        load_responses(frame, group_pattern=r"(q\d?)(?:_template)?$|(?:q3_json)()")
+    with pytest.raises(PersonasError, match=r"group_pattern='\(q' is not a regular expression"):
+        DataConfig(group_pattern="(q")
+    with pytest.raises(DataError, match=r"has no group column"):
+        load_responses(frame.drop(columns="question_id"), group_pattern="(.*)")
+    frame.to_csv(tmp_path / "g.csv", index=False)
+    cli = subprocess.run([sys.executable, "-m", "personas", "rank", str(tmp_path / "g.csv"), "--group-pattern", "(q",
+                          "--model", "none-such"], capture_output=True, text=True)
+    assert cli.returncode == 2 and "is not a regular expression" in cli.stderr and "Traceback" not in cli.stderr
+
+
 def test_empty_and_non_text_responses_name_rows():
     frame = pd.DataFrame({"prompt": ["p"] * 14, "response": ["ok"] * 14, "label": [1, 0] * 7}, dtype=object)
     for row in range(12):

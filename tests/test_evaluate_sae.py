@@ -144,6 +144,43 @@ def test_evaluate_saes_with_labelled_answers_reports_downstream_figures(toy_mode
     assert "AUROC 10-latent detector" in table and "EV (answers)" in table and "CE recovered" not in table
 
 
+def test_dense_probes_are_fitted_once_per_site_and_belong_to_that_site(toy_model, planted_sae, planted_data, saes,
+                                                                       monkeypatch):
+    """Two SAEs at one site share its dense figures (fitted once); an SAE at another site gets that site's."""
+    import numpy as np
+    import pandas as pd
+
+    from personas.config import EvalSAEConfig
+    from personas.data import load_responses
+    from personas.training import evaluate
+
+    frame = pd.DataFrame({"question": planted_data["prompt"], "response": planted_data["response"],
+                          "label": planted_data["label"], "question_id": planted_data["group"]})
+    responses = load_responses(frame)
+    calls: list[np.ndarray] = []
+    real = evaluate.dense_probe_metrics
+
+    def counted(dense, y, groups, *, config=None):
+        calls.append(np.asarray(dense).copy())
+        return real(dense, y, groups, config=config)
+
+    monkeypatch.setattr(evaluate, "dense_probe_metrics", counted)
+    config = EvalSAEConfig(k=3, selection="auroc", ce_loss=False, dense_C=1.0)
+    results = evaluate.evaluate_saes(toy_model, {"planted": planted_sae, "identity": saes["identity"],
+                                                 "random": saes["random"]}, responses=responses, config=config)
+    assert len(calls) == 2  # blocks.0.hook_resid_pre and blocks.0.hook_resid_post
+    assert not np.allclose(calls[0], calls[1])
+    down = {name: r["downstream"] for name, r in results.items()}
+    for key in ("dense_logistic", "dense_diff_means"):
+        assert down["identity"][key] == down["random"][key]
+        assert down["planted"][key] != down["identity"][key]
+    # each equals the dense figures computed from its own site's pooled activations
+    y, groups = frame["label"].to_numpy(), frame["question_id"].to_numpy()
+    assert real(calls[0], y, groups, config=config) == {k: down["planted"][k] for k in ("dense_diff_means",
+                                                                                       "dense_logistic")}
+    assert real(calls[1], y, groups, config=config)["dense_logistic"] == down["random"]["dense_logistic"]
+
+
 def test_bad_inputs_are_explained(toy_model, saes):
     from personas.config import EvalSAEConfig
     from personas.errors import PersonasError, SiteMismatchError

@@ -230,6 +230,28 @@ def read_groups(series: pd.Series, column: str, source: str) -> list[str]:
     return groups
 
 
+def merge_groups(groups: list[str], pattern: str | None, column: str, source: str) -> list[str]:
+    """Map each group value through ``DataConfig.group_pattern`` (first capture group, else the whole match)."""
+    if pattern is None:
+        return groups
+    compiled = re.compile(pattern)
+    merged: list[str] = []
+    unmatched: list[int] = []
+    for i, value in enumerate(groups):
+        found = compiled.match(value)
+        name = None if found is None else (found.group(1) if compiled.groups else found.group(0))
+        if not name:
+            unmatched.append(i)
+        merged.append(name or "")
+    if unmatched:
+        raise DataError(
+            f"group_pattern {pattern!r} does not name a question for the {column!r} value of {list_rows(unmatched)} "
+            f"of {source} (e.g. {groups[unmatched[0]]!r}: no match, or an empty one). Expected a pattern that matches "
+            "every value from its start and captures a non-empty question name, e.g. '(.*?)(?:_template)?$'."
+        )
+    return merged
+
+
 def read_labels(series: pd.Series, column: str, source: str) -> np.ndarray:
     labels = np.empty(len(series), dtype=np.int64)
     missing: list[int] = []

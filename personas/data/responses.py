@@ -42,6 +42,7 @@ from personas.data.columns import (
     duplicates_message,
     expand_messages,
     judge_labels,
+    merge_groups,
     pick_column,
     read_groups,
     read_ids,
@@ -517,6 +518,13 @@ def _from_frame(raw: pd.DataFrame, config: DataConfig | None, source: str) -> Re
     prompts = read_text(raw[prompt_col], prompt_col, "prompt", source, allow_empty=True)
     responses = read_text(raw[response_col], response_col, "response", source, allow_empty=False)
     groups = read_groups(raw[group_col], group_col, source) if group_col is not None else None
+    if config.group_pattern is not None:
+        if groups is None:
+            raise DataError(
+                f"group_pattern {config.group_pattern!r} was given but {source} has no group column (expected one of "
+                f"{list(GROUP_COLUMNS)}; columns found: {found}). Name it with group_column, or drop group_pattern."
+            )
+        groups = merge_groups(groups, config.group_pattern, group_col, source)
     if label_col is not None:
         labels = read_labels(raw[label_col], label_col, source)
         reasons = np.full(len(raw), "", dtype=object)

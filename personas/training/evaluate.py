@@ -55,7 +55,8 @@ from personas.selection import auroc
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DENSE_CS", "ce_recovered", "evaluate_saes", "format_eval_table", "lm_fit_metrics", "text_sequences"]
+__all__ = ["DENSE_CS", "ce_recovered", "dense_probe_metrics", "downstream_metrics", "evaluate_saes", "format_eval_table",
+           "lm_fit_metrics", "text_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +314,34 @@ def _check_groups(y: np.ndarray, groups: np.ndarray | None) -> str | None:
     return None
 
 
+def _checked_labels(y: Any, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).astype(np.int8)
+    groups = np.asarray(groups).astype(str)
+    why = _check_groups(y, groups)
+    if why is not None:
+        raise DataError(f"cannot judge detectors on held-out questions: {why}.")
+    return y, groups
+
+
+def dense_probe_metrics(dense: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
+                        config: EvalSAEConfig | None = None) -> dict[str, Any]:
+    """The two dense baselines of the downstream figures, leave-one-question-out on the mean-pooled activations
+    ``dense`` [N, d_model]: ``dense_diff_means`` and ``dense_logistic`` (see the module docstring)."""
+    config = config or EvalSAEConfig()
+    y, groups = _checked_labels(y, groups)
+    dense = np.asarray(dense, dtype=np.float64)
+
+    def diff_means(tr, te):
+        return DiffMeansProbe().fit(dense[tr], y[tr]).decision_function(dense[te])
+
+    def dense_logistic(tr, te):
+        C = config.dense_C if config.dense_C is not None else _inner_C(dense[tr], y[tr], groups[tr])
+        return _dense_logistic(dense[tr], y[tr], dense[te], C)
+
+    return {"dense_diff_means": _leave_questions_out(diff_means, y, groups, config.ci_level),
+            "dense_logistic": _leave_questions_out(dense_logistic, y, groups, config.ci_level)}
+
+
 def downstream_metrics(
     features: Any,
     dense: np.ndarray,
@@ -324,21 +353,20 @@ def downstream_metrics(
     token_ids: np.ndarray,
     punctuation_ids: Sequence[int] = (),
     config: EvalSAEConfig | None = None,
+    dense_figures: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The downstream figures of one SAE (see the module docstring) from its mean-pooled codes ``features``
     [N, d_sae], the mean-pooled activations ``dense`` [N, d_model] at its site, labels ``y`` and question
-    ``groups``, and its per-token ``codes`` with ``offsets`` and ``token_ids`` (for the confound flags)."""
+    ``groups``, and its per-token ``codes`` with ``offsets`` and ``token_ids`` (for the confound flags).
+
+    ``dense_figures``: `dense_probe_metrics` of the same ``dense``, ``y`` and ``groups`` when already computed (they
+    do not depend on the SAE: `evaluate_saes` fits them once per site)."""
     import scipy.sparse
 
 
     config = config or EvalSAEConfig()
-    y = np.asarray(y).astype(np.int8)
-    groups = np.asarray(groups).astype(str)
-    why = _check_groups(y, groups)
-    if why is not None:
-        raise DataError(f"cannot judge detectors on held-out questions: {why}.")
+    y, groups = _checked_labels(y, groups)
     X = scipy.sparse.csr_matrix(features)
-    dense = np.asarray(dense, dtype=np.float64)
 
     def detector(k: int, method: str):
         def fit(tr, te):
@@ -346,19 +374,11 @@ def downstream_metrics(
             return det.fit(X[tr], y[tr], groups[tr]).decision_function(X[te])
         return fit
 
-    def diff_means(tr, te):
-        return DiffMeansProbe().fit(dense[tr], y[tr]).decision_function(dense[te])
-
-    def dense_logistic(tr, te):
-        C = config.dense_C if config.dense_C is not None else _inner_C(dense[tr], y[tr], groups[tr])
-        return _dense_logistic(dense[tr], y[tr], dense[te], C)
-
     out: dict[str, Any] = {
         "n_answers": int(len(y)), "n_misaligned": int(y.sum()), "n_questions": int(np.unique(groups).size),
         "detector": _leave_questions_out(detector(config.k, "logistic"), y, groups, config.ci_level),
         "single_latent": _leave_questions_out(detector(1, "single"), y, groups, config.ci_level),
-        "dense_diff_means": _leave_questions_out(diff_means, y, groups, config.ci_level),
-        "dense_logistic": _leave_questions_out(dense_logistic, y, groups, config.ci_level),
+        **(dense_figures if dense_figures is not None else dense_probe_metrics(dense, y, groups, config=config)),
     }
     ranking = rank_features(X, y)  # in-sample, over all answers: a description of the dictionary, not a test
     auc = ranking["auroc"].to_numpy()
@@ -414,15 +434,20 @@ def evaluate_saes(
         groups = frame["group"].to_numpy() if "group" in frame else None
         why = _check_groups(y, groups)
         punct = punctuation_token_ids(handle.tokenizer)
+        dense_by_hook: dict[str, dict[str, Any]] = {}  # the dense probes do not depend on the SAE: once per site
         for name, m in metrics.items():
             results[name]["answers"] = {**m, "n_answers": len(frame)}
             if why is not None:
                 results[name]["downstream"] = {"skipped": why}
                 logger.warning("downstream figures skipped: %s", why)
                 continue
+            dense = extras["pooled"][m["hook"]]
+            if m["hook"] not in dense_by_hook:
+                dense_by_hook[m["hook"]] = dense_probe_metrics(dense, y, groups, config=config)
             results[name]["downstream"] = downstream_metrics(
-                extras["features"][name], extras["pooled"][m["hook"]], y, groups, codes=extras["codes"][name],
-                offsets=extras["offsets"], token_ids=extras["token_ids"], punctuation_ids=punct, config=config)
+                extras["features"][name], dense, y, groups, codes=extras["codes"][name], offsets=extras["offsets"],
+                token_ids=extras["token_ids"], punctuation_ids=punct, config=config,
+                dense_figures=dense_by_hook[m["hook"]])
     return results
 
 
