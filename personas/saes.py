@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -506,9 +507,10 @@ def _check_activation_shape(sae: Any, activations: torch.Tensor) -> None:
 
 
 def sae_identity(sae: Any, spec: Any = None, model: str | None = None) -> dict[str, Any]:
-    """What a run records of the SAE whose latent indices it reports: the weights' hash (`sae_fingerprint`) and,
-    when ``spec`` names a shipped SAE (``"default"``, for ``model``, included), its folder name, so that the indices
-    stay tied to that SAE after the default changes (`check_sae_identity`)."""
+    """What a run records of the SAE whose latent indices it reports: the weights' hash (`sae_fingerprint`), their
+    dtype, a small dtype-tolerant `weight_signature`, and, when ``spec`` names a shipped SAE (``"default"``, for
+    ``model``, included), its folder name, so that the indices stay tied to that SAE after the default changes
+    (`check_sae_identity`)."""
     shipped = None
     if isinstance(spec, (str, os.PathLike)) and str(spec).lower() != "none":
         try:
@@ -517,7 +519,40 @@ def sae_identity(sae: Any, spec: Any = None, model: str | None = None) -> dict[s
             path = None
         if isinstance(path, Path) and path.resolve().parent == (data_dir() / "saes").resolve():
             shipped = path.name
-    return {"weights_sha256": sae_fingerprint(sae)["weights_sha256"], "shipped": shipped}
+    return {"weights_sha256": sae_fingerprint(sae)["weights_sha256"], "shipped": shipped,
+            "dtype": _sae_dtype(sae), "signature": weight_signature(sae)}
+
+
+#: `weight_signature` reads this many decoder rows (spread over the latents) at this many spread dimensions.
+_SIGNATURE_ROWS, _SIGNATURE_DIMS = 32, 4
+
+
+def _sae_dtype(sae: Any) -> str | None:
+    param = next(iter(sae.parameters()), None)
+    return None if param is None else str(param.dtype).removeprefix("torch.")
+
+
+def weight_signature(sae: Any) -> list[float] | None:
+    """A dtype-tolerant sample of an SAE's weights: 32 decoder rows spread over the latents (the first and the last
+    included), 4 spread dimensions each, as float32 values. Two SAEs trained apart differ in it far beyond half
+    precision's rounding; the same SAE at float32 and at bfloat16 agrees to about 0.4%. None without a decoder."""
+    import torch
+
+    w = getattr(sae, "W_dec", None)
+    if not isinstance(w, torch.Tensor) or w.ndim != 2 or w.numel() == 0:
+        return None
+    rows = torch.linspace(0, w.shape[0] - 1, min(_SIGNATURE_ROWS, w.shape[0])).round().long()
+    dims = torch.linspace(0, w.shape[1] - 1, min(_SIGNATURE_DIMS, w.shape[1])).round().long()
+    picked = w.detach()[rows.to(w.device)][:, dims.to(w.device)].to("cpu", torch.float32)
+    return [float(f"{v:.6g}") for v in picked.reshape(-1).tolist()]
+
+
+def _signatures_agree(recorded: Sequence[float], found: Sequence[float]) -> bool:
+    a, b = np.asarray(recorded, dtype=np.float64), np.asarray(found, dtype=np.float64)
+    if a.shape != b.shape:
+        return False
+    scale = float(np.abs(a).max()) if a.size else 0.0
+    return bool(np.allclose(b, a, rtol=0.02, atol=0.01 * scale))  # bfloat16 keeps 8 bits: ~0.4% per value
 
 
 def recorded_sae_spec(recorded: Any, spec: Any) -> Any:
@@ -533,23 +568,35 @@ def recorded_sae_spec(recorded: Any, spec: Any) -> Any:
 
 def check_sae_identity(recorded: Any, sae: Any, what: str) -> None:
     """Refuse latent indices recorded for another SAE: ``recorded`` is what `sae_identity` wrote (None: an older
-    record without it, accepted), ``sae`` the SAE about to read them, ``what`` names the record in the message."""
-    import torch
+    record without it, accepted), ``sae`` the SAE about to read them, ``what`` names the record in the message.
 
+    Both at float32 (older records name no dtype: float32): the weights' hashes must match. Either at another dtype
+    (an accelerator's bfloat16 or float16 SAE, whose rounded weights hash differently): the `weight_signature`s must
+    agree within half precision's rounding; a record without one cannot be checked, and a warning says so."""
     if not isinstance(recorded, dict) or not recorded.get("weights_sha256"):
         return
-    param = next(iter(sae.parameters()), None)
-    if param is not None and param.dtype != torch.float32:  # the hash is of float32 weights: rounded ones differ
-        logger.warning("%s: the SAE runs at %s, so whether it is the SAE recorded (a float32 hash) is not checked",
-                       what, param.dtype)
-        return
-    found = sae_fingerprint(sae)["weights_sha256"]
-    if found != recorded["weights_sha256"]:
-        name = recorded.get("shipped")
-        hint = (f"pass --sae {name} (the shipped SAE it used)" if name else "pass --sae with the SAE it used")
+    dtype, recorded_dtype = _sae_dtype(sae), recorded.get("dtype") or "float32"
+    name = recorded.get("shipped")
+    hint = (f"pass --sae {name} (the shipped SAE it used)" if name else "pass --sae with the SAE it used")
+    if dtype in (None, "float32") and recorded_dtype == "float32":
+        found = sae_fingerprint(sae)["weights_sha256"]
+        if found == recorded["weights_sha256"]:
+            return
         raise SiteMismatchError(
             f"{what} lists latents of another SAE (weights sha256 {recorded['weights_sha256'][:12]}); the SAE loaded "
             f"here is {found[:12]}, so its latent indices would name other features. {hint}, or --latents."
+        )
+    signature = recorded.get("signature")
+    if not signature:
+        logger.warning("%s: the SAE runs at %s and the record (made at %s) has no weight signature, so whether it "
+                       "is the SAE recorded is not checked", what, dtype, recorded_dtype)
+        return
+    found_signature = weight_signature(sae)
+    if found_signature is None or not _signatures_agree(signature, found_signature):
+        raise SiteMismatchError(
+            f"{what} lists latents of another SAE: the decoder weights of the SAE loaded here (at {dtype}) differ from "
+            f"those recorded (at {recorded_dtype}) by more than half precision rounds, so its latent indices would "
+            f"name other features. {hint}, or --latents."
         )
 
 

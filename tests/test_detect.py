@@ -3,6 +3,7 @@ estimators as scikit-learn classifiers (cross-validation by question, grid searc
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -204,8 +205,11 @@ def test_a_saved_detector_scores_responses_with_the_model_and_sae_it_records(tmp
         det.score_responses(prompts, responses, model=handle)
     import torch
 
-    # at half precision (an accelerator's SAE dtype) the float32 hash cannot match: not checked, not refused
-    assert det.score_responses(prompts, responses, model=handle, sae=sae.to(torch.bfloat16)).shape == (3,)
+    # at half precision (an accelerator's SAE dtype) the float32 hash cannot match: the weight signature is compared
+    # within bfloat16's rounding instead; the same SAE passes, another one is still refused
+    assert det.score_responses(prompts, responses, model=handle, sae=copy.deepcopy(sae).to(torch.bfloat16)).shape == (3,)
+    with pytest.raises(SiteMismatchError, match=r"loaded here \(at bfloat16\) differ from those recorded \(at float32\) by more than half precision"):
+        det.score_responses(prompts, responses, model=handle, sae=other.to(torch.bfloat16))
 
 
 def test_fit_detector_with_a_separate_test_file(toy_model, planted_sae, planted_data):

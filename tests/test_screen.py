@@ -186,7 +186,7 @@ def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(t
         kept_pairs(np.zeros(3), 1.0)
 
 
-def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy, tmp_path, monkeypatch):
+def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy, tmp_path, monkeypatch, caplog):
     """An organism run's latent indices belong to the SAE it diffed with: read through another SAE (a new default)
     they would silently name other features."""
     import copy
@@ -208,6 +208,24 @@ def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy,
         other.W_dec[0] += 1.0
     with pytest.raises(SiteMismatchError, match="--sae old-default"):
         run_latents(run, 1, "blocks.0.hook_resid_post", other)
+    # at half precision the hash cannot match: the weight signature decides, within bfloat16's rounding, either way
+    # round (a run diffed with a bfloat16 SAE on an accelerator, read on a CPU at float32)
+    assert run_latents(run, 1, "blocks.0.hook_resid_post", copy.deepcopy(sae).to(torch.bfloat16))[0] == [7]
+    with pytest.raises(SiteMismatchError, match=r"\(at bfloat16\) differ from those recorded \(at float32\)"):
+        run_latents(run, 1, "blocks.0.hook_resid_post", copy.deepcopy(other).to(torch.bfloat16))
+    half = copy.deepcopy(sae).to(torch.bfloat16)
+    manifest["latent_diff"]["sae"] = {**sae_identity(half), "shipped": "old-default"}
+    assert manifest["latent_diff"]["sae"]["dtype"] == "bfloat16"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert run_latents(run, 1, "blocks.0.hook_resid_post", sae)[0] == [7]
+    with pytest.raises(SiteMismatchError, match=r"\(at float32\) differ from those recorded \(at bfloat16\)"):
+        run_latents(run, 1, "blocks.0.hook_resid_post", other)
+    # a record without a signature (older runs) cannot be checked at half precision: a warning, not a refusal
+    manifest["latent_diff"]["sae"] = {k: v for k, v in identity.items() if k not in ("signature", "dtype")}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="personas"):
+        assert run_latents(run, 1, "blocks.0.hook_resid_post", copy.deepcopy(other).to(torch.bfloat16))[0] == [7]
+    assert "no weight signature" in caplog.text
     del manifest["latent_diff"]["sae"]  # a run recorded before the identity was: nothing to check against
     (run / "manifest.json").write_text(json.dumps(manifest))
     assert run_latents(run, 1, "blocks.0.hook_resid_post", other)[0] == [7]
