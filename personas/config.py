@@ -229,6 +229,8 @@ class EvalSAEConfig:
     dense_threshold: float = _help("a latent active on more than this fraction of tokens counts as dense",
                                    default=0.1)
     k: int = _help("latents of the detector judged leave-questions-out", default=10)
+    k_curve: str = _help("more detector sizes judged the same way, comma-separated (e.g. '3,30,100'): how many "
+                         "latents a dictionary spreads the persona over; '' for none", default="")
     selection: Literal["rank", "auroc", "stability", "l1", "forward"] = _help(
         "how the detector picks its latents on the training questions (see personas detect)", default="stability")
     auroc_threshold: float = _help("count latents whose AUROC over all answers reaches this (either direction)",
@@ -258,6 +260,18 @@ class EvalSAEConfig:
             raise PersonasError(f"EvalSAEConfig.dense_C={self.dense_C} must be positive.")
         if self.selection not in SELECTIONS:
             raise PersonasError(f"EvalSAEConfig.selection={self.selection!r}; expected one of {SELECTIONS}.")
+        self.k_curve_list()
+
+    def k_curve_list(self) -> list[int]:
+        """``k_curve`` as sorted, distinct detector sizes other than ``k``."""
+        try:
+            values = {int(v) for v in str(self.k_curve).split(",") if v.strip()}
+        except ValueError:
+            values = {0}
+        if any(v < 1 for v in values):
+            raise PersonasError(f"EvalSAEConfig.k_curve={self.k_curve!r}; expected comma-separated positive latent "
+                                "counts, e.g. '3,30,100', or '' for none.")
+        return sorted(values - {self.k})
 
 
 @dataclass

@@ -141,7 +141,22 @@ def test_evaluate_saes_with_labelled_answers_reports_downstream_figures(toy_mode
     assert a["n_tokens"] == sum(sum(i not in special for i in tok(r, add_special_tokens=False)["input_ids"])
                                 for r in planted_data["response"])
     table = format_eval_table(results)
-    assert "AUROC 10-latent detector" in table and "EV (answers)" in table and "CE recovered" not in table
+    assert "AUROC 3-latent detector" in table and "EV (answers)" in table and "CE recovered" not in table
+    assert d["k"] == 3 and d["detector_by_k"] == {}
+    # the k curve: more detector sizes, each judged the same way (its own row; k itself is not repeated)
+    curve = EvalSAEConfig(k=3, k_curve="1, 3,5", selection="auroc", ce_loss=False, dense_C=1.0)
+    assert curve.k_curve_list() == [1, 5]
+    again = evaluate_saes(toy_model, {"planted": planted_sae}, responses=responses, config=curve)["planted"]
+    by_k = again["downstream"]["detector_by_k"]
+    assert set(by_k) == {"1", "5"} and again["downstream"]["detector"] == d["detector"]
+    assert by_k["5"]["auroc"] > 0.9 and by_k["1"] != by_k["5"]
+    table = format_eval_table({"planted": again, "same": results["planted"]})
+    assert "AUROC 1-latent detector" in table and "AUROC 5-latent detector" in table
+    five = next(line for line in table.splitlines() if line.startswith("AUROC 5-latent"))
+    assert f"{by_k['5']['auroc']:.3f}" in five and five.rstrip().endswith("-")
+    for bad in ("0,5", "five", "-1"):
+        with pytest.raises(Exception, match="k_curve"):
+            EvalSAEConfig(k_curve=bad)
 
 
 def test_dense_probes_are_fitted_once_per_site_and_belong_to_that_site(toy_model, planted_sae, planted_data, saes,

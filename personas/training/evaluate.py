@@ -376,7 +376,10 @@ def downstream_metrics(
 
     out: dict[str, Any] = {
         "n_answers": int(len(y)), "n_misaligned": int(y.sum()), "n_questions": int(np.unique(groups).size),
+        "k": config.k,
         "detector": _leave_questions_out(detector(config.k, "logistic"), y, groups, config.ci_level),
+        "detector_by_k": {str(k): _leave_questions_out(detector(k, "logistic"), y, groups, config.ci_level)
+                          for k in config.k_curve_list()},
         "single_latent": _leave_questions_out(detector(1, "single"), y, groups, config.ci_level),
         **(dense_figures if dense_figures is not None else dense_probe_metrics(dense, y, groups, config=config)),
     }
@@ -481,13 +484,22 @@ def format_eval_table(results: Mapping[str, Mapping[str, Any]]) -> str:
                 cells.append(fmt.format(m[key]))
         rows.append((label, cells))
     if any("downstream" in results[n] for n in names):
+        downstream = [results[n].get("downstream", {}) for n in names]
+
+        def cell(figure: Mapping[str, Any] | None) -> str:
+            if not figure:
+                return "-"
+            return f"{figure['auroc']:.3f} [{figure['auroc_ci'][0]:.3f}, {figure['auroc_ci'][1]:.3f}]"
+
         for key, label in _DOWNSTREAM:
-            cells = []
-            for n in names:
-                d = results[n].get("downstream", {})
-                cells.append(f"{d[key]['auroc']:.3f} [{d[key]['auroc_ci'][0]:.3f}, {d[key]['auroc_ci'][1]:.3f}]"
-                             if key in d else "-")
-            rows.append((label, cells))
+            if key == "detector":
+                ks = {d.get("k", 10) for d in downstream if key in d}
+                label = label.replace("10", str(ks.pop()) if len(ks) == 1 else "k")
+            rows.append((label, [cell(d.get(key)) for d in downstream]))
+        curve = sorted({int(k) for d in downstream for k in d.get("detector_by_k", {})})
+        for k in curve:
+            rows.append((f"AUROC {k}-latent detector (LOQO)", [cell(d.get("detector_by_k", {}).get(str(k)))
+                                                             for d in downstream]))
         rows.append(("latents reaching the AUROC threshold (in-sample)",
                      [str(results[n].get("downstream", {}).get("n_latents_auroc", "-")) for n in names]))
         rows.append(("style-flagged among the top latents",
