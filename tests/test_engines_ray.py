@@ -176,9 +176,9 @@ def test_readme_cluster_recipe_on_a_two_node_local_cluster(tmp_path, hf_setup):
                 os.killpg(node.pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-        for node in reversed(nodes):
+        for node in reversed(nodes):  # a node busy stopping its workers gets a few seconds, then SIGKILL
             try:
-                node.wait(timeout=30)
+                node.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
