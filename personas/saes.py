@@ -548,8 +548,11 @@ def weight_signature(sae: Any) -> list[float] | None:
 
 
 def _signatures_agree(recorded: Sequence[float], found: Sequence[float]) -> bool:
-    a, b = np.asarray(recorded, dtype=np.float64), np.asarray(found, dtype=np.float64)
-    if a.shape != b.shape:
+    try:
+        a, b = np.asarray(recorded, dtype=np.float64), np.asarray(found, dtype=np.float64)
+    except (TypeError, ValueError):  # a hand-edited record: not a list of numbers, so no match
+        return False
+    if a.shape != b.shape or not np.isfinite(a).all():
         return False
     scale = float(np.abs(a).max()) if a.size else 0.0
     return bool(np.allclose(b, a, rtol=0.02, atol=0.01 * scale))  # bfloat16 keeps 8 bits: ~0.4% per value

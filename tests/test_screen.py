@@ -220,6 +220,11 @@ def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy,
     assert run_latents(run, 1, "blocks.0.hook_resid_post", sae)[0] == [7]
     with pytest.raises(SiteMismatchError, match=r"\(at float32\) differ from those recorded \(at bfloat16\)"):
         run_latents(run, 1, "blocks.0.hook_resid_post", other)
+    for broken in (["x"] * 128, [1.0] * 3, [float("nan")] * 128):  # a hand-edited signature matches nothing
+        manifest["latent_diff"]["sae"] = {**sae_identity(half), "signature": broken}
+        (run / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(SiteMismatchError, match="by more than half precision rounds"):
+            run_latents(run, 1, "blocks.0.hook_resid_post", sae)
     # a record without a signature (older runs) cannot be checked at half precision: a warning, not a refusal
     manifest["latent_diff"]["sae"] = {k: v for k, v in identity.items() if k not in ("signature", "dtype")}
     (run / "manifest.json").write_text(json.dumps(manifest))
