@@ -16,12 +16,13 @@ The figures SAELens's and SAEBench's evaluations report, on a CPU, for one or se
 * **Downstream**, on labelled answers with question groups (`personas.load_responses`), judged leave-one-question-
   out: for each question the fits below are made on the other questions' answers and score the held-out
   question's; the out-of-fold scores of all questions give one pooled AUROC with a DeLong interval. The fits: the
-  10-latent detector (`personas.detect.PersonaDetector`, mean-pooled codes), the best single latent (the same
+  10-latent detector (`personas.detect.PersonaDetector`, mean-pooled codes; ``EvalSAEConfig.k``, and the sizes of
+  ``EvalSAEConfig.k_curve`` in ``detector_by_k``), the best single latent (the same
   detector with ``k=1, method="single"``: the latent and its sign are chosen on the training questions), and two
   dense probes on the mean-pooled activations at the same site: `personas.detect.DiffMeansProbe` (the baseline of
   `personas detect`) and a class-balanced logistic model on standardised activations (C chosen from
   `DENSE_CS` by leave-one-question-out AUROC inside the training questions, as in ``benchmarks/bench_em_dev.py``,
-  unless `EvalSAEConfig.dense_C` fixes it).
+  unless `EvalSAEConfig.dense_C` fixes it; they do not depend on the SAE, so they are fitted once per site).
   Two in-sample counts describe the dictionary: ``n_latents_auroc`` (latents whose AUROC over all answers is at
   least `EvalSAEConfig.auroc_threshold` in either direction) and ``top_style`` (how many of the top
   `EvalSAEConfig.top` latents by |AUROC - 0.5| `personas.confounds.flag_confounds` flags as length, punctuation
