@@ -373,7 +373,7 @@ def test_configured_columns(tmp_path):
         load_responses(frame, config, label_column="verdict")
 
 
-def test_group_pattern_merges_question_variants_so_they_are_held_out_together(tmp_path):
+def test_group_pattern_merges_question_variants_so_they_are_held_out_together(tmp_path, capsys):
     frame = pd.DataFrame({"prompt": list("abcdef"), "response": list("uvwxyz"), "label": [1, 0] * 3,
                           "question_id": ["q1", "q1_template", "q2", "q2_template", "q3_json", "q3"]})
     merged = load_responses(frame, group_pattern=r"(.*?)(?:_template|_json)?$")
@@ -391,9 +391,10 @@ def test_group_pattern_merges_question_variants_so_they_are_held_out_together(tm
     with pytest.raises(DataError, match=r"has no group column"):
         load_responses(frame.drop(columns="question_id"), group_pattern="(.*)")
     frame.to_csv(tmp_path / "g.csv", index=False)
-    cli = subprocess.run([sys.executable, "-m", "personas", "rank", str(tmp_path / "g.csv"), "--group-pattern", "(q",
-                          "--model", "none-such"], capture_output=True, text=True)
-    assert cli.returncode == 2 and "is not a regular expression" in cli.stderr and "Traceback" not in cli.stderr
+    from personas.cli.main import main
+
+    assert main(["rank", str(tmp_path / "g.csv"), "--group-pattern", "(q", "--model", "none-such"]) == 2
+    assert "is not a regular expression" in capsys.readouterr().err
 
 
 def test_empty_and_non_text_responses_name_rows():
