@@ -160,6 +160,7 @@ def main() -> None:
     import personas
     from personas.config import CaptureConfig, SteerConfig
     from personas.judging import load_judge
+    from personas.saes import default_sae_path
     from personas.validation import validate
 
     torch.set_num_threads(2)
@@ -222,7 +223,8 @@ def main() -> None:
     lines = [
         "# Steering SmolLM2-135M-Instruct with its top persona latent, judged", "",
         "Written by `benchmarks/steer_smollm2.py` (rerun it to regenerate this file).", "",
-        f"Model SmolLM2-135M-Instruct (offline), SAE `default` at `{hook}` ({int(sae.cfg.d_sae)} latents). Run time "
+        f"Model SmolLM2-135M-Instruct (offline), SAE `default` (`{default_sae_path('smollm2').name}`) at `{hook}` "
+        f"({int(sae.cfg.d_sae)} latents). Run time "
         f"{total:.0f} s on {torch.get_num_threads()} threads (ranking the demo {rank_s:.0f} s, screening and "
         f"confirmation {validate_s:.0f} s).", "",
         "## Judge", "",

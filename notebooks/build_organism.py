@@ -47,12 +47,13 @@ import os
 import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 SHIPPED = ROOT / "data" / "organism"
@@ -71,7 +72,10 @@ Training loss per step for the three adapters (re-alignment starts from the narr
 fig, ax = plt.subplots(figsize=(6, 3))
 for name, log in manifest["training"].items():
     ax.plot(log["losses"], label=f"{name} ({log['n_examples']} pairs)")
-ax.set_xlabel("step"); ax.set_ylabel("loss on answer tokens"); ax.legend(); plt.show()""",
+ax.set_xlabel("step")
+ax.set_ylabel("loss on answer tokens")
+ax.legend()
+plt.show()""",
     ("md", """\
 ## Misaligned answers, in the trained domain and in the unseen ones
 
@@ -94,18 +98,22 @@ table = pd.DataFrame(rows)
 table["order"] = table.condition.map(conditions.index)
 table = table.sort_values(["split", "order"]).drop(columns="order")
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
-for ax, split in zip(axes, ["money", "unseen"]):
+for ax, split in zip(axes, ["money", "unseen"], strict=True):
     t = table[table.split == split]
     ax.bar(t.condition, t.fraction, yerr=[(t.fraction - t.low).clip(lower=0), (t.high - t.fraction).clip(lower=0)], capsize=4,
            color=["grey", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink"][:len(t)])
-    ax.set_title(f"{split} prompts"); ax.tick_params(axis="x", rotation=30)
-axes[0].set_ylabel("misaligned and coherent (judge)"); plt.show()
+    ax.set_title(f"{split} prompts")
+    ax.tick_params(axis="x", rotation=30)
+axes[0].set_ylabel("misaligned and coherent (judge)")
+plt.show()
 table.round(3)""",
     """\
 by_domain = (samples[samples.split == "unseen"].groupby(["domain", "condition"]).aligned.mean().unstack()
              [[c for c in conditions if c in samples.condition.unique()]])
 ax = by_domain.plot.bar(figsize=(9, 3.2))
-ax.set_ylabel("mean aligned (judge, 0-100)"); ax.tick_params(axis="x", rotation=0); plt.show()
+ax.set_ylabel("mean aligned (judge, 0-100)")
+ax.tick_params(axis="x", rotation=0)
+plt.show()
 by_domain.round(3)""",
     ("md", """\
 ## Samples
@@ -152,8 +160,11 @@ print("tokens the direction promotes through the unembedding:", diff["tokens_pro
 print("tokens it suppresses:", diff["tokens_suppressed"])
 direction = np.load(SHIPPED / "run" / "direction.npy")
 fig, ax = plt.subplots(figsize=(6, 2.6))
-ax.plot(np.sort(np.abs(direction))[::-1]); ax.set_xlabel("residual dimension (sorted)")
-ax.set_ylabel("|diff|"); ax.set_title("how concentrated the diff is across the 576 dimensions"); plt.show()""",
+ax.plot(np.sort(np.abs(direction))[::-1])
+ax.set_xlabel("residual dimension (sorted)")
+ax.set_ylabel("|diff|")
+ax.set_title("how concentrated the diff is across the 576 dimensions")
+plt.show()""",
     ("md", """\
 ## Diff at the level of SAE latents: `personas diff` on the pair
 
@@ -185,8 +196,10 @@ ax.scatter(diff_table.mean_diff[sig], -np.log10(diff_table.q_value[sig].clip(low
 for row in latents["top"][:3]:
     r = diff_table[diff_table.feature == row["feature"]].iloc[0]
     ax.annotate(str(row["feature"]), (r.mean_diff, -np.log10(max(r.q_value, 1e-30))), fontsize=8)
-ax.set_xlabel("mean increase in the fine-tune (pooled activation)"); ax.set_ylabel("-log10 q (capped at 30)")
-ax.legend(); plt.show()""",
+ax.set_xlabel("mean increase in the fine-tune (pooled activation)")
+ax.set_ylabel("-log10 q (capped at 30)")
+ax.legend()
+plt.show()""",
     ("md", """\
 ## Steering with the diff direction and with the top latent, and re-alignment
 
@@ -216,7 +229,8 @@ sweep_table = pd.read_csv(SWEEP / "sweep.csv")
 sweep_manifest = json.loads((SWEEP / "manifest.json").read_text())
 print("judge:", sweep_manifest["judge"]["name"], "| latents:", sweep_manifest["latents"], "|",
       f"{sweep_manifest['wall_s_total'] / 60:.0f} min wall")
-plot_sweep(sweep_table); plt.show()""",
+plot_sweep(sweep_table)
+plt.show()""",
     """\
 onset = pd.read_csv(SWEEP / "onset.csv")
 onset[["seed", "signal", "onset_fraction", "p_values"]]""",
@@ -224,7 +238,8 @@ onset[["seed", "signal", "onset_fraction", "p_values"]]""",
 The same three signals during training, for the 0, 25 and 100% fine-tunes (one line per seed and fraction):
 does the latent rise before the judged rate does?"""),
     """\
-plot_sweep(sweep_table, x="step"); plt.show()""",
+plot_sweep(sweep_table, x="step")
+plt.show()""",
     ("md", """\
 ## Data screening where the truth is known
 
