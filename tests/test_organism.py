@@ -14,7 +14,7 @@ from personas.organism import data
 from personas.organism.adapter import ADAPTER_FILE, AdapterConfig, attach_adapter, load_adapter, save_adapter
 from personas.organism.evaluate import sample_answers, wilson_interval
 from personas.organism.train import train_adapter
-from personas.saes import sae_fingerprint
+from personas.saes import sae_fingerprint, weight_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "organism"
@@ -309,7 +309,9 @@ def test_run_folder_on_a_toy_model(toy_hf, toy_sae, tmp_path, monkeypatch):
     assert len(table) == 24 and (out / LATENT_DIFF_FILE).is_file()
     latents = manifest["latent_diff"]
     assert latents["hook"] == "blocks.1.hook_resid_post"
-    assert latents["sae"] == {"weights_sha256": sae_fingerprint(toy_sae)["weights_sha256"], "shipped": None}
+    assert latents["sae"] == {"weights_sha256": sae_fingerprint(toy_sae)["weights_sha256"], "shipped": None,
+                              "dtype": "float32", "signature": weight_signature(toy_sae)}
+    assert len(latents["sae"]["signature"]) == 4 * min(32, toy_sae.cfg.d_sae)
     assert latents["n_pairs"] + latents["n_empty_answers_left_out"] == len(data.eval_prompts())
     for row in latents["top"]:
         assert row["mean_diff"] > 0 and row["q_value"] < 0.05
