@@ -153,7 +153,8 @@ def test_evaluate_saes_with_labelled_answers_reports_downstream_figures(toy_mode
     table = format_eval_table({"planted": again, "same": results["planted"]})
     assert "AUROC 1-latent detector" in table and "AUROC 5-latent detector" in table
     five = next(line for line in table.splitlines() if line.startswith("AUROC 5-latent"))
-    assert f"{by_k['5']['auroc']:.3f}" in five and five.rstrip().endswith("-")
+    assert f"{by_k['5']['per_question_mean']:.3f} / {by_k['5']['auroc']:.3f} [" in five and five.rstrip().endswith("-")
+    assert table.splitlines()[-1].startswith("AUROC cells: mean over held-out questions / pooled")
     for bad in ("0,5", "five", "-1"):
         with pytest.raises(Exception, match="k_curve"):
             EvalSAEConfig(k_curve=bad)

@@ -466,6 +466,10 @@ _DOWNSTREAM = (
     ("dense_diff_means", "AUROC dense diff-means (LOQO)"),
 )
 
+#: What the downstream cells hold; the pooled figure of the single latent mixes the latents chosen in each fold.
+_DOWNSTREAM_NOTE = ("AUROC cells: mean over held-out questions / pooled over all out-of-fold scores [95% DeLong]; "
+                    "read the single latent per question (its pooled figure pools different latents).")
+
 
 def format_eval_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """The results of `evaluate_saes` as a plain-text table, one column per SAE."""
@@ -490,7 +494,9 @@ def format_eval_table(results: Mapping[str, Mapping[str, Any]]) -> str:
         def cell(figure: Mapping[str, Any] | None) -> str:
             if not figure:
                 return "-"
-            return f"{figure['auroc']:.3f} [{figure['auroc_ci'][0]:.3f}, {figure['auroc_ci'][1]:.3f}]"
+            per_q = figure.get("per_question_mean")
+            return (("-" if per_q is None else f"{per_q:.3f}") + f" / {figure['auroc']:.3f} "
+                    f"[{figure['auroc_ci'][0]:.3f}, {figure['auroc_ci'][1]:.3f}]")
 
         for key, label in _DOWNSTREAM:
             if key == "detector":
@@ -513,4 +519,6 @@ def format_eval_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [" " * width + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
     for label, cells in rows:
         lines.append(label.ljust(width) + "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    if any("detector" in results[n].get("downstream", {}) for n in names):
+        lines.append(_DOWNSTREAM_NOTE)
     return "\n".join(lines)
