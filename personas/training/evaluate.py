@@ -364,7 +364,6 @@ def downstream_metrics(
     do not depend on the SAE: `evaluate_saes` fits them once per site)."""
     import scipy.sparse
 
-
     config = config or EvalSAEConfig()
     y, groups = _checked_labels(y, groups)
     X = scipy.sparse.csr_matrix(features)
@@ -459,13 +458,8 @@ _ROWS = tuple((part, key, f"{label} ({part})", fmt) for part in ("text", "answer
     ("explained_variance", "EV", "{:.3f}"), ("ce_recovered", "CE recovered", "{:.3f}"),
     ("ce_clean", "CE clean / SAE / zero", None), ("l0", "L0", "{:.1f}"), ("dead_fraction", "dead latents", "{:.1%}"),
     ("dense_fraction", "dense latents", "{:.1%}")))
-_DOWNSTREAM = (
-    ("detector", "AUROC 10-latent detector (LOQO)"),
-    ("single_latent", "AUROC best single latent (LOQO)"),
-    ("dense_logistic", "AUROC dense logistic probe (LOQO)"),
-    ("dense_diff_means", "AUROC dense diff-means (LOQO)"),
-)
-
+_DOWNSTREAM = (("detector", "AUROC 10-latent detector (LOQO)"), ("single_latent", "AUROC best single latent (LOQO)"),
+               ("dense_logistic", "AUROC dense logistic probe (LOQO)"), ("dense_diff_means", "AUROC dense diff-means (LOQO)"))
 #: What the downstream cells hold; the pooled figure of the single latent mixes the latents chosen in each fold.
 _DOWNSTREAM_NOTE = ("AUROC cells: mean over held-out questions / pooled over all out-of-fold scores [95% DeLong]; "
                     "read the single latent per question (its pooled figure pools different latents).")
