@@ -59,7 +59,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("sweep", help="early warning: fine-tunes at several bad-data fractions and checkpoints, "
-                              "judged EM rate vs persona latents vs dense projection, onset against 0%")
+                              "judged EM rate vs persona latents vs dense projection, onset against the fine-tune on no bad data")
     p.add_argument("--model", default=None, help="base chat model: offline alias, folder or hub id (default: "
                    "smollm2)")
     p.add_argument("--out", default="runs/sweep", help="run folder (default: runs/sweep)")
