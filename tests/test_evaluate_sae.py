@@ -8,6 +8,7 @@ written here.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 HOOK = "blocks.0.hook_resid_post"
@@ -133,8 +134,6 @@ def test_evaluate_saes_with_labelled_answers_reports_downstream_figures(toy_mode
     assert d["best_latent_in_sample"]["feature"] == 7
     assert d["single_latent"]["auroc"] > 0.95
     assert d["detector"]["auroc"] > 0.9
-    assert d["n_latents_auroc"] >= 1
-    assert 0 <= d["top_style"] <= min(config.top, 64)
     a = results["planted"]["answers"]
     tok = toy_model.tokenizer
     special = set(tok.all_special_ids)
@@ -163,8 +162,8 @@ def test_evaluate_saes_with_labelled_answers_reports_downstream_figures(toy_mode
 def test_dense_probes_are_fitted_once_per_site_and_belong_to_that_site(toy_model, planted_sae, planted_data, saes,
                                                                        monkeypatch):
     """Two SAEs at one site share its dense figures (fitted once); an SAE at another site gets that site's."""
-    import numpy as np
     import pandas as pd
+    import torch
 
     from personas.config import EvalSAEConfig
     from personas.data import load_responses
@@ -190,11 +189,38 @@ def test_dense_probes_are_fitted_once_per_site_and_belong_to_that_site(toy_model
     for key in ("dense_logistic", "dense_diff_means"):
         assert down["identity"][key] == down["random"][key]
         assert down["planted"][key] != down["identity"][key]
-    # each equals the dense figures computed from its own site's pooled activations
-    y, groups = frame["label"].to_numpy(), frame["question_id"].to_numpy()
-    assert real(calls[0], y, groups, config=config) == {k: down["planted"][k] for k in ("dense_diff_means",
-                                                                                       "dense_logistic")}
-    assert real(calls[1], y, groups, config=config)["dense_logistic"] == down["random"]["dense_logistic"]
+    # each is the leave-one-question-out AUROC of its own site's mean-pooled answer activations, captured and
+    # fitted here by hand: the class-mean difference, and scikit-learn's balanced logistic model at C = 1
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from personas.capturing import tokenize_conversations
+
+    y, groups = frame["label"].to_numpy(), frame["question_id"].to_numpy().astype(str)
+    special = set(toy_model.tokenizer.all_special_ids)
+    sequences = tokenize_conversations(toy_model, planted_data["prompt"], planted_data["response"])
+    for name, hook in (("planted", "blocks.0.hook_resid_pre"), ("random", "blocks.0.hook_resid_post")):
+        pooled = []
+        for t in sequences:
+            _, cache = toy_model.model.run_with_cache(torch.tensor([t.input_ids]), names_filter=[hook])
+            keep = [p for p in range(t.start, t.end) if t.input_ids[p] not in special]
+            pooled.append(cache[hook][0, keep].mean(0).numpy())  # float32, as the capture pools
+        X = np.stack(pooled).astype(np.float64)
+        by_hand = {"dense_diff_means": np.zeros(len(y)), "dense_logistic": np.zeros(len(y))}
+        for g in np.unique(groups):
+            tr, te = groups != g, groups == g
+            diff = X[tr][y[tr] == 1].mean(0) - X[tr][y[tr] == 0].mean(0)
+            by_hand["dense_diff_means"][te] = X[te] @ diff
+            scaler = StandardScaler().fit(X[tr])
+            model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+            by_hand["dense_logistic"][te] = model.fit(scaler.transform(X[tr]), y[tr]).decision_function(
+                scaler.transform(X[te]))
+        # within two of the (misaligned, aligned) pairs: answers with the same tokens tie, and float32 pooling in
+        # padded batches can break a tie either way
+        pairs = int(y.sum()) * int((1 - y).sum())
+        for key, scores in by_hand.items():
+            assert down[name][key]["auroc"] == pytest.approx(roc_auc_score(y, scores), abs=2 / pairs), (name, key)
 
 
 def test_bad_inputs_are_explained(toy_model, saes):
@@ -255,3 +281,60 @@ def test_eval_sae_job_refuses_a_wrong_sae_before_loading_the_model(monkeypatch, 
     (tmp_path / "docs.txt").write_text("one document\n")
     with pytest.raises(PersonasError, match="neither a folder, a shipped SAE's name"):
         eval_sae.eval_sae_job(["no-such-sae"], text=tmp_path / "docs.txt")
+
+
+def _question_specific_answers(seed: int = 0):
+    """Answers to 4 questions, 40 each (20 misaligned), 3 tokens each, coded by 12 latents: latent g separates the
+    classes perfectly within question g and is a coin flip in the other questions; latents 4-11 are noise. Latents
+    0 and 1 fire on the first token, always token id 7 (all their mass on one token: style-flagged); the rest fire
+    on tokens of varied ids. Held out, a question's answers are at chance for anything fitted on the other three."""
+    import scipy.sparse
+
+    rng = np.random.default_rng(seed)
+    n_q, per, length, n_latents = 4, 40, 3, 12
+    groups = np.repeat([f"q{g}" for g in range(n_q)], per)
+    y = np.tile(np.r_[np.ones(per // 2), np.zeros(per // 2)], n_q).astype(int)
+    codes = np.zeros((n_q * per * length, n_latents))
+    token_ids = rng.integers(10, 60, size=n_q * per * length)
+    token_ids[::length] = 7
+    for i in range(n_q * per):
+        g, rows = i // per, slice(i * length, (i + 1) * length)
+        for h in range(n_q):
+            if (h == g and y[i] == 1) or (h != g and rng.random() < 0.5):
+                codes[rows][0 if h < 2 else 1 + h % 2, h] = 1.0
+        for h in range(n_q, n_latents):
+            if rng.random() < 0.5:
+                codes[rows][rng.integers(0, length), h] = rng.uniform(0.5, 1.5)
+    offsets = np.arange(0, n_q * per * length + 1, length)
+    pooled = codes.reshape(n_q * per, length, n_latents).mean(1)
+    return pooled, y, groups, scipy.sparse.csr_matrix(codes), offsets, token_ids
+
+
+def test_downstream_figures_fit_on_the_training_questions_only():
+    """Every leave-one-question-out figure is at chance when each held-out question's answers are at chance for
+    whatever the other questions teach (a fit that saw the held-out rows finds its question's own latent); the
+    in-sample counts match a direct computation."""
+    from sklearn.metrics import roc_auc_score
+
+    from personas.config import EvalSAEConfig
+    from personas.training.evaluate import downstream_metrics
+
+    pooled, y, groups, codes, offsets, token_ids = _question_specific_answers()
+    for g in range(4):  # the planted signal is there: latent g separates question g's answers perfectly
+        rows = groups == f"q{g}"
+        assert roc_auc_score(y[rows], pooled[rows, g]) == 1.0
+    config = EvalSAEConfig(k=4, selection="auroc", dense_C=1.0, top=4, auroc_threshold=0.6)
+    d = downstream_metrics(pooled, pooled, y, groups, codes=codes, offsets=offsets, token_ids=token_ids,
+                           config=config)
+    for key in ("detector", "single_latent", "dense_diff_means", "dense_logistic"):
+        assert d[key]["per_question_mean"] < 0.65 and d[key]["auroc"] < 0.65, (key, d[key])  # a leak: 0.68-0.82
+    # in-sample: AUROC over all answers by scikit-learn, the top latents by |AUROC - 0.5|, and the style flags by
+    # hand (equal lengths and no punctuation: a latent is flagged when one token id carries > half its mass)
+    auc = np.array([roc_auc_score(y, pooled[:, j]) for j in range(pooled.shape[1])])
+    assert d["n_latents_auroc"] == int((np.maximum(auc, 1 - auc) >= 0.6).sum())
+    top = np.argsort(-np.abs(auc - 0.5), kind="stable")[:4]
+    assert sorted(d["top_features"]) == sorted(top.tolist())
+    dense = codes.toarray()
+    share = [max(dense[token_ids == t, j].sum() for t in np.unique(token_ids)) / dense[:, j].sum() for j in top]
+    assert d["top_style"] == sum(s > 0.5 for s in share)
+    assert 0 < d["top_style"] < len(top)  # some flagged, some not: the count is not a constant
