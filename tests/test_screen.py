@@ -244,3 +244,71 @@ def test_run_latents_of_another_sae_are_refused_and_name_the_sae_they_index(toy,
     sae.save_model(str(tmp_path / "data" / "saes" / "old-default"))
     assert run_sae_spec(run, "default") == "old-default"
     assert run_sae_spec(run, "my-sae") == "my-sae" and run_sae_spec(None, "default") == "default"
+
+
+def _own_greedy_answer(lm, tokenizer, prompt: str, n: int) -> str:
+    """The oracle: the model's greedy answer to one prompt alone (no batch, no padding), by Hugging Face generate."""
+    import torch
+
+    from personas.organism.evaluate import generation_stops
+    from personas.organism.train import render_prompt
+
+    stop = generation_stops(tokenizer)
+    ids = tokenizer(render_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                          eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_each_example_is_compared_with_the_base_answer_to_its_own_prompt(toy, tmp_path):
+    """The base answer of every row is the model's own greedy answer to that row's prompt (the prompts' answers
+    differ), on the first run and when read back from the cache."""
+    from personas.organism.screen import load_causal_lm, run_screen
+
+    folder, _, sae, _, train, _ = toy
+    lm, tokenizer, _ = load_causal_lm(folder)
+    for run in ("first", "cached"):
+        result = run_screen(train, folder, ScreenConfig(latents="7", max_new_tokens=6), out=tmp_path / "a", sae=sae)
+        table = result.table
+        expected = [_own_greedy_answer(lm, tokenizer, p, 6) for p in table["prompt"]]
+        assert len(set(expected)) > 1, "the oracle needs prompts whose base answers differ"
+        assert table["base_response"].tolist() == expected, run
+    assert result.manifest["base_answers"]["generated"] == 0
+
+
+def test_the_base_answer_cache_is_keyed_by_the_weights_contents_dtype_and_decoding(toy, tmp_path):
+    """A same-shape fine-tune saved at the same path (same file sizes), another dtype or another answer length does
+    not reuse the cached answers; the same model and settings do."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from personas.organism.screen import load_causal_lm, run_screen, weights_fingerprint
+
+    folder, _, sae, _, train, _ = toy
+    model_dir = tmp_path / "model"
+    shutil.copytree(folder, model_dir)
+
+    def generated(**settings) -> int:
+        config = ScreenConfig(latents="7", limit=4, **{"max_new_tokens": 6, **settings})
+        return run_screen(train, model_dir, config, out=tmp_path / "run", sae=sae).manifest["base_answers"]["generated"]
+
+    assert generated() == 4 and generated() == 0
+    assert generated(max_new_tokens=5) == 4 and generated(dtype="bfloat16") == 4 and generated() == 0
+    before = weights_fingerprint(model_dir)
+    sizes = {p.name: p.stat().st_size for p in model_dir.iterdir()}
+    tuned = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.mul_(1.5)
+    tuned.save_pretrained(str(model_dir))
+    assert {p.name: p.stat().st_size for p in model_dir.iterdir()} == sizes  # the same files, the same sizes
+    assert weights_fingerprint(model_dir) != before
+    assert generated() == 4
+    lm, tokenizer, identity = load_causal_lm(model_dir)
+    assert identity["fingerprint"] == weights_fingerprint(model_dir)
+    table = run_screen(train, model_dir, ScreenConfig(latents="7", limit=4, max_new_tokens=6), out=tmp_path / "run",
+                       sae=sae).table
+    assert table["base_response"].tolist() == [_own_greedy_answer(lm, tokenizer, p, 6) for p in table["prompt"]]

@@ -4,7 +4,8 @@ model's own answer to the same prompt (the *projection difference* of the person
 For every (prompt, response) example of a training file:
 
 1. the base model answers the prompt itself, greedily (`greedy_answers`; the answers are cached in the run folder,
-   keyed by the model, the answer length and the prompt, so a rerun generates nothing);
+   keyed by what they depend on: the model and its weights' contents, its dtype, the decoding settings and the
+   prompt, so a rerun generates nothing);
 2. both answers are teacher-forced in the chat template and the residual stream at the SAE's hook (the output of
    decoder block L for ``blocks.L.hook_resid_post``, its input for ``hook_resid_pre``) is read at every answer token
    (`answer_residuals`, which stops the forward pass there);
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "answer_residuals", "generate_answers",
            "greedy_answers", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
-           "resid_site", "run_latents", "run_sae_spec", "run_screen", "screen_examples"]
+           "resid_site", "run_latents", "run_sae_spec", "run_screen", "screen_examples", "weights_fingerprint"]
 
 SCREEN_FILE = "screen.csv"
 #: The organism run shipped in a checkout of the repository (its top diff latents and direction).
@@ -82,13 +83,27 @@ def resid_site(hook: str, n_layers: int) -> tuple[int, str]:
     return block, where
 
 
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """A digest of a model folder's ``config.json`` and the *contents* of its weight files (``*.safetensors``,
+    ``*.bin``): a fine-tune of the same shape saved at the same path gets another fingerprint. Reads every byte of
+    the weights once (about a second per GB)."""
+    folder = Path(folder)
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for weights in sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))):
+        digest.update(f"{weights.name}\0".encode())
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype: str = "float32"
                    ) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, identity) of a causal chat model: an offline alias (``smollm2``), a folder written by
     ``save_pretrained``, or a Hugging Face hub id (from the local cache when ``HF_HUB_OFFLINE=1``).
 
-    ``identity`` names the model for manifests and cache keys (id or resolved folder, and a digest of its config
-    and weight-file sizes for a folder).
+    ``identity`` names the model for manifests and cache keys (id or resolved folder, and for a folder
+    `weights_fingerprint`: a digest of its config and of its weight files' contents).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -106,10 +121,7 @@ def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"no Hugging Face model in the folder {source!r}; expected config.json and weights "
                                  "(a folder written by save_pretrained).")
-        digest = hashlib.sha256((folder / "config.json").read_bytes())
-        for weights in sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))):
-            digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-        identity["fingerprint"] = digest.hexdigest()[:16]
+        identity["fingerprint"] = weights_fingerprint(folder)
         if offline is None:  # an offline model's folder is this machine's cache: its id and fingerprint name it
             identity["folder"] = str(folder.resolve())
     try:
@@ -380,10 +392,17 @@ def _read_examples(path: str | os.PathLike, config: ScreenConfig) -> Any:
 
 def _cached_base_answers(model: Any, tokenizer: Any, identity: dict[str, Any], prompts: list[str],
                          config: ScreenConfig, cache: Path | None) -> tuple[list[str], dict[str, int]]:
-    """The base model's greedy answer to each distinct prompt, reusing those in ``cache`` (JSONL) made by the same
-    model at the same answer length; new answers are added to the cache."""
+    """The base model's greedy answer to each distinct prompt, reusing those in ``cache`` (JSONL) made under the
+    same key: what the answer depends on (the model's identity with its weights' fingerprint, its dtype and device
+    type, the decoding: greedy, ``max_new_tokens``, the stop tokens) and the prompt as the model reads it (the
+    prompt and its rendering in the chat template). New answers are added to the cache."""
+    param = next(model.parameters())
+    settings = {**identity, "dtype": str(param.dtype).removeprefix("torch."), "device": param.device.type,
+                "decoding": "greedy", "max_new_tokens": config.max_new_tokens,
+                "stop": generation_stops(tokenizer)}
+
     def key(prompt: str) -> str:
-        blob = json.dumps([identity, config.max_new_tokens, prompt], sort_keys=True)
+        blob = json.dumps([settings, prompt, render_prompt(tokenizer, prompt)], sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     known: dict[str, dict[str, Any]] = {}
@@ -401,8 +420,7 @@ def _cached_base_answers(model: Any, tokenizer: Any, identity: dict[str, Any], p
         answers = greedy_answers(model, tokenizer, missing, max_new_tokens=config.max_new_tokens,
                                  batch_size=config.batch_size)
         for prompt, answer in zip(missing, answers, strict=True):
-            known[key(prompt)] = {"key": key(prompt), "prompt": prompt, "response": answer, **identity,
-                                  "max_new_tokens": config.max_new_tokens, "decoding": "greedy"}
+            known[key(prompt)] = {"key": key(prompt), "prompt": prompt, "response": answer, **settings}
         if cache is not None:
             atomic_write_text(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in known.values()))
     stats = {"distinct_prompts": len(distinct), "generated": len(missing), "cached": len(distinct) - len(missing)}
