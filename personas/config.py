@@ -622,6 +622,7 @@ class SweepConfig:
                                 "the 0% fine-tune; add 0 to the list.")
         self.seed_list()
         self.checkpoint_list()
+        self.checkpoint_fraction_list()
 
     @staticmethod
     def _numbers(text: str, name: str, kind: type) -> list:
@@ -653,4 +654,21 @@ class SweepConfig:
         values = sorted(set(self._numbers(self.checkpoints, "checkpoints", int)))
         if any(v < 1 for v in values):
             raise PersonasError(f"SweepConfig.checkpoints={self.checkpoints!r}; expected positive step numbers.")
+        return values
+
+    def checkpoint_fraction_list(self) -> list[float]:
+        """``checkpoint_fractions`` as sorted, distinct floats; when there are ``checkpoints``, each must be one of
+        ``fractions`` and 0 must be among them (a checkpoint is tested against the 0% fine-tune at the same step)."""
+        values = sorted(set(self._numbers(self.checkpoint_fractions, "checkpoint_fractions", float)))
+        if not self.checkpoint_list():
+            return values
+        missing = [v for v in values if v not in self.fraction_list()]
+        if missing:
+            raise PersonasError(f"SweepConfig.checkpoint_fractions={self.checkpoint_fractions!r} holds {missing}, "
+                                f"which --fractions {self.fractions!r} lacks; checkpoints are measured on the "
+                                "fine-tunes the sweep makes: choose among the fractions.")
+        if values and 0.0 not in values:
+            raise PersonasError(f"SweepConfig.checkpoint_fractions={self.checkpoint_fractions!r} lacks 0: each "
+                                "checkpoint is tested against the 0% fine-tune at the same step, so without it "
+                                "every checkpoint p-value would be missing; add 0 to the list.")
         return values

@@ -13,7 +13,7 @@ from personas.cli.main import main
 from personas.config import SweepConfig
 from personas.errors import PersonasError
 from personas.organism import data
-from personas.organism.sweep import QUICK, mixture, onset_fractions, signal_tests
+from personas.organism.sweep import QUICK, mixture, onset_fractions, signal_tests, sweep_table
 from personas.testing import TOY_ORGANISM_WORDS
 
 
@@ -78,13 +78,80 @@ def test_signal_tests_against_the_zero_fine_tune():
     out = signal_tests(more, zero, n_boot=500)
     assert out["misaligned_p"] == pytest.approx(fisher_exact([[9, 11], [2, 18]], alternative="greater")[1])
     assert out["latent_diff"] == pytest.approx(2.0) and out["latent_p"] < 0.01
-    assert out["latent_diff_lo"] <= 2.0 <= out["latent_diff_hi"]
+    boots = np.random.default_rng(0).integers(0, 10, size=(500, 10))  # the bootstrap's resamples of the prompts
+    per_prompt = (more.groupby("prompt_index")["latent"].mean() - zero.groupby("prompt_index")["latent"].mean())
+    means = per_prompt.to_numpy()[boots].mean(1)
+    assert [out["latent_diff_lo"], out["latent_diff_hi"]] == pytest.approx(np.quantile(means, [0.025, 0.975]))
     assert out["projection_diff"] == pytest.approx(-2.0) and out["projection_p"] > 0.99
+
+
+def _planted_answers() -> pd.DataFrame:
+    """Answers of a sweep with two seeds and 6 prompts x 2 samples per model, built so that every choice of reference
+    gives another answer: the base model is far above every fine-tune, the 0% fine-tune's checkpoint (step 2) differs
+    from its last step (4), and each seed's 0% fine-tune differs from the other's."""
+    rng = np.random.default_rng(0)
+    models = [("base", np.nan, 0, True, 9.0, 0.9)]
+    for fraction, level, rate in ((0.0, 0.0, 0.1), (0.5, 0.5, 0.4), (1.0, 1.5, 0.7)):
+        models.append(("fine-tune", fraction, 4, True, level, rate))
+        if fraction in (0.0, 1.0):
+            models.append(("fine-tune", fraction, 2, False, level + (2.0 if fraction == 0 else 0.1), rate / 2))
+    rows = []
+    for seed in (0, 1):
+        for model, fraction, step, final, level, rate in models:
+            for prompt in range(6):
+                for sample in range(2):
+                    shift = 0.7 * seed if model == "fine-tune" and fraction == 0 else 0.0
+                    rows.append({"seed": seed, "model": model, "fraction": fraction, "step": step, "final": final,
+                                 "prompt_index": prompt, "sample": sample,
+                                 "latent": level + shift + rng.normal(0, 0.3) + 0.1 * prompt,
+                                 "projection": -level + rng.normal(0, 0.3),
+                                 "misaligned": float(rng.random() < rate), "aligned": 50.0, "coherent": 80.0})
+    return pd.DataFrame(rows)
+
+
+def test_each_fine_tune_is_tested_against_the_zero_fine_tune_of_its_seed_and_step():
+    """Every p-value and difference of the table, final rows and checkpoints, per seed and pooled, recomputed by
+    hand against the 0% fine-tune of the same seed at the same step (never the base model)."""
+    from scipy.stats import fisher_exact
+
+    answers = _planted_answers()
+    config = SweepConfig(fractions="0,0.5,1", seeds="0,1", checkpoints="2", checkpoint_fractions="0,1", n_boot=200)
+    table = sweep_table(answers, config)
+    tested = table[(table["model"] == "fine-tune") & (table["fraction"] > 0)]
+    assert len(tested) == 3 * 3  # (0.5 final, 1 final, 1 at step 2) x (seed 0, seed 1, all)
+    assert set(tested.loc[~tested["final"], "step"]) == {2}
+    for row in tested.itertuples():
+        seeds = answers if row.seed == "all" else answers[answers["seed"] == int(row.seed)]
+        mine = seeds[(seeds["model"] == "fine-tune") & (seeds["fraction"] == row.fraction) & (seeds["step"] == row.step)]
+        zero = seeds[(seeds["model"] == "fine-tune") & (seeds["fraction"] == 0) & (seeds["step"] == row.step)]
+        assert len(mine) == len(zero) > 0
+        k, n, k0, n0 = int(mine["misaligned"].sum()), len(mine), int(zero["misaligned"].sum()), len(zero)
+        assert row.misaligned_p == pytest.approx(fisher_exact([[k, n - k], [k0, n0 - k0]], alternative="greater")[1])
+        assert row.misaligned_diff == pytest.approx(k / n - k0 / n0)
+        for signal in ("latent", "projection"):
+            diff = mine.groupby("prompt_index")[signal].mean() - zero.groupby("prompt_index")[signal].mean()
+            assert getattr(row, f"{signal}_diff") == pytest.approx(diff.mean()), (row.seed, row.fraction, row.step)
+            assert 0 < getattr(row, f"{signal}_p") <= 1
+    untested = table[(table["model"] == "base") | (table["fraction"] == 0)]
+    assert untested[["latent_p", "misaligned_p"]].isna().all().all()
+
+
+def test_checkpoint_fractions_need_zero_and_must_be_swept():
+    with pytest.raises(PersonasError, match=r"checkpoint_fractions='0.25,1' lacks 0: .*add 0"):
+        SweepConfig(checkpoints="8", checkpoint_fractions="0.25,1")
+    with pytest.raises(PersonasError, match=r"checkpoint_fractions='0,0.3' holds \[0.3\], which --fractions"):
+        SweepConfig(checkpoints="8", checkpoint_fractions="0,0.3")
+    assert SweepConfig(checkpoints="8", checkpoint_fractions="0,1").checkpoint_fraction_list() == [0.0, 1.0]
+    assert SweepConfig(fractions="0,0.5").checkpoint_fraction_list() == [0.0, 0.25, 1.0]  # no checkpoints: unused
+    assert SweepConfig(checkpoints="8", checkpoint_fractions="").checkpoint_fraction_list() == []
 
 
 def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     from dataclasses import replace
 
+    from scipy.stats import binomtest
+
+    from personas.detect import auroc_with_ci
     from personas.organism.evaluate import answer_hidden
     from personas.organism.screen import load_causal_lm
     from personas.organism.sweep import run_sweep
@@ -103,13 +170,16 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     assert sorted(final["fraction"]) == [0.0, 0.5, 1.0]
     checkpoints = table[~table["final"]]
     assert sorted(checkpoints["fraction"]) == [0.0, 1.0] and set(checkpoints["step"]) == {1}
+    assert checkpoints.loc[checkpoints["fraction"] == 1.0, ["latent_p", "projection_p", "misaligned_p"]].notna().all().all()
     # the judged rate is the judge's verdict on the answers it reports, with its Wilson interval
     expected = answers["response"].map(_bad)
     assert 0 < expected.sum() < len(expected)
     assert (answers["misaligned"] == expected.astype(float)).all()
     for row in final.itertuples():
         rows = answers[(answers["model"] == "fine-tune") & (answers["fraction"] == row.fraction) & answers["final"]]
-        assert row.n_misaligned == int(rows["misaligned"].sum()) and row.em_lo <= row.em_rate <= row.em_hi
+        k = int(rows["misaligned"].sum())
+        wilson = binomtest(k, len(rows)).proportion_ci(method="wilson")
+        assert row.n_misaligned == k and [row.em_lo, row.em_hi] == pytest.approx([wilson.low, wilson.high], abs=1e-9)
     assert final["misaligned_p"].notna().sum() == 2
     # the latent and the projection are those of the answers read by the model (checked on the base model's)
     base = answers[answers["model"] == "base"].head(4)
@@ -123,8 +193,9 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     # leaves, with the same number of steps as the unscreened fine-tune of that fraction
     screening = manifest["screening"]["0"]
     assert screening["n"] == 8 and screening["n_narrow"] == 4 and screening["n_dropped"] == 4
-    assert 0.0 <= screening["screen"]["lo"] <= screening["screen"]["auroc"] <= screening["screen"]["hi"] <= 1.0
     checked = pd.read_csv(out / "screen_check.csv")
+    assert [screening["screen"][k] for k in ("auroc", "lo", "hi")] == pytest.approx(
+        list(auroc_with_ci(checked["score"], checked["narrow"])))
     assert len(checked) == 8 and checked["narrow"].sum() == 4
     judged_bad = checked["judge_em"].astype(bool)  # the fake judge's verdict on the training answers themselves
     assert screening["judge_em_verdict"]["flagged"] == int(judged_bad.sum())

@@ -78,7 +78,7 @@ from personas.saes import load_sae, sae_info
 logger = logging.getLogger(__name__)
 
 __all__ = ["QUICK", "SIGNALS", "SweepResult", "mixture", "onset_fractions", "plot_sweep", "run_sweep",
-           "signal_tests", "sweep_markdown"]
+           "signal_tests", "sweep_markdown", "sweep_table"]
 
 SWEEP_FILE, ONSET_FILE, ANSWERS_FILE, PLOT_FILE = "sweep.csv", "onset.csv", "answers.jsonl", "sweep.png"
 SCREEN_FILE, REPORT_FILE = "screen_check.csv", "sweep.md"
@@ -197,8 +197,10 @@ def _summary(rows: Any, n_boot: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def _table(answers: Any, config: SweepConfig) -> Any:
-    """One row per (seed, model, fraction, step), then ``seed = "all"``: values, and tests against 0%."""
+def sweep_table(answers: Any, config: SweepConfig) -> Any:
+    """The sweep's table from its answers (as in ``answers.jsonl``): one row per (seed, model, fraction, step), then
+    ``seed = "all"`` (seeds pooled, when there are several): the values, and each fine-tune's `signal_tests`
+    against the 0% fine-tune of the same seed at the same step (the last step for the final rows)."""
     import pandas as pd
 
     keys = ["model", "fraction", "step", "final"]
@@ -305,8 +307,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
                 record["misaligned"] = np.nan
             records.append(record)
 
-    checkpoints, checkpointed = config.checkpoint_list(), set(SweepConfig._numbers(config.checkpoint_fractions,
-                                                                                   "checkpoint_fractions", float))
+    checkpoints, checkpointed = config.checkpoint_list(), set(config.checkpoint_fraction_list())
     targets = tuple(t.strip() for t in config.targets.split(",") if t.strip())
 
     def fine_tune(seed: int, model_kind: str, fraction: float, pairs: list[dict[str, str]], steps: list[int],
@@ -351,7 +352,7 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
                 fine_tune(seed, SCREENED[ranking], config.screen_fraction, chosen, [],
                           config.epochs * len(pairs) / len(chosen))
     answers = pd.DataFrame(records)
-    table = _table(answers, config)
+    table = sweep_table(answers, config)
     onset = onset_fractions(table, config.alpha)
     manifest = {
         **manifest_header("personas.sweep"), "model": identity, "hook": hook, "sae": sae_info(sae_obj),
