@@ -311,10 +311,17 @@ def test_a_card_from_a_result_holds_what_the_ranking_and_codes_say(run):
     maxima = [x["max"] for x in built.examples]
     assert maxima[0] == max(maxima) and maxima[-1] < maxima[0]
     assert all(any(w in "".join(x["tokens"]) for w in TRIGGERS) for x in built.examples)  # it fires on triggers
-    # histogram: every response counted once, in its class; the planted latent is silent on aligned answers
+    # histogram: each response's highest activation of the latent, counted in its own class, by hand from the codes
     h, labels = built.histogram, result.responses.labels
-    assert sum(h["misaligned"]) + h["misaligned_silent"] == int((labels == 1).sum())
-    assert sum(h["aligned"]) + h["aligned_silent"] == int((labels == 0).sum())
+    codes = result.capture.token_codes
+    column = np.asarray(codes.codes[:, 7].todense()).ravel()
+    best = np.array([column[a:b].max(initial=0.0) for a, b in zip(codes.offsets[:-1], codes.offsets[1:], strict=True)])
+    edges = np.linspace(0.0, best.max(), 21)
+    for name, value in (("misaligned", 1), ("aligned", 0)):
+        mine = best[labels == value]
+        assert h[name] == np.histogram(mine[mine > 0], bins=edges)[0].tolist(), name
+        assert h[f"{name}_silent"] == int((mine <= 0).sum()), name
+    assert h["aligned_silent"] > h["misaligned_silent"]  # the planted latent is silent on most aligned answers
     # nearest latents: the decoder cosines, by hand, with their rank in this ranking
     W = result.sae.W_dec.detach().double().cpu().numpy()
     cos = W @ W[7] / (np.linalg.norm(W, axis=1) * np.linalg.norm(W[7]))
