@@ -370,6 +370,36 @@ def test_the_folder_lens_reads_the_unembedding_alone(tmp_path, toy_tokenizer):
     assert "note" in logit_lens(encoder, d.numpy())
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_the_folder_lens_of_an_rmsnorm_model_scales_by_what_its_norm_multiplies(family, tmp_path):
+    """Llama's RMSNorm multiplies by its weight, Gemma's by 1 + weight: the lens of a decoder row is
+    W_dec[f] * scale @ W_U with that scale, by hand, on tiny models of both families with a random norm weight."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from personas.report.lens import logit_lens, read_unembedding
+    from personas.testing_hub import save_chat_model
+
+    folder = save_chat_model(None, f"tiny-{family}", family, n_layers=1, d_model=32, folder=tmp_path / family)
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    with torch.no_grad():
+        model.model.norm.weight.uniform_(-0.9, 0.9, generator=torch.Generator().manual_seed(1))
+    model.save_pretrained(str(folder))
+    source = read_unembedding(folder)
+    assert source.norm_kind == "rmsnorm"
+    weight = model.model.norm.weight.detach().double()
+    scale = 1.0 + weight if family == "gemma2" else weight  # GemmaRMSNorm: x_normed * (1 + weight)
+    W_dec = torch.randn(4, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    W_U = model.get_output_embeddings().weight.detach().double().T
+    expected = (W_dec[2] * scale) @ W_U
+    lens = logit_lens(source, W_dec[2].numpy(), k=8)
+    assert [t["id"] for t in lens["promoted"]] == torch.argsort(-expected, stable=True)[:8].tolist()
+    assert [t["id"] for t in lens["suppressed"]] == torch.argsort(expected, stable=True)[:8].tolist()
+    for t in lens["promoted"] + lens["suppressed"]:
+        assert t["logit"] == pytest.approx(float(expected[t["id"]]), abs=1e-5)
+    assert ("(1 + weight)" in lens["how"]) == (family == "gemma2")
+
+
 def test_personas_card_on_a_cache_run_runs_no_forward_pass(tmp_path, toy_tokenizer, planted_data, monkeypatch,
                                                            capsys):
     """The card reads the cache's codes, the SAE from its folder and the unembedding from the model folder; a

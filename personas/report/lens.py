@@ -1,11 +1,13 @@
 """The logit lens of an SAE latent: the tokens its decoder direction promotes and suppresses through the unembedding.
 
-As SAE dashboards do, the direction goes through the final norm's elementwise weight (centred first for a
-LayerNorm, whose mean subtraction is linear; the norm's scale is the same for every token and is left out) and the
-unembedding: ``logits = (w * d) @ W_U``. No forward pass: `LensSource` takes the unembedding and the final norm's
-weight from a loaded TransformerLens model, or reads those two tensors alone from a Hugging Face model folder
-(safetensors or a PyTorch state dict; names found on a weightless ``meta`` copy of the model). Encoders (MiniLM)
-have no unembedding: the lens is skipped with a note.
+As SAE dashboards do, the direction goes through the final norm's elementwise scale (centred first for a
+LayerNorm, whose mean subtraction is linear; the norm's division is the same for every token and is left out) and
+the unembedding: ``logits = (g * d) @ W_U``. The scale ``g`` is the norm's weight, or ``1 + weight`` for the norms
+that store it offset by one (Gemma's RMSNorm: the weight is 0 at initialisation). No forward pass of the model:
+`LensSource` takes the unembedding and the final norm's scale from a loaded TransformerLens model (which folds the
+offset into its weights), or reads those two tensors alone from a Hugging Face model folder (safetensors or a
+PyTorch state dict; names found on a weightless ``meta`` copy of the model, the offset found by running a copy of
+the norm module alone with a zero weight). Encoders (MiniLM) have no unembedding: the lens is skipped with a note.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class LensSource:
     W_U: np.ndarray | None = None
     norm_weight: np.ndarray | None = None
     norm_kind: str | None = None  # "layernorm", "rmsnorm" or None
+    norm_offset: float = 0.0  # 1.0 where the norm scales by (1 + weight) (Gemma's RMSNorm)
     tokenizer: Any = None
     note: str | None = None
     origin: str = ""
@@ -121,13 +124,34 @@ def read_unembedding(folder: str | Path, *, tokenizer: Any = None) -> LensSource
     if head is None:
         raise KeyError(f"neither {out_name}.weight nor {in_name}.weight is in the folder's weights")
     weight = tensors.get(f"{norm_name}.weight") if norm_name else None
+    offset = _norm_offset(skeleton.get_submodule(norm_name)) if weight is not None else 0.0
     if tokenizer is None:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return LensSource(W_U=head.float().numpy().T, norm_weight=None if weight is None else weight.float().numpy(),
                       norm_kind=None if norm_name is None else ("rmsnorm" if "RMS" in norm_type else "layernorm"),
-                      tokenizer=tokenizer, origin=f"{folder.name} ({out_name}, {norm_name})")
+                      norm_offset=offset, tokenizer=tokenizer, origin=f"{folder.name} ({out_name}, {norm_name})")
+
+
+def _norm_offset(norm: Any) -> float:
+    """1.0 when the norm module scales by ``1 + weight`` (Gemma's RMSNorm), 0.0 when by ``weight``: a CPU copy of
+    the (weightless, ``meta``) module runs alone on a random vector with its weight and bias set to zero, and
+    gives zeros only in the second case. Read from what the module does, not from its class name."""
+    import copy
+
+    import torch
+
+    weight = getattr(norm, "weight", None)
+    if weight is None or weight.dim() != 1:
+        return 0.0
+    probe = copy.deepcopy(norm).to_empty(device="cpu").float()
+    with torch.no_grad():
+        for tensor in [*probe.parameters(), *probe.buffers()]:
+            tensor.zero_()
+        out = probe(torch.randn(1, 2, weight.shape[0], generator=torch.Generator().manual_seed(0)))
+    out = out[0] if isinstance(out, tuple) else out
+    return 1.0 if bool(out.abs().max() > 0) else 0.0
 
 
 def _read_tensors(folder: Path, wanted: list[str]) -> dict[str, Any]:
@@ -170,7 +194,7 @@ def logit_lens(source: LensSource, direction: Any, *, k: int = 10) -> dict[str, 
     if source.norm_kind == "layernorm":
         d = d - d.mean()
     if source.norm_weight is not None:
-        d = d * source.norm_weight.astype(np.float64)
+        d = d * (source.norm_offset + source.norm_weight.astype(np.float64))
     logits = d @ source.W_U.astype(np.float64)
     order = np.argsort(-logits, kind="stable")
 
@@ -181,6 +205,7 @@ def logit_lens(source: LensSource, direction: Any, *, k: int = 10) -> dict[str, 
         return [{"token": t, "id": int(i), "logit": float(logits[i])} for t, i in zip(readable, ids, strict=False)]
 
     how = ("decoder direction" + (" centred," if source.norm_kind == "layernorm" else "")
-           + (" times the final norm's weight," if source.norm_weight is not None else "")
+           + ((" times the final norm's scale (1 + weight)," if source.norm_offset else
+               " times the final norm's weight,") if source.norm_weight is not None else "")
            + f" through the unembedding of {source.origin}")
     return {"promoted": side(order[:k]), "suppressed": side(order[::-1][:k]), "how": how}
