@@ -271,6 +271,34 @@ def test_cached_batched_greedy_decoding_matches_the_full_sequence_token_for_toke
     assert changed >= 2  # the steering moved the answers: the comparison is not of unsteered text
 
 
+#: Every kind of site the cached decoder steers: on a HookedTransformer any hook point whose (flattened) width is
+#: d_model, through TransformerLens's key-value cache (embeddings, the residual stream before, inside and after a
+#: block, the sublayers' outputs, the per-head 4-D q/k/v/z, the norms' outputs); on a bridge a block's input or
+#: output, through the Hugging Face model's cache (other bridge sites fall back to uncached decoding, tested below).
+#: blocks.0.hook_resid_post on both is in the test above, with every positions and mode.
+CACHED_SITES = [("hooked", site) for site in (
+    "hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid", "blocks.0.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z", "blocks.1.attn.hook_k",
+    "blocks.0.attn.hook_v", "blocks.0.attn.hook_q", "blocks.1.ln2.hook_normalized", "ln_final.hook_normalized")] + [
+    ("bridge", "blocks.0.hook_resid_pre"), ("bridge", "blocks.1.hook_resid_pre"), ("bridge", "blocks.1.hook_resid_post")]
+
+
+@pytest.mark.parametrize("backend, site", CACHED_SITES)
+def test_cached_decoding_steers_every_kind_of_site_as_the_full_sequence_does(backend, site, toy_bridge, toy_model):
+    """Token for token, steered prompts only (add) and the answer only (clamp), batched with left padding and
+    cached against one prompt at a time re-run whole for every token."""
+    handle = toy_bridge if backend == "bridge" else toy_model
+    sae = _sae(handle.model_id, site, handle.d_model)
+    prompts = PROMPTS[1:]  # three lengths: a padded batch of two, then one
+    plain = _fast(handle, prompts, 5, batch_size=2)
+    moved = 0
+    for positions, mode, alpha in (("prompt", "add", 6.0), ("response", "clamp", 5.0)):
+        with steer(handle, sae, 3, alpha, positions=positions, mode=mode):
+            fast = _fast(handle, prompts, 5, batch_size=2)
+            assert fast == _full_sequence_greedy(handle, prompts, 5), (positions, mode)
+        moved += fast != plain
+    assert moved >= 1  # the steering changed the answers: the comparison is not of unsteered text
+
+
 def test_sampling_is_the_same_batched_or_not(toy_bridge):
     one = generate(toy_bridge, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5, batch_size=1)
     assert one == generate(toy_bridge, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5, batch_size=4)
