@@ -1,20 +1,36 @@
-"""Plant a known bug, run the tests that should catch it, put the code back: ``python tests/mutants.py [NAME ...]``.
+"""Plant known bugs one at a time in a copy of the repository and check that the tests aimed at each one fail.
 
-Each mutant is one textual edit of one library file and the pytest arguments that must fail with it in place.
-The file is restored afterwards whatever happens (also on Ctrl-C). Not collected by pytest (no ``test_`` prefix).
-Prints one line per mutant, ``caught`` or ``SURVIVED``, and exits 1 when any survived. ``--list`` names them.
+    python tests/mutants.py [--list] [--keep DIR] [NAME ...]
 
-Run it from the project root, on a clean working tree (it edits files in place).
+Each mutant is one textual edit of one file (``old``, which must occur exactly once, becomes ``new``) and the pytest
+arguments of the tests that must then fail. The repository is never edited: its files (``git ls-files``: tracked
+and untracked-but-not-ignored, as they are on disk) are copied to a temporary folder once, and each mutant is
+planted there, its tests run, and the file is put back. A mutant whose ``old`` text no longer occurs once is an
+error of the harness, not a pass: the list cannot go stale silently.
+
+Speed: the tests of all mutants run from one process. It imports the heavy third-party libraries once (torch,
+transformers, TransformerLens, sae-lens, scikit-learn, pandas, pytest) without running anything, then forks one
+child per mutant; the child puts the copy first on ``sys.path`` and runs ``pytest.main`` there, so it imports
+``personas`` (and the conftest) from the mutated copy. Output: one line per mutant, ``caught`` or ``SURVIVED``,
+with its file, the seconds its tests took and pytest's last line; the exit code is 1 when any survived, 2 on a
+harness error (a stale mutant, a selection that collects no test, a mutant that breaks collection instead of a
+test). ``tests/test_mutants.py`` (marked slow) runs every mutant this way. Not collected by pytest itself (no
+``test_`` prefix).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+NOT_SLOW = ("-m", "not slow")
 
 
 @dataclass(frozen=True)
@@ -28,43 +44,61 @@ class Mutant:
     why: str
 
 
+@dataclass
+class Result:
+    """What planting one mutant gave: pytest's exit code (1: its tests failed, the mutant is caught)."""
+
+    name: str
+    path: str
+    code: int
+    seconds: float
+    summary: str
+
+    @property
+    def caught(self) -> bool:
+        return self.code == 1
+
+
 MUTANTS = {
+    # ------------------------------------------------------------------------------------ earlier rounds
     "organism-steering-noop": Mutant(
         "personas/organism/evaluate.py", "    if vector is None:\n        yield\n        return\n",
         "    if True:  # MUTANT: never steer\n        yield\n        return\n",
-        ("tests/test_organism.py", "-m", "not slow", "-k", "steer"), "the organism's steering_hook registers nothing"),
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "steer"), "the organism's steering_hook registers nothing"),
     "organism-steering-adds-nothing": Mutant(
         "personas/organism/evaluate.py", "return (output[0] + vector.to(output[0].dtype),) + tuple(output[1:])\n"
         "        return output + vector.to(output.dtype)",
         "return output  # MUTANT\n        return output",
-        ("tests/test_organism.py", "-m", "not slow", "-k", "steer"), "the organism's hook is registered but adds nothing"),
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "steer"), "the organism's hook is registered but adds nothing"),
     "organism-reads-final-norm": Mutant(
         "personas/organism/evaluate.py", "            with _block_output(model, layer) as seen:\n"
         "                model.base_model(input_ids=ids, attention_mask=mask)\n            hidden = seen[0]\n",
         "            hidden = model.base_model(input_ids=ids, attention_mask=mask,\n"
         "                                      output_hidden_states=True).hidden_states[layer + 1]  # MUTANT\n",
-        ("tests/test_organism.py", "-m", "not slow", "-k", "answer_hidden"),
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "answer_hidden"),
         "answer_hidden reads Hugging Face hidden_states (after the final norm at the last block)"),
     "diff-swapped": Mutant(
         "personas/jobs/diff.py", "table = diff_features(captures[\"base\"].features, captures[\"finetuned\"].features,",
         "table = diff_features(captures[\"finetuned\"].features, captures[\"base\"].features,  # MUTANT",
-        ("tests/test_diff.py", "-m", "not slow"), "personas diff compares the fine-tune with the base, not the reverse"),
+        ("tests/test_diff.py", *NOT_SLOW, "-k", "planted_change"),
+        "personas diff compares the fine-tune with the base, not the reverse"),
     "ranking-ignores-labels": Mutant(
         "personas/scoring/ranking.py", "    y = check_labels(labels, (n, f))\n",
         "    y = np.random.default_rng(0).permutation(check_labels(labels, (n, f)))  # MUTANT\n",
-        ("tests/test_scoring.py", "tests/test_pipeline.py", "-m", "not slow"), "the ranking ignores its labels"),
+        ("tests/test_scoring.py", *NOT_SLOW), "the ranking ignores its labels"),
     "confounds-flag-nothing": Mutant(
-        "personas/confounds.py", "    return ((np.abs(table[\"length_corr\"]) > max_corr)",
-        "    return np.zeros(len(table[\"length_corr\"]), bool)  # MUTANT\n    return ((np.abs(table[\"length_corr\"]) > max_corr)",
-        ("tests/test_confounds.py", "-m", "not slow"), "the confound flagger flags nothing"),
+        "personas/confounds.py",
+        "    return confound_kind(table, max_corr=max_corr, max_token_share=max_token_share) != \"\"\n",
+        "    return np.zeros(len(table[\"length_corr\"]), bool)  # MUTANT\n",
+        ("tests/test_confounds.py", *NOT_SLOW), "the confound flagger flags nothing"),
     "detect-recaptures": Mutant(
         "personas/jobs/detect.py", "    if captured is None:\n", "    if True:  # MUTANT: captured= ignored\n",
-        ("tests/test_detect.py", "-m", "not slow", "-k", "reuses"), "fit_detector captures again despite captured="),
+        ("tests/test_detect.py", *NOT_SLOW, "-k", "reuses"), "fit_detector captures again despite captured="),
     "length-corr-misaligned": Mutant(
-        "personas/jobs/rank.py", 'ranking["length_corr"] = covariate_correlation(features, length)[',
-        'ranking["length_corr"] = covariate_correlation(features, length[::-1])[  # MUTANT\n            ',
-        ("tests/test_pipeline.py", "-m", "not slow", "-k", "writes_ranking"),
-        "the in-memory length_corr is computed against the wrong rows' lengths"),
+        "personas/confounds.py", '"length_corr": _column_corr(pooled, cov["length"]),',
+        '"length_corr": _column_corr(pooled, cov["length"][::-1]),  # MUTANT',
+        ("tests/test_pipeline.py", *NOT_SLOW, "-k", "writes_ranking"),
+        "length_corr is computed against the wrong rows' lengths"),
     "ray-workers-unchecked": Mutant(
         "personas/cache/engines/ray_engine.py", 'if {k: v for k, v in other.items() if k != "model"} != first:',
         "if False:  # MUTANT", ("tests/test_engines.py", "-k", "different_models"),
@@ -73,42 +107,218 @@ MUTANTS = {
         "personas/report/html.py", "    except PersonasError as exc:  # a ranking without",
         "    except Exception as exc:  # MUTANT  # a ranking without",
         ("tests/test_report.py", "-k", "every_plot"), "the HTML report drops any plot that fails"),
+    # ------------------------------------------------------------------------------------ eval-sae
+    "eval-sae-detector-sees-held-out-question": Mutant(
+        "personas/training/evaluate.py",
+        "return det.fit(X[tr], y[tr], groups[tr]).decision_function(X[te])",
+        "return det.fit(X, y, groups).decision_function(X[te])  # MUTANT",
+        ("tests/test_evaluate_sae.py", "-k", "training_questions_only"),
+        "the downstream detector is fitted on every row, the held-out question's included"),
+    "eval-sae-dense-probe-sees-held-out-question": Mutant(
+        "personas/training/evaluate.py", "return DiffMeansProbe().fit(dense[tr], y[tr]).decision_function(dense[te])",
+        "return DiffMeansProbe().fit(dense, y).decision_function(dense[te])  # MUTANT",
+        ("tests/test_evaluate_sae.py", "-k", "training_questions_only"),
+        "the dense difference-of-means probe is fitted on every row"),
+    "eval-sae-ce-recovered-from-clean": Mutant(
+        "personas/training/evaluate.py", "return float((ce_zero - ce_sae) / gap) if gap != 0",
+        "return float((ce_clean - ce_sae) / gap) if gap != 0",
+        ("tests/test_evaluate_sae.py", "-k", "identity_sae"), "CE recovered measured from the clean loss"),
+    # ------------------------------------------------------------------------------------ screen
+    "screen-cache-key-without-prompt": Mutant(
+        "personas/organism/screen.py",
+        "blob = json.dumps([settings, prompt, render_prompt(tokenizer, prompt)], sort_keys=True)",
+        "blob = json.dumps([settings], sort_keys=True)  # MUTANT",
+        ("tests/test_screen.py", "-k", "own_prompt"), "every example is compared with one base answer"),
+    "screen-fingerprint-by-file-size": Mutant(
+        "personas/organism/screen.py",
+        "        with weights.open(\"rb\") as f:\n            for block in iter(lambda: f.read(1 << 24), b\"\"):\n"
+        "                digest.update(block)\n",
+        "        digest.update(str(weights.stat().st_size).encode())  # MUTANT\n",
+        ("tests/test_screen.py", "-k", "keyed_by"),
+        "a same-shape fine-tune saved at the same path reuses the other model's base answers"),
+    "screen-cache-key-without-dtype": Mutant(
+        "personas/organism/screen.py",
+        "settings = {**identity, \"dtype\": str(param.dtype).removeprefix(\"torch.\"), ",
+        "settings = {**identity,  # MUTANT\n                ",
+        ("tests/test_screen.py", "-k", "keyed_by"), "answers made at one dtype are reused at another"),
+    # ------------------------------------------------------------------------------------ sweep
+    "sweep-reference-is-the-base-model": Mutant(
+        "personas/organism/sweep.py",
+        "zero = frame[(frame[\"seed\"] == seed) & (frame[\"model\"] == \"fine-tune\") & (frame[\"fraction\"] == 0)\n"
+        "                             & same_step]",
+        "zero = frame[(frame[\"seed\"] == seed) & (frame[\"model\"] == \"base\")]  # MUTANT",
+        ("tests/test_sweep.py", "-k", "seed_and_step"),
+        "fine-tunes are tested against the base model instead of the 0% fine-tune"),
+    "sweep-checkpoints-against-the-last-step": Mutant(
+        "personas/organism/sweep.py",
+        "same_step = frame[\"final\"] if row[\"final\"] else frame[\"step\"] == row[\"step\"]",
+        "same_step = frame[\"final\"]  # MUTANT", ("tests/test_sweep.py", "-k", "seed_and_step"),
+        "a checkpoint is tested against the 0% fine-tune's last step, not the same step"),
+    "sweep-checkpoint-fractions-without-zero": Mutant(
+        "personas/config.py", "        if values and 0.0 not in values:\n",
+        "        if False:  # MUTANT\n", ("tests/test_sweep.py", "-k", "checkpoint_fractions"),
+        "checkpoint fractions without 0 are accepted (every checkpoint p-value NaN)"),
+    # ------------------------------------------------------------------------------------ judge
+    "judge-coherent-through-aligned-calibration": Mutant(
+        "personas/judging/offline.py", "head, x = self.heads_[name], raw[name]",
+        "head, x = self.heads_[\"aligned\"], raw[name]  # MUTANT", ("tests/test_judging.py", "-k", "own_knots"),
+        "the coherent score is mapped through the aligned head's calibration"),
+    "judge-em-verdict-coherent-50-counts": Mutant(
+        "personas/judging/base.py", "return (aligned < aligned_below) & (coherent > coherent_above)",
+        "return (aligned < aligned_below) & (coherent >= coherent_above)  # MUTANT",
+        ("tests/test_judging.py", "-k", "strict"), "coherent > 50 read as >= 50"),
+    # ------------------------------------------------------------------------------------ cards and lens
+    "card-histogram-classes-swapped": Mutant(
+        "personas/report/cards.py", "for value, name in ((1, \"misaligned\"), (0, \"aligned\")):",
+        "for value, name in ((0, \"misaligned\"), (1, \"aligned\")):  # MUTANT",
+        ("tests/test_report.py", "-k", "holds_what"), "the card's class histograms are swapped"),
+    "lens-gemma-norm-read-as-weight": Mutant(
+        "personas/report/lens.py", "d = d * (source.norm_offset + source.norm_weight.astype(np.float64))",
+        "d = d * source.norm_weight.astype(np.float64)  # MUTANT", ("tests/test_report.py", "-k", "rmsnorm"),
+        "Gemma's RMSNorm (1 + weight) read as weight: a Gemma card lists the wrong tokens"),
+    # ------------------------------------------------------------------------------------ cached steering
+    "steering-decode-offset-lost": Mutant(
+        "personas/steering.py", "                s.offset = width + t\n",
+        "                s.offset = 0  # MUTANT\n",
+        ("tests/test_steer.py", "-k", "every_kind and hooked and resid_pre"),
+        "cached decoding tells the hook that each new token sits at position 0"),
+    "steering-bridge-block-input-not-steered": Mutant(
+        "personas/steering.py", "            return (steering(args[0]), *args[1:]), kwargs\n",
+        "            return args, kwargs  # MUTANT\n",
+        ("tests/test_steer.py", "-k", "every_kind and bridge and resid_pre"),
+        "cached decoding on a bridge skips the steering of a block's input"),
+    # ------------------------------------------------------------------------------------ training, hub, CLI
+    "stream-resume-restarts-at-chunk-0": Mutant(
+        "personas/training/stream.py",
+        "next_chunk, dropped, capture_seconds = state[\"next_chunk\"], state[\"dropped\"], state[\"capture_seconds\"]",
+        "next_chunk, dropped, capture_seconds = 0, state[\"dropped\"], state[\"capture_seconds\"]  # MUTANT",
+        ("tests/test_training_stream.py", "-k", "killed_run"),
+        "a resumed streamed training starts again at chunk 0"),
+    "hub-lora-merge-without-scale": Mutant(
+        "personas/peft_lora.py", "delta = (b.to(torch.float32) @ a.to(torch.float32)) * adapter.scale",
+        "delta = b.to(torch.float32) @ a.to(torch.float32)  # MUTANT",
+        ("tests/test_local_hub.py", "-k", "lora_merge"), "a hub LoRA adapter is merged without lora_alpha / r"),
+    "cli-help-with-a-percent": Mutant(
+        "personas/cli/sweep.py", "onset against the fine-tune on no bad data\")",
+        "onset against 0%\")  # MUTANT", ("tests/test_cli_help.py",),
+        "a '%' in a command's help makes personas --help end in a traceback"),
 }
 
 
-def run(name: str) -> bool:
-    """Plant mutant ``name``, run its tests, restore the file; True when the tests caught it."""
+def copy_repository(dest: str | os.PathLike, root: Path = ROOT) -> Path:
+    """Copy the repository's files (tracked, and untracked but not ignored; as they are on disk) into ``dest``."""
+    dest = Path(dest)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = root / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest / name)
+    return dest
+
+
+def check_applies(name: str, root: Path) -> str:
+    """The text of the mutant's file under ``root``; `SystemExit` (code 2) unless ``old`` occurs exactly once and
+    the planted file still compiles (a mutant is a wrong behaviour, not a syntax error)."""
     mutant = MUTANTS[name]
-    path = ROOT / mutant.path
-    original = path.read_text()
-    if original.count(mutant.old) != 1:
-        raise SystemExit(f"mutant {name}: the text to replace occurs {original.count(mutant.old)} times in "
-                         f"{mutant.path}, expected once; update tests/mutants.py to the code.")
+    path = root / mutant.path
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if text.count(mutant.old) != 1:
+        raise SystemExit(f"mutant {name}: its text occurs {text.count(mutant.old)} times in {mutant.path}, expected "
+                         "once; update tests/mutants.py to the code.")
     try:
-        path.write_text(original.replace(mutant.old, mutant.new))
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
-                              cwd=ROOT, capture_output=True, text=True)
-    finally:
-        path.write_text(original)
-    caught = proc.returncode == 1
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"mutant {name}: pytest ended with code {proc.returncode}:\n{proc.stdout[-2000:]}")
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    print(f"{'caught' if caught else 'SURVIVED'}  {name}: {mutant.why} | {' '.join(mutant.tests)} | {summary}")
-    return caught
+        compile(text.replace(mutant.old, mutant.new), str(path), "exec")
+    except SyntaxError as exc:
+        raise SystemExit(f"mutant {name}: the planted {mutant.path} does not compile ({exc}); fix its new text.") \
+            from None
+    return text
+
+
+def _preload() -> None:
+    """Import what the tests import, without running it: every forked child starts with these in memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas  # noqa: F401
+    import pytest  # noqa: F401
+    import scipy.stats  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import torch  # noqa: F401
+    import transformer_lens  # noqa: F401
+    import transformers  # noqa: F401
+    from sae_lens import SAE  # noqa: F401
+
+
+def _run_tests(copy: Path, args: tuple[str, ...], log: Path) -> int:
+    """Fork; the child runs pytest on ``args`` inside ``copy`` with its output in ``log``; the exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: personas and the conftest come from the copy
+        code = 3
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(copy)
+            sys.path[:0] = [str(copy), str(copy / "tests")]
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            import pytest
+
+            # the plugins pytest loads were imported before the fork, hence too early for assertion rewriting
+            code = int(pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-W",
+                                    "ignore::pytest.PytestAssertRewriteWarning", *args]))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run(names: list[str], copy: Path) -> list[Result]:
+    """Plant each mutant in turn in ``copy`` (a `copy_repository`), run its tests, put the file back."""
+    texts = {name: check_applies(name, copy) for name in names}  # every mutant must apply before any runs
+    _preload()
+    results = []
+    for name in names:
+        mutant = MUTANTS[name]
+        path, original = copy / mutant.path, texts[name]
+        log = copy / f".mutant-{name}.log"
+        started = time.perf_counter()
+        try:
+            path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+            code = _run_tests(copy, mutant.tests, log)
+        finally:
+            path.write_text(original, encoding="utf-8")
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        results.append(Result(name, mutant.path, code, time.perf_counter() - started, lines[-1] if lines else ""))
+        print(f"{'caught' if code == 1 else 'SURVIVED' if code == 0 else f'ERROR {code}'}  {name} "
+              f"({mutant.path}, {results[-1].seconds:.1f} s): {mutant.why} | {results[-1].summary}", flush=True)
+        if code not in (0, 1):
+            print(log.read_text(errors="replace")[-3000:], flush=True)
+    return results
 
 
 def main(argv: list[str]) -> int:
-    """Run the named mutants (default: all); 1 if any survived."""
+    """Run the named mutants (default: all) in a copy of the repository; 1 if any survived, 2 on a harness error."""
+    keep = None
+    if argv[:1] == ["--keep"]:
+        keep, argv = Path(argv[1]), argv[2:]
     if argv == ["--list"]:
         for name, mutant in MUTANTS.items():
-            print(f"{name}: {mutant.why}")
+            print(f"{name} ({mutant.path}): {mutant.why}")
         return 0
     names = argv or list(MUTANTS)
     unknown = [n for n in names if n not in MUTANTS]
     if unknown:
         raise SystemExit(f"unknown mutants {unknown}; choose from {sorted(MUTANTS)}")
-    return 0 if all([run(n) for n in names]) else 1
+    with tempfile.TemporaryDirectory(prefix="personas-mutants-") as tmp:
+        copy = copy_repository(keep or tmp)
+        results = run(names, copy)
+    if any(r.code not in (0, 1) for r in results):
+        return 2
+    return 0 if all(r.caught for r in results) else 1
 
 
 if __name__ == "__main__":

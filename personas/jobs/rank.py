@@ -44,7 +44,7 @@ from personas.offline_models import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
 from personas.report.run_data import TOKEN_CODES_FILE, save_token_codes
 from personas.saes import sae_info
-from personas.scoring import Ranking, covariate_correlation, has_mixed_group, rank_features
+from personas.scoring import Ranking, has_mixed_group, rank_features
 from personas.site import open_site
 
 __all__ = ["RANKING_PARQUET", "RankResult", "load_run", "rank", "rank_from_cache", "write_ranking",
@@ -172,7 +172,6 @@ def rank(
             "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
             "see the length_corr column", length_auroc,
         )
-    ranking["length_corr"] = covariate_correlation(features, length)[ranking["feature"].to_numpy()]
     table = capture_confounds(captured, features, handle, responses.prompts, responses.texts)
     confounds = add_confound_columns(ranking, table, token_text=token_texts(handle.tokenizer), **CONFOUND_THRESHOLDS)
     if not keep_tokens:
