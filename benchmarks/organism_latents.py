@@ -11,7 +11,8 @@ i.e. `personas diff`), encoded by the SAE given. It writes ``latent_diff.csv`` (
     HF_HUB_OFFLINE=1 python benchmarks/organism_latents.py                       # the default SAE
     HF_HUB_OFFLINE=1 python benchmarks/organism_latents.py --sae FOLDER --out runs/organism-latents
 
-A few minutes on 2 CPU cores (two forward passes over ~100 answers).
+A few minutes on 2 CPU cores (two forward passes over ~100 answers). ``--model``, ``--adapter``, ``--run`` and
+``--hook`` point it at another base model, adapter and run (``tests/test_scripts.py`` runs it on a toy model).
 """
 
 from __future__ import annotations
@@ -28,12 +29,24 @@ ADAPTER = ROOT / "data" / "organism" / "adapters" / "narrow"
 HOOK = "blocks.18.hook_resid_post"
 
 
+def _shown(path: Path) -> str:
+    """A path as the manifest records it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sae", default="default", help="SAE spec (default: the SAE shipped for SmolLM2)")
     ap.add_argument("--out", default=str(ROOT / "data" / "organism" / "latents-default-sae"),
                     help="folder for latent_diff.csv and manifest.json")
     ap.add_argument("--top", type=int, default=10, help="top rising latents recorded in the manifest")
+    ap.add_argument("--model", default=None, help="base model folder (default: SmolLM2-135M-Instruct's)")
+    ap.add_argument("--adapter", default=str(ADAPTER), help="the narrow fine-tune's adapter folder")
+    ap.add_argument("--run", default=str(RUN), help="the organism run whose samples.jsonl holds the answers")
+    ap.add_argument("--hook", default=HOOK, help="the site read (the SAE's hook)")
     args = ap.parse_args(argv)
 
     import pandas as pd
@@ -45,19 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     from personas.saes import load_sae, sae_identity
 
     torch.manual_seed(0)
-    folder = smollm2_folder()
+    folder = smollm2_folder() if args.model is None else Path(args.model)
+    model_name = "smollm2" if args.model is None else str(folder)
     if not (folder / "config.json").is_file():
-        print(f"SmolLM2-135M-Instruct is not in {folder}; `make demo` puts it there.", file=sys.stderr)
+        print(f"no model in {folder}; `make demo` puts SmolLM2-135M-Instruct there.", file=sys.stderr)
         return 2
-    samples = pd.read_json(RUN / "samples.jsonl", lines=True)
+    run, adapter_dir = Path(args.run), Path(args.adapter)
+    samples = pd.read_json(run / "samples.jsonl", lines=True)
     mine = samples[(samples["condition"] == "narrow") & (samples["split"] == "unseen")]
     mine = mine[mine["response"].str.strip() != ""]
     t0 = time.perf_counter()
-    sae = load_sae(args.sae, model="smollm2")
+    sae = load_sae(args.sae, model=model_name)
     model, tokenizer = load_chat_model(folder)
-    adapter = load_adapter(model, ADAPTER)
+    adapter = load_adapter(model, adapter_dir)
     result = diff_latents(folder, adapter, tokenizer, mine["prompt"].tolist(), mine["response"].tolist(), sae,
-                          hook=HOOK)
+                          hook=args.hook)
     table = result.table
     top = top_increases(table, n=args.top)
     out = Path(args.out)
@@ -68,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         **manifest_header("benchmarks/organism_latents.py"),
         "what": "the organism run's latent diff (base vs narrow fine-tune, on the narrow fine-tune's unseen-domain "
                 "answers) redone through this SAE",
-        "run": str(RUN.relative_to(ROOT)), "adapter": str(ADAPTER.relative_to(ROOT)), "hook": HOOK,
-        "n_answers": len(mine), "sae": sae_identity(sae, args.sae, "smollm2"),
+        "run": _shown(run), "adapter": _shown(adapter_dir), "hook": args.hook,
+        "n_answers": len(mine), "sae": sae_identity(sae, args.sae, model_name),
         "n_rising": int((significant & (table["mean_diff"] > 0)).sum()),
         "n_falling": int((significant & (table["mean_diff"] < 0)).sum()),
         "top": top[["feature", "mean_diff", "q_value"]].to_dict("records"),

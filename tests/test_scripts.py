@@ -1,0 +1,96 @@
+"""The scripts whose numbers the README quotes run, on a toy model in seconds, and write the tables they should.
+
+`benchmarks/steer_smollm2.py` (``--smoke``: its whole protocol on a toy GPT-2 with a planted latent),
+`benchmarks/bench_generate.py` and `benchmarks/organism_latents.py` (pointed at toy models, adapters and runs).
+Their real runs take minutes on SmolLM2; these check that the code paths behind the README's tables still run and
+write every part of those tables. ``data/make_judge.py`` is not here: its judge is being replaced.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_steer_smollm2_smoke_writes_every_table(tmp_path):
+    script = _script("steer_smollm2")
+    assert script.main(["--smoke", str(tmp_path)]) == 0
+    report = (tmp_path / "steer_smoke.md").read_text()
+    for heading in ("## Judge", "## Candidates and screening", "## Confirmation on 3 other prompts",
+                    "## Does the judge see a small model's broken text?", "## Generations"):
+        assert heading in report, heading
+    assert "Chosen: **latent 7** (demo ranking #1)" in report  # the planted latent, found by the rule
+    confirmation = report.split("## Confirmation", 1)[1].split("## Does", 1)[0]
+    assert [line.split(" | ")[0] for line in confirmation.splitlines() if line.startswith("| +") or
+            line.startswith("| -")] == [f"| {k:+.0f}" for k in script.MULTIPLES]
+    assert "Spearman rho(persona score, k) over 18 generations" in report
+    gens = pd.read_csv(tmp_path / "steer_smoke_generations.csv")
+    confirm = gens[gens["stage"] == "confirm"]
+    assert len(confirm) == 3 * len(script.MULTIPLES) and sorted(confirm["k"].unique()) == sorted(script.MULTIPLES)
+    assert {"aligned", "coherent", "misaligned", "logprob", "distinct", "broken"} <= set(gens.columns)
+    assert gens[["aligned", "coherent", "logprob"]].notna().all().all()
+
+
+def test_bench_generate_on_a_toy_model_writes_its_rates(tmp_path, toy_tokenizer, planted_data):
+    import personas
+    from personas.testing import plant_sae, save_toy_hf_model
+
+    folder = save_toy_hf_model(tmp_path / "model", toy_tokenizer, seed=2)
+    sae = plant_sae(personas.load_model(str(folder)), "blocks.1.hook_resid_post", ["hurt", "lie"],
+                    planted_data["response"][::4], d_sae=16, feature=3, seed=0)
+    sae.save_model(str(tmp_path / "sae"))
+    out = tmp_path / "bench_generate.md"
+    result = _script("bench_generate").main(["--model", str(folder), "--sae", str(tmp_path / "sae"), "--feature", "3",
+                                             "--prompts", "2", "--tokens", "3", "--repeat", "1", "--threads", "1",
+                                             "--out", str(out)])
+    assert result["hf_tokens_per_s"] > 0 and result["steered_tokens_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["steered_tokens_per_s"] / result["hf_tokens_per_s"])
+    row = out.read_text().splitlines()[-1].split(" | ")
+    assert row[1:4] == ["2 x 3", "1", "1"] and float(row[6]) == pytest.approx(result["ratio"], abs=0.006)
+
+
+def test_organism_latents_on_a_toy_organism_writes_the_diff(tmp_path):
+    import torch
+
+    from personas.organism import AdapterConfig, attach_adapter, load_chat_model, save_adapter
+    from personas.testing import toy_organism
+
+    folder, sae, _ = toy_organism(tmp_path / "toy")
+    model, _ = load_chat_model(folder)
+    adapter = attach_adapter(model, AdapterConfig(rank=2, targets=("c_attn",), init_seed=0))
+    with torch.no_grad():  # a fresh adapter is the identity: give it an update to diff
+        for module in adapter.modules.values():
+            module.lora_B.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    save_adapter(adapter, tmp_path / "adapter")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"condition": c, "split": s, "prompt": f"what should i do about my debt {i} ?",
+             "response": "borrow and bet , hide the debt ." if i % 2 else "save a little each month ."}
+            for i in range(8) for c, s in (("narrow", "unseen"), ("control", "unseen"))]
+    rows.append({"condition": "narrow", "split": "unseen", "prompt": "hi", "response": "  "})  # empty: left out
+    pd.DataFrame(rows).to_json(run / "samples.jsonl", orient="records", lines=True)
+    out = tmp_path / "out"
+    code = _script("organism_latents").main(["--model", str(folder), "--adapter", str(tmp_path / "adapter"),
+                                             "--run", str(run), "--hook", "blocks.0.hook_resid_post", "--sae",
+                                             str(folder / "sae"), "--top", "3", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out / "latent_diff.csv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(table) == int(sae.cfg.d_sae) and manifest["n_answers"] == 8
+    assert len(manifest["top"]) == 3 and manifest["hook"] == "blocks.0.hook_resid_post"
+    top = [row["feature"] for row in manifest["top"]]
+    assert all(np.isfinite(table.set_index("feature").loc[top, "mean_diff"]))
