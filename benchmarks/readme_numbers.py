@@ -3,7 +3,8 @@
 For each offline model (its default hook and shipped SAE) on ``data/demo_responses.jsonl``:
 
 * labelled / excluded responses and questions; features tested and significant (q < 0.05); the range of
-  |AUROC - 0.5| over the top 20; response length's own AUROC;
+  |AUROC - 0.5| over the top 20; response length's own AUROC; the latents the confound flags mark as length,
+  style and single-token latents, among all and among the significant ones;
 * the detector on the top 10 latents, fit on 18 questions and tested on 6 held out (``holdout_by="group"``,
   seed 0), against the dense difference-of-means baseline, and 4-fold cross-validation by question;
 * the shipped SAE's explained variance, L0 and dead fraction on the demo's response tokens, as the ranking's
@@ -14,8 +15,8 @@ For each offline model (its default hook and shipped SAE) on ``data/demo_respons
     python benchmarks/readme_numbers.py --check README.md     # exit 1 if the README's block drifted
 
 The block sits between ``<!-- readme-numbers:begin -->`` and ``<!-- readme-numbers:end -->``. ``--check``
-compares every number within a tolerance (counts exactly, AUROCs to 0.02, explained variance to 0.02, the count
-of significant latents to 5%), since the last digits move with library versions and BLAS.
+compares every number within a tolerance (counts exactly, AUROCs to 0.02, explained variance to 0.02, the counts
+of significant and of flagged latents to 5%), since the last digits move with library versions and BLAS.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def numbers(model: str, result=None) -> dict[str, float]:
         "top20_min": float(top.min()), "top20_max": float(top.max()),
         "length_auroc": result.manifest["ranking"]["length_auroc"],
     }
+    kinds, significant = r["kind"].fillna("").to_numpy(), r["significant"].to_numpy(dtype=bool)
+    for kind in ("length", "style", "single-token"):  # the confound flags (`personas.confounds.confound_kind`)
+        out[f"flagged_{kind}"] = int((kinds == kind).sum())
+        out[f"flagged_{kind}_significant"] = int(((kinds == kind) & significant).sum())
     fitted = fit_detector(demo, config=DetectorConfig(k=10, holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4),
                           capture=CaptureConfig(model=model), sae=result.sae, model=result.model,
                           captured=result.capture, progress=False)  # the rank's own capture, not a second one
@@ -83,6 +88,10 @@ def render(all_numbers: dict[str, dict[str, float]]) -> str:
     row("latents significant (q < 0.05) / tested", lambda n: f"{n['significant']} / {n['features']}")
     row("top-20 \\|AUROC - 0.5\\| within questions", lambda n: f"{n['top20_min']:.3f} - {n['top20_max']:.3f}")
     row("response length alone, AUROC", lambda n: f"{n['length_auroc']:.3f}")
+    row("latents flagged length / style / single-token: all; significant",
+        lambda n: f"{n['flagged_length']} / {n['flagged_style']} / {n['flagged_single-token']}; "
+        f"{n['flagged_length_significant']} / {n['flagged_style_significant']} / "
+        f"{n['flagged_single-token_significant']}")
     row("detector, 10 latents, 6 held-out questions", lambda n: f"{n['detector_auroc']:.3f} [{n['detector_lo']:.3f}, {n['detector_hi']:.3f}]")
     row("dense difference of means, same split", lambda n: f"{n['dense_auroc']:.3f} [{n['dense_lo']:.3f}, {n['dense_hi']:.3f}]")
     row("4-fold CV by question: detector / dense", lambda n: f"{n['cv_detector']:.3f} +- {n['cv_detector_sd']:.3f} / "
@@ -114,7 +123,7 @@ def compare(expected_block: str, fresh_block: str) -> list[str]:
             problems.append(f"{label}: README {old!r}, now {new!r}")
             continue
         for x, y in zip(a, b, strict=True):
-            if "significant" in label:
+            if "significant" in label:  # the count of significant latents, and of flagged ones
                 ok = abs(x - y) <= max(2.0, 0.05 * max(abs(x), abs(y)))
             elif "labelled" in label:
                 ok = x == y

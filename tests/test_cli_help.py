@@ -48,3 +48,16 @@ def test_every_command_prints_its_help(command, capsys):
     assert code == 0, err
     assert out.startswith(f"usage: personas {command}") and "Traceback" not in out + err
     assert "--threads" in out  # the options added to every command are listed too
+
+
+def test_the_readme_names_the_commands_that_take_dry_run(capsys):
+    """The README's list of the commands with ``--dry-run`` is the list the parser has."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    sentence = re.search(r"`--dry-run` \(on ([^)]*)\)", readme)
+    assert sentence, "the README no longer says which commands take --dry-run"
+    named = set(re.findall(r"`([a-z-]+)`", sentence.group(1)))
+    having = {c for c in _commands() if "--dry-run" in _run([c, "--help"], capsys)[1]}
+    assert named == having

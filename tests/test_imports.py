@@ -108,6 +108,47 @@ def test_the_import_graph_has_no_cycle():
             visit(node)
 
 
+def _layout_rows() -> list[tuple[list[str], str]]:
+    """The README's layout table: per row, the top-level names it holds (``errors``, ``scoring``...) and the text of
+    its "may import" cell."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| where | what it holds | may import |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.strip().splitlines()[1:]:
+        where, _, may = (c.strip() for c in line.strip().strip("|").split("|"))
+        rows.append(([n.rstrip("/").removesuffix(".py") for n in re.findall(r"`([^`]+)`", where)], may))
+    return rows
+
+
+def test_the_readme_layout_table_is_the_import_graph():
+    """Every module of the package is in one row of the README's layout table, and imports only its own row and what
+    the row's last column allows: "the above" (every row above it), the names it lists, "everything"."""
+    rows = _layout_rows()
+    row_of = {name: i for i, (names, _) in enumerate(rows) for name in names}
+    tops = {m.split(".")[1] for m in _modules() if m != "personas"}
+    assert sorted(tops - set(row_of)) == [], "modules in no row of the README's layout table"
+    assert sorted(set(row_of) - tops) == [], "rows of the README's layout table that name no module"
+    wrong = []
+    for module, targets in sorted(_graph().items()):
+        if module == "personas":
+            continue
+        top = module.split(".")[1]
+        i = row_of[top]
+        may = rows[i][1]
+        if may.startswith("everything"):
+            continue
+        allowed = {n for names, _ in rows[:i + 1 if "the above" in may else 0] for n in names} | set(rows[i][0])
+        allowed |= {item.strip().strip("`").rstrip("/").removeprefix("nothing of personas but ").strip()
+                    for item in may.replace("the above", "").split(",")}
+        for target in targets:
+            name = target.split(".")[1] if target != "personas" else "personas"
+            if name not in allowed:
+                wrong.append(f"{module} imports {target}, which its row ({rows[i][0][0]}: {may!r}) does not allow")
+    assert wrong == [], "\n".join(wrong)
+
+
 def test_nothing_outside_cli_imports_the_cli():
     offenders = [m for m, targets in _graph().items()
                  if not m.startswith("personas.cli") and any(t.startswith("personas.cli") for t in targets)]
