@@ -198,6 +198,10 @@ MUTANTS = {
         "personas/peft_lora.py", "delta = (b.to(torch.float32) @ a.to(torch.float32)) * adapter.scale",
         "delta = b.to(torch.float32) @ a.to(torch.float32)  # MUTANT",
         ("tests/test_local_hub.py", "-k", "lora_merge"), "a hub LoRA adapter is merged without lora_alpha / r"),
+    "readme-layout-table-stale": Mutant(
+        "README.md", "| errors, `artifacts`, `logs`, `offline_models`, `models` |",
+        "| errors, `artifacts`, `logs`, `offline_models` |", ("tests/test_imports.py", "-k", "layout"),
+        "the README's layout table no longer says what judging/ imports"),
     "cli-help-with-a-percent": Mutant(
         "personas/cli/sweep.py", "onset against the fine-tune on no bad data\")",
         "onset against 0%\")  # MUTANT", ("tests/test_cli_help.py",),
@@ -228,7 +232,8 @@ def check_applies(name: str, root: Path) -> str:
         raise SystemExit(f"mutant {name}: its text occurs {text.count(mutant.old)} times in {mutant.path}, expected "
                          "once; update tests/mutants.py to the code.")
     try:
-        compile(text.replace(mutant.old, mutant.new), str(path), "exec")
+        if path.suffix == ".py":
+            compile(text.replace(mutant.old, mutant.new), str(path), "exec")
     except SyntaxError as exc:
         raise SystemExit(f"mutant {name}: the planted {mutant.path} does not compile ({exc}); fix its new text.") \
             from None
