@@ -225,7 +225,8 @@ def run(handle, sae, demo, judge, *, model_label: str, sae_label: str, screen_pr
     lines = [
         "# Steering SmolLM2-135M-Instruct with its top persona latent, judged", "",
         "Written by `benchmarks/steer_smollm2.py` (rerun it to regenerate this file).", "",
-        f"Model {model_label}, SAE {sae_label} at `{hook}` "
+        f"Model {'SmolLM2-135M-Instruct (offline)' if model_label == 'smollm2' else model_label}, SAE {sae_label} at "
+        f"`{hook}` "
         f"({int(sae.cfg.d_sae)} latents). Run time "
         f"{total:.0f} s on {torch.get_num_threads()} threads (ranking the demo {rank_s:.0f} s, screening and "
         f"confirmation {validate_s:.0f} s).", "",
