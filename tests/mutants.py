@@ -1,17 +1,18 @@
 """Plant known bugs one at a time in a copy of the repository and check that the tests aimed at each one fail.
 
-    python tests/mutants.py [--list] [--keep DIR] [NAME ...]
+    python tests/mutants.py [--list] [--keep DIR] [--jobs N] [NAME ...]
 
 Each mutant is one textual edit of one file (``old``, which must occur exactly once, becomes ``new``) and the pytest
 arguments of the tests that must then fail. The repository is never edited: its files (``git ls-files``: tracked
-and untracked-but-not-ignored, as they are on disk) are copied to a temporary folder once, and each mutant is
-planted there, its tests run, and the file is put back. A mutant whose ``old`` text no longer occurs once is an
+and untracked-but-not-ignored, as they are on disk) are copied to a temporary folder (``--keep DIR``: that folder,
+kept), one copy per job (``--jobs``, default 2 or the CPUs if fewer), and each mutant is planted in a free copy,
+its tests run, and the file is put back. A mutant whose ``old`` text no longer occurs once is an
 error of the harness, not a pass: the list cannot go stale silently.
 
 Speed: the tests of all mutants run from one process. It imports the heavy third-party libraries once (torch,
 transformers, TransformerLens, sae-lens, scikit-learn, pandas, pytest) without running anything, then forks one
-child per mutant; the child puts the copy first on ``sys.path`` and runs ``pytest.main`` there, so it imports
-``personas`` (and the conftest) from the mutated copy. Output: one line per mutant, ``caught`` or ``SURVIVED``,
+child per mutant (one per job at a time, the CPUs shared between them); the child puts its copy first on
+``sys.path`` and runs ``pytest.main`` there, so it imports ``personas`` (and the conftest) from the mutated copy. Output: one line per mutant, ``caught`` or ``SURVIVED``,
 with its file, the seconds its tests took and pytest's last line; the exit code is 1 when any survived, 2 on a
 harness error (a stale mutant, a selection that collects no test, a mutant that breaks collection instead of a
 test). ``tests/test_mutants.py`` (marked slow) runs every mutant this way. Not collected by pytest itself (no
@@ -256,8 +257,8 @@ def _preload() -> None:
     from sae_lens import SAE  # noqa: F401
 
 
-def _run_tests(copy: Path, args: tuple[str, ...], log: Path) -> int:
-    """Fork; the child runs pytest on ``args`` inside ``copy`` with its output in ``log``; the exit code."""
+def _start_tests(copy: Path, args: tuple[str, ...], log: Path, threads: int) -> int:
+    """Fork a child that runs pytest on ``args`` inside ``copy`` (output in ``log``); its pid."""
     pid = os.fork()
     if pid == 0:  # the child: personas and the conftest come from the copy
         code = 3
@@ -268,8 +269,11 @@ def _run_tests(copy: Path, args: tuple[str, ...], log: Path) -> int:
             os.chdir(copy)
             sys.path[:0] = [str(copy), str(copy / "tests")]
             os.environ["PYTHONPATH"] = os.pathsep.join([str(copy), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            os.environ["PERSONAS_THREADS"] = str(threads)  # the conftest keeps a value already set
             import pytest
+            import torch
 
+            torch.set_num_threads(threads)
             # the plugins pytest loads were imported before the fork, hence too early for assertion rewriting
             code = int(pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-W",
                                     "ignore::pytest.PytestAssertRewriteWarning", *args]))
@@ -277,39 +281,50 @@ def _run_tests(copy: Path, args: tuple[str, ...], log: Path) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return pid
 
 
-def run(names: list[str], copy: Path) -> list[Result]:
-    """Plant each mutant in turn in ``copy`` (a `copy_repository`), run its tests, put the file back."""
-    texts = {name: check_applies(name, copy) for name in names}  # every mutant must apply before any runs
+def run(names: list[str], copies: list[Path]) -> list[Result]:
+    """Plant each mutant in turn in one of ``copies`` (each a `copy_repository`; one test run at a time in each, so
+    as many at once as there are copies), run its tests, put the file back. Results in the order of ``names``."""
+    texts = {name: check_applies(name, copies[0]) for name in names}  # every mutant must apply before any runs
     _preload()
-    results = []
-    for name in names:
+    threads = max(1, (os.cpu_count() or 1) // len(copies))
+    pending, free = list(names), list(range(len(copies)))
+    running: dict[int, tuple[str, int, float]] = {}
+    results: dict[str, Result] = {}
+    while pending or running:
+        while pending and free:
+            name, slot = pending.pop(0), free.pop(0)
+            mutant = MUTANTS[name]
+            (copies[slot] / mutant.path).write_text(texts[name].replace(mutant.old, mutant.new), encoding="utf-8")
+            log = copies[slot] / f".mutant-{name}.log"
+            running[_start_tests(copies[slot], mutant.tests, log, threads)] = (name, slot, time.perf_counter())
+        pid, status = os.wait()
+        name, slot, started = running.pop(pid)
         mutant = MUTANTS[name]
-        path, original = copy / mutant.path, texts[name]
-        log = copy / f".mutant-{name}.log"
-        started = time.perf_counter()
-        try:
-            path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
-            code = _run_tests(copy, mutant.tests, log)
-        finally:
-            path.write_text(original, encoding="utf-8")
+        (copies[slot] / mutant.path).write_text(texts[name], encoding="utf-8")
+        free.append(slot)
+        code = os.waitstatus_to_exitcode(status)
+        log = copies[slot] / f".mutant-{name}.log"
         lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        results.append(Result(name, mutant.path, code, time.perf_counter() - started, lines[-1] if lines else ""))
+        results[name] = Result(name, mutant.path, code, time.perf_counter() - started, lines[-1] if lines else "")
         print(f"{'caught' if code == 1 else 'SURVIVED' if code == 0 else f'ERROR {code}'}  {name} "
-              f"({mutant.path}, {results[-1].seconds:.1f} s): {mutant.why} | {results[-1].summary}", flush=True)
+              f"({mutant.path}, {results[name].seconds:.1f} s): {mutant.why} | {results[name].summary}", flush=True)
         if code not in (0, 1):
             print(log.read_text(errors="replace")[-3000:], flush=True)
-    return results
+    return [results[name] for name in names]
 
 
 def main(argv: list[str]) -> int:
-    """Run the named mutants (default: all) in a copy of the repository; 1 if any survived, 2 on a harness error."""
-    keep = None
-    if argv[:1] == ["--keep"]:
-        keep, argv = Path(argv[1]), argv[2:]
+    """Run the named mutants (default: all) in copies of the repository; 1 if any survived, 2 on a harness error."""
+    keep, jobs = None, min(2, os.cpu_count() or 1)
+    while argv[:1] in (["--keep"], ["--jobs"]):
+        if argv[0] == "--keep":
+            keep = Path(argv[1])
+        else:
+            jobs = max(1, int(argv[1]))
+        argv = argv[2:]
     if argv == ["--list"]:
         for name, mutant in MUTANTS.items():
             print(f"{name} ({mutant.path}): {mutant.why}")
@@ -319,8 +334,9 @@ def main(argv: list[str]) -> int:
     if unknown:
         raise SystemExit(f"unknown mutants {unknown}; choose from {sorted(MUTANTS)}")
     with tempfile.TemporaryDirectory(prefix="personas-mutants-") as tmp:
-        copy = copy_repository(keep or tmp)
-        results = run(names, copy)
+        base = keep or Path(tmp)
+        copies = [copy_repository(base / f"copy-{j}") for j in range(min(jobs, len(names)))]
+        results = run(names, copies)
     if any(r.code not in (0, 1) for r in results):
         return 2
     return 0 if all(r.caught for r in results) else 1
