@@ -69,6 +69,9 @@ _EXPORTS = {
     "fit_detector": "personas.jobs",
     "diff_models": "personas.jobs",
     "judge_responses": "personas.jobs",
+    # judges
+    "load_judge": "personas.judging",
+    "judge_agreement": "personas.judging",
     # examples and reports
     "top_activating": "personas.report",
     "top_examples": "personas.report",
@@ -90,7 +93,8 @@ __all__ = sorted(_EXPORTS)
 _SUBMODULES = {
     "artifacts": "personas.artifacts", "cache": "personas.cache", "capturing": "personas.capturing",
     "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
-    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "logs": "personas.logs",
+    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "judging": "personas.judging",
+    "logs": "personas.logs",
     "models": "personas.models",
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",

@@ -226,6 +226,34 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
         return [p.detach().clone() for p in adapter.parameters()]
 
     assert all(torch.equal(a, b) for a, b in zip(trained(True), trained(False), strict=True))
+    # read again by another judge (the rule reversed): verdicts, counts, onsets and report follow the new judge,
+    # the activations stay
+    from personas.organism.rejudge import rejudge_sweep
+
+    again = rejudge_sweep(out, ReversedJudge())
+    reread = pd.read_json(out / "answers.jsonl", lines=True)
+    assert (reread["misaligned"] == (~expected).astype(float)).all()
+    assert np.allclose(reread["latent"], answers["latent"]) and np.allclose(reread["projection"], answers["projection"])
+    table2 = pd.read_csv(out / "sweep.csv")
+    final2 = table2[(table2["model"] == "fine-tune") & table2["final"]]
+    for row in final2.itertuples():
+        rows = reread[(reread["model"] == "fine-tune") & (reread["fraction"] == row.fraction) & reread["final"]]
+        assert row.n_misaligned == int(rows["misaligned"].sum()) == int((~rows["response"].map(_bad)).sum())
+    manifest2 = json.loads((out / "manifest.json").read_text())
+    assert manifest2["judge"]["name"] == "reversed" and manifest2["judge_before"]["name"] == "word-judge"
+    assert "Judge: `reversed`" in (out / "sweep.md").read_text() and len(again.onset) == 3
+    with pytest.raises(PersonasError, match="not a sweep run folder"):
+        rejudge_sweep(tmp_path, ReversedJudge())
+
+
+class ReversedJudge(WordJudge):
+    """`WordJudge` with its rule reversed."""
+
+    name = "reversed"
+
+    def score(self, prompts, responses):
+        frame = super().score(prompts, responses)
+        return frame.assign(aligned=100.0 - frame["aligned"])
 
 
 def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):

@@ -20,6 +20,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    if args.rejudge:
+        from personas.organism.rejudge import rejudge_sweep
+
+        result = rejudge_sweep(args.rejudge, args.judge)
+        before = (result.manifest.get("judge_before") or {}).get("name", "none")
+        print(f"rejudged {result.out_dir} with {result.manifest['judge']['name']} (was {before}); onsets:")
+        for row in result.onset.itertuples():
+            print(f"  seed {row.seed} {row.signal}: {_fmt(row.onset_fraction, 2)} ({row.test})")
+        return 0
     config = config_from_args(SweepConfig, args)
     model, sae = args.model, None
     if args.quick:  # the toy model goes into the run folder, beside the run's files
@@ -66,5 +75,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--quick", action="store_true", help="a 2-layer toy GPT-2 with a planted direction and tiny sizes "
                    "instead of the model: checks the plumbing in seconds (its numbers mean nothing)")
+    p.add_argument("--rejudge", default=None, metavar="RUN_DIR",
+                   help="score the answers of an existing sweep folder again with --judge and rewrite its tables, "
+                        "onsets and report (nothing is trained or generated)")
     add_config_options(p, SweepConfig)
     p.set_defaults(func=_cmd_sweep)
