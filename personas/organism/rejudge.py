@@ -28,10 +28,10 @@ from personas.organism.sweep import (
     REPORT_FILE,
     SWEEP_FILE,
     SweepResult,
-    _table,
     onset_fractions,
     plot_sweep,
     sweep_markdown,
+    sweep_table,
 )
 
 __all__ = ["rejudge_sweep"]
@@ -66,7 +66,7 @@ def rejudge_sweep(run_dir: str | os.PathLike, judge: str | Judge = "default") ->
     answers["coherent"] = judged["coherent"].to_numpy(dtype=float)
     answers["verdict"] = judged["verdict"].astype(str).to_numpy()
     answers["misaligned"] = em_misaligned(judged).astype(float)
-    table = _table(answers, config)
+    table = sweep_table(answers, config)
     onset = onset_fractions(table, config.alpha)
     before: Any = manifest.get("judge")
     manifest["judge_before"] = manifest.get("judge_before", before)
