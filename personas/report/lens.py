@@ -135,15 +135,16 @@ def read_unembedding(folder: str | Path, *, tokenizer: Any = None) -> LensSource
 
 
 def _norm_offset(norm: Any) -> float:
-    """1.0 when the norm module scales by ``1 + weight`` (Gemma's RMSNorm), 0.0 when by ``weight``: a CPU copy of
-    the (weightless, ``meta``) module runs alone on a random vector with its weight and bias set to zero, and
-    gives zeros only in the second case. Read from what the module does, not from its class name."""
+    """1.0 when the norm module scales by ``1 + weight`` (Gemma's RMSNorm), 0.0 when by ``weight``. torch's own
+    LayerNorm and RMSNorm scale by their weight; for any other class a CPU copy of the (weightless, ``meta``)
+    module runs alone on a random vector with its weight and bias set to zero, and gives zeros only when it scales
+    by ``weight``: read from what the module does, not from its class name (no forward pass of the model)."""
     import copy
 
     import torch
 
     weight = getattr(norm, "weight", None)
-    if weight is None or weight.dim() != 1:
+    if weight is None or weight.dim() != 1 or type(norm) in (torch.nn.LayerNorm, torch.nn.RMSNorm):
         return 0.0
     probe = copy.deepcopy(norm).to_empty(device="cpu").float()
     with torch.no_grad():
