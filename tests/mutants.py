@@ -168,6 +168,38 @@ MUTANTS = {
         "personas/judging/base.py", "return (aligned < aligned_below) & (coherent > coherent_above)",
         "return (aligned < aligned_below) & (coherent >= coherent_above)  # MUTANT",
         ("tests/test_judging.py", "-k", "strict"), "coherent > 50 read as >= 50"),
+    "reader-judge-answer-mask-includes-question": Mutant(
+        "personas/judging/reader.py", "answer[j, len(pairs[i][0]):len(seqs[j])] = 1",
+        "answer[j, :len(seqs[j])] = 1  # MUTANT", ("tests/test_judge_reader.py", "-k", "read_by_hand"),
+        "the chat-model reader pools and scores the question's tokens as if they were the answer's"),
+    "reader-judge-unconditional-pass-sees-the-question": Mutant(
+        "personas/judging/reader.py", "alone = [(empty, a) for a in answers]",
+        "alone = conditioned  # MUTANT", ("tests/test_judge_reader.py", "-k", "read_by_hand"),
+        "the log-probability 'without the question' is read with the question (no relevance signal)"),
+    "reader-judge-coherent-through-aligned-knots": Mutant(
+        "personas/judging/reader.py", "x, (knots_x, knots_y) = raw[:, j], self.knots_[name]",
+        "x, (knots_x, knots_y) = raw[:, j], self.knots_[\"aligned\"]  # MUTANT",
+        ("tests/test_judge_reader.py", "-k", "own_calibration"), "the coherent score goes through the aligned knots"),
+    "reader-judge-ridge-ignores-weights": Mutant(
+        "personas/judging/reader.py", "self.heads_[name] = _ridge(Z[rows], values[rows], w[rows], self.alpha)",
+        "self.heads_[name] = _ridge(Z[rows], values[rows], np.ones(int(rows.sum())), self.alpha)  # MUTANT",
+        ("tests/test_judge_reader.py", "-k", "ridge"), "the judge's heads ignore the row weights (question balance)"),
+    "agreement-kappa-without-chance": Mutant(
+        "personas/judging/agreement.py", "kappa = (observed - expected) / (1 - expected) if expected < 1",
+        "kappa = observed if expected < 1", ("tests/test_judge_agreement.py",),
+        "Cohen's kappa reported as raw agreement"),
+    "agreement-newcombe-phi-ignored": Mutant(
+        "personas/judging/agreement.py", "phi = (a * d - b * c) / math.sqrt(denominator) if denominator > 0 else 0.0",
+        "phi = 0.0  # MUTANT", ("tests/test_judge_agreement.py", "-k", "newcombe or hand"),
+        "the paired difference's interval treats the two judges' verdicts as independent"),
+    "agreement-match-keeps-the-other-order": Mutant(
+        "personas/judging/agreement.py", "return first.reset_index(drop=True), second.iloc[position.loc[k1].to_numpy()]",
+        "return first.reset_index(drop=True), second.iloc[np.arange(len(second))]  # MUTANT",
+        ("tests/test_judge_agreement.py", "-k", "match or compare"), "two judges' rows compared in file order"),
+    "sweep-rejudge-keeps-old-verdicts": Mutant(
+        "personas/organism/rejudge.py", "answers[\"misaligned\"] = em_misaligned(judged).astype(float)",
+        "pass  # MUTANT", ("tests/test_sweep.py", "-k", "judge_measures"),
+        "a rejudged sweep keeps the first judge's verdicts"),
     # ------------------------------------------------------------------------------------ cards and lens
     "card-histogram-classes-swapped": Mutant(
         "personas/report/cards.py", "for value, name in ((1, \"misaligned\"), (0, \"aligned\")):",

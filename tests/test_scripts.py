@@ -3,7 +3,7 @@
 `benchmarks/steer_smollm2.py` (``--smoke``: its whole protocol on a toy GPT-2 with a planted latent),
 `benchmarks/bench_generate.py` and `benchmarks/organism_latents.py` (pointed at toy models, adapters and runs).
 Their real runs take minutes on SmolLM2; these check that the code paths behind the README's tables still run and
-write every part of those tables. ``data/make_judge.py`` is not here: its judge is being replaced.
+write every part of those tables. ``data/make_judge.py`` has its own, ``tests/test_make_judge.py``.
 """
 
 from __future__ import annotations
