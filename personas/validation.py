@@ -40,7 +40,7 @@ from personas.steering import steer_sweep
 logger = logging.getLogger(__name__)
 
 __all__ = ["CONFIRM_MULTIPLES", "SCREEN_MULTIPLES", "Validation", "candidate_latents", "dose_response",
-           "typical_activation", "validate"]
+           "screening_table", "typical_activation", "validate"]
 
 #: Strength multiples fixed in advance (the steering benchmark's): screening and confirmation.
 SCREEN_MULTIPLES = (0.0, 2.0, 4.0)
@@ -176,30 +176,48 @@ def validate(
     args = (config, capture, allow_model_mismatch, progress)
     screen_ks = [k for k in screen_multiples if k != 0]
     baseline = _sweep(model, sae, candidates[0], units[candidates[0]], screen_prompts, [0.0], *args)
-    baseline = score_generations(baseline.assign(feature=-1, stage="screen"), judge)
-    base_mean = baseline.groupby("prompt_index")["persona_score"].mean()
-    rng = np.random.default_rng(config.seed)
-    parts, rows = [baseline], []
+    parts = [score_generations(baseline.assign(feature=-1, stage="screen"), judge)]
     for feature in candidates:
-        gens = score_generations(_sweep(model, sae, feature, units[feature], screen_prompts, screen_ks, *args)
-                                 .assign(stage="screen"), judge)
-        parts.append(gens)
-        per_prompt = gens.groupby("prompt_index")["persona_score"].mean() - base_mean
-        idx = rng.integers(0, len(per_prompt), size=(2000, len(per_prompt)))
-        boots = per_prompt.to_numpy()[idx].mean(axis=1)
-        rows.append({"feature": feature, "unit": units[feature], "effect": float(per_prompt.mean()),
-                     "effect_lo": float(np.quantile(boots, 0.025)), "effect_hi": float(np.quantile(boots, 0.975)),
-                     "misaligned_rate": float(gens["misaligned"].mean()), "coherent": float(gens["coherent"].mean()),
-                     **{f"effect_k{k:+g}": float((gens[gens.k == k].groupby("prompt_index")["persona_score"].mean()
-                                                  - base_mean).mean()) for k in screen_ks}})
-    screening = pd.DataFrame(rows).sort_values(["effect", "feature"], ascending=[False, True], kind="stable")
+        parts.append(score_generations(_sweep(model, sae, feature, units[feature], screen_prompts, screen_ks, *args)
+                                       .assign(stage="screen"), judge))
+    screening = screening_table(pd.concat(parts, ignore_index=True), units, seed=config.seed)
     chosen = int(screening.iloc[0]["feature"])
     confirm = score_generations(_sweep(model, sae, chosen, units[chosen], confirm_prompts, confirm_multiples, *args)
                                 .assign(stage="confirm"), judge)
     parts.append(confirm)
-    return Validation(screening=screening.reset_index(drop=True), chosen=chosen, unit=float(units[chosen]),
+    return Validation(screening=screening, chosen=chosen, unit=float(units[chosen]),
                       confirmation=judged_table(confirm, by="k"), dose_response=dose_response(confirm),
                       generations=pd.concat(parts, ignore_index=True), judge=judge.describe())
+
+
+def screening_table(generations: pd.DataFrame, units: dict[int, float], seed: int = 0,
+                    n_boot: int = 2000) -> pd.DataFrame:
+    """The screening step of `validate` from judged screening generations (`score_generations`; the unsteered
+    baseline has ``feature`` -1 and ``k`` 0, each candidate its own ``feature`` at k > 0): per candidate, in order
+    of appearance, the mean over prompts of its persona score minus the baseline's, with a bootstrap interval over
+    prompts (``n_boot`` draws from a generator seeded with ``seed``), its EM rate and mean coherence, and the effect
+    at each k; sorted by effect (largest first, then by latent). Also reads saved generations again with another
+    judge (``benchmarks/rejudge_results.py``)."""
+    base_mean = generations[generations["feature"] == -1].groupby("prompt_index")["persona_score"].mean()
+    if base_mean.empty:
+        raise DataError("screening_table got no unsteered generations (feature -1, k 0); expected the baseline the "
+                        "effects are measured against.")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for feature in pd.unique(generations.loc[generations["feature"] != -1, "feature"]):
+        gens = generations[generations["feature"] == feature]
+        screen_ks = sorted(k for k in gens["k"].unique() if k != 0)
+        per_prompt = gens.groupby("prompt_index")["persona_score"].mean() - base_mean
+        per_prompt = per_prompt.dropna()
+        idx = rng.integers(0, len(per_prompt), size=(n_boot, len(per_prompt)))
+        boots = per_prompt.to_numpy()[idx].mean(axis=1)
+        rows.append({"feature": int(feature), "unit": units[int(feature)], "effect": float(per_prompt.mean()),
+                     "effect_lo": float(np.quantile(boots, 0.025)), "effect_hi": float(np.quantile(boots, 0.975)),
+                     "misaligned_rate": float(gens["misaligned"].mean()), "coherent": float(gens["coherent"].mean()),
+                     **{f"effect_k{k:+g}": float((gens[gens.k == k].groupby("prompt_index")["persona_score"].mean()
+                                                  - base_mean).mean()) for k in screen_ks}})
+    return pd.DataFrame(rows).sort_values(["effect", "feature"], ascending=[False, True],
+                                          kind="stable").reset_index(drop=True)
 
 
 def strength_units(model: Any, sae: Any, features: Sequence[int], prompts: Sequence[str],
