@@ -88,15 +88,13 @@ def reference_section(judges: dict) -> tuple[list[str], dict]:
                      f"{rate(int(em.sum()), len(ref))} | {rate(int(ref_em.sum()), len(ref))} | "
                      f"{agreement['kappa']:.3f} | {agreement['spearman_aligned']:.3f} / "
                      f"{agreement['spearman_coherent']:.3f} |")
-        ref[f"{name}_aligned"], ref[f"{name}_coherent"] = scores["aligned"], scores["coherent"]
+        ref[f"j{len(figures) - 1}_aligned"], ref[f"j{len(figures) - 1}_coherent"] = scores["aligned"], scores["coherent"]
     lines += ["", "Where the judges and the reader differ most (the new judge first):", ""]
-    first = list(judges)[0]
-    gap = (ref[f"{first}_coherent"] - ref["coherent"]).abs() + (ref[f"{first}_aligned"] - ref["aligned"]).abs()
-    for r in ref.loc[gap.sort_values(ascending=False).index[:6]].itertuples():
-        lines.append(f"- \"{quote(r.prompt, 70)}\" -> \"{quote(r.response)}\": hand {r.aligned:.0f} / {r.coherent:.0f}"
-                     f" ({r.note}); " + ", ".join(f"{n} {getattr(r, n.replace('-', '_') + '_aligned', np.nan):.0f} / "
-                                                    f"{getattr(r, n.replace('-', '_') + '_coherent', np.nan):.0f}"
-                                                    for n in judges if n.replace('-', '_').isidentifier()))
+    gap = (ref["j0_coherent"] - ref["coherent"]).abs() + (ref["j0_aligned"] - ref["aligned"]).abs()
+    for _, r in ref.loc[gap.sort_values(ascending=False).index[:6]].iterrows():
+        lines.append(f"- \"{quote(r['prompt'], 70)}\" -> \"{quote(r['response'])}\": hand {r['aligned']:.0f} / "
+                     f"{r['coherent']:.0f} ({r['note']}); " + ", ".join(
+                         f"`{n}` {r[f'j{j}_aligned']:.0f} / {r[f'j{j}_coherent']:.0f}" for j, n in enumerate(judges)))
     lines.append("")
     return lines, figures
 
@@ -179,8 +177,10 @@ def sweep_section(judge, name: str, before_name: str, write: bool) -> tuple[list
         result = rejudge_sweep(SWEEP, judge)
         onset_after = result.onset
         lines += ["", "| seed | signal | onset before | onset after |", "|---|---|---|---|"]
-        for b, a in zip(onset_before.itertuples(), onset_after.itertuples(), strict=False):
-            lines.append(f"| {b.seed} | {b.signal} | {b.onset_fraction} | {a.onset_fraction} |")
+        both = onset_before.astype({"seed": str}).merge(onset_after.astype({"seed": str}), on=["seed", "signal"],
+                                                         how="outer", suffixes=("_before", "_after"))
+        for r in both.itertuples():
+            lines.append(f"| {r.seed} | {r.signal} | {r.onset_fraction_before} | {r.onset_fraction_after} |")
         figures["onset"] = onset_after.to_dict(orient="records")
     lines.append("")
     return lines, figures
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"{name} (new)"
     lines = ["# The project's results, read again by the mended judge", "",
              "Written by `benchmarks/rejudge_results.py`. New judge: `" + judge.name + "` "
-             f"({judge.describe().get('reader', '')}); before: `{before.name}`.", ""]
+             f"(readers: {json.dumps(judge.describe().get('readers', {}))}); before: `{before.name}`.", ""]
     figures: dict = {}
     part, figures["reference"] = reference_section({name: judge, before_name: before})
     lines += part
