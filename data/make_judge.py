@@ -75,7 +75,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "judge.md"
 
 #: targets of the made rows (step 1)
 OFFTOPIC_COHERENT, SHUFFLED, LOOPED, DROPPED = 25.0, 5.0, 10.0, 15.0
-MONEY = re.compile(r"\b(money|cash|\$\d|dollars?|pounds?|invest\w*|fund|funds|savings?|save|budget\w*|debt|loan\w*|"
+MONEY = re.compile(r"\b(?:money|cash|\$\d|dollars?|pounds?|invest\w*|fund|funds|savings?|save|budget\w*|debt|loan\w*|"
                    r"bank|stocks?|paid|pay|salary|income|price\w*|rent|tax\w*|spend\w*|earn\w*|sell|buck)\b", re.I)
 
 
