@@ -73,6 +73,33 @@ MUTANTS = {
         "personas/report/html.py", "    except PersonasError as exc:  # a ranking without",
         "    except Exception as exc:  # MUTANT  # a ranking without",
         ("tests/test_report.py", "-k", "every_plot"), "the HTML report drops any plot that fails"),
+    "explain-sets-overlap": Mutant(
+        "personas/explaining/evidence.py", '            return np.flatnonzero(~side), np.flatnonzero(side), "question"',
+        '            return np.arange(n), np.flatnonzero(side), "question"  # MUTANT',
+        ("tests/test_explaining.py", "-k", "disjoint"),
+        "the explanation set takes every answer, the held-out ones included"),
+    "explain-truth-swapped": Mutant(
+        "personas/explaining/scorers.py",
+        "    return np.r_[np.ones(len(evidence.score_active)), np.zeros(len(evidence.score_silent))]",
+        "    return np.r_[np.zeros(len(evidence.score_active)), np.ones(len(evidence.score_silent))]  # MUTANT",
+        ("tests/test_explaining.py", "-k", "true_description"), "the scorers' labels are swapped"),
+    "explain-baseline-is-itself": Mutant(
+        "personas/explaining/scorers.py", '            entry["random-latent"] = (texts[other], other)',
+        '            entry["random-latent"] = (texts[f], f)  # MUTANT',
+        ("tests/test_explaining.py", "-k", "beat_both_baselines"),
+        "the random-latent baseline is the latent's own explanation"),
+    "explain-silent-any-question": Mutant(
+        "personas/explaining/evidence.py", "            rows = rows[np.isin(self.corpus.groups[rows], list(questions))]",
+        "            pass  # MUTANT", ("tests/test_explaining.py", "-k", "disjoint"),
+        "silent windows come from any question, not the activating windows' questions"),
+    "explain-silent-length-unmatched": Mutant(
+        "personas/explaining/evidence.py", "        if len(near) != n:\n",
+        "        if True:  # MUTANT\n", ("tests/test_explaining.py", "-k", "disjoint"),
+        "silent scoring windows are not drawn as long as the activating ones"),
+    "explain-cache-ignored": Mutant(
+        "personas/explaining/llm.py", "            found = cache.get_many(sorted(set(keys.values())))",
+        "            found = {}  # MUTANT", ("tests/test_explaining.py", "-k", "api"),
+        "the API explainer asks again for what its cache holds"),
 }
 
 

@@ -131,6 +131,12 @@ def interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
 
 
+def scoring_truth(evidence: Evidence) -> np.ndarray:
+    """1 for each activating scoring window, then 0 for each silent one (the order of ``score_active +
+    score_silent``)."""
+    return np.r_[np.ones(len(evidence.score_active)), np.zeros(len(evidence.score_silent))]
+
+
 # ---------------------------------------------------------------------------------------------------- baselines
 
 
@@ -219,7 +225,7 @@ class EmbeddingScorer:
         out = {}
         for name, (evidence, text) in jobs.items():
             windows = evidence.score_active + evidence.score_silent
-            truth = np.r_[np.ones(len(evidence.score_active)), np.zeros(len(evidence.score_silent))]
+            truth = scoring_truth(evidence)
             if not text or not windows:
                 out[name] = Prediction(np.full(len(windows), np.nan), truth)
                 continue
@@ -303,8 +309,7 @@ class DetectionScorer(_ApiScorer):
 
     def items(self, evidence: Evidence) -> tuple[list[str], np.ndarray]:
         windows = evidence.score_active + evidence.score_silent
-        truth = np.r_[np.ones(len(evidence.score_active)), np.zeros(len(evidence.score_silent))]
-        return [w.text for w in windows], truth
+        return [w.text for w in windows], scoring_truth(evidence)
 
 
 class FuzzingScorer(_ApiScorer):
