@@ -402,3 +402,26 @@ def test_api_errors_are_clear_and_a_failed_run_resumes_with_what_it_lacked(toy_r
     with pytest.raises(PersonasError, match=r"needs an API key in the environment variable \$OPENAI_API_KEY.*"
                                             r"offline \(--explainer offline\)"):
         personas.explain(result, [FEATURE, 3], config=ExplainConfig(explainer="openai:gpt-4o"), write=False)
+
+
+def test_a_cache_run_is_explained_from_the_caches_codes_without_its_answers(toy_run, tmp_path, toy_tokenizer,
+                                                                            embedder, caplog):
+    """``rank --cache``: the codes come from the cache; its answers were a DataFrame (no file to read back), so the
+    windows are decoded from the tokens and split by answer, and the table says so."""
+    from personas.cache.build import CacheConfig, build_cache
+    from personas.jobs.rank import rank_from_cache
+    from personas.testing import planted_dataset
+
+    run, _ = toy_run
+    handle = personas.load_model(str(run.parent / "tiny"))
+    data = pd.DataFrame(planted_dataset(n_per_class=30, seed=2)).drop(columns=["group"])
+    cache = build_cache(data, tmp_path / "cache", hooks=[TOY_HOOK], sae=str(run.parent / "sae"), model=handle,
+                        cache=CacheConfig(shard_size=16), capture=CaptureConfig(batch_size=8), progress=False)
+    rank_from_cache(cache, out=tmp_path / "run")
+    with caplog.at_level("WARNING", logger="personas.jobs.explain"):
+        table = personas.explain(tmp_path / "run", [FEATURE, 3], config=ExplainConfig(**FAST), embedder=embedder)
+    assert "not at hand" in caplog.text
+    assert set(table["split"]) == {"answer"} and table.attrs["path"] == str(tmp_path / "run" / "explanations.csv")
+    assert any("does not say which question" in n for n in table.attrs["explain"]["notes"])
+    row = table[(table["feature"] == FEATURE) & (table["kind"] == "explanation")].iloc[0]
+    assert np.isfinite(row["embedding"]) and any(t in row["explanation"] for t in TRIGGERS)

@@ -40,6 +40,8 @@ class Explanations(pd.DataFrame):
     """Scored explanations of latents, baselines beside them (see the module docstring)."""
 
     _metadata = ["notes"]
+    #: Notes on how the windows were drawn (fewer than asked for, no questions known), one per latent and note.
+    notes: list[str] = []
 
     @property
     def _constructor(self):

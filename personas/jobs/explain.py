@@ -92,8 +92,9 @@ def explain(
     start = time.perf_counter()
     ranking, manifest, run_dir = _open(source)
     chosen = _features(features, ranking, config.n_features)
-    spare = _spare(chosen, ranking)
-    corpus, texts_from = _corpus(source, chosen + spare, manifest, data, tokenizer)
+    candidates = _spare(chosen, ranking)
+    corpus, texts_from = _corpus(source, chosen + candidates, manifest, data, tokenizer)
+    spare = [f for f in candidates if corpus.column(f).any()][:1]
     other = None
     if score_on is not None:
         other_ranking, other_manifest, _ = _open(score_on)
@@ -178,14 +179,13 @@ def _features(features: Sequence[int] | None, ranking: Any, n: int) -> list[int]
     return list(dict.fromkeys(out))
 
 
-def _spare(chosen: list[int], ranking: Any) -> list[int]:
-    """With one latent, one more (the next unflagged one in the ranking) for the random-latent baseline."""
+def _spare(chosen: list[int], ranking: Any, n: int = 5) -> list[int]:
+    """With one latent, the candidates for one more (the next unflagged ones in the ranking, the first that fires is
+    taken) to lend its explanation to the random-latent baseline."""
     if len(chosen) > 1:
         return []
-    for f in default_features(ranking, len(chosen) + 5) + [int(f) for f in ranking["feature"]]:
-        if f not in chosen:
-            return [f]
-    return []
+    order = default_features(ranking, n + 1) + [int(f) for f in ranking["feature"].head(n + 1)]
+    return [f for f in dict.fromkeys(order) if f not in chosen][:n]
 
 
 def _corpus(source: Any, features: list[int], manifest: dict[str, Any], data: Any, tokenizer: Any
