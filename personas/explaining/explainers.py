@@ -183,7 +183,7 @@ class OfflineExplainer:
         if fires_on:
             parts.append(f"Fires on {_quoted(fires_on)}")
         else:
-            top = [t for t, _ in peak.most_common(self.n_peak)]
+            top = sorted(peak, key=lambda t: (-peak[t], t))[: self.n_peak]  # ties by name: no hash order
             parts.append(f"Fires on no word that stands out (its strongest tokens: {_quoted(top)})" if top
                          else "Fires on no word that stands out")
         if around:

@@ -89,7 +89,7 @@ def explain(
         provenance written into the run's manifest.
     """
     config = _config(config, explainer, scorers)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ranking, manifest, run_dir = _open(source)
     chosen = _features(features, ranking, config.n_features)
     candidates = _spare(chosen, ranking)
@@ -106,14 +106,15 @@ def explain(
     table = explain_latents(corpus, chosen, explainer=the_explainer, scorers=the_scorers, config=config,
                             score_on=other, spare=spare, ranks={f: ranks.get(f) for f in chosen},
                             interventions=figures)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     provenance = {
         **manifest_header("personas.explain"),
         "config": dataclasses.asdict(config), "features": chosen, "spare": spare,
         "explainer": the_explainer.describe(), "scorers": [s.describe() for s in the_scorers],
         "answers_from": texts_from, "score_on": None if score_on is None else _describe_source(score_on),
         "interventions": [str(p) for p in interventions], "seconds": round(seconds, 2),
-        "seconds_per_latent": round(seconds / len(chosen), 3),
+        "seconds_per_latent": round(seconds / len(chosen), 3), "cpu_seconds": round(cpu, 2),
+        "cpu_seconds_per_latent": round(cpu / len(chosen), 3),
         "api": {llm.name: dict(llm.stats) for llm in llms}, "notes": list(table.notes),
     }
     path = None
