@@ -8,9 +8,11 @@ against a chat-completions server on 127.0.0.1 (`judge_server`, the judge tests'
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -29,10 +31,12 @@ from personas.explaining.latents import explain_latents
 from personas.explaining.scorers import (
     EmbeddingScorer,
     MiniLMEmbedder,
+    Prediction,
     auroc,
     bootstrap_auroc,
     parse_verdicts,
     resample_weights,
+    scoring_truth,
 )
 from personas.judging.client import ApiError
 from personas.judging.judgment_cache import ReplyCache
@@ -243,7 +247,57 @@ def test_offline_explanations_beat_both_baselines_for_the_planted_latent_and_not
     assert "<table" in table._repr_html_()
 
 
+class ByKindScorer:
+    """A scorer whose scores of each window come from the kind of explanation alone (``{kind: f(truth, rng)}``,
+    the rng seeded by the latent: every kind of one latent draws the same numbers)."""
+
+    name = "stub"
+
+    def __init__(self, by_kind):
+        self.by_kind = by_kind
+
+    def predict(self, jobs):
+        out = {}
+        for key, (evidence, _) in jobs.items():
+            feature, kind = key.split("|")
+            truth = scoring_truth(evidence)
+            out[key] = Prediction(self.by_kind[kind](truth, np.random.default_rng(int(feature))), truth)
+        return out
+
+
+def one_activating_window_sunk(y, rng):
+    """The random scores, but the best-scored activating window put below every other window."""
+    s = rng.normal(size=y.size)
+    s[np.flatnonzero(y == 1)[np.argmax(s[y == 1])]] = s.min() - 1.0
+    return s
+
+
+def test_beating_the_baselines_takes_both_paired_intervals_above_zero_not_a_higher_point(corpus):
+    """A gain of one window over both baselines (higher AUROC, the paired interval reaching 0) is no win; a large
+    gain over both is."""
+    weak = {"explanation": lambda y, rng: rng.normal(size=y.size),
+            "random-latent": one_activating_window_sunk, "class-only": one_activating_window_sunk}
+    strong = {"explanation": lambda y, rng: 3.0 * y + rng.normal(size=y.size),
+              "random-latent": lambda y, rng: rng.normal(size=y.size),
+              "class-only": lambda y, rng: rng.normal(size=y.size)}
+    for by_kind, wins in ((weak, False), (strong, True)):
+        table = explain_latents(corpus, [MONEY, NOISE], explainer=OfflineExplainer(),
+                                scorers=[ByKindScorer(by_kind)], config=ExplainConfig(**FAST))
+        for _, row in table[table["kind"] == "explanation"].iterrows():
+            for label in ("random", "class"):
+                if not wins:  # the case is the one named: a higher point, an interval that reaches 0
+                    assert row[f"stub_vs_{label}"] > 0 and row[f"stub_vs_{label}_lo"] <= 0, (row["feature"], label)
+                else:
+                    assert row[f"stub_vs_{label}_lo"] > 0
+            assert bool(row["stub_beats_baselines"]) is wins, (row["feature"], wins)
+
+
 # ------------------------------------------------------------------------------------------------ the run folder
+
+
+def table_escaped(text: str) -> str:
+    """``text`` as pandas' ``to_html`` escapes it (``&``, ``<``, ``>``; quotes left as they are)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def test_explain_a_run_folder_writes_the_table_and_the_cards_and_report_show_it(toy_run, embedder, capsys):
@@ -262,15 +316,45 @@ def test_explain_a_run_folder_writes_the_table_and_the_cards_and_report_show_it(
     page = card.to_html(standalone=True)
     text = back.loc[back["kind"] == "explanation", "explanation"].iloc[0]
     assert card.explanations and card.explanations[0]["text"] == text
-    assert "explanations" in page and "does not beat" in page or "beats both baselines" in page
+    score = back.loc[back["kind"] == "explanation", "embedding"].iloc[0]
+    assert html.escape(text) in page and f"{score:.3f} [" in page
+    assert ("does not beat both baselines" in page) != ("; beats both baselines" in page)
     from personas.report.html import render_report
 
     report = render_report(run)
-    assert "Explanations" in report and "class-only" in report
-    # the CLI: the same run, another latent, the table printed, exit code 0
+    table_part = report[report.index('id="explanations-table"'):]
+    assert table_escaped(text) in table_part and f"{score:.3f} [" in table_part and "embedding (class)" in table_part
+    # the CLI: the same run and latent, the table printed, exit code 0, the folder's report.html written again
+    (run / "report.html").write_text("<html>a report from before the explanations</html>")
     assert main(["explain", str(run), str(FEATURE), "--n-score", "24", "--n-boot", "200"]) == 0
     out = capsys.readouterr().out
-    assert "wrote" in out and str(FEATURE) in out
+    assert "wrote" in out and str(FEATURE) in out and "report.html (with the explanations)" in out
+    written = (run / "report.html").read_text()
+    text = read_explanations(run).query("kind == 'explanation'")["explanation"].iloc[0]
+    assert table_escaped(text) in written[written.index('id="explanations-table"'):]
+    (run / "report.html").write_text("kept")
+    assert main(["explain", str(run), str(FEATURE), "--n-score", "24", "--n-boot", "200", "--keep-report"]) == 0
+    assert (run / "report.html").read_text() == "kept" and "report.html" not in capsys.readouterr().out
+    (run / "report.html").unlink()
+
+
+def test_an_explanations_file_the_manifest_does_not_list_is_shown_nowhere(toy_run, embedder, tmp_path):
+    """After an edit of ``explanations.csv`` (or a new ``rank`` into the folder), the cards and the report leave
+    the file out and say why: its numbers are not this run's."""
+    run, _ = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    personas.explain(copy, [FEATURE], config=ExplainConfig(**FAST), embedder=embedder)
+    assert personas.card(copy, FEATURE).explanations
+    path = copy / "explanations.csv"
+    path.write_text(path.read_text().replace("Fires on", "Fires, so the editor says, on"))
+    with pytest.raises(PersonasError, match="not the one the folder's manifest lists.*rerun `personas explain`"):
+        read_explanations(copy)
+    assert personas.card(copy, FEATURE).explanations == []
+    from personas.report.html import render_report
+
+    report = render_report(copy)
+    assert "No explanations:" in report and 'id="explanations-table"' not in report
 
 
 def test_bad_input_gets_one_clear_line_and_exit_code_2(toy_run, tmp_path, capsys):

@@ -1,16 +1,20 @@
 """``personas explain RUN_DIR [FEATURE...]``: what latents mean, in words, with a score; writes
-``RUN_DIR/explanations.csv`` (no forward pass of the model)."""
+``RUN_DIR/explanations.csv`` (no forward pass of the model) and, where the folder has a ``report.html`` (``personas
+rank --report``), writes it again so that its table and feature cards show the explanations."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from personas.artifacts import REPORT_FILE
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import ExplainConfig
 from personas.jobs.explain import explain
+from personas.report.html import write_report
 
 
 def register(sub: Any) -> None:
@@ -29,14 +33,17 @@ def register(sub: Any) -> None:
                    "held-out questions): the scoring windows come from it")
     p.add_argument("--interventions", nargs="*", default=(), metavar="DIR",
                    help="folders of `personas validate` / `personas steer` runs whose figures go beside the scores")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--keep-report", action="store_true", help=f"leave RUN_DIR/{REPORT_FILE} as it is (by default "
+                   "it is written again, as `personas report RUN_DIR` writes it, with the explanations in it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while an API explainer or scorer is asked")
     add_config_options(p, ExplainConfig)
     p.set_defaults(func=_cmd_explain)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     table = explain(args.run_dir, args.features or None, config=config_from_args(ExplainConfig, args),
-                    data=args.data, score_on=args.score_on, interventions=args.interventions)
+                    data=args.data, score_on=args.score_on, interventions=args.interventions,
+                    progress=not args.quiet)
     summary = table.summary()
     with pd.option_context("display.max_colwidth", 90, "display.width", 220):
         print(summary.to_string(index=False))
@@ -51,4 +58,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if table.attrs.get("path"):
         print(f"wrote {table.attrs['path']}")
+        report = Path(table.attrs["path"]).parent / REPORT_FILE
+        if report.is_file() and not args.keep_report:
+            print(f"wrote {write_report(report.parent)} (with the explanations)")
     return 0

@@ -65,6 +65,7 @@ def explain(
     tokenizer: Any = None,
     embedder: Any = None,
     write: bool = True,
+    progress: bool = False,
 ) -> Explanations:
     """Explain latents of a rank run in words and score the explanations on held-out windows.
 
@@ -83,6 +84,7 @@ def explain(
         tokenizer: the model's tokenizer, when the run's model folder is not at hand.
         embedder: a sentence embedder for the embedding scorer (default: the offline MiniLM).
         write: write ``explanations.csv`` into the run folder (when there is one).
+        progress: show a progress bar while the API explainer and scorers wait for replies.
 
     Returns:
         the `Explanations` table; ``.attrs["path"]`` is the file written (or None), ``.attrs["explain"]`` the
@@ -100,7 +102,7 @@ def explain(
         other_ranking, other_manifest, _ = _open(score_on)
         _same_site(manifest, other_manifest)
         other, _ = _corpus(score_on, chosen + spare, other_manifest, None, tokenizer or corpus.tokenizer)
-    the_explainer, the_scorers, llms = _build(config, explainer, scorers, embedder)
+    the_explainer, the_scorers, llms = _build(config, explainer, scorers, embedder, progress)
     ranks = {int(f): i + 1 for i, f in enumerate(ranking["feature"].to_numpy())}
     figures = intervention_figures(run_dir, interventions)
     table = explain_latents(corpus, chosen, explainer=the_explainer, scorers=the_scorers, config=config,
@@ -253,13 +255,14 @@ def _same_site(a: dict[str, Any], b: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------------- parts
 
 
-def _build(config: ExplainConfig, explainer: Any, scorers: Any, embedder: Any) -> tuple[Any, list[Any], list[Any]]:
+def _build(config: ExplainConfig, explainer: Any, scorers: Any, embedder: Any, progress: bool = False
+           ) -> tuple[Any, list[Any], list[Any]]:
     """The explainer, the scorers and the API models they ask (one per spec, shared)."""
     llms: dict[str, CachedLLM] = {}
 
     def llm(spec: str) -> CachedLLM:
         if spec not in llms:
-            llms[spec] = CachedLLM(spec, **config.api_options())
+            llms[spec] = CachedLLM(spec, progress=progress, **config.api_options())
         return llms[spec]
 
     if explainer is not None and not isinstance(explainer, str):
