@@ -228,7 +228,10 @@ def test_offline_explanations_beat_both_baselines_for_the_planted_latent_and_not
                             scorers=[EmbeddingScorer(embedder)], config=config)
     main_rows = table[table["kind"] == "explanation"].set_index("feature")
     planted = main_rows.loc[MONEY]
-    assert sum(w in planted["explanation"] for w in MONEY_WORDS) >= 2, planted["explanation"]
+    # the words it "fires on" (the log-odds of the firing tokens against the silent windows) are money words
+    fires_on = re.findall(r"\u201c([^\u201d]+)\u201d", re.split(r", in passages|;", planted["explanation"])[0])
+    assert planted["explanation"].startswith("Fires on \u201c") and len(fires_on) >= 2, planted["explanation"]
+    assert set(fires_on) <= MONEY_WORDS, planted["explanation"]
     assert planted["embedding"] > 0.75 and planted["embedding_lo"] > 0.6
     assert planted["embedding_beats_baselines"]
     assert planted["embedding_vs_random_lo"] > 0 and planted["embedding_vs_class_lo"] > 0
