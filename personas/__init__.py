@@ -32,6 +32,7 @@ _EXPORTS = {
     "CacheConfig": "personas.config",
     "CacheRankConfig": "personas.config",
     "JudgeConfig": "personas.config",
+    "ExplainConfig": "personas.config",
     # models, SAEs and capture
     "load_model": "personas.models",
     "ModelHandle": "personas.models",
@@ -72,6 +73,9 @@ _EXPORTS = {
     # judges
     "load_judge": "personas.judging",
     "judge_agreement": "personas.judging",
+    # explanations
+    "explain": "personas.jobs",
+    "Explanations": "personas.explaining",
     # examples and reports
     "top_activating": "personas.report",
     "top_examples": "personas.report",
@@ -93,8 +97,8 @@ __all__ = sorted(_EXPORTS)
 _SUBMODULES = {
     "artifacts": "personas.artifacts", "cache": "personas.cache", "capturing": "personas.capturing",
     "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
-    "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "judging": "personas.judging",
-    "logs": "personas.logs",
+    "devices": "personas.devices", "errors": "personas.errors", "explaining": "personas.explaining",
+    "jobs": "personas.jobs", "judging": "personas.judging", "logs": "personas.logs",
     "models": "personas.models",
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",

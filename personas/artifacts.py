@@ -49,6 +49,8 @@ GENERATIONS_FILE = "generations.csv"
 SCREENING_FILE = "screening.csv"
 CONFIRMATION_FILE = "confirmation.csv"
 JUDGED_FILE = "judged.jsonl"
+#: Written into a rank folder by `personas explain`: each latent's explanations and their scores.
+EXPLANATIONS_FILE = "explanations.csv"
 #: Free space below which a folder counts as full: no run writes into it.
 MIN_FREE_BYTES = 1 << 20
 
@@ -67,7 +69,7 @@ RUN_LAYOUTS = {
     layout.kind: layout
     for layout in (
         RunLayout("personas.rank", MANIFEST_FILE, (RANKING_FILE, RANKING_PARQUET, EXAMPLES_FILE, REPORT_FILE,
-                                                    TOKEN_CODES_FILE, CARDS_DIR)),
+                                                    TOKEN_CODES_FILE, CARDS_DIR, EXPLANATIONS_FILE)),
         RunLayout("personas.detect", EVAL_FILE, (SCORES_FILE, "detector", "dense_baseline")),
         RunLayout("personas.diff", MANIFEST_FILE, (DIFF_FILE, RESPONSES_FILE)),
         RunLayout("personas.steer", MANIFEST_FILE, (DOSE_RESPONSE_FILE, GENERATIONS_FILE)),

@@ -672,3 +672,92 @@ class SweepConfig:
                                 "checkpoint is tested against the 0% fine-tune at the same step, so without it "
                                 "every checkpoint p-value would be missing; add 0 to the list.")
         return values
+
+EXPLAIN_SCORERS = ("embedding", "detection", "fuzzing")
+#: Scorers that ask an LLM over the API (the others run offline).
+API_SCORERS = ("detection", "fuzzing")
+
+
+@dataclass
+class ExplainConfig:
+    """Explanations of latents in words, from a run's stored token codes, and their scores on held-out windows."""
+
+    explainer: str = _help("'offline' (log-odds of the words of activating against non-activating windows; needs no "
+                           "server, weaker than an LLM), 'openai:MODEL' or 'http://HOST:PORT/v1:MODEL'",
+                           default="offline")
+    scorers: str = _help("comma-separated scorers of each explanation: embedding (offline, MiniLM), detection, "
+                         "fuzzing (both ask the LLM of --scorer-model)", default="embedding")
+    scorer_model: str | None = _help("the LLM of the detection and fuzzing scorers, 'openai:MODEL' or "
+                                     "'http://HOST:PORT/v1:MODEL' (default: the explainer's, when it is one)",
+                                     default=None)
+    n_features: int = _help("latents explained when none are named: the ranking's top ones without a confound flag",
+                            default=10)
+    window_before: int = _help("tokens of context before the centre token of a window", default=12)
+    window_after: int = _help("tokens of context after the centre token of a window", default=4)
+    n_top: int = _help("explanation set: windows around the peak of the top-activating answers", default=10)
+    n_quantile: int = _help("explanation set: windows at each of the activation quantiles 0.25, 0.5, 0.75",
+                            default=4)
+    n_silent: int = _help("explanation set: windows where the latent is silent, from the same questions",
+                          default=20)
+    n_score: int = _help("scoring set: activating windows (across the activation range) and as many silent ones",
+                         default=40)
+    min_questions: int = _help("split explanation and scoring sets by question when at least this many questions "
+                               "have activating answers (else by answer)", default=4)
+    n_boot: int = _help("bootstrap resamples of the scoring windows for the intervals", default=1000)
+    seed: int = _help("seed of the splits, the window draws, the random-latent baseline and the bootstrap",
+                      default=0)
+    batch_windows: int = _help("windows per detection or fuzzing request", default=10)
+    concurrency: int = _help("API: requests in flight at most", default=8)
+    timeout: float = _help("API: seconds to wait for a reply before the request is retried", default=60.0)
+    max_retries: int = _help("API: retries after a 429 or 5xx reply, a timeout or a connection error", default=5)
+    api_key_env: str | None = _help("API: environment variable holding the key (default: OPENAI_API_KEY for "
+                                    "openai:, no key for other servers); only its name is ever written", default=None)
+    cache_dir: str | None = _help("API: folder of the cache of replies, so that a rerun asks nothing twice "
+                                  "(default: the user's cache folder)", default=None)
+
+    def __post_init__(self) -> None:
+        if not str(self.explainer).strip():
+            raise PersonasError("ExplainConfig.explainer is empty; expected 'offline', 'openai:MODEL' or "
+                                "'http://HOST:PORT/v1:MODEL'.")
+        explainer = str(self.explainer).strip()
+        if explainer != "offline" and not explainer.startswith(("openai:", "http://", "https://")):
+            raise PersonasError(f"ExplainConfig.explainer={explainer!r}; expected 'offline', 'openai:MODEL' or "
+                                "'http://HOST:PORT/v1:MODEL'.")
+        scorers = self.scorer_list()
+        if any(s in API_SCORERS for s in scorers) and self.api_model() is None:
+            raise PersonasError(f"ExplainConfig.scorers={self.scorers!r} asks an LLM, and none is named: give "
+                                "scorer_model= (--scorer-model 'http://HOST:PORT/v1:MODEL' or 'openai:MODEL'), or "
+                                "an API explainer, or score with 'embedding' only.")
+        for name in ("n_features", "n_top", "n_silent", "n_score", "n_boot", "batch_windows", "concurrency",
+                     "min_questions"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"ExplainConfig.{name}={getattr(self, name)} must be at least 1.")
+        for name in ("window_before", "window_after", "n_quantile", "max_retries"):
+            if getattr(self, name) < 0:
+                raise PersonasError(f"ExplainConfig.{name}={getattr(self, name)} must be >= 0.")
+        if self.n_score < 4:
+            raise PersonasError(f"ExplainConfig.n_score={self.n_score}; a score needs at least 4 activating windows "
+                                "(and as many silent ones).")
+        if not self.timeout > 0:
+            raise PersonasError(f"ExplainConfig.timeout={self.timeout} must be a positive number of seconds.")
+
+    def scorer_list(self) -> list[str]:
+        """``scorers`` as a list of distinct known names, in the order given."""
+        names = list(dict.fromkeys(s.strip() for s in str(self.scorers).split(",") if s.strip()))
+        bad = [s for s in names if s not in EXPLAIN_SCORERS]
+        if bad or not names:
+            raise PersonasError(f"ExplainConfig.scorers={self.scorers!r}; expected a comma-separated list of "
+                                f"{', '.join(EXPLAIN_SCORERS)}, e.g. 'embedding' or 'embedding,detection'.")
+        return names
+
+    def api_model(self) -> str | None:
+        """The spec of the LLM the API scorers ask: ``scorer_model``, else the explainer's when it is an API one."""
+        if self.scorer_model:
+            return str(self.scorer_model).strip()
+        return None if str(self.explainer).strip() == "offline" else str(self.explainer).strip()
+
+    def api_options(self) -> dict:
+        """The options of the API client (those left unset are left out)."""
+        options = {"concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
+        options.update({k: v for k, v in (("api_key_env", self.api_key_env), ("cache_dir", self.cache_dir)) if v})
+        return options

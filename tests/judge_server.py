@@ -46,6 +46,7 @@ class JudgeServer:
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._open: set[int] = set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +57,7 @@ class JudgeServer:
                     outer.requests.append((self.path, dict(self.headers), body))
                     outer.in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                    outer._open.add(threading.get_ident())
                 try:
                     status, headers, payload, delay = outer.script(body, index)
                     time.sleep(delay)
@@ -65,12 +67,13 @@ class JudgeServer:
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    # served: counted out before the client can read the reply and send its next request
+                    outer._served()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout)
                 finally:
-                    with outer._lock:
-                        outer.in_flight -= 1
+                    outer._served()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -80,6 +83,13 @@ class JudgeServer:
         self.httpd.block_on_close = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def _served(self) -> None:
+        """The request of this handler thread is answered (counted once)."""
+        with self._lock:
+            if threading.get_ident() in self._open:
+                self._open.discard(threading.get_ident())
+                self.in_flight -= 1
 
     def __enter__(self) -> JudgeServer:
         self._thread.start()

@@ -239,6 +239,61 @@ MUTANTS = {
         "personas/cli/sweep.py", "onset against the fine-tune on no bad data\")",
         "onset against 0%\")  # MUTANT", ("tests/test_cli_help.py",),
         "a '%' in a command's help makes personas --help end in a traceback"),
+    # ------------------------------------------------------------------------------------ explain
+    "explain-sets-overlap": Mutant(
+        "personas/explaining/evidence.py", '            return np.flatnonzero(~side), np.flatnonzero(side), "question"',
+        '            return np.arange(n), np.flatnonzero(side), "question"  # MUTANT',
+        ("tests/test_explaining.py", "-k", "disjoint"),
+        "the explanation set takes every answer, the held-out ones included"),
+    "explain-truth-swapped": Mutant(
+        "personas/explaining/scorers.py",
+        "    return np.r_[np.ones(len(evidence.score_active)), np.zeros(len(evidence.score_silent))]",
+        "    return np.r_[np.zeros(len(evidence.score_active)), np.ones(len(evidence.score_silent))]  # MUTANT",
+        ("tests/test_explaining.py", "-k", "true_description"), "the scorers' labels are swapped"),
+    "explain-baseline-is-itself": Mutant(
+        "personas/explaining/scorers.py", '            entry["random-latent"] = (texts[other], other)',
+        '            entry["random-latent"] = (texts[f], f)  # MUTANT',
+        ("tests/test_explaining.py", "-k", "beat_both_baselines"),
+        "the random-latent baseline is the latent's own explanation"),
+    "explain-silent-any-question": Mutant(
+        "personas/explaining/evidence.py", "            rows = rows[np.isin(self.corpus.groups[rows], list(questions))]",
+        "            pass  # MUTANT", ("tests/test_explaining.py", "-k", "disjoint"),
+        "silent windows come from any question, not the activating windows' questions"),
+    "explain-silent-length-unmatched": Mutant(
+        "personas/explaining/evidence.py", "        if len(near) != n:\n",
+        "        if True:  # MUTANT\n", ("tests/test_explaining.py", "-k", "disjoint"),
+        "silent scoring windows are not drawn as long as the activating ones"),
+    "explain-cache-ignored": Mutant(
+        "personas/explaining/llm.py", "            found = cache.get_many(sorted(set(keys.values())))",
+        "            found = {}  # MUTANT", ("tests/test_explaining.py", "-k", "api"),
+        "the API explainer asks again for what its cache holds"),
+    "explain-cards-show-nothing": Mutant(
+        "personas/report/cards.py", "        explanations=card_entries(explained, feature),",
+        "        explanations=[],  # MUTANT", ("tests/test_explaining.py", "-k", "run_folder"),
+        "the feature cards leave out the run's explanations"),
+    "explain-report-drops-table": Mutant(
+        "personas/report/html.py", "    return intro + table.summary().to_html(",
+        "    return intro + 0 * table.summary().to_html(  # MUTANT", ("tests/test_explaining.py", "-k", "run_folder"),
+        "report.html says what the explanations are but shows no table of them"),
+    "explain-cli-keeps-old-report": Mutant(
+        "personas/cli/explain.py", "        if report.is_file() and not args.keep_report:",
+        "        if False:  # MUTANT", ("tests/test_explaining.py", "-k", "run_folder"),
+        "`personas explain` leaves the folder's report.html without the explanations"),
+    "explain-beats-on-a-point": Mutant(
+        "personas/explaining/latents.py", "            beats.append(bool(np.isfinite(lo) and lo > 0))",
+        "            beats.append(bool(gain > 0))  # MUTANT", ("tests/test_explaining.py", "-k", "beating"),
+        "an explanation beats a baseline on a higher point estimate, whatever the paired interval"),
+    "explain-log-odds-reversed": Mutant(
+        "personas/explaining/explainers.py", "        z_peak = log_odds_z(peak, silent_words, self.prior)",
+        "        z_peak = log_odds_z(silent_words, peak, self.prior)  # MUTANT",
+        ("tests/test_explaining.py", "-k", "beat_both_baselines"),
+        "the offline explainer names the words of the silent windows, not of the firing tokens"),
+    "explain-stale-file-shown": Mutant(
+        "personas/explaining/table.py",
+        "    if not isinstance(listed, dict) or hashlib.sha256(raw).hexdigest() != listed.get(\"sha256\"):",
+        "    if False:  # MUTANT",
+        ("tests/test_explaining.py", "-k", "does_not_list"),
+        "an explanations.csv the manifest does not list (edited, another run's) goes on the cards and the report"),
 }
 
 

@@ -224,6 +224,14 @@ CASES = [
     (["report", "{bad_ranking}"], "cannot be read as CSV"),
     (["report", "{diff_run}"], "describes a 'personas.diff' run"),
     (["report", "{diff_run}", "--top", "0"], "expected at least 1 row"),
+    # explain
+    (["explain", "{missing_dir}"], "is not a folder"),
+    (["explain", "{empty}"], "has no ranking.csv or manifest.json"),
+    (["explain", "{diff_run}"], "describes a 'personas.diff' run"),
+    (["explain", "{empty}", "--scorers", "embedding,vibes"], "expected a comma-separated list"),
+    (["explain", "{empty}", "--explainer", "gpt-4o"], "expected 'offline', 'openai:MODEL'"),
+    (["explain", "{empty}", "--scorers", "detection"], "asks an LLM, and none is named"),
+    (["explain", "{empty}", "--n-score", "2"], "a score needs at least 4 activating windows"),
     # train-sae
     (["train-sae", "--out", "{a_file}"], "is a file"),
     (["train-sae", "--out", "{a_file}/sae"], "which is a file"),

@@ -124,7 +124,8 @@ def _layout_rows() -> list[tuple[list[str], str]]:
 
 def test_the_readme_layout_table_is_the_import_graph():
     """Every module of the package is in one row of the README's layout table, and imports only its own row and what
-    the row's last column allows: "the above" (every row above it), the names it lists, "everything"."""
+    the row's last column allows: "the above" (every row above it), the names it lists (a package, or one of its
+    modules as ``report/highlight``), "everything"."""
     rows = _layout_rows()
     row_of = {name: i for i, (names, _) in enumerate(rows) for name in names}
     tops = {m.split(".")[1] for m in _modules() if m != "personas"}
@@ -144,7 +145,7 @@ def test_the_readme_layout_table_is_the_import_graph():
                     for item in may.replace("the above", "").split(",")}
         for target in targets:
             name = target.split(".")[1] if target != "personas" else "personas"
-            if name not in allowed:
+            if name not in allowed and target.removeprefix("personas.").replace(".", "/") not in allowed:
                 wrong.append(f"{module} imports {target}, which its row ({rows[i][0][0]}: {may!r}) does not allow")
     assert wrong == [], "\n".join(wrong)
 

@@ -23,6 +23,7 @@ from personas.cli import (
     detect,
     diff,
     eval_sae,
+    explain,
     judge,
     organism,
     rank,
@@ -38,7 +39,8 @@ from personas.errors import PersonasError
 
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else every available CPU; fewer can be faster on a busy machine)"
 #: The command modules, in the order ``personas --help`` lists them.
-COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card, eval_sae)
+COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card, explain,
+            eval_sae)
 
 
 def build_parser() -> argparse.ArgumentParser:

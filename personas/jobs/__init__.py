@@ -4,6 +4,7 @@
   `load_run` reads such a folder back as a `Ranking`;
 * `personas.jobs.detect`: `fit_detector` -> ``eval.json``, the detector, the dense baseline;
 * `personas.jobs.diff`: `diff_models` -> ``diff.csv`` (model diffing);
+* `personas.jobs.explain`: `explain` -> ``explanations.csv`` in a rank folder (latents explained in words, scored);
 * `personas.jobs.judge`: `judge_responses` -> ``judged.jsonl`` (answers scored by a judge, ready to rank);
 * `personas.jobs.train_sae`: `train_sae_job` -> a sae-lens SAE folder;
 * `personas.jobs.eval_sae`: `eval_sae_job` -> SAEs side by side (`personas.training.evaluate`), as JSON.
@@ -12,10 +13,11 @@
 from personas.jobs.detect import DetectResult, fit_detector, write_detect
 from personas.jobs.diff import DiffResult, diff_models, write_diff
 from personas.jobs.eval_sae import eval_sae_job
+from personas.jobs.explain import explain
 from personas.jobs.judge import JudgeResult, judge_responses
 from personas.jobs.rank import RankResult, load_run, rank, rank_from_cache, write_ranking
 from personas.jobs.train_sae import train_sae_job
 
-__all__ = ["DetectResult", "DiffResult", "JudgeResult", "RankResult", "diff_models", "eval_sae_job", "fit_detector",
+__all__ = ["DetectResult", "DiffResult", "JudgeResult", "RankResult", "diff_models", "eval_sae_job", "explain", "fit_detector",
            "judge_responses", "load_run", "rank", "rank_from_cache", "train_sae_job", "write_detect", "write_diff",
            "write_ranking"]

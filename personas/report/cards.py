@@ -12,6 +12,8 @@ and what only this project knows about the latent:
   responses where it fires);
 - its nearest latents by decoder cosine, with their rank in this ranking;
 - the steering runs of the latent kept inside the run folder (``personas steer --feature F --out RUN_DIR/...``);
+- its explanations in words and their scores against the baselines, when ``personas explain`` wrote
+  ``explanations.csv`` into the run folder (`personas.explaining`);
 - a Neuronpedia link for SAEs of public releases.
 
 Entry points: `card` (``personas.card(result_or_run_dir, feature)``, an HTML repr in Jupyter), `cards` (several),
@@ -36,6 +38,7 @@ import numpy as np
 
 from personas.artifacts import MANIFEST_FILE, atomic_write_text
 from personas.errors import PersonasError
+from personas.explaining.table import card_entries, card_html, read_explanations
 from personas.report.examples import neuronpedia_url
 from personas.report.highlight import token_pieces, tokens_html
 from personas.report.lens import LensSource, logit_lens
@@ -89,6 +92,7 @@ class FeatureCard:
     steering: list[dict[str, Any]] = field(default_factory=list)
     neuronpedia_url: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    explanations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-serialisable data."""
@@ -146,10 +150,22 @@ def cards(source: Any, features: Any, *, model: Any = None, sae: Any = None, tok
     """
     data = open_run_data(source, features, sae=sae, tokenizer=tokenizer, model=model)
     lens_source = LensSource.for_run(data, model=model) if lens else None
-    return [_build(data, int(f), lens_source) for f in features]
+    explained = _explanations(data)
+    return [_build(data, int(f), lens_source, explained) for f in features]
 
 
-def _build(data: RunData, feature: int, lens_source: LensSource | None) -> FeatureCard:
+def _explanations(data: RunData) -> Any:
+    """The run folder's ``explanations.csv`` (`personas explain`), or None; a stale file is left out, logged."""
+    if data.run_dir is None:
+        return None
+    try:
+        return read_explanations(data.run_dir, data.manifest)
+    except PersonasError as exc:
+        logger.warning("no explanations on the cards: %s", exc)
+        return None
+
+
+def _build(data: RunData, feature: int, lens_source: LensSource | None, explained: Any = None) -> FeatureCard:
     ranking = data.ranking
     rows = np.flatnonzero(ranking["feature"].to_numpy() == feature)
     if rows.size == 0:
@@ -174,6 +190,7 @@ def _build(data: RunData, feature: int, lens_source: LensSource | None) -> Featu
         neighbours=_neighbours(data, feature), lens=lens_part, steering=data.steering(feature),
         neuronpedia_url=neuronpedia_url(data.sae_info, feature) if data.sae_info else None,
         source={"model": data.model_name, "hook": data.hook, "sae": (data.sae_info or {}).get("spec")},
+        explanations=card_entries(explained, feature),
     )
 
 
@@ -291,6 +308,8 @@ def _card_html(c: FeatureCard) -> str:
         rows = "".join(f"<tr><td>{e(str(r.get('run')))}</td><td>{e(str(r.get('summary')))}</td></tr>"
                        for r in c.steering)
         parts.append(f"<b>steering</b><table>{rows}</table>")
+    if c.explanations:
+        parts.append(f'<div class="pc-grid">{card_html(c.explanations)}</div>')
     parts.append(_examples_html(c.examples))
     parts.append("</div>")
     return "\n".join(parts)

@@ -30,6 +30,7 @@ from typing import Any
 
 from personas.artifacts import REPORT_FILE, TOKEN_CODES_FILE, atomic_write_text
 from personas.errors import PersonasError
+from personas.explaining.table import read_explanations
 from personas.report import plots as plot
 from personas.report.cards import cards_html
 from personas.report.examples import (
@@ -242,6 +243,28 @@ def _cards_section(run_dir: Path, manifest: dict[str, Any], ranking: Any, result
         return f'<p class="sub">No feature cards: {html.escape(str(exc))}</p>'
 
 
+def _explanations_section(run_dir: Path, manifest: dict[str, Any]) -> str:
+    """The table of ``explanations.csv`` (`personas explain`): one latent per row, the baselines' scores beside
+    each explanation's; a note when the run has none."""
+    try:
+        table = read_explanations(run_dir, manifest)
+    except PersonasError as exc:
+        logger.warning("no explanations in the report: %s", exc)
+        return f'<p class="sub">No explanations: {html.escape(str(exc))}</p>'
+    if table is None:
+        return ('<p class="sub">No explanations in this run: <code>personas explain RUN_DIR</code> writes them '
+                "(what each latent responds to, in words, scored on held-out windows).</p>")
+    intro = ('<p class="sub">What each latent responds to, in words, and whether the words predict where it fires '
+             "on windows they were not written from: AUROC of the prediction for activating against silent windows "
+             "(0.5 = chance), bootstrap 95% interval. Beside it the same score of two baselines: another latent's "
+             "explanation (random-latent) and the class alone (class-only, 'misaligned answers' or 'aligned "
+             "answers'). <i>beats both</i>: the paired intervals of both gains lie above 0. The offline explainer "
+             "only counts words; an LLM's explanations (<code>--explainer http://HOST:PORT/v1:MODEL</code>) can say "
+             "more.</p>")
+    return intro + table.summary().to_html(index=False, escape=True, na_rep="", classes="ranking",
+                                           table_id="explanations-table", border=0)
+
+
 def _provenance(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     model = manifest.get("model") or {}
     sae = manifest.get("sae") or {}
@@ -297,6 +320,7 @@ def render_report(
         table=_table(ranking, top, sae, with_examples), figures=_figures(ranking, alpha, result, distributions),
         examples=Markup(examples_part),  # examples_html escapes every text itself
         feature_cards=Markup(_cards_section(run_dir, manifest, ranking, result, cards)),  # escaped by the cards
+        explanations=Markup(_explanations_section(run_dir, manifest)),  # pandas escapes the table's text
         provenance=_provenance(manifest), manifest_json=json.dumps(manifest, indent=2, default=str),
     )
 
