@@ -54,6 +54,11 @@ _EXPORTS = {
     "load_detector": "personas.detect",
     "auroc_with_ci": "personas.detect",
     "steer": "personas.steering",
+    # monitoring
+    "Monitor": "personas.monitoring",
+    "load_monitor": "personas.monitoring",
+    "MonitorConfig": "personas.config",
+    "ServeConfig": "personas.config",
     "steer_sweep": "personas.steering",
     "generate": "personas.steering",
     # caches
@@ -69,6 +74,7 @@ _EXPORTS = {
     "fit_detector": "personas.jobs",
     "diff_models": "personas.jobs",
     "judge_responses": "personas.jobs",
+    "calibrate_monitor": "personas.jobs",
     # examples and reports
     "top_activating": "personas.report",
     "top_examples": "personas.report",
@@ -91,7 +97,7 @@ _SUBMODULES = {
     "artifacts": "personas.artifacts", "cache": "personas.cache", "capturing": "personas.capturing",
     "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
     "devices": "personas.devices", "errors": "personas.errors", "jobs": "personas.jobs", "logs": "personas.logs",
-    "models": "personas.models",
+    "models": "personas.models", "monitoring": "personas.monitoring",
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
     # short names for the modules used most in notebooks

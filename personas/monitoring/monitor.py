@@ -232,12 +232,13 @@ class Monitor:
 
     def calibrate(self, prompts: Sequence[str], responses: Sequence[str], fpr: float = 0.01, *,
                   ci_level: float = 0.95, source: str | None = None, data_sha256: str | None = None,
-                  generated: dict[str, Any] | None = None) -> dict[str, Any]:
+                  generated: dict[str, Any] | None = None, verdicts: Sequence[Verdict] | None = None) -> dict[str, Any]:
         """Set the threshold at false-positive rate ``fpr`` on benign (prompt, response) pairs read through the
         model, and return the calibration record (also kept as ``calibration``). Answers without a token to score
-        are left out and counted. ``source``, ``data_sha256`` and ``generated`` (how the answers were made) go into
-        the record; the checksum defaults to one of the pairs themselves."""
-        verdicts = self.verdicts(prompts, responses)
+        are left out and counted. ``verdicts``: the pairs' verdicts when they are already known (answers this
+        monitor generated: their verdicts are the server's own). ``source``, ``data_sha256`` and ``generated`` (how
+        the answers were made) go into the record; the checksum defaults to one of the pairs themselves."""
+        verdicts = list(verdicts) if verdicts is not None else self.verdicts(prompts, responses)
         scores = np.array([v.score for v in verdicts if v.score is not None], dtype=np.float64)
         chosen = fpr_threshold(scores, fpr, ci_level)
         if data_sha256 is None:
@@ -253,7 +254,7 @@ class Monitor:
             "data": {"source": source, "sha256": data_sha256, "generated": generated},
             "model": self.model.model_id,
             "score_quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.5, 0.9, 0.95, 0.99)},
-            "benign_scores": [round(float(s), 6) for s in np.sort(scores)],
+            "benign_scores": [float(s) for s in np.sort(scores)],  # unrounded: threshold_at reads them again
         }
         return self.calibration
 

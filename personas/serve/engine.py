@@ -65,6 +65,7 @@ class Engine:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="personas-engine", daemon=True)
+        self._working = threading.Event()  # set while a batch or a scoring job runs
         self.batches = 0
 
     def start(self) -> Engine:
@@ -86,6 +87,15 @@ class Engine:
                 item.on_error(RuntimeError("the server is shutting down"))
             elif isinstance(item, tuple):
                 item[1].set_exception(RuntimeError("the server is shutting down"))
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until nothing waits and nothing runs; True when that happened within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._queue.qsize() or self._working.is_set():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     @property
     def depth(self) -> int:
@@ -124,24 +134,34 @@ class Engine:
                     item = self._queue.get(timeout=0.1)
                 except queue.Empty:
                     continue
-            if isinstance(item, tuple):
-                self._call(*item)
-                self._gauge()
-                continue
-            batch = [item]
-            deadline = time.monotonic() + self.window
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(nxt, tuple):  # a scoring job waits for the next turn
-                    held = nxt
-                    break
-                batch.append(nxt)
+            self._working.set()
+            try:
+                held = self._serve(item)
+            finally:
+                self._working.clear()
+
+    def _serve(self, item: Any) -> Any:
+        """Run one scoring job, or one batch started by ``item``; returns a scoring job met while collecting."""
+        if isinstance(item, tuple):
+            self._call(*item)
             self._gauge()
-            self._decode([job for job in batch if not job.cancelled.is_set()], batch)
+            return None
+        held = None
+        batch = [item]
+        deadline = time.monotonic() + self.window
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(nxt, tuple):  # a scoring job waits for the next turn
+                held = nxt
+                break
+            batch.append(nxt)
+        self._gauge()
+        self._decode([job for job in batch if not job.cancelled.is_set()], batch)
+        return held
 
     def _call(self, fn: Callable[[], Any], future: Future) -> None:
         if not future.set_running_or_notify_cancel():
