@@ -73,6 +73,44 @@ MUTANTS = {
         "personas/report/html.py", "    except PersonasError as exc:  # a ranking without",
         "    except Exception as exc:  # MUTANT  # a ranking without",
         ("tests/test_report.py", "-k", "every_plot"), "the HTML report drops any plot that fails"),
+    "monitor-ignores-threshold": Mutant(
+        "personas/monitoring/scorer.py", "flagged=bool(score >= threshold)",
+        "flagged=bool(score >= -1e9)  # MUTANT",
+        ("tests/test_monitoring.py", "-k", "detectors_own or watched"), "the monitor flags whatever the threshold"),
+    "monitor-pools-wrong": Mutant(
+        "personas/monitoring/scorer.py", "        if self.pool == \"mean\":\n            return scored.mean(axis=0)",
+        "        if self.pool == \"mean\":\n            return scored.max(axis=0)  # MUTANT",
+        ("tests/test_monitoring.py", "-k", "pools_as_it_was_fit"),
+        "the per-answer score pools the tokens otherwise than the detector was fit"),
+    "monitor-reads-the-wrong-row": Mutant(
+        "personas/monitoring/generation.py", "rows[r].feats.append(feats[i])",
+        "rows[r].feats.append(feats[0])  # MUTANT", ("tests/test_monitoring.py", "-k", "watched"),
+        "the activations read during generation go to the wrong answer of the batch"),
+    "fpr-threshold-flags-one-more": Mutant(
+        "personas/monitoring/thresholds.py", "allowed = math.floor(fpr * n + 1e-9)",
+        "allowed = math.floor(fpr * n + 1e-9) + 1  # MUTANT", ("tests/test_monitoring.py", "-k", "fpr_threshold"),
+        "the calibrated threshold flags more benign answers than the rate allows"),
+    "flagged-answers-not-logged": Mutant(
+        "personas/serve/record.py", "if self.events is not None and (flagged or self.log_answers == \"all\"):",
+        "if self.events is not None and self.log_answers == \"all\":  # MUTANT",
+        ("tests/test_serve.py", "-k", "cascade_and_event_log"), "flagged answers never reach the event log"),
+    "server-ignores-max-tokens-limit": Mutant(
+        "personas/serve/protocol.py", "elif not 1 <= max_tokens <= limits.max_tokens_limit:",
+        "elif not 1 <= max_tokens:  # MUTANT", ("tests/test_serve.py", "-k", "max_tokens"),
+        "a request may ask for more tokens than the server's limit"),
+    "server-without-auth": Mutant(
+        "personas/serve/app.py", "if key is not None and path not in OPEN_PATHS:", "if False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "api_key"), "the API key is never checked"),
+    "stream-drops-the-verdict": Mutant(
+        "personas/serve/app.py", "value.finish_reason, persona=persona))", "value.finish_reason, persona=None))  # MUTANT",
+        ("tests/test_serve.py", "-k", "plain_and_streamed"), "the last chunk of a stream lacks the persona verdict"),
+    "cancel-ignored": Mutant(
+        "personas/monitoring/generation.py", "if row.request.cancelled is not None and row.request.cancelled():",
+        "if False:  # MUTANT", ("tests/test_monitoring.py", "-k", "cancellation"),
+        "a client that left keeps its generation running"),
+    "no-batching": Mutant(
+        "personas/serve/engine.py", "        while len(batch) < self.max_batch:", "        while False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "batch_and_stream"), "concurrent requests are decoded one at a time"),
 }
 
 

@@ -62,8 +62,14 @@ def test_the_wheel_holds_the_shipped_files(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     sae = "personas/resources/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096/"
     for name in ("personas/resources/demo_responses.jsonl", sae + "cfg.json", sae + "sae_weights.safetensors",
-                 "personas/training/phrases.txt", "personas/report/templates/report.html.j2"):
+                 "personas/training/phrases.txt", "personas/report/templates/report.html.j2",
+                 "personas/serve/templates/dashboard.html.j2"):
         assert name in names, name
+    from personas.monitoring.monitor import DEFAULT_MONITOR
+
+    for part in ("detector.json", "detector.safetensors", "monitor.json", "calibration_answers.jsonl", "README.md",
+                 "DATA_LICENSE"):  # the shipped monitor, whole, with its data's licence
+        assert f"personas/resources/monitors/{DEFAULT_MONITOR}/{part}" in names, part
     from personas.saes import default_sae_path, shipped_saes
 
     # every shipped SAE (the SmolLM2 default and the earlier one kept by name) is in the wheel, whole

@@ -356,3 +356,20 @@ def test_cli_serve_answers_and_refuses_bad_options(planted, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+@pytest.mark.slow
+def test_smollm2_with_the_shipped_monitor(tmp_path):
+    """`personas serve` with no arguments: SmolLM2 and the shipped monitor, plain and streamed."""
+    state = build_state(ServeConfig(out=str(tmp_path / "serve"), max_tokens_limit=64))
+    assert state.served_name == "smollm2" and state.monitor.threshold_source == "fpr"
+    with ServerThread(state) as srv:
+        client = _client(srv)
+        text, persona, reply = _ask(client, "smollm2", seed=1)
+        assert text and reply.usage.completion_tokens >= 1
+        assert persona["threshold"] == pytest.approx(state.monitor.threshold)
+        assert len(persona["top_latents"]) == 5 and persona["n_tokens"] == len(persona["token_scores"]) >= 1
+        streamed, streamed_persona, _ = _ask(client, "smollm2", seed=1, stream=True)
+        assert streamed == text and streamed_persona["score"] == pytest.approx(persona["score"], abs=1e-4)
+        again = state.monitor.score(["what should i do about my money ?"], [text])
+        assert again["score"][0] == pytest.approx(persona["score"], abs=0.05)  # re-tokenized text, same reading
