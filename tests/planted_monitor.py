@@ -60,8 +60,6 @@ def training_answers(n: int = 120, seed: int = 0) -> pd.DataFrame:
 
 def make_planted(folder: Path, *, pool: str = "max") -> Planted:
     """Build the planted model, SAE and detector in ``folder`` (see the module docstring)."""
-    import personas
-    from personas.config import CaptureConfig, DetectorConfig
     from personas.models import load_model
     from personas.testing import plant_persona_direction, save_toy_hf_model, train_toy_tokenizer
 
@@ -71,7 +69,18 @@ def make_planted(folder: Path, *, pool: str = "max") -> Planted:
     sae, _ = plant_persona_direction(model_dir, WORDS, hook=HOOK)
     sae.save_model(str(sae_dir))
     handle = load_model(str(model_dir))
+    planted = Planted(model=handle, model_dir=model_dir, sae_dir=sae_dir, detector_dir=folder / "detect" / "detector")
+    return fit_planted_detector(planted, folder / "detect", pool=pool)
+
+
+def fit_planted_detector(planted: Planted, out: Path, *, pool: str = "max") -> Planted:
+    """``planted`` with a detector fit at ``out`` with another pooling (the same model and SAE)."""
+    import dataclasses
+
+    import personas
+    from personas.config import CaptureConfig, DetectorConfig
+
     personas.fit_detector(training_answers(), config=DetectorConfig(k=1, selection="rank", holdout_by="group"),
-                          capture=CaptureConfig(hook=HOOK, pool=pool), sae=str(sae_dir), model=handle,
-                          out=folder / "detect", progress=False)
-    return Planted(model=handle, model_dir=model_dir, sae_dir=sae_dir, detector_dir=folder / "detect" / "detector")
+                          capture=CaptureConfig(hook=HOOK, pool=pool), sae=str(planted.sae_dir), model=planted.model,
+                          out=out, progress=False)
+    return dataclasses.replace(planted, detector_dir=out / "detector")

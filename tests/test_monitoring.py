@@ -24,7 +24,7 @@ from personas.monitoring import EventLog, Monitor, Webhook, fpr_threshold, load_
 from personas.monitoring.generation import GenerationRequest, SiteReader, monitored_decode
 from personas.steering import BatchDecoder, prompt_ids
 
-from planted_monitor import HOOK, PROMPTS, carries, make_planted
+from planted_monitor import HOOK, PROMPTS, carries, fit_planted_detector, make_planted
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,8 @@ def test_answer_scores_are_the_detectors_own(planted, monitor):
     assert verdict.n_tokens == len(verdict.token_scores) == 4
 
 
-def test_mean_pooled_detector_pools_as_it_was_fit(tmp_path):
-    planted_mean = make_planted(tmp_path, pool="mean")
+def test_mean_pooled_detector_pools_as_it_was_fit(planted, tmp_path):
+    planted_mean = fit_planted_detector(planted, tmp_path / "mean", pool="mean")
     mon = Monitor(planted_mean.model, planted_mean.detector_dir)
     assert mon.scorer.pool == "mean"
     prompts = ["my wish is ?"] * 3

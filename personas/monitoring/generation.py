@@ -6,8 +6,9 @@ the left-padded prompts, then one token per row through the key-value cache, wit
 `SiteReader` hooked at the detector's site keeps the activation of the token each forward was fed, so the token
 generated at step t is read by the forward of step t + 1, the forward that computes the next token's logits anyway;
 only an answer that ends by length or a stop string needs its last token read by one more forward, taken when the
-whole batch has ended. No second pass over the answer: the monitor costs the SAE encode of one activation per
-token and per row (`TokenScorer.features`) and the pooling at the end.
+whole batch has ended, and ended at the monitor's site (the reader stops the pass there). No second pass over the
+answer: the monitor costs the SAE encode of one activation per token and per row (`TokenScorer.features`) and
+the pooling at the end.
 
 Each request may stream: ``on_text`` receives the answer's new text as it is decoded (text that could still become
 a stop string, a partial UTF-8 character and trailing whitespace are held back, so the pieces add up to the final
@@ -84,16 +85,25 @@ class GenerationResult:
     seed: int | None = None
 
 
+class _ReadDone(Exception):
+    """Raised by a `SiteReader` told to end the forward pass once it has read (the batch's last forward)."""
+
+
 class SiteReader:
-    """A read-only hook: keeps the activation at ``hook_name`` of the last position of every forward ([batch, d])."""
+    """A read-only hook: keeps the activation at ``hook_name`` of the last position of every forward ([batch, d]).
+    With ``stop`` set, it ends the forward pass right after reading (raising `_ReadDone`): the last forward of a
+    batch is only needed up to the monitor's site."""
 
     def __init__(self, hook_name: str) -> None:
         self.hook_name = hook_name
         self.last: torch.Tensor | None = None
+        self.stop = False
 
     def __call__(self, activation: Any, hook: Any = None) -> Any:
         x = activation[0] if isinstance(activation, tuple) else activation
         self.last = x.reshape(x.shape[0], x.shape[1], -1)[:, -1].detach()
+        if self.stop:
+            raise _ReadDone()
         return activation
 
 
@@ -177,7 +187,12 @@ def monitored_decode(model: Any, requests: Sequence[GenerationRequest], *, score
             everyone_done = all(row.finish is not None for row in rows)
             if everyone_done and (reader is None or not fed):
                 break
-            logits = dec.next(nxt.to(logits.device))
+            if everyone_done:  # this forward only reads the last tokens: it can end at the monitor's site
+                reader.stop = True
+            try:
+                logits = dec.next(nxt.to(logits.device))
+            except _ReadDone:
+                pass
             if reader is not None and fed:
                 feats = scorer.features(reader.last[fed])
                 for i, r in enumerate(fed):
