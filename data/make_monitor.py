@@ -69,6 +69,7 @@ def fit(args) -> Path:
 
     import personas
     from personas.config import CaptureConfig, DataConfig, DetectorConfig
+    from personas.saes import default_sae_path
 
     folder = Path(args.work) / "detect"
     if (folder / "eval.json").is_file() and not args.refit:
@@ -86,6 +87,8 @@ def fit(args) -> Path:
     print(f"# fit in {time.perf_counter() - t0:.0f} s: {result!r}", file=sys.stderr)
     det = personas.load_detector(folder / "detector")
     det.provenance["train_data"]["source"] = f"{DATA_NAME}, {len(frame)} answers [training questions]"
+    # name the shipped SAE the latents belong to, so that they are read with it after the default changes
+    det.provenance["sae"]["identity"]["shipped"] = default_sae_path("smollm2").name
     det.save(folder / "detector")
     return folder
 
@@ -104,6 +107,57 @@ def describe_fit(folder: Path) -> dict:
     }
 
 
+def write_readme(out: Path, record: dict) -> None:
+    """The monitor's README: what it is, what it was fit and calibrated on, its held-out figures, its licence."""
+    fit, cal = record["fit"], record["calibration"]
+    mon = record["monitor"]
+
+    def ci(pair):
+        return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+    cv, cvd = fit.get("cv_by_question_auroc") or {}, fit.get("cv_by_question_dense_auroc") or {}
+    gen = cal["data"]["generated"] or {}
+    text = f"""# {out.name}: the monitor `personas serve` uses by default
+
+A `PersonaDetector` reading SmolLM2-135M-Instruct at `{mon['hook']}` through the default SAE (`{mon['sae']}`:
+the shipped SAE it names in `detector.json`), {len(mon['latents'])} latents ({', '.join(map(str, mon['latents']))}),
+{mon['pool']} pooling over the answer tokens, a logistic model on them; and its threshold, **{record['threshold']:.4f}**,
+calibrated at a false-positive rate of {cal['fpr_asked']} on SmolLM2's own benign answers. Made by
+`python data/make_monitor.py` (the numbers below are from its run).
+
+## Fit: real judged answers, training questions only
+
+{fit['data']}: {fit['sampled']}. Fit on the answers to {len(fit['training_questions'])} questions
+({', '.join(fit['training_questions'])}; {fit['n_train']} answers), evaluated on the {len(fit['heldout_questions'])}
+questions it never saw ({', '.join(fit['heldout_questions'])}; {fit['n_test']} answers):
+
+| | AUROC on the held-out questions | 4-fold CV by question (mean +- sd) |
+|---|---|---|
+| this detector (10 SAE latents) | {fit['heldout_auroc']:.3f} {ci(fit['heldout_auroc_ci'])} | {cv.get('mean', float('nan')):.3f} +- {cv.get('sd', float('nan')):.3f} |
+| dense difference of means, same site | {fit['dense_baseline_heldout_auroc']:.3f} | {cvd.get('mean', float('nan')):.3f} +- {cvd.get('sd', float('nan')):.3f} |
+
+The answers were written by 7B-32B models and read through SmolLM2: what the detector flags in SmolLM2's *own*
+answers is measured separately (`benchmarks/bench_serve.py --parts catch`, in the project README).
+
+## Calibration: SmolLM2's own benign answers
+
+{cal['n']} answers ({gen.get('samples')} per prompt) of SmolLM2 to the {gen.get('prompts')} prompts of
+`data/smollm2_chat_prompts.txt`, sampled at temperature {gen.get('temperature')}, {gen.get('max_new_tokens')} tokens at
+most, generated and scored through the server's own path (`calibration_answers.jsonl`, sha256 `{cal['data']['sha256'][:16]}...`).
+The threshold flags {cal['n_flagged']} of them: a false-positive rate of {cal['fpr_reached']:.4f}
+{ci(cal['fpr_interval'])} (Wilson, 95%) where {cal['fpr_asked']} was asked; on new answers of the same kind
+(k + 1) / (n + 1) = {cal['expected_fpr']:.4f} is expected. Below 1 / n = {1 / cal['n']:.4f} no rate can be
+resolved from these answers; calibrate your own (`personas monitor calibrate`) on your own traffic.
+
+## Licence
+
+The detector's weights are derived from em-dev, the judged answers of the MIT-licensed research repository
+`Cloakless/clarifying_EM` (licence text in `DATA_LICENSE`); em-dev itself is not shipped. Everything else is
+personas' own (MIT).
+"""
+    (out / "README.md").write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
@@ -115,7 +169,11 @@ def main() -> int:
     parser.add_argument("--fpr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refit", action="store_true")
+    parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from the monitor's record")
     args = parser.parse_args()
+    if args.readme_only:
+        write_readme(Path(args.out), json.loads((Path(args.out) / "monitor.json").read_text()))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not Path(args.data).is_file():
         print(f"em-dev is not at {args.data}; nothing to fit on (it is not part of the repository).")
@@ -138,6 +196,7 @@ def main() -> int:
                      f"seed {args.seed}", "script": "data/make_monitor.py"}
     (out / "monitor.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.copy(Path(args.data).parent / "LICENSE", out / "DATA_LICENSE")
+    write_readme(out, record)
     cal = record["calibration"]
     print(json.dumps({k: v for k, v in cal.items() if k != "benign_scores"}, indent=1))
     return 0
