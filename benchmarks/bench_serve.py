@@ -8,11 +8,13 @@ Everything runs on 127.0.0.1, in this process (`personas.serve.ServerThread`) ex
 same machine and model; the numbers go to ``benchmarks/results/serve.json`` (merged part by part) and are printed.
 
 * ``overhead``: two servers over the *same* loaded model, one with the monitor and one without; ``--clients``
-  requests at once (greedy, the same prompts, ``--tokens`` tokens), alternating which server goes first, ``--reps``
-  times. tokens/s with the monitor / without, per repetition (median and range); greedy answers are identical with
-  and without (checked), so both decode the same tokens. The same ratio without HTTP (`monitored_decode` with and
-  without the scorer, one batch) beside it.
-* ``batching``: the same requests one at a time, then all at once; tokens/s of the concurrent run / the sequential.
+  requests at once (greedy, the same prompts, ``--tokens`` tokens; a 500 ms batch window, so that each round is one
+  batch on both servers: checked), alternating which server goes first, ``--reps`` times. tokens/s with the monitor / without, per repetition (median and range); greedy answers are identical with
+  and without (checked), so both decode the same tokens. Besides wall-clock tokens/s, tokens per CPU-second of this
+  process (server, engine and clients together), which other programs on a shared machine disturb far less. The
+  same ratios without HTTP (`monitored_decode` with and without the scorer, one batch) beside them.
+* ``batching``: the same requests one at a time, then all at once, with the default batch window; tokens/s of the
+  concurrent run / the sequential, and how many batches the concurrent requests took.
 * ``load``: ``--clients`` clients for ``--load-seconds`` seconds, each sending requests in a loop (a third streamed,
   random lengths up to ``--tokens``, sampled), and one client sending a malformed or an oversized request between
   its good ones; a webhook that never answers is configured and every answer is logged. Counted: requests sent,
@@ -126,7 +128,7 @@ def state_for(handle, monitor, out, **options):
     from personas.serve import build_state
 
     config = ServeConfig(out=str(out), monitor="none", max_tokens_limit=512, max_batch=options.pop("max_batch", 8),
-                         batch_window_ms=options.pop("window", 20.0), **options)
+                         batch_window_ms=options.pop("window", ServeConfig.batch_window_ms), **options)
     return build_state(config, model=handle, monitor=monitor)
 
 
@@ -141,40 +143,50 @@ def part_overhead(args, handle, monitor, tmp):
     from personas.steering import prompt_ids
 
     prompts = (PROMPTS * 4)[:args.clients]
-    on = ServerThread(state_for(handle, monitor, tmp / "on")).start()
-    off = ServerThread(state_for(handle, None, tmp / "off")).start()
+    # a wide window, so that every round is one batch of all the requests on both servers (checked below)
+    on = ServerThread(state_for(handle, monitor, tmp / "on", window=500.0)).start()
+    off = ServerThread(state_for(handle, None, tmp / "off", window=500.0)).start()
     name = on.state.served_name
     concurrent(on.url, name, prompts[:2], 4)  # warm up both
     concurrent(off.url, name, prompts[:2], 4)
-    ratios, rates, same = [], {"on": [], "off": []}, True
+    ratios, cpu_ratios, rates, same = [], [], {"on": [], "off": []}, True
+    cpu = {"on": [], "off": []}
+    batches = (on.state.engine.batches, off.state.engine.batches)
     for rep in range(args.reps):
         order = [("on", on), ("off", off)] if rep % 2 == 0 else [("off", off), ("on", on)]
         got = {}
         for label, srv in order:
+            cpu0 = time.process_time()
             wall, replies = concurrent(srv.url, name, prompts, args.tokens)
             tokens = sum(r[2] for r in replies)
             rates[label].append(tokens / wall)
+            cpu[label].append(tokens / (time.process_time() - cpu0))  # tokens per CPU-second of this process
             got[label] = [r[1] for r in replies]
         same &= got["on"] == got["off"]
         ratios.append(rates["on"][-1] / rates["off"][-1])
+        cpu_ratios.append(cpu["on"][-1] / cpu["off"][-1])
         print(f"overhead rep {rep}: on {rates['on'][-1]:.1f} tok/s, off {rates['off'][-1]:.1f} tok/s, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
+              f"ratio {ratios[-1]:.3f}; per CPU-second ratio {cpu_ratios[-1]:.3f}", flush=True)
+    one_batch = (on.state.engine.batches - batches[0], off.state.engine.batches - batches[1]) == (args.reps,) * 2
     on.stop()
     off.stop()
     ids = prompt_ids(handle, prompts, max_new_tokens=args.tokens)
-    direct = []
+    direct, direct_cpu = [], []
     for rep in range(args.reps):
-        walls = {}
+        walls, cpus = {}, {}
         for label in (("on", "off") if rep % 2 == 0 else ("off", "on")):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 monitored_decode(handle, [GenerationRequest(row, args.tokens) for row in ids],
                                  scorer=monitor.scorer if label == "on" else None, threshold=monitor.threshold)
-            walls[label] = time.perf_counter() - t0
+            walls[label], cpus[label] = time.perf_counter() - t0, time.process_time() - c0
         direct.append(walls["off"] / walls["on"])
+        direct_cpu.append(cpus["off"] / cpus["on"])
     return {"clients": len(prompts), "tokens": args.tokens, "reps": args.reps, "identical_answers": same,
+            "one_batch_per_round": one_batch,
             "server_tokens_per_s_on": summary(rates["on"]), "server_tokens_per_s_off": summary(rates["off"]),
-            "ratio_on_off": summary(ratios), "decode_ratio_on_off": summary(direct)}
+            "ratio_on_off": summary(ratios), "cpu_ratio_on_off": summary(cpu_ratios),
+            "decode_ratio_on_off": summary(direct), "decode_cpu_ratio_on_off": summary(direct_cpu)}
 
 
 def part_batching(args, handle, monitor, tmp):

@@ -712,8 +712,8 @@ class ServeConfig:
     served_name: str | None = _help("the model name clients send and /v1/models lists (default: the --model value)",
                                     default=None)
     max_batch: int = _help("requests decoded together at most", default=8)
-    batch_window_ms: float = _help("how long the first waiting request waits for others to share its batch",
-                                   default=10.0)
+    batch_window_ms: float = _help("how long the first waiting request waits for others to share its batch (clients "
+                                   "that send at once reach the server tens of milliseconds apart)", default=50.0)
     max_queue: int = _help("requests waiting at most; more are answered 503 with Retry-After", default=64)
     max_body_bytes: int = _help("largest request body accepted (413 above)", default=1_000_000)
     max_messages: int = _help("most messages in one chat request", default=64)

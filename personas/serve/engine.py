@@ -55,7 +55,7 @@ class Engine:
     ``metrics`` (a `personas.serve.metrics.Metrics`) gets batch sizes and the queue depth.
     """
 
-    def __init__(self, model: Any, monitor: Any = None, *, max_batch: int = 8, window_ms: float = 10.0,
+    def __init__(self, model: Any, monitor: Any = None, *, max_batch: int = 8, window_ms: float = 50.0,
                  max_queue: int = 64, metrics: Any = None) -> None:
         self.model, self.monitor, self.metrics = model, monitor, metrics
         hooks = [monitor.scorer.hook] if monitor is not None else []
