@@ -328,6 +328,17 @@ def test_a_client_that_leaves_stops_its_generation(server, monkeypatch):
     assert state.recorder.n_answers == answers  # a cancelled answer is not recorded
 
 
+def test_the_shipped_monitor_refuses_another_model_and_a_foreign_folder(planted, tmp_path):
+    from personas.errors import PersonasError
+
+    with pytest.raises(PersonasError, match="--monitor none"):
+        build_state(ServeConfig(out=str(tmp_path / "a")), model=planted.model)  # monitor="default"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps({"kind": "personas.rank"}))
+    with pytest.raises(PersonasError, match="not a server's record"):
+        build_state(ServeConfig(out=str(tmp_path / "b"), monitor="none"), model=planted.model)
+
+
 # ------------------------------------------------------------------------------------------------ command line
 
 

@@ -30,12 +30,12 @@ from typing import Any
 
 from personas.artifacts import MANIFEST_FILE, check_output_dir, manifest_header, write_json
 from personas.config import ServeConfig
-from personas.errors import ModelLoadError, PersonasError, SiteMismatchError
+from personas.errors import ModelLoadError, PersonasError
 from personas.judging import load_judge
 from personas.logs import quiet_third_party
 from personas.models import ModelHandle, load_model
 from personas.monitoring import EventLog, Monitor, Webhook
-from personas.offline_models import offline_model
+from personas.offline_models import SMOLLM2_ID, offline_model
 from personas.organism.adapter import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
@@ -139,15 +139,13 @@ def build_state(config: ServeConfig, *, model: Any = None, monitor: Any = None, 
         model, base = load_served_model(config.model, device=config.device, dtype=config.dtype)
     handle = model if isinstance(model, ModelHandle) else load_model(model)
     if monitor is None and config.monitor != "none":
+        watched = base or handle.model_id
+        if config.monitor == "default" and not same_model(watched, SMOLLM2_ID) and not config.allow_model_mismatch:
+            raise PersonasError(f"the shipped monitor watches SmolLM2-135M-Instruct ({SMOLLM2_ID}), not "
+                                f"{handle.model_id!r}. Pass --monitor DIR (a detector fit on this model: `personas "
+                                "detect --out`, then `personas monitor calibrate`), or --monitor none.")
         allow = config.allow_model_mismatch or base is not None
-        try:
-            monitor = Monitor(handle, config.monitor, allow_model_mismatch=allow)
-        except SiteMismatchError as exc:
-            if config.monitor != "default":
-                raise
-            raise PersonasError(f"the shipped monitor watches SmolLM2-135M-Instruct; it cannot watch "
-                                f"{handle.model_id!r} ({exc}). Pass --monitor DIR (a detector fit on this model: "
-                                "`personas detect --out`, then `personas monitor calibrate`), or --monitor none.") from None
+        monitor = Monitor(handle, config.monitor, allow_model_mismatch=allow)
         if base is not None and not config.allow_model_mismatch and not same_model(base, monitor.fit_model):
             raise PersonasError(f"the monitor was fit on {monitor.fit_model!r}, but {config.model!r} adapts "
                                 f"{base!r}; pass a monitor of that model, or --allow-model-mismatch.")
