@@ -98,14 +98,14 @@ def ask(client, url, model, prompt, tokens, *, seed=0, temperature=0.0, stream=F
     return 200, "".join(text), n, persona, cid
 
 
-def concurrent(url, model, prompts, tokens, *, temperature=0.0, seeds=None):
-    """Send every prompt at once; (wall seconds, replies)."""
+def concurrent(url, model, prompts, tokens, *, temperature=0.0, seeds=None, workers=None):
+    """Send every prompt at once (or ``workers`` at a time); (wall seconds, replies)."""
     import httpx
 
     seeds = seeds or list(range(len(prompts)))
     with httpx.Client(timeout=600) as client:
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(len(prompts)) as pool:
+        with ThreadPoolExecutor(workers or len(prompts)) as pool:
             replies = list(pool.map(lambda i: ask(client, url, model, prompts[i], tokens, seed=seeds[i],
                                                   temperature=temperature), range(len(prompts))))
         return time.perf_counter() - t0, replies
@@ -404,7 +404,9 @@ def part_catch(args, handle, monitor, tmp):
         jobs = [(r, s) for s in range(args.catch_samples) for r in rows]
         t0 = time.perf_counter()
         _, replies = concurrent(srv.url, srv.state.served_name, [r["prompt"] for r, _ in jobs], args.catch_tokens,
-                                temperature=0.7, seeds=[1000 * s + i for i, (_, s) in enumerate(jobs)])
+                                temperature=0.7, seeds=[1000 * s + i for i, (_, s) in enumerate(jobs)], workers=16)
+        if any(r[0] != 200 for r in replies):
+            raise SystemExit(f"catch: {sum(r[0] != 200 for r in replies)} requests failed: {[r[0] for r in replies]}")
         print(f"catch: {label} answered {len(jobs)} in {time.perf_counter() - t0:.0f} s", flush=True)
         srv.stop()
         for (r, s), (_status, text, n, persona, _) in zip(jobs, replies, strict=True):
