@@ -99,3 +99,17 @@ def test_installed_wheel_ranks_the_demo_from_another_folder(installed, tmp_path)
     assert manifest["sae"]["spec"] == "default" and manifest["data"]["n_rows_read"] == 706
     _run([str(venv / "bin" / "personas"), "report", "run"], cwd=elsewhere)  # its template is package data too
     assert 'id="ranking-table"' in (elsewhere / "run" / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_dev_extra_holds_every_other_extra():
+    """`make install` installs ``.[dev]`` only: every other extra (the server's among them) must be in it, or the
+    tests of what needs that extra are skipped in CI instead of run."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    dev = set(extras["dev"])
+    for name, requirements in extras.items():
+        assert set(requirements) <= dev, f"the {name} extra's {sorted(set(requirements) - dev)} are not in dev"
+    assert {"openai>=1.40", "httpx>=0.27"} <= dev  # the server's tests use both clients
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert '-e ".[dev]"' in makefile

@@ -18,9 +18,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pandas as pd
 import pytest
+
+# the serve extra and the clients of the tests (all in the dev extra): without them these tests are skipped
+pytest.importorskip("fastapi", reason='the server needs the serve extra: pip install "personas[serve]"')
+pytest.importorskip("uvicorn", reason='the server needs the serve extra: pip install "personas[serve]"')
+pytest.importorskip("prometheus_client", reason='the server needs the serve extra: pip install "personas[serve]"')
+pytest.importorskip("httpx", reason="the server's tests send requests with httpx (pip install httpx)")
+pytest.importorskip("openai", reason="the server's tests use the official openai client (pip install openai)")
+
+import httpx
+import openai
 
 from personas.config import ServeConfig
 from personas.monitoring import Monitor, read_events
@@ -28,7 +37,6 @@ from personas.serve import ServerThread, build_state
 
 from planted_monitor import carries, make_planted
 
-openai = pytest.importorskip("openai")
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 KEY = "sk-personas-test-Zq81xLw0"
 

@@ -17,6 +17,7 @@ port of 127.0.0.1 by default), for notebooks, tests and benchmarks.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -59,6 +60,8 @@ __all__ = ["EVENTS_FILE", "ServerThread", "build_state", "is_organism_adapter", 
 
 EVENTS_FILE = "events.jsonl"
 SERVE_KIND = "personas.serve"
+#: What the ``serve`` extra installs (``pip install "personas[serve]"``): the ASGI app, its server, the metrics.
+SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
 
 
 def is_organism_adapter(folder: str | os.PathLike) -> bool:
@@ -114,10 +117,24 @@ def _port_free(host: str, port: int) -> None:
                                 "stop what uses it.") from None
 
 
+def require_serve_extra() -> None:
+    """Raise a `PersonasError` naming what to install when a package of the ``serve`` extra is missing."""
+    missing = []
+    for name in SERVE_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise PersonasError(f"personas serve needs {', '.join(missing)} (the serve extra), which is not installed; "
+                            "install it with `pip install \"personas[serve]\"`.")
+
+
 def build_state(config: ServeConfig, *, model: Any = None, monitor: Any = None, judge: Any = None,
                 api_key: str | None = None) -> ServerState:
     """Everything a server holds, from ``config`` (``model``, ``monitor`` and ``judge`` may be given loaded;
     ``api_key`` overrides ``config.api_key_env``)."""
+    require_serve_extra()  # before a model loads
     out = check_output_dir(config.out)
     manifest_path = out / MANIFEST_FILE
     if manifest_path.is_file():
