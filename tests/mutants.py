@@ -111,6 +111,22 @@ MUTANTS = {
     "no-batching": Mutant(
         "personas/serve/engine.py", "        while len(batch) < self.max_batch:", "        while False:  # MUTANT",
         ("tests/test_serve.py", "-k", "batch_and_stream"), "concurrent requests are decoded one at a time"),
+    "body-limit-only-by-header": Mutant(
+        "personas/serve/app.py", "        if len(body) > limit:", "        if False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "without_its_length"),
+        "a body sent without Content-Length is read whole, whatever its size"),
+    "dashboard-unescaped": Mutant(
+        "personas/serve/dashboard.py", "autoescape=True,", "autoescape=False,  # MUTANT",
+        ("tests/test_serve.py", "-k", "dashboard_escapes"), "model-written text reaches the dashboard unescaped"),
+    "shipped-monitor-watches-any-model": Mutant(
+        "personas/serve/server.py",
+        "if config.monitor == \"default\" and not same_model(watched, SMOLLM2_ID) and not config.allow_model_mismatch:",
+        "if False:  # MUTANT", ("tests/test_serve.py", "-k", "shipped_monitor_refuses"),
+        "the shipped monitor, fit on SmolLM2, is applied to any model served"),
+    "serve-extra-unchecked": Mutant(
+        "personas/serve/server.py", "    require_serve_extra()  # before a model loads", "    pass  # MUTANT",
+        ("tests/test_cli_errors.py", "-k", "without_its_extra"),
+        "personas serve without fastapi ends in a traceback, not a message naming the extra"),
 }
 
 

@@ -186,6 +186,20 @@ def test_other_bad_requests_and_the_server_stays_up(server):
     assert text and persona is not None
 
 
+def test_an_oversized_body_without_its_length_is_refused_as_it_streams(server):
+    """A chunked body names no Content-Length: the server counts the bytes as they come and stops at its limit."""
+
+    def pieces():
+        yield b'{"model": "'
+        for _ in range(30):
+            yield b"a" * 1_000
+        yield b'"}'
+
+    reply = httpx.post(server.url + "/v1/chat/completions", content=pieces(), timeout=30)
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "request_too_large", reply.text
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+
+
 def test_metrics_parse_as_prometheus_text(server):
     from prometheus_client.parser import text_string_to_metric_families
 
