@@ -74,8 +74,8 @@ MUTANTS = {
         "    except Exception as exc:  # MUTANT  # a ranking without",
         ("tests/test_report.py", "-k", "every_plot"), "the HTML report drops any plot that fails"),
     "monitor-ignores-threshold": Mutant(
-        "personas/monitoring/scorer.py", "flagged=bool(score >= threshold)",
-        "flagged=bool(score >= -1e9)  # MUTANT",
+        "personas/monitoring/scorer.py", "flagged=bool(score >= threshold), threshold=float(threshold),",
+        "flagged=bool(score >= -1e9), threshold=float(threshold),  # MUTANT",
         ("tests/test_monitoring.py", "-k", "detectors_own or watched"), "the monitor flags whatever the threshold"),
     "monitor-pools-wrong": Mutant(
         "personas/monitoring/scorer.py", "        if self.pool == \"mean\":\n            return scored.mean(axis=0)",
