@@ -394,7 +394,7 @@ def test_cli_serve_answers_and_refuses_bad_options(planted, tmp_path):
 @pytest.mark.slow
 def test_smollm2_with_the_shipped_monitor(tmp_path):
     """`personas serve` with no arguments: SmolLM2 and the shipped monitor, plain and streamed."""
-    state = build_state(ServeConfig(out=str(tmp_path / "serve"), max_tokens_limit=64))
+    state = build_state(ServeConfig(out=str(tmp_path / "serve"), max_tokens_limit=64, default_max_tokens=32))
     assert state.served_name == "smollm2" and state.monitor.threshold_source == "fpr"
     with ServerThread(state) as srv:
         client = _client(srv)
