@@ -55,6 +55,11 @@ _EXPORTS = {
     "load_detector": "personas.detect",
     "auroc_with_ci": "personas.detect",
     "steer": "personas.steering",
+    # monitoring
+    "Monitor": "personas.monitoring",
+    "load_monitor": "personas.monitoring",
+    "MonitorConfig": "personas.config",
+    "ServeConfig": "personas.config",
     "steer_sweep": "personas.steering",
     "generate": "personas.steering",
     # caches
@@ -76,6 +81,7 @@ _EXPORTS = {
     # explanations
     "explain": "personas.jobs",
     "Explanations": "personas.explaining",
+    "calibrate_monitor": "personas.jobs",
     # examples and reports
     "top_activating": "personas.report",
     "top_examples": "personas.report",
@@ -99,7 +105,7 @@ _SUBMODULES = {
     "cli": "personas.cli", "config": "personas.config", "data": "personas.data", "detect": "personas.detect",
     "devices": "personas.devices", "errors": "personas.errors", "explaining": "personas.explaining",
     "jobs": "personas.jobs", "judging": "personas.judging", "logs": "personas.logs",
-    "models": "personas.models",
+    "models": "personas.models", "monitoring": "personas.monitoring",
     "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
     # short names for the modules used most in notebooks

@@ -78,6 +78,9 @@ RUN_LAYOUTS = {
         # the screen's cached base answers (base_answers.jsonl) are kept from run to run on purpose
         RunLayout("personas.screen", MANIFEST_FILE, ("screen.csv",)),
         RunLayout("personas.sweep", MANIFEST_FILE, ("sweep.csv", "onset.csv", "answers.jsonl", "sweep.png")),
+        # a calibrated monitor: the detector's files beside its calibration record (personas.monitoring)
+        RunLayout("personas.monitor", "monitor.json", ("detector.json", "detector.safetensors",
+                                                       "calibration_answers.jsonl")),
     )
 }
 

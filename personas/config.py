@@ -761,3 +761,112 @@ class ExplainConfig:
         options = {"concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries}
         options.update({k: v for k, v in (("api_key_env", self.api_key_env), ("cache_dir", self.cache_dir)) if v})
         return options
+
+#: What the server's event log records: the flagged answers only, or every answer.
+LOG_ANSWERS = ("flagged", "all")
+
+
+@dataclass
+class MonitorConfig:
+    """How a monitor's threshold is calibrated: at a false-positive rate on benign answers, read through the
+    served model exactly as the server reads its own answers."""
+
+    fpr: float = _help("false-positive rate asked for on the benign answers: the threshold flags at most this share "
+                       "of them", default=0.01)
+    model: str | None = _help("the served model (a name, folder, PEFT or organism adapter); default: the model the "
+                              "detector was fit on", default=None)
+    samples: int = _help("answers generated per benign prompt when the file has prompts and no responses",
+                         default=1)
+    max_new_tokens: int = _help("tokens generated per benign answer (prompts-only files)", default=64)
+    temperature: float = _help("sampling temperature of the generated benign answers (0: greedy)", default=0.7)
+    seed: int = _help("seed of the generated benign answers", default=0)
+    batch_size: int = _help("answers decoded or read together", default=16)
+    ci_level: float = _help("coverage of the interval of the false-positive rate reached (Wilson)", default=0.95)
+    allow_model_mismatch: bool = _help("read the detector's site on a model other than the one it was fit on "
+                                       "(a fine-tune of it); the site and width must still match", default=False)
+    device: str = _help("cpu, cuda, cuda:N, mps or auto", default="cpu")
+    dtype: str = _help("float32, bfloat16, float16 or auto", default="float32")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fpr < 1.0:
+            raise PersonasError(f"MonitorConfig.fpr={self.fpr}; expected a rate strictly between 0 and 1, e.g. 0.01.")
+        for name in ("samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"MonitorConfig.{name}={getattr(self, name)} must be at least 1.")
+        if self.temperature < 0:
+            raise PersonasError(f"MonitorConfig.temperature={self.temperature} must be >= 0 (0 = greedy).")
+        if not 0.0 < self.ci_level < 1.0:
+            raise PersonasError(f"MonitorConfig.ci_level={self.ci_level} must be strictly between 0 and 1.")
+
+
+@dataclass
+class ServeConfig:
+    """The OpenAI-compatible server: what it serves and watches, where it listens, its limits and its alerts."""
+
+    model: str = _help("the served causal chat model: 'smollm2' (default), a folder, a hub id, a PEFT adapter folder "
+                       "or an organism adapter folder (adapter.safetensors)", default=DEFAULT_MODEL)
+    monitor: str = _help("'default' (the shipped monitor for SmolLM2), a monitor folder (`personas monitor "
+                         "calibrate --out`), a detector folder (its training threshold), or 'none'",
+                         default="default")
+    host: str = _help("address to bind; 127.0.0.1 serves this machine only (0.0.0.0: every interface)",
+                      default="127.0.0.1")
+    port: int = _help("TCP port (0: any free port, printed at start)", default=8000)
+    api_key_env: str | None = _help("environment variable holding the bearer token every endpoint but /health "
+                                    "requires; only its name is ever written", default=None)
+    out: str = _help("folder of the server's record: events.jsonl (flagged answers, judge verdicts) and "
+                     "manifest.json", default="runs/serve")
+    served_name: str | None = _help("the model name clients send and /v1/models lists (default: the --model value)",
+                                    default=None)
+    max_batch: int = _help("requests decoded together at most", default=8)
+    batch_window_ms: float = _help("how long the first waiting request waits for others to share its batch (clients "
+                                   "that send at once reach the server tens of milliseconds apart)", default=50.0)
+    max_queue: int = _help("requests waiting at most; more are answered 503 with Retry-After", default=64)
+    max_body_bytes: int = _help("largest request body accepted (413 above)", default=1_000_000)
+    max_messages: int = _help("most messages in one chat request", default=64)
+    max_tokens_limit: int = _help("largest max_tokens a request may ask for", default=512)
+    default_max_tokens: int = _help("max_tokens of a request that names none", default=128)
+    judge: str | None = _help("judge of the answers the monitor sends for review ('default', a folder, "
+                              "'openai:MODEL', 'http://HOST:PORT/v1:MODEL'); none by default", default=None)
+    review_fpr: float | None = _help("answers whose persona score reaches the threshold at this benign "
+                                     "false-positive rate go to the judge (needs a calibrated monitor; default: "
+                                     "the flag threshold)", default=None)
+    judge_sample: float = _help("share of the other answers also sent to the judge, at random, to measure what "
+                                "the monitor misses", default=0.0)
+    webhook: str | None = _help("URL that every flagged answer is POSTed to (JSON), in the background", default=None)
+    webhook_timeout: float = _help("seconds a webhook request may take", default=5.0)
+    webhook_retries: int = _help("retries of a failed webhook request, with exponential back-off", default=3)
+    log_answers: Literal["flagged", "all"] = _help("event log: the flagged answers only, or every answer",
+                                                   default="flagged")
+    recent: int = _help("answers kept in memory for the dashboard", default=500)
+    allow_model_mismatch: bool = _help("apply a monitor fit on another model (the site and width must match); a "
+                                       "fine-tune of the monitor's model (an adapter) is accepted without it",
+                                       default=False)
+    device: str = _help("cpu, cuda, cuda:N, mps or auto", default="cpu")
+    dtype: str = _help("float32, bfloat16, float16 or auto", default="float32")
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "max_body_bytes", "max_messages", "max_tokens_limit",
+                     "default_max_tokens", "recent"):
+            if getattr(self, name) < 1:
+                raise PersonasError(f"ServeConfig.{name}={getattr(self, name)} must be at least 1.")
+        if not 0 <= self.port <= 65535:
+            raise PersonasError(f"ServeConfig.port={self.port}; expected a TCP port 0-65535 (0: any free port).")
+        if self.batch_window_ms < 0:
+            raise PersonasError(f"ServeConfig.batch_window_ms={self.batch_window_ms} must be >= 0.")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise PersonasError(f"ServeConfig.default_max_tokens={self.default_max_tokens} is above max_tokens_limit="
+                                f"{self.max_tokens_limit}; lower it or raise the limit.")
+        if self.review_fpr is not None and not 0.0 < self.review_fpr < 1.0:
+            raise PersonasError(f"ServeConfig.review_fpr={self.review_fpr}; expected a rate strictly between 0 and 1.")
+        if not 0.0 <= self.judge_sample <= 1.0:
+            raise PersonasError(f"ServeConfig.judge_sample={self.judge_sample}; expected a share in [0, 1].")
+        if self.webhook is not None and not str(self.webhook).startswith(("http://", "https://")):
+            raise PersonasError(f"ServeConfig.webhook={self.webhook!r}; expected an http:// or https:// URL.")
+        if not self.webhook_timeout > 0 or self.webhook_retries < 0:
+            raise PersonasError(f"ServeConfig.webhook_timeout={self.webhook_timeout} must be positive and "
+                                f"webhook_retries={self.webhook_retries} at least 0.")
+        if self.log_answers not in LOG_ANSWERS:
+            raise PersonasError(f"ServeConfig.log_answers={self.log_answers!r}; expected one of {LOG_ANSWERS}.")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise PersonasError(f"ServeConfig.api_key_env={self.api_key_env!r} is not an environment variable name; "
+                                "pass the variable's NAME (e.g. PERSONAS_API_KEY), never the key itself.")

@@ -19,7 +19,9 @@ that model, so a `Steering` hook fires there unchanged, without the bridge's per
 absolute position of the first token it sees (``offset``) and the padded prompt length, so it changes exactly the
 positions it would change on one full, unpadded sequence; greedy answers are those of re-running the whole
 sequence per token (tested token for token). Sampling uses one seeded generator per prompt, so an answer does not
-depend on the batch it was decoded in.
+depend on the batch it was decoded in. `BatchDecoder` is that decoder one step at a time, for callers that choose
+the tokens themselves (the server in `personas.serve`), and takes read-only hooks: a monitor reads its site in the
+same forward pass that generates.
 
 `steered_generations` answers every prompt at every strength in one batched decode (one strength per row), and
 `steer_sweep` scores those answers with a detector: a dose-response table that shows whether the feature drives
@@ -56,8 +58,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SteerConfig", "Steering", "decode", "generate", "parse_alphas", "prompt_ids", "render_prompt", "row_seed",
-           "steer", "steer_sweep", "steered_generations"]
+__all__ = ["BatchDecoder", "SteerConfig", "Steering", "context_size", "decode", "decode_batch_limit", "generate", "parse_alphas", "prompt_ids", "render_prompt", "row_seed",
+           "steer", "steer_sweep", "steered_generations", "stop_token_ids"]
 
 
 # ------------------------------------------------------------------------------------------------ the hook
@@ -256,6 +258,12 @@ def render_prompt(model: Any, prompt: str, config: CaptureConfig | None = None) 
     return ids
 
 
+def stop_token_ids(tokenizer: Any) -> set[int]:
+    """The token ids that end an answer: EOS, plus the token a chat template puts right after an assistant message
+    (e.g. ``<|im_end|>``)."""
+    return _stop_ids(tokenizer)
+
+
 def _stop_ids(tok: Any) -> set[int]:
     """EOS, plus the token a chat template puts right after an assistant message (e.g. ``<|im_end|>``)."""
     stop = {tok.eos_token_id} if tok.eos_token_id is not None else set()
@@ -273,6 +281,11 @@ def _stop_ids(tok: Any) -> set[int]:
         except Exception:  # a template without an assistant role etc.: EOS only
             logger.debug("could not find the chat template's end-of-turn token", exc_info=True)
     return stop
+
+
+def context_size(model: Any) -> int:
+    """The number of positions the model can read (0 when unknown)."""
+    return _context_size(as_model_handle(model))
 
 
 def _context_size(handle: Any) -> int:
@@ -394,33 +407,13 @@ def _decode_batch(handle: Any, rows: list[list[int]], seeds: list[int], steering
                   max_new_tokens: int, temperature: float, stop: set[int]) -> list[list[int]]:
     import torch
 
-    device = handle.device
-    tok = handle.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    batch, width = len(rows), max(len(r) for r in rows)
-    ids = torch.full((batch, width), pad, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[r, width - len(row):] = 1
-    ids, mask = ids.to(device), mask.to(device)
     generators = [torch.Generator().manual_seed(s) for s in seeds] if temperature > 0 else []
-    for s in steerings:  # left padding: every prompt ends at column `width`
-        s.prompt_len, s.offset = width, 0
-    if not _cached_decoding(handle, steerings):
-        step: _Stepper = _FullStepper(handle, ids, mask)
-    elif handle.backend == "bridge":
-        step = _HFStepper(handle, ids, mask, steerings)
-    else:
-        step = _Stepper(handle, ids, mask)
-    try:
-        return _run_steps(step, batch, width, generators, steerings, max_new_tokens, temperature, stop)
-    finally:
-        step.close()
+    with BatchDecoder(handle, rows) as step:
+        return _run_steps(step, len(rows), generators, max_new_tokens, temperature, stop)
 
 
-def _run_steps(step: _Stepper, batch: int, width: int, generators: list[Any], steerings: list[Steering],
-               max_new_tokens: int, temperature: float, stop: set[int]) -> list[list[int]]:
+def _run_steps(step: BatchDecoder, batch: int, generators: list[Any], max_new_tokens: int, temperature: float,
+               stop: set[int]) -> list[list[int]]:
     import torch
 
     new: list[list[int]] = [[] for _ in range(batch)]
@@ -437,10 +430,95 @@ def _run_steps(step: _Stepper, batch: int, width: int, generators: list[Any], st
                         new[r].append(int(nxt[r]))
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            for s in steerings:
-                s.offset = width + t
             logits = step.next(nxt.to(logits.device))
     return new
+
+
+class BatchDecoder:
+    """One batch of prompts decoded through a key-value cache, with the active `steer` hooks and read-only hooks.
+
+    ``rows`` (token ids per prompt) are padded on the left; ``first()`` reads them all and returns the logits after
+    each prompt's last token ([batch, vocab]), ``next(tokens)`` feeds one token per row and returns the logits after
+    it. The stepper is chosen as `decode` chooses it (TransformerLens's cache, the plain Hugging Face model under a
+    bridge, or the uncached loop, which takes one row only). ``readers`` are callables with a ``hook_name`` that see
+    the activation at their site in every forward (``[batch, positions, d]``; the prompt's positions in ``first()``,
+    then the one fed token) and return it unchanged: a monitor reads its site in the same forward pass that
+    generates. Use it as a context manager (or call ``close()``): the readers' hooks are removed on exit.
+    """
+
+    def __init__(self, model: Any, rows: Sequence[Sequence[int]], *, readers: Sequence[Any] = ()) -> None:
+        import torch
+
+        handle = as_model_handle(model)
+        if not rows or any(len(r) == 0 for r in rows):
+            raise PersonasError("BatchDecoder needs at least one row and at least one token per row.")
+        self.handle = handle
+        self.steerings = active_steerings(handle)
+        self.readers = list(readers)
+        self.cached = _cached_decoding(handle, [*self.steerings, *self.readers])
+        if not self.cached and len(rows) != 1:
+            raise PersonasError(f"these sites ({[h.hook_name for h in [*self.steerings, *self.readers]]}) have no "
+                                "cached decoding on a bridge: decode one row at a time (see decode_batch_limit).")
+        tok = handle.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        batch, width = len(rows), max(len(r) for r in rows)
+        ids = torch.full((batch, width), pad, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+            mask[r, width - len(row):] = 1
+        ids, mask = ids.to(handle.device), mask.to(handle.device)
+        self.width, self.steps = width, 0
+        for s in self.steerings:  # left padding: every prompt ends at column `width`
+            s.prompt_len, s.offset = width, 0
+        self._points: list[tuple[Any, Any]] = []
+        if not self.cached:
+            self.stepper: _Stepper = _FullStepper(handle, ids, mask)
+        elif handle.backend == "bridge":
+            self.stepper = _HFStepper(handle, ids, mask, [*self.steerings, *self.readers])
+        else:
+            self.stepper = _Stepper(handle, ids, mask)
+        if handle.backend != "bridge" or not self.cached:  # the readers fire at the model's own hook points
+            handle.check_hooks([r.hook_name for r in self.readers])
+            for reader in self.readers:
+                point = handle.model.hook_dict[reader.hook_name]
+                point.add_hook(reader)
+                self._points.append((point, reader))
+
+    def first(self) -> torch.Tensor:
+        """Logits after the last prompt token of every row, [batch, vocab]."""
+        return self.stepper.first()
+
+    def next(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row ([batch]); the logits after it, [batch, vocab]."""
+        for s in self.steerings:
+            s.offset = self.width + self.steps
+        self.steps += 1
+        return self.stepper.next(tokens)
+
+    def close(self) -> None:
+        """Remove the hooks this decoder added (the steppers' and the readers')."""
+        self.stepper.close()
+        for point, reader in self._points:
+            _remove_hook(point, reader)
+        self._points = []
+
+    def __enter__(self) -> BatchDecoder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def decode_batch_limit(model: Any, hook_names: Sequence[str] = ()) -> int | None:
+    """The most rows `BatchDecoder` takes at once with the active steering hooks and readers at ``hook_names``:
+    None (no limit) where it decodes with a key-value cache, 1 where it falls back to the uncached loop."""
+    handle = as_model_handle(model)
+    if handle.backend != "bridge":
+        return None
+    sites = [s.hook_name for s in active_steerings(handle)] + list(hook_names)
+    cached = all(_BLOCK_SITE.match(h) for h in sites) and hasattr(handle.model, "original_model")
+    return None if cached else 1
 
 
 def _choose(logits: torch.Tensor, temperature: float, generators: list[Any]) -> torch.Tensor:
@@ -490,7 +568,7 @@ class _HFStepper(_Stepper):
     ``blocks.N.hook_resid_post`` is the block's output and ``blocks.N.hook_resid_pre`` its input.
     """
 
-    def __init__(self, handle: Any, ids: torch.Tensor, mask: torch.Tensor, steerings: list[Steering]) -> None:
+    def __init__(self, handle: Any, ids: torch.Tensor, mask: torch.Tensor, steerings: list[Any]) -> None:
         import inspect
 
         super().__init__(handle, ids, mask)
@@ -558,12 +636,10 @@ def _block_site(hook_name: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def _cached_decoding(handle: Any, steerings: list[Steering]) -> bool:
+def _cached_decoding(handle: Any, hooks: Sequence[Any]) -> bool:
     """Whether `decode` can use a key-value cache with these hooks (always for a `HookedTransformer`; for a
-    bridge when every steered site is a block's ``hook_resid_pre`` or ``hook_resid_post``)."""
-    if handle.backend != "bridge":
-        return True
-    return all(_BLOCK_SITE.match(s.hook_name) for s in steerings) and hasattr(handle.model, "original_model")
+    bridge when every hooked site is a block's ``hook_resid_pre`` or ``hook_resid_post``)."""
+    return decode_batch_limit(handle, [h.hook_name for h in hooks if not isinstance(h, Steering)]) is None
 
 
 def _hook_block(block: Any, where: str, steering: Steering) -> Any:

@@ -211,8 +211,8 @@ MUTANTS = {
         "Gemma's RMSNorm (1 + weight) read as weight: a Gemma card lists the wrong tokens"),
     # ------------------------------------------------------------------------------------ cached steering
     "steering-decode-offset-lost": Mutant(
-        "personas/steering.py", "                s.offset = width + t\n",
-        "                s.offset = 0  # MUTANT\n",
+        "personas/steering.py", "            s.offset = self.width + self.steps\n",
+        "            s.offset = 0  # MUTANT\n",
         ("tests/test_steer.py", "-k", "every_kind and hooked and resid_pre"),
         "cached decoding tells the hook that each new token sits at position 0"),
     "steering-bridge-block-input-not-steered": Mutant(
@@ -232,8 +232,8 @@ MUTANTS = {
         "delta = b.to(torch.float32) @ a.to(torch.float32)  # MUTANT",
         ("tests/test_local_hub.py", "-k", "lora_merge"), "a hub LoRA adapter is merged without lora_alpha / r"),
     "readme-layout-table-stale": Mutant(
-        "README.md", "| errors, `artifacts`, `logs`, `offline_models`, `models` |",
-        "| errors, `artifacts`, `logs`, `offline_models` |", ("tests/test_imports.py", "-k", "layout"),
+        "README.md", "| errors, `artifacts`, `devices`, `logs`, `offline_models`, `models` |",
+        "| errors, `artifacts`, `devices`, `logs`, `offline_models` |", ("tests/test_imports.py", "-k", "layout"),
         "the README's layout table no longer says what judging/ imports"),
     "cli-help-with-a-percent": Mutant(
         "personas/cli/sweep.py", "onset against the fine-tune on no bad data\")",
@@ -294,6 +294,61 @@ MUTANTS = {
         "    if False:  # MUTANT",
         ("tests/test_explaining.py", "-k", "does_not_list"),
         "an explanations.csv the manifest does not list (edited, another run's) goes on the cards and the report"),
+    # ------------------------------------------------------------------------------------ monitor and serve
+    "monitor-ignores-threshold": Mutant(
+        "personas/monitoring/scorer.py", "flagged=bool(score >= threshold), threshold=float(threshold),",
+        "flagged=bool(score >= -1e9), threshold=float(threshold),  # MUTANT",
+        ("tests/test_monitoring.py", "-k", "detectors_own or watched"), "the monitor flags whatever the threshold"),
+    "monitor-pools-wrong": Mutant(
+        "personas/monitoring/scorer.py", "        if self.pool == \"mean\":\n            return scored.mean(axis=0)",
+        "        if self.pool == \"mean\":\n            return scored.max(axis=0)  # MUTANT",
+        ("tests/test_monitoring.py", "-k", "pools_as_it_was_fit"),
+        "the per-answer score pools the tokens otherwise than the detector was fit"),
+    "monitor-reads-the-wrong-row": Mutant(
+        "personas/monitoring/generation.py", "rows[r].feats.append(feats[i])",
+        "rows[r].feats.append(feats[0])  # MUTANT", ("tests/test_monitoring.py", "-k", "watched"),
+        "the activations read during generation go to the wrong answer of the batch"),
+    "fpr-threshold-flags-one-more": Mutant(
+        "personas/monitoring/thresholds.py", "allowed = math.floor(fpr * n + 1e-9)",
+        "allowed = math.floor(fpr * n + 1e-9) + 1  # MUTANT", ("tests/test_monitoring.py", "-k", "fpr_threshold"),
+        "the calibrated threshold flags more benign answers than the rate allows"),
+    "flagged-answers-not-logged": Mutant(
+        "personas/serve/record.py", "if self.events is not None and (flagged or self.log_answers == \"all\"):",
+        "if self.events is not None and self.log_answers == \"all\":  # MUTANT",
+        ("tests/test_serve.py", "-k", "cascade_and_event_log"), "flagged answers never reach the event log"),
+    "server-ignores-max-tokens-limit": Mutant(
+        "personas/serve/protocol.py", "elif not 1 <= max_tokens <= limits.max_tokens_limit:",
+        "elif not 1 <= max_tokens:  # MUTANT", ("tests/test_serve.py", "-k", "max_tokens"),
+        "a request may ask for more tokens than the server's limit"),
+    "server-without-auth": Mutant(
+        "personas/serve/app.py", "if key is not None and path not in OPEN_PATHS:", "if False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "api_key"), "the API key is never checked"),
+    "stream-drops-the-verdict": Mutant(
+        "personas/serve/app.py", "value.finish_reason, persona=persona))", "value.finish_reason, persona=None))  # MUTANT",
+        ("tests/test_serve.py", "-k", "plain_and_streamed"), "the last chunk of a stream lacks the persona verdict"),
+    "cancel-ignored": Mutant(
+        "personas/monitoring/generation.py", "if row.request.cancelled is not None and row.request.cancelled():",
+        "if False:  # MUTANT", ("tests/test_monitoring.py", "-k", "cancellation"),
+        "a client that left keeps its generation running"),
+    "no-batching": Mutant(
+        "personas/serve/engine.py", "        while len(batch) < self.max_batch:", "        while False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "batch_and_stream"), "concurrent requests are decoded one at a time"),
+    "body-limit-only-by-header": Mutant(
+        "personas/serve/app.py", "        if len(body) > limit:", "        if False:  # MUTANT",
+        ("tests/test_serve.py", "-k", "without_its_length"),
+        "a body sent without Content-Length is read whole, whatever its size"),
+    "dashboard-unescaped": Mutant(
+        "personas/serve/dashboard.py", "autoescape=True,", "autoescape=False,  # MUTANT",
+        ("tests/test_serve.py", "-k", "dashboard_escapes"), "model-written text reaches the dashboard unescaped"),
+    "shipped-monitor-watches-any-model": Mutant(
+        "personas/serve/server.py",
+        "if config.monitor == \"default\" and not same_model(watched, SMOLLM2_ID) and not config.allow_model_mismatch:",
+        "if False:  # MUTANT", ("tests/test_serve.py", "-k", "shipped_monitor_refuses"),
+        "the shipped monitor, fit on SmolLM2, is applied to any model served"),
+    "serve-extra-unchecked": Mutant(
+        "personas/serve/server.py", "    require_serve_extra()  # before a model loads", "    pass  # MUTANT",
+        ("tests/test_cli_errors.py", "-k", "without_its_extra"),
+        "personas serve without fastapi ends in a traceback, not a message naming the extra"),
 }
 
 

@@ -248,6 +248,25 @@ CASES = [
     (["eval-sae", "{sae}"], "needs --text FILE"),
     (["eval-sae", "{sae}", "--text", "{prompts.txt}", "--dense-threshold", "2"], "dense_threshold=2"),
     (["eval-sae"], "the following arguments are required: saes"),
+    # monitor (calibration fails before a model loads, except where a tiny model is named)
+    (["monitor"], "the following arguments are required: monitor_command"),
+    (["monitor", "calibrate", "default", "--benign", "{data}", "--fpr", "2", "--out", "{root}/m1"],
+     "MonitorConfig.fpr=2.0; expected a rate strictly between 0 and 1"),
+    (["monitor", "calibrate", "default", "--benign", "{missing}", "--out", "{root}/m2"], "does not exist"),
+    (["monitor", "calibrate", "{bad_detector}", "--benign", "{data}", "--out", "{root}/m3"], "detector.json"),
+    (["monitor", "calibrate", "{missing_dir}", "--benign", "{data}", "--out", "{root}/m4"], "no-such-folder"),
+    (["monitor", "show", "{empty}"], "holds no monitor.json"),
+    # serve (every case fails before anything listens; the last two load the tiny model and refuse the monitor)
+    (["serve", "--port", "70000"], "expected a TCP port 0-65535"),
+    (["serve", "--max-batch", "0"], "ServeConfig.max_batch=0 must be at least 1"),
+    (["serve", "--webhook", "ftp://example.org/hook"], "expected an http:// or https:// URL"),
+    (["serve", "--api-key-env", "sk-abc123"], "is not an environment variable name"),
+    (["serve", "--api-key-env", "PERSONAS_UNSET_KEY_VAR", "--out", "{root}/s1"],
+     "--api-key-env PERSONAS_UNSET_KEY_VAR: that environment variable is not set"),
+    (["serve", "--out", "{a_file}/s"], "which is a file"),
+    (["serve", "--monitor", "none", "--out", "{diff_run}"], "not a server's record"),
+    (["serve", "--model", "{model}", "--out", "{root}/s2"], "the shipped monitor watches SmolLM2"),
+    (["serve", "--model", "{model}", "--monitor", "{bad_detector}", "--out", "{root}/s3"], "detector.json"),
 ]
 
 
@@ -271,7 +290,19 @@ def test_bad_input_is_one_clear_line(template, fragment, files, capsys):
     code, err = _run(argv, capsys)
     assert code == 2, f"personas {' '.join(argv)} exited {code}: {err[-2000:]}"
     assert "Traceback" not in err and f"personas {template[0]}: error:" in err, err[-2000:]
+    if "(the serve extra), which is not installed" in err and _serve_extra_missing():
+        pytest.skip("the serve extra is not installed: the case got the clear message saying so")
     assert fragment in err, err[-2000:]
+
+
+def _serve_extra_missing() -> bool:
+    from personas.serve.server import require_serve_extra
+
+    try:
+        require_serve_extra()
+    except Exception:
+        return True
+    return False
 
 
 def test_every_subcommand_is_tried():
@@ -279,6 +310,13 @@ def test_every_subcommand_is_tried():
 
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     assert {c[0][0] for c in CASES} == commands
+
+
+def test_serve_without_its_extra_says_what_to_install(files, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` now fails as if it were not installed
+    code, err = _run(["serve", "--monitor", "none", "--out", files["root"] + "/s4"], capsys)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert "needs fastapi (the serve extra)" in err and 'pip install "personas[serve]"' in err, err
 
 
 # real processes: an exception the CLI does not catch would show as a traceback on stderr

@@ -62,8 +62,14 @@ def test_the_wheel_holds_the_shipped_files(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     sae = "personas/resources/saes/minilm-l6-blocks.3.hook_resid_post-topk-4096/"
     for name in ("personas/resources/demo_responses.jsonl", sae + "cfg.json", sae + "sae_weights.safetensors",
-                 "personas/training/phrases.txt", "personas/report/templates/report.html.j2"):
+                 "personas/training/phrases.txt", "personas/report/templates/report.html.j2",
+                 "personas/serve/templates/dashboard.html.j2"):
         assert name in names, name
+    from personas.monitoring.monitor import DEFAULT_MONITOR
+
+    for part in ("detector.json", "detector.safetensors", "monitor.json", "calibration_answers.jsonl", "README.md",
+                 "DATA_LICENSE"):  # the shipped monitor, whole, with its data's licence
+        assert f"personas/resources/monitors/{DEFAULT_MONITOR}/{part}" in names, part
     from personas.saes import default_sae_path, shipped_saes
 
     # every shipped SAE (the SmolLM2 default and the earlier one kept by name) is in the wheel, whole
@@ -93,3 +99,17 @@ def test_installed_wheel_ranks_the_demo_from_another_folder(installed, tmp_path)
     assert manifest["sae"]["spec"] == "default" and manifest["data"]["n_rows_read"] == 706
     _run([str(venv / "bin" / "personas"), "report", "run"], cwd=elsewhere)  # its template is package data too
     assert 'id="ranking-table"' in (elsewhere / "run" / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_dev_extra_holds_every_other_extra():
+    """`make install` installs ``.[dev]`` only: every other extra (the server's among them) must be in it, or the
+    tests of what needs that extra are skipped in CI instead of run."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    dev = set(extras["dev"])
+    for name, requirements in extras.items():
+        assert set(requirements) <= dev, f"the {name} extra's {sorted(set(requirements) - dev)} are not in dev"
+    assert {"openai>=1.40", "httpx>=0.27"} <= dev  # the server's tests use both clients
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert '-e ".[dev]"' in makefile

@@ -25,10 +25,12 @@ from personas.cli import (
     eval_sae,
     explain,
     judge,
+    monitor,
     organism,
     rank,
     report,
     screen,
+    serve,
     steer,
     sweep,
     train_sae,
@@ -40,7 +42,7 @@ from personas.errors import PersonasError
 THREADS_HELP = "torch CPU threads (default: $PERSONAS_THREADS, else every available CPU; fewer can be faster on a busy machine)"
 #: The command modules, in the order ``personas --help`` lists them.
 COMMANDS = (judge, rank, cache, detect, steer, validate, diff, report, train_sae, organism, screen, sweep, card, explain,
-            eval_sae)
+            eval_sae, monitor, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

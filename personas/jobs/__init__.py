@@ -7,7 +7,9 @@
 * `personas.jobs.explain`: `explain` -> ``explanations.csv`` in a rank folder (latents explained in words, scored);
 * `personas.jobs.judge`: `judge_responses` -> ``judged.jsonl`` (answers scored by a judge, ready to rank);
 * `personas.jobs.train_sae`: `train_sae_job` -> a sae-lens SAE folder;
-* `personas.jobs.eval_sae`: `eval_sae_job` -> SAEs side by side (`personas.training.evaluate`), as JSON.
+* `personas.jobs.eval_sae`: `eval_sae_job` -> SAEs side by side (`personas.training.evaluate`), as JSON;
+* `personas.jobs.monitor`: `calibrate_monitor` -> a monitor folder (the detector, ``monitor.json``: its threshold at
+  a false-positive rate on benign answers and the calibration record).
 """
 
 from personas.jobs.detect import DetectResult, fit_detector, write_detect
@@ -15,9 +17,11 @@ from personas.jobs.diff import DiffResult, diff_models, write_diff
 from personas.jobs.eval_sae import eval_sae_job
 from personas.jobs.explain import explain
 from personas.jobs.judge import JudgeResult, judge_responses
+from personas.jobs.monitor import CalibrateResult, calibrate_monitor
 from personas.jobs.rank import RankResult, load_run, rank, rank_from_cache, write_ranking
 from personas.jobs.train_sae import train_sae_job
 
-__all__ = ["DetectResult", "DiffResult", "JudgeResult", "RankResult", "diff_models", "eval_sae_job", "explain", "fit_detector",
+__all__ = ["CalibrateResult", "DetectResult", "DiffResult", "JudgeResult", "RankResult", "calibrate_monitor",
+           "diff_models", "eval_sae_job", "explain", "fit_detector",
            "judge_responses", "load_run", "rank", "rank_from_cache", "train_sae_job", "write_detect", "write_diff",
            "write_ranking"]
