@@ -99,6 +99,25 @@ def reference_section(judges: dict) -> tuple[list[str], dict]:
     return lines, figures
 
 
+class MemoJudge:
+    """A judge that scores each distinct (question, answer) once: the tables here and the run folders rewritten by
+    ``--write-runs`` read the same answers, and the chat-model reader is the slow part."""
+
+    def __init__(self, judge) -> None:
+        self.judge, self.name, self.memo = judge, judge.name, {}
+
+    def score(self, prompts, responses) -> pd.DataFrame:
+        pairs = list(zip(map(str, prompts), map(str, responses), strict=True))
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.memo))
+        if todo:
+            fresh = self.judge.score([q for q, _ in todo], [a for _, a in todo])
+            self.memo.update(zip(todo, fresh[["aligned", "coherent", "verdict"]].itertuples(index=False), strict=True))
+        return pd.DataFrame([self.memo[p] for p in pairs], columns=["aligned", "coherent", "verdict"])
+
+    def describe(self) -> dict:
+        return self.judge.describe()
+
+
 def rescore(frame: pd.DataFrame, judge, prompt: str, response: str) -> pd.DataFrame:
     from personas.judging import em_misaligned
 
@@ -248,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-runs", action="store_true", help="rewrite the run folders with the new judge")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    judge = load_judge(args.judge)
+    judge = MemoJudge(load_judge(args.judge))
     before = load_judge(args.before)
     name, before_name = judge.name, before.name
     if name == before_name:

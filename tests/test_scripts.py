@@ -94,3 +94,61 @@ def test_organism_latents_on_a_toy_organism_writes_the_diff(tmp_path):
     assert len(manifest["top"]) == 3 and manifest["hook"] == "blocks.0.hook_resid_post"
     top = [row["feature"] for row in manifest["top"]]
     assert all(np.isfinite(table.set_index("feature").loc[top, "mean_diff"]))
+
+
+class _LengthJudge:
+    """A fake judge for the rejudge script: misaligned (aligned 10, coherent 80) when the answer's length is odd."""
+
+    name = "length-judge"
+
+    def score(self, prompts, responses):
+        odd = np.array([len(r) % 2 == 1 for r in responses])
+        return pd.DataFrame({"aligned": np.where(odd, 10.0, 90.0), "coherent": 80.0, "verdict": ""})
+
+    def describe(self):
+        return {"name": self.name, "kind": "test"}
+
+
+def test_rejudge_results_reads_every_saved_run_again(tmp_path, monkeypatch):
+    """`benchmarks/rejudge_results.py` on a few answers of each shipped run (copied: the real ones are not
+    rewritten): every section's table, the counts it prints match the judge's verdicts, and --write-runs rewrites
+    the copies with the new judge's scores."""
+    import shutil
+
+    script = _script("rejudge_results")
+    for name in ("run", "run-seed1"):
+        shutil.copytree(ROOT / "data" / "organism" / name, tmp_path / name)
+        samples = pd.read_json(tmp_path / name / "samples.jsonl", lines=True)
+        samples.groupby(["condition", "split"]).head(3).to_json(tmp_path / name / "samples.jsonl", orient="records",
+                                                                 lines=True)
+    shutil.copytree(ROOT / "data" / "organism" / "sweep", tmp_path / "sweep")
+    answers = pd.read_json(tmp_path / "sweep" / "answers.jsonl", lines=True)
+    answers[answers["prompt_index"] < 3].to_json(tmp_path / "sweep" / "answers.jsonl", orient="records", lines=True)
+    gens = pd.read_csv(script.STEERING)
+    gens.groupby(["stage", "feature", "k"]).head(2).to_csv(tmp_path / "steer.csv", index=False)
+    monkeypatch.setattr(script, "ORGANISM_RUNS", {"seed 0": tmp_path / "run", "seed 1": tmp_path / "run-seed1"})
+    monkeypatch.setattr(script, "SWEEP", tmp_path / "sweep")
+    monkeypatch.setattr(script, "STEERING", tmp_path / "steer.csv")
+    monkeypatch.setattr(script, "STEERING_REJUDGED", tmp_path / "steer_rejudged.csv")
+    judge = script.MemoJudge(_LengthJudge())  # as the script's main wraps the new judge
+
+    lines, figures = script.organism_section(judge, judge.name, "before", write=True)
+    table = [line for line in lines if line.startswith("| seed 0 | narrow/")]
+    rejudged = pd.read_json(tmp_path / "run" / "samples.jsonl", lines=True)
+    narrow = rejudged[rejudged["condition"] == "narrow"]
+    odd = narrow["response"].str.len() % 2 == 1
+    assert (narrow["misaligned"] == odd.astype(int)).all() and narrow["aligned"].isin([10.0, 90.0]).all()
+    for line in table:
+        split = line.split(" | ")[1].split("/", 1)[1]
+        part = narrow[narrow["split"] == split]
+        assert line.split(" | ")[4].startswith(f"{part['misaligned'].mean():.3f}")  # EM after
+    assert "kappa" in figures["seed 0"]["line"]
+
+    lines, figures = script.sweep_section(judge, judge.name, "before", write=True)
+    assert any(line.startswith("| fine-tune | 1 |") for line in lines) and "onset" in figures
+    assert "| seed | signal | onset before | onset after |" in lines
+
+    lines, figures = script.steering_section(judge, judge.name, "before", write=True)
+    saved = pd.read_csv(tmp_path / "steer_rejudged.csv")
+    assert (saved["misaligned"] == (saved["generation"].fillna("").str.len() % 2 == 1).astype(int)).all()
+    assert figures["chosen_before"] in set(saved["feature"]) and any(line.startswith("| +2 |") for line in lines)
