@@ -201,7 +201,7 @@ def test_steer_works_on_a_bridge_and_the_cli(tmp_path, toy_tokenizer, capsys):
     assert table["alpha"].tolist() == [-8.0, 0.0, 8.0] and np.isnan(table["mean_score"]).all()
     assert len(pd.read_csv(out / "generations.csv")) == 6
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["feature"] == 1 and manifest["judge"]["name"] == "minilm-em-judge"
+    assert manifest["feature"] == 1 and manifest["judge"]["name"] == "smollm2-em-judge"
     # every generation read by the default judge: the table carries its rates per strength
     assert {"aligned", "coherent", "misaligned_rate", "incoherent_rate"} <= set(table.columns)
     assert pd.read_csv(out / "generations.csv")[["aligned", "coherent"]].notna().all().all()

@@ -134,7 +134,7 @@ def test_validate_cli_writes_the_protocol_s_tables(tmp_path, toy_tokenizer, caps
     printed = capsys.readouterr().out
     assert "screening" in printed and "chosen: latent" in printed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["kind"] == "personas.validate" and manifest["judge"]["name"] == "minilm-em-judge"
+    assert manifest["kind"] == "personas.validate" and manifest["judge"]["name"] == "smollm2-em-judge"
     assert manifest["chosen"] in manifest["candidates"] and set(manifest["candidates"]) <= {1, 2}
     confirmation = pd.read_csv(out / "confirmation.csv")
     assert confirmation["k"].tolist() == [0, 2] and (confirmation["n"] == len(CONFIRM)).all()
