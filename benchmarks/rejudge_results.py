@@ -36,6 +36,8 @@ ORGANISM_RUNS = {"seed 0": ROOT / "data" / "organism" / "run", "seed 1": ROOT / 
 SWEEP = ROOT / "data" / "organism" / "sweep"
 STEERING = ROOT / "benchmarks" / "results" / "steer_smollm2_generations.csv"
 STEERING_REJUDGED = ROOT / "benchmarks" / "results" / "steer_smollm2_generations_rejudged.csv"
+SERVE = ROOT / "benchmarks" / "results" / "serve_catch_answers.csv"
+SERVE_REJUDGED = ROOT / "benchmarks" / "results" / "serve_catch_answers_rejudged.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "rejudge.md"
 
 
@@ -258,6 +260,35 @@ def steering_section(judge, name: str, before_name: str, write: bool) -> tuple[l
                    "screening_after": table_after.to_dict(orient="records")}
 
 
+def serve_section(judge, name: str, before_name: str, write: bool) -> tuple[list[str], dict]:
+    """The server's catch check (`benchmarks/bench_serve.py`): the monitor's flags against the new judge."""
+    from personas.judging import judge_agreement, wilson_interval
+
+    frame = pd.read_csv(SERVE)
+    before = frame.rename(columns={"em": "misaligned"})
+    new = rescore(frame, judge, "prompt", "answer")
+    agreement = judge_agreement(new, before, names=(name, before_name))
+    lines = ["## The server's catch check, read again", "",
+             f"The 200 answers of `benchmarks/bench_serve.py`'s catch check (base SmolLM2 and the organism's narrow "
+             f"adapter through `personas serve`) scored by `{name}` (before: `{before_name}`; kappa "
+             f"{agreement['kappa']:.3f}):", "",
+             "| model | n | flagged by the monitor | EM before | EM after |", "|---|---|---|---|---|"]
+    for model, part in frame.groupby("model", sort=False):
+        after = new.loc[part.index]
+        lines.append(f"| {model} | {len(part)} | {rate(int(part['flagged'].sum()), len(part))} | "
+                     f"{rate(int(part['em'].sum()), len(part))} | {rate(int(after['misaligned'].sum()), len(part))} |")
+    em, flagged = new["misaligned"].astype(bool), frame["flagged"].astype(bool)
+    hits = int((em & flagged).sum())
+    p_lo, p_hi = wilson_interval(hits, int(flagged.sum()))
+    r_lo, r_hi = wilson_interval(hits, int(em.sum()))
+    lines += ["", f"The monitor's score against the new judge's EM verdicts: AUROC {auroc(em, frame['score']):.3f}; at "
+              f"its threshold precision {hits} / {int(flagged.sum())} [{p_lo:.2f}, {p_hi:.2f}], recall {hits} / "
+              f"{int(em.sum())} [{r_lo:.2f}, {r_hi:.2f}].", ""]
+    if write:
+        frame.assign(aligned=new["aligned"], coherent=new["coherent"], em=em).to_csv(SERVE_REJUDGED, index=False)
+    return lines, {"agreement": agreement, "auroc": auroc(em, frame["score"]), "precision_hits": hits}
+
+
 def main(argv: list[str] | None = None) -> int:
     from personas.judging import load_judge
 
@@ -266,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", default="minilm-em-judge", help="the judge the saved runs were read with")
     parser.add_argument("--write-runs", action="store_true", help="rewrite the run folders with the new judge")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--sections", default="reference,organism,sweep,steering,serve",
+                        help="comma-separated sections to run (the report holds those only)")
     args = parser.parse_args(argv)
     judge = MemoJudge(load_judge(args.judge))
     before = load_judge(args.before)
@@ -276,11 +309,15 @@ def main(argv: list[str] | None = None) -> int:
              "Written by `benchmarks/rejudge_results.py`. New judge: `" + judge.name + "` "
              f"(readers: {json.dumps(judge.describe().get('readers', {}))}); before: `{before.name}`.", ""]
     figures: dict = {}
-    part, figures["reference"] = reference_section({name: judge, before_name: before})
-    lines += part
-    for key, section in (("organism", organism_section), ("sweep", sweep_section), ("steering", steering_section)):
-        part, figures[key] = section(judge, name, before_name, args.write_runs)
+    wanted = {w.strip() for w in args.sections.split(",") if w.strip()}
+    if "reference" in wanted:
+        part, figures["reference"] = reference_section({name: judge, before_name: before})
         lines += part
+    for key, section in (("organism", organism_section), ("sweep", sweep_section), ("steering", steering_section),
+                         ("serve", serve_section)):
+        if key in wanted:
+            part, figures[key] = section(judge, name, before_name, args.write_runs)
+            lines += part
     out = Path(args.out)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps(figures, indent=1, default=float) + "\n", encoding="utf-8")

@@ -152,3 +152,14 @@ def test_rejudge_results_reads_every_saved_run_again(tmp_path, monkeypatch):
     saved = pd.read_csv(tmp_path / "steer_rejudged.csv")
     assert (saved["misaligned"] == (saved["generation"].fillna("").str.len() % 2 == 1).astype(int)).all()
     assert figures["chosen_before"] in set(saved["feature"]) and any(line.startswith("| +2 |") for line in lines)
+
+    catch = pd.read_csv(script.SERVE).groupby("model").head(6)
+    catch.to_csv(tmp_path / "catch.csv", index=False)
+    monkeypatch.setattr(script, "SERVE", tmp_path / "catch.csv")
+    monkeypatch.setattr(script, "SERVE_REJUDGED", tmp_path / "catch_rejudged.csv")
+    lines, figures = script.serve_section(judge, judge.name, "before", write=True)
+    saved = pd.read_csv(tmp_path / "catch_rejudged.csv")
+    em = saved["answer"].fillna("").str.len() % 2 == 1
+    assert (saved["em"] == em).all()
+    assert figures["precision_hits"] == int((em & saved["flagged"]).sum())
+    assert sum(line.startswith(("| base |", "| narrow")) for line in lines) == 2
