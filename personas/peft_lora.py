@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+#: The weights file of the organism's earlier adapter format (``personas.organism.adapter.convert_adapter``).
+LEGACY_ADAPTER_FILE = "adapter.safetensors"
 _MERGE_HINT = ("merge it with PEFT first (PeftModel.from_pretrained(base, folder).merge_and_unload()"
                ".save_pretrained(MERGED)) and pass the merged folder")
 

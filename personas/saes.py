@@ -302,6 +302,12 @@ def sae_info(sae: Any, spec: Any = None) -> dict[str, Any]:
     }
 
 
+def sae_entry(sae: Any, spec: Any) -> dict[str, Any]:
+    """A manifest's ``sae`` entry: the spec as given and `sae_info` (release and SAE id read from a
+    ``"RELEASE:SAE_ID"`` spec where the SAE's metadata lacks them)."""
+    return {"spec": str(spec), **sae_info(sae, str(spec))}
+
+
 def same_model(a: str | None, b: str | None) -> bool:
     if not a or not b:
         return True

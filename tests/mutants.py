@@ -131,7 +131,7 @@ MUTANTS = {
         "blob = json.dumps([settings], sort_keys=True)  # MUTANT",
         ("tests/test_screen.py", "-k", "own_prompt"), "every example is compared with one base answer"),
     "screen-fingerprint-by-file-size": Mutant(
-        "personas/organism/screen.py",
+        "personas/models.py",
         "        with weights.open(\"rb\") as f:\n            for block in iter(lambda: f.read(1 << 24), b\"\"):\n"
         "                digest.update(block)\n",
         "        digest.update(str(weights.stat().st_size).encode())  # MUTANT\n",
@@ -349,6 +349,16 @@ MUTANTS = {
         "personas/serve/server.py", "    require_serve_extra()  # before a model loads", "    pass  # MUTANT",
         ("tests/test_cli_errors.py", "-k", "without_its_extra"),
         "personas serve without fastapi ends in a traceback, not a message naming the extra"),
+    # ------------------------------------------------------------------------------------ issue 35
+    "organism-adapter-wrong-scale": Mutant(
+        "personas/organism/adapter.py", '"r": config.rank, "lora_alpha": config.alpha,',
+        '"r": config.rank, "lora_alpha": config.rank,  # MUTANT',
+        ("tests/test_diff.py", "-k", "organisms_adapter"),
+        "the organism's PEFT config records another scale than it trained with: the loaders read another model"),
+    "missing-folder-read-as-hub-id": Mutant(
+        "personas/models.py", "    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):\n",
+        "    if True:  # MUTANT\n", ("tests/test_cli_errors.py", "-k", "missing_dir and diff"),
+        "a mistyped local folder is reported as a malformed hub repo id"),
 }
 
 

@@ -217,6 +217,9 @@ CASES = [
       "--out", "{foreign_run}"], "holds a 'personas.detect' run"),
     (["diff", "--base", "{model}", "--finetuned", "{model}", "--prompts", "{prompts.txt}", "--test", "z"],
      "invalid choice"),
+    # a mistyped local folder is named as such, not as a malformed hub repo id
+    (["diff", "--base", "{model}", "--finetuned", "{missing_dir}", "--prompts", "{prompts.txt}", "--sae", "{sae}"],
+     "no-such-folder' looks like a local folder, but no such folder exists"),
     # report
     (["report", "{missing_dir}"], "is not a folder"),
     (["report", "{empty}"], "has no ranking.csv or manifest.json"),

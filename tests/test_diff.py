@@ -196,3 +196,70 @@ def test_a_fine_tune_with_another_tokenizer_is_diffed_with_a_warning(model_pair,
         same = diff_models(model_pair["base_handle"], model_pair["finetuned"], frame, model_pair["sae"],
                            hook=TOY_HOOK, progress=False)
     assert "tokenize differently" not in caplog.text and same.manifest["prompts"]["n_tokenized_differently"] == 0
+
+
+def test_the_organisms_adapter_is_read_by_the_model_loader_diff_and_screen(model_pair, planted_data, tmp_path,
+                                                                           capsys):
+    """What `save_adapter` writes (PEFT's format) is a model for `load_model`, `personas diff` and the screen's
+    `load_causal_lm`, each computing as the adapted model; a folder of the earlier format is read by `load_adapter`,
+    named with its conversion at the CLI (exit 2), and reads as a model once `convert_adapter` rewrote it."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from personas.cli.main import main
+    from personas.models import load_model
+    from personas.organism.adapter import (
+        AdapterConfig,
+        attach_adapter,
+        convert_adapter,
+        load_adapter,
+        save_adapter,
+    )
+    from personas.organism.screen import load_causal_lm
+
+    lm = AutoModelForCausalLM.from_pretrained(model_pair["base"])
+    adapter = attach_adapter(lm, AdapterConfig(rank=2, alpha=4.0, targets=("c_attn", "c_fc"), init_seed=3))
+    with torch.no_grad():
+        for module in adapter.modules.values():
+            module.lora_B.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    folder = save_adapter(adapter, tmp_path / "adapter")
+    ids = torch.tensor([[3, 5, 7, 9, 11, 4]])
+    with torch.no_grad():
+        adapted = lm(ids).logits
+        adapter.enabled = False
+        plain = lm(ids).logits
+    assert float((adapted - plain).abs().max()) > 0.1  # the adapter changes the model
+
+    handle = load_model(str(folder))
+    with torch.no_grad():
+        assert torch.allclose(handle.model(ids), adapted, atol=1e-4)
+    screened, _, identity = load_causal_lm(folder)
+    with torch.no_grad():
+        assert torch.allclose(screened(ids).logits, adapted, atol=1e-4)
+    assert identity["folder"] == str(folder.resolve()) and identity["base"]["model"] == model_pair["base"]
+
+    data = tmp_path / "conversations.jsonl"
+    pd.DataFrame(planted_data).iloc[::8][["prompt", "response"]].to_json(data, orient="records", lines=True)
+    args = ["diff", "--base", model_pair["base"], "--prompts", str(data), "--sae", model_pair["sae_dir"], "--quiet"]
+    assert main([*args, "--finetuned", str(folder), "--out", str(tmp_path / "diff")]) == 0
+    manifest = json.loads((tmp_path / "diff" / "manifest.json").read_text())
+    assert manifest["finetuned"]["model"] == str(folder.resolve())
+
+    # the earlier format: adapter.safetensors keyed "<module>.lora_A", the organism's own adapter_config.json
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    save_file(adapter.state_dict(), str(legacy / "adapter.safetensors"))
+    (legacy / "adapter_config.json").write_text(json.dumps(
+        {"adapter": json.loads((folder / "organism.json").read_text())["adapter"], "base_model": model_pair["base"]}))
+    adapter.detach()
+    again = load_adapter(AutoModelForCausalLM.from_pretrained(model_pair["base"]), legacy)
+    with torch.no_grad():
+        assert torch.allclose(again.model(ids).logits, adapted, atol=1e-5)
+    capsys.readouterr()
+    assert main([*args, "--finetuned", str(legacy), "--out", str(tmp_path / "diff2")]) == 2
+    assert "convert_adapter" in capsys.readouterr().err
+    convert_adapter(legacy)
+    assert not (legacy / "adapter.safetensors").exists()
+    with torch.no_grad():
+        assert torch.allclose(load_model(str(legacy)).model(ids), adapted, atol=1e-4)

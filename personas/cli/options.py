@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -55,6 +56,15 @@ def add_config_options(
                 option, dest=f.name, type=converter, choices=choices, default=argparse.SUPPRESS, help=help_text,
                 metavar=None if choices else f.name.upper(),
             )
+
+
+#: What argparse takes for a value, not an option: a negative number or a list of numbers starting with one.
+_NEGATIVE_VALUES = re.compile(r"^-\d+(\.\d+)?([,\s]+-?\d+(\.\d+)?)*$|^-\.\d+$")
+
+
+def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
+    """Let ``--alphas -8,0,8`` be read as a value, not as an option (argparse only knows plain negative numbers)."""
+    parser._negative_number_matcher = _NEGATIVE_VALUES
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **fixed: Any) -> Any:

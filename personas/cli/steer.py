@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 import pandas as pd
@@ -18,7 +17,7 @@ from personas.artifacts import (
     output_dir,
     write_json,
 )
-from personas.cli.options import add_config_options, config_from_args
+from personas.cli.options import accept_negative_lists, add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
 from personas.devices import sae_dtype
@@ -27,7 +26,7 @@ from personas.judging import load_judge
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
 from personas.logs import quiet_third_party
 from personas.models import load_model
-from personas.saes import check_sae_spec, load_sae, sae_info
+from personas.saes import check_sae_spec, load_sae, sae_entry
 from personas.steering import parse_alphas, steer_sweep
 
 
@@ -67,7 +66,7 @@ def _cmd_steer(args: argparse.Namespace) -> int:
         atomic_write_text(out / GENERATIONS_FILE, pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
         write_json(out / MANIFEST_FILE, {
             **manifest_header("personas.steer"), "model": handle.provenance(),
-            "sae": {"spec": str(args.sae), **sae_info(sae)}, "feature": int(args.feature), "alphas": alphas,
+            "sae": sae_entry(sae, args.sae), "feature": int(args.feature), "alphas": alphas,
             "config": {"steer": steer_cfg.__dict__, "capture": capture_cfg.__dict__},
             "detector": args.detector, "prompts": str(args.prompts), "spearman": table.attrs.get("spearman"),
             "judge": None if judge is None else judge.describe(), "judged_spearman": table.attrs.get("judged_spearman"),
@@ -92,6 +91,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p, SteerConfig)
     add_config_options(p, CaptureConfig, skip=("hook", "pool", "batch_size", "max_length", "skip_first"))
-    # let "--alphas -8,0,8" be read as a value, not as an option (argparse only knows plain negative numbers)
-    p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?([,\s]+-?\d+(\.\d+)?)*$|^-\.\d+$")
+    accept_negative_lists(p)
     p.set_defaults(func=_cmd_steer)

@@ -20,7 +20,7 @@ from personas.artifacts import (
     output_dir,
     write_json,
 )
-from personas.cli.options import add_config_options, config_from_args
+from personas.cli.options import accept_negative_lists, add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
 from personas.devices import sae_dtype
@@ -30,7 +30,7 @@ from personas.judging import load_judge
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
 from personas.logs import quiet_third_party
 from personas.models import load_model
-from personas.saes import check_sae_spec, load_sae, sae_info
+from personas.saes import check_sae_spec, load_sae, sae_entry
 from personas.steering import generate, parse_alphas
 from personas.validation import (
     CONFIRM_MULTIPLES,
@@ -138,7 +138,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     atomic_write_text(out / GENERATIONS_FILE, result.generations.to_csv(index=False))
     write_json(out / MANIFEST_FILE, {
         **manifest_header("personas.validate"), "model": handle.provenance(),
-        "sae": {"spec": str(args.sae), **sae_info(sae)}, "candidates": features, "left_out": silent,
+        "sae": sae_entry(sae, args.sae), "candidates": features, "left_out": silent,
         "units": {str(f): {"unit": units[f][0], "fires_in": units[f][1]} for f in features},
         "reference": ref_name, "screen_prompts": str(args.screen_prompts), "confirm_prompts": str(args.confirm_prompts),
         "screen_multiples": screen_ks, "confirm_multiples": confirm_ks,
@@ -172,5 +172,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p, SteerConfig)
     add_config_options(p, CaptureConfig, skip=("hook", "pool", "batch_size", "max_length", "skip_first"))
-    p._negative_number_matcher = re.compile(r"^-\d+(\.\d+)?([,\s]+-?\d+(\.\d+)?)*$|^-\.\d+$")
+    accept_negative_lists(p)
     p.set_defaults(func=_cmd_validate)

@@ -27,7 +27,7 @@ from personas.data.responses import load_responses
 from personas.detect import DiffMeansProbe, PersonaDetector, cross_validate_by_group
 from personas.errors import DataError
 from personas.logs import quiet_third_party
-from personas.saes import sae_identity, sae_info
+from personas.saes import sae_entry, sae_identity
 from personas.site import open_site
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def fit_detector(
     provenance = {
         "model": captured.model,
         "hook": hook,
-        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj, str(sae_cfg.sae)),
+        "sae": None if sae_obj is None else {**sae_entry(sae_obj, sae_cfg.sae),
                                              "identity": sae_identity(sae_obj, sae_cfg.sae, captured.model)},
         "capture": asdict(capture_cfg),
         "allow_model_mismatch": bool(getattr(sae_cfg, "allow_model_mismatch", False)),

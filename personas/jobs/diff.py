@@ -45,7 +45,7 @@ from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError, SiteMismatchError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
-from personas.saes import check_sae_spec, check_site, load_sae, sae_info, same_model
+from personas.saes import check_sae_spec, check_site, load_sae, sae_entry, same_model
 from personas.scoring.paired import diff_features
 from personas.steering import generate
 
@@ -196,7 +196,7 @@ def diff_models(
         "base": captures["base"].model,
         "finetuned": captures["finetuned"].model,
         "hook": hook,
-        "sae": {"spec": str(sae_spec), **sae_info(sae_obj, str(sae_spec))},
+        "sae": sae_entry(sae_obj, sae_spec),
         "prompts": {**data.summary(), "responses_generated_by": generated_by,
                     "n_tokenized_differently": int(differ)},
         "statistics": {"test": config.test, "key": config.key, "alpha": config.alpha, "n_pairs": len(data),

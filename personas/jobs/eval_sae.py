@@ -14,7 +14,7 @@ from personas.data import load_responses
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import load_model
-from personas.saes import check_sae_spec, load_sae, sae_info
+from personas.saes import check_sae_spec, load_sae, sae_entry
 from personas.training.evaluate import evaluate_saes
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def eval_sae_job(
         record = {
             **manifest_header("personas.eval-sae"),
             "model": handle.provenance(),
-            "saes": {name: {"spec": str(spec), **sae_info(loaded[name])}
+            "saes": {name: sae_entry(loaded[name], spec)
                      for name, spec in zip(loaded, saes, strict=True)},
             "text": None if text is None else {"path": str(text), "n_texts": len(texts or [])},
             "data": None if data is None else {"path": str(data), "n_answers": len(responses.frame)},

@@ -43,7 +43,7 @@ from personas.logs import quiet_third_party
 from personas.offline_models import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
 from personas.report.run_data import TOKEN_CODES_FILE, save_token_codes
-from personas.saes import sae_info
+from personas.saes import sae_entry
 from personas.scoring import Ranking, has_mixed_group, rank_features
 from personas.site import open_site
 
@@ -101,6 +101,32 @@ class RankResult:
     def _repr_html_(self) -> str:
         html = getattr(self.ranking, "_repr_html_", None)
         return html() if html else self.ranking.head(20).to_html()
+
+
+def _length_auroc(length: np.ndarray, labels: Any) -> float:
+    """The AUROC of response length alone (a confound check), with a warning when it tells the classes apart."""
+    length_auroc = float(rank_features(np.asarray(length)[:, None], labels)["auroc"].iloc[0])
+    if abs(length_auroc - 0.5) >= LENGTH_WARNING:
+        logger.warning(
+            "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
+            "see the length_corr column", length_auroc,
+        )
+    return length_auroc
+
+
+def _ranking_block(ranking: Any, n_features: int, rank_cfg: RankConfig, stratified: bool, length_auroc: float,
+                   confounds: Any) -> dict[str, Any]:
+    """The manifest's ``ranking`` entry of a run ranked from activations or from a cache."""
+    return {
+        "n_features": n_features,
+        "n_significant": int(np.asarray(ranking["significant"]).sum()),
+        "key": rank_cfg.key,
+        "alpha": rank_cfg.alpha,
+        "stratified_by_group": stratified,
+        "length_auroc": length_auroc,
+        "confounds": confounds,
+        "meta": dict(getattr(ranking, "meta", None) or {}),
+    }
 
 
 def rank(
@@ -165,13 +191,7 @@ def rank(
         min_frac_active=rank_cfg.min_frac_active,
     )
     # a confound check: does response length alone tell the classes apart, and which features track it?
-    length = captured.n_tokens.astype(float)
-    length_auroc = float(rank_features(length[:, None], responses.labels)["auroc"].iloc[0])
-    if abs(length_auroc - 0.5) >= LENGTH_WARNING:
-        logger.warning(
-            "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
-            "see the length_corr column", length_auroc,
-        )
+    length_auroc = _length_auroc(captured.n_tokens.astype(float), responses.labels)
     table = capture_confounds(captured, features, handle, responses.prompts, responses.texts)
     confounds = add_confound_columns(ranking, table, token_text=token_texts(handle.tokenizer), **CONFOUND_THRESHOLDS)
     if not keep_tokens:
@@ -180,7 +200,7 @@ def rank(
         **manifest_header(RUN_KIND),
         "model": captured.model,
         "hook": hook,
-        "sae": None if sae_obj is None else {"spec": str(sae_cfg.sae), **sae_info(sae_obj, str(sae_cfg.sae))},
+        "sae": None if sae_obj is None else sae_entry(sae_obj, sae_cfg.sae),
         "pooling": capture_cfg.pool,
         "data": responses.summary(),
         "capture": captured.provenance(),
@@ -190,16 +210,7 @@ def rank(
             "rank": asdict(rank_cfg),
             "data": asdict(responses.config),
         },
-        "ranking": {
-            "n_features": int(features.shape[1]),
-            "n_significant": int(np.asarray(ranking["significant"]).sum()),
-            "key": rank_cfg.key,
-            "alpha": rank_cfg.alpha,
-            "stratified_by_group": stratified,
-            "length_auroc": length_auroc,
-            "confounds": confounds,
-            "meta": dict(getattr(ranking, "meta", None) or {}),
-        },
+        "ranking": _ranking_block(ranking, int(features.shape[1]), rank_cfg, stratified, length_auroc, confounds),
     }
     result = RankResult(ranking, responses, captured, manifest, sae=sae_obj, model=handle)
     if out is not None:
@@ -274,12 +285,7 @@ def rank_from_cache(
     )
     used = ranking.meta["cache"]
     length = opened.index["n_tokens"].to_numpy(np.float64)
-    length_auroc = float(rank_features(length[:, None], opened.labels)["auroc"].iloc[0])
-    if abs(length_auroc - 0.5) >= LENGTH_WARNING:
-        logger.warning(
-            "response length alone separates the classes (AUROC %.2f): features that track length can rank high; "
-            "see the length_corr column", length_auroc,
-        )
+    length_auroc = _length_auroc(length, opened.labels)
     corr = cache_covariate_correlation(opened, length, hook=used["hook"], use=used["use"])
     ranking["length_corr"] = corr[ranking["feature"].to_numpy()]
     if tokenizer is None and opened.has_tokens:
@@ -299,16 +305,8 @@ def rank_from_cache(
         "pooling": source["fingerprint"]["capture"]["pool"],
         "data": source["data"],
         "config": {"rank": asdict(rank_cfg), "cache_rank": asdict(opts)},
-        "ranking": {
-            "n_features": int(len(ranking)),
-            "n_significant": int(np.asarray(ranking["significant"]).sum()),
-            "key": rank_cfg.key,
-            "alpha": rank_cfg.alpha,
-            "stratified_by_group": bool(ranking.meta.get("grouped")),
-            "length_auroc": length_auroc,
-            "confounds": confounds,
-            "meta": dict(getattr(ranking, "meta", None) or {}),
-        },
+        "ranking": _ranking_block(ranking, int(len(ranking)), rank_cfg, bool(ranking.meta.get("grouped")),
+                                  length_auroc, confounds),
     }
     if out is not None:
         out = output_dir(out, RUN_KIND)

@@ -7,9 +7,12 @@ base weights stay frozen; only ``A`` and ``B`` train. `AdapterConfig` names the 
 
 `attach_adapter` wraps the targeted modules in place and returns the `Adapter` (its ``parameters()`` are what
 an optimiser gets); ``detach()`` puts the original modules back and ``enabled`` switches it off for a base-model
-pass without unloading. `save_adapter` writes ``adapter.safetensors`` (the A and B tensors, keyed by module path,
-in sorted order, so the same weights give the same bytes) and ``adapter_config.json``; `load_adapter` reads them
-onto a model and checks that every module exists with the recorded shapes. A rank-4 adapter on three
+pass without unloading. `save_adapter` writes PEFT's LoRA folder (``adapter_model.safetensors`` with
+``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight``, in sorted order, so the same weights give the same
+bytes, and PEFT's ``adapter_config.json``), which every command reads as a model (`personas.peft_lora`), plus
+``organism.json`` (the `AdapterConfig` and the run's provenance); `load_adapter` reads such a folder, or one in the
+organism's earlier format (``adapter.safetensors`` + its own ``adapter_config.json``, converted in place by
+`convert_adapter`), onto a model and checks that every module exists with the recorded shapes. A rank-4 adapter on three
 projections of SmolLM2-135M's 30 layers is about 2 MB. `save_merged` writes the adapted model as a plain Hugging
 Face folder (``W + (alpha / rank) * B A`` in every adapted weight, with the tokenizer), so that tools which load a
 model by folder (`personas diff --finetuned FOLDER`, TransformerLens) read the fine-tune without knowing adapters.
@@ -25,12 +28,19 @@ from typing import Any
 
 from personas.artifacts import atomic_write_bytes, write_json
 from personas.errors import DataError, ModelLoadError
+from personas.offline_models import offline_model
+from personas.peft_lora import CONFIG_FILE, LEGACY_ADAPTER_FILE, WEIGHT_FILES, is_peft_adapter
 
-__all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "Adapter", "AdapterConfig", "attach_adapter", "load_adapter",
-           "save_adapter", "save_merged"]
+__all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "LEGACY_ADAPTER_FILE", "ORGANISM_FILE", "Adapter", "AdapterConfig",
+           "attach_adapter", "convert_adapter", "load_adapter", "read_adapter_config", "save_adapter", "save_merged"]
 
-ADAPTER_FILE = "adapter.safetensors"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
+#: PEFT's weights file, the one the organism writes.
+ADAPTER_FILE = WEIGHT_FILES[0]
+#: PEFT's config file (earlier organism folders put their own config under this name).
+ADAPTER_CONFIG_FILE = CONFIG_FILE
+#: The organism's own record next to PEFT's files: ``{"adapter": AdapterConfig, ...provenance}``.
+ORGANISM_FILE = "organism.json"
+_PEFT_PREFIX = "base_model.model."
 
 
 @dataclass
@@ -160,42 +170,117 @@ def attach_adapter(model: Any, config: AdapterConfig | None = None) -> Adapter:
     return Adapter(config=config, modules=modules, model=model)
 
 
-def save_adapter(adapter: Adapter, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``adapter.safetensors`` and ``adapter_config.json`` (plus ``extra`` provenance) into ``folder``."""
+def _peft_config(config: AdapterConfig, base_model: str, transposed: bool) -> dict[str, Any]:
+    """PEFT's ``LoraConfig`` fields for ``config`` (only PEFT's keys, so that ``PeftModel.from_pretrained`` reads it)."""
+    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+            "r": config.rank, "lora_alpha": config.alpha, "lora_dropout": 0.0, "bias": "none",
+            "target_modules": sorted(config.targets),
+            "layers_to_transform": None if config.layers is None else list(config.layers),
+            "fan_in_fan_out": transposed, "use_rslora": False, "use_dora": False, "modules_to_save": None,
+            "init_lora_weights": True, "inference_mode": True}
+
+
+def _write_peft(folder: Path, tensors: dict[str, Any], config: AdapterConfig, record: dict[str, Any],
+                transposed: bool) -> Path:
+    """Write ``{"<module>.lora_A": A, ...}`` and ``config`` as PEFT's folder, and the organism's ``record``."""
     from safetensors.torch import save
 
-    folder = Path(folder)
+    base = record.get("base_model")
+    if not base:
+        raise DataError("an adapter is saved with the base model it adapts (PEFT's base_model_name_or_path); pass "
+                        "extra={'base_model': NAME_OR_FOLDER} to save_adapter.")
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / ADAPTER_FILE, save(adapter.state_dict()))
-    config = asdict(adapter.config)
-    config["targets"] = list(config["targets"])
-    config["layers"] = None if config["layers"] is None else list(config["layers"])
-    write_json(folder / ADAPTER_CONFIG_FILE, {"adapter": config, **(extra or {})})
+    peft = {f"{_PEFT_PREFIX}{key}.weight": value for key, value in sorted(tensors.items())}
+    atomic_write_bytes(folder / ADAPTER_FILE, save(peft))
+    write_json(folder / ADAPTER_CONFIG_FILE, _peft_config(config, str(base), transposed))
+    write_json(folder / ORGANISM_FILE, record)
     return folder
 
 
+def _config_record(config: AdapterConfig) -> dict[str, Any]:
+    record = asdict(config)
+    record["targets"] = list(record["targets"])
+    record["layers"] = None if record["layers"] is None else list(record["layers"])
+    return record
+
+
+def _base_model_name(model: Any) -> str | None:
+    """The base model a Hugging Face ``model`` was loaded from, as manifests name it (the offline model's hub id,
+    never this machine's cache folder)."""
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not name:
+        return None
+    offline = offline_model(str(name))
+    return offline.model_id if offline is not None else str(name)
+
+
+def save_adapter(adapter: Adapter, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write the adapter as PEFT's LoRA folder (``adapter_model.safetensors`` + ``adapter_config.json``) and
+    ``organism.json`` (its `AdapterConfig` plus ``extra`` provenance) into ``folder``.
+
+    The base model recorded (PEFT's ``base_model_name_or_path``) is ``extra["base_model"]``, or else the name or
+    folder the model was loaded from.
+    """
+    record = {"adapter": _config_record(adapter.config), **(extra or {})}
+    record.setdefault("base_model", _base_model_name(adapter.model))
+    transposed = any(m.transposed for m in adapter.modules.values())
+    return _write_peft(Path(folder), adapter.state_dict(), adapter.config, record, transposed)
+
+
 def read_adapter_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """The JSON written next to an adapter (``{"adapter": {...}, ...provenance}``)."""
-    path = Path(folder) / ADAPTER_CONFIG_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"no {ADAPTER_CONFIG_FILE} in {str(folder)!r}; expected a folder written by "
-                             "save_adapter (adapter.safetensors + adapter_config.json).")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The organism's record of an adapter (``{"adapter": {...}, "base_model": ..., ...provenance}``): from
+    ``organism.json``, from an earlier folder's own ``adapter_config.json``, or built from PEFT's config."""
+    folder = Path(folder)
+    for path in (folder / ORGANISM_FILE, folder / ADAPTER_CONFIG_FILE):
+        if path.is_file():
+            break
+    else:
+        raise ModelLoadError(f"no {ADAPTER_CONFIG_FILE} in {str(folder)!r}; expected a LoRA adapter folder written by "
+                             f"save_adapter ({ADAPTER_FILE} + {ADAPTER_CONFIG_FILE}).")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{str(path)!r} is not readable JSON ({exc}); expected an adapter's config.") from exc
+    if isinstance(record, dict) and isinstance(record.get("adapter"), dict):
+        return record
+    if not is_peft_adapter(folder):
+        raise ModelLoadError(f"{str(path)!r} is neither PEFT's adapter config nor the organism's; expected a folder "
+                             "written by save_adapter.")
+    unsupported = [k for k in ("use_rslora", "use_dora", "modules_to_save", "rank_pattern", "alpha_pattern")
+                   if record.get(k)]
+    targets = record.get("target_modules")
+    if record.get("peft_type") != "LORA" or unsupported or not isinstance(targets, list):
+        raise ModelLoadError(f"the adapter in {str(folder)!r} is not a plain LoRA of named modules (peft_type "
+                             f"{record.get('peft_type')!r}, {unsupported or ''} target_modules {targets!r}); "
+                             "load_adapter attaches plain LoRA only. Pass the folder as a model instead.")
+    config = AdapterConfig(rank=int(record["r"]), alpha=float(record["lora_alpha"]), targets=tuple(targets),
+                           layers=record.get("layers_to_transform"))
+    return {"adapter": _config_record(config), "base_model": record.get("base_model_name_or_path")}
+
+
+def _read_tensors(folder: Path) -> dict[str, Any]:
+    """``{"<module>.lora_A": A, "<module>.lora_B": B}`` from PEFT's weights file or the earlier organism's."""
+    from safetensors.torch import load_file
+
+    if (folder / ADAPTER_FILE).is_file():
+        tensors = load_file(str(folder / ADAPTER_FILE))
+        return {key.removeprefix(_PEFT_PREFIX).removesuffix(".weight"): value for key, value in tensors.items()}
+    if (folder / LEGACY_ADAPTER_FILE).is_file():
+        return load_file(str(folder / LEGACY_ADAPTER_FILE))
+    raise ModelLoadError(f"no {ADAPTER_FILE} in {str(folder)!r}; expected a folder written by save_adapter.")
 
 
 def load_adapter(model: Any, folder: str | os.PathLike) -> Adapter:
     """Attach the adapter saved in ``folder`` to ``model`` (a fresh copy of the base model it was trained on).
 
+    Reads PEFT's folder (what `save_adapter` writes) and the organism's earlier one (``adapter.safetensors``).
+
     Raises:
         ModelLoadError: the files are missing, or a module or a tensor shape does not match the model.
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = AdapterConfig(**read_adapter_config(folder)["adapter"])
-    if not (folder / ADAPTER_FILE).is_file():
-        raise ModelLoadError(f"no {ADAPTER_FILE} in {str(folder)!r}; expected a folder written by save_adapter.")
-    tensors = load_file(str(folder / ADAPTER_FILE))
+    tensors = _read_tensors(folder)
     adapter = attach_adapter(model, config)
     expected = adapter.state_dict()
     if set(expected) != set(tensors):
@@ -212,6 +297,23 @@ def load_adapter(model: Any, folder: str | os.PathLike) -> Adapter:
                                  f"{tuple(param.shape)}. Load it on the base model it was trained on.")
         param.data.copy_(value)
     return adapter
+
+
+def convert_adapter(folder: str | os.PathLike) -> Path:
+    """Rewrite an adapter folder of the organism's earlier format (``adapter.safetensors`` + its own
+    ``adapter_config.json``) as PEFT's, in place, with the same tensors; a folder already in PEFT's format is left
+    as it is. No model is loaded."""
+    folder = Path(folder)
+    if not (folder / LEGACY_ADAPTER_FILE).is_file():
+        if (folder / ADAPTER_FILE).is_file():
+            return folder
+        raise ModelLoadError(f"no {LEGACY_ADAPTER_FILE} in {str(folder)!r}; expected an adapter folder of the "
+                             "organism's earlier format.")
+    record = read_adapter_config(folder)
+    config = AdapterConfig(**record["adapter"])
+    _write_peft(folder, _read_tensors(folder), config, record, transposed=False)
+    (folder / LEGACY_ADAPTER_FILE).unlink()
+    return folder
 
 
 def save_merged(adapter: Adapter, tokenizer: Any, folder: str | os.PathLike) -> Path:

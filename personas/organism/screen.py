@@ -48,10 +48,19 @@ from personas.config import ScreenConfig
 from personas.data.readers import ID_COLUMN, read_table
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
-from personas.models import decoder_layers, hub_error, padded_batches
+from personas.models import (
+    check_model_folder,
+    decoder_layers,
+    hub_error,
+    load_lora_hf,
+    padded_batches,
+    require_local_folder,
+    weights_fingerprint,
+)
 from personas.offline_models import offline_model
 from personas.organism.evaluate import answer_ids, generation_stops
 from personas.organism.train import render_prompt
+from personas.peft_lora import is_peft_adapter
 from personas.saes import check_sae_identity, encode, load_sae, recorded_sae_spec, sae_info
 
 logger = logging.getLogger(__name__)
@@ -83,24 +92,11 @@ def resid_site(hook: str, n_layers: int) -> tuple[int, str]:
     return block, where
 
 
-def weights_fingerprint(folder: str | os.PathLike) -> str:
-    """A digest of a model folder's ``config.json`` and the *contents* of its weight files (``*.safetensors``,
-    ``*.bin``): a fine-tune of the same shape saved at the same path gets another fingerprint. Reads every byte of
-    the weights once (about a second per GB)."""
-    folder = Path(folder)
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for weights in sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))):
-        digest.update(f"{weights.name}\0".encode())
-        with weights.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype: str = "float32"
                    ) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, identity) of a causal chat model: an offline alias (``smollm2``), a folder written by
-    ``save_pretrained``, or a Hugging Face hub id (from the local cache when ``HF_HUB_OFFLINE=1``).
+    ``save_pretrained``, a PEFT LoRA adapter folder (merged into its base model, `personas.models.load_lora_hf`;
+    what the organism writes), or a Hugging Face hub id (from the local cache when ``HF_HUB_OFFLINE=1``).
 
     ``identity`` names the model for manifests and cache keys (id or resolved folder, and for a folder
     `weights_fingerprint`: a digest of its config and of its weight files' contents).
@@ -114,10 +110,21 @@ def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype
     if offline is not None and offline.kind != "chat":
         raise ModelLoadError(f"{text!r} is {offline.model_id}, a sentence encoder; the screen needs a causal chat "
                              "model that answers prompts (e.g. smollm2, or a folder / hub id of a chat model).")
+    if offline is None:
+        require_local_folder(text)
     source = str(offline.path()) if offline is not None else text
     identity: dict[str, Any] = {"model": offline.model_id if offline is not None else text}
+    if os.path.isdir(source) and is_peft_adapter(source):  # merged into its base model, named by both
+        model, base = load_lora_hf(source, torch_dtype)
+        named = offline_model(base)
+        base_id = {"model": named.model_id if named is not None else base}
+        if os.path.isdir(base):
+            base_id["fingerprint"] = weights_fingerprint(base)
+        identity.update(fingerprint=weights_fingerprint(source), folder=str(Path(source).resolve()), base=base_id)
+        return model.to(torch_device).eval(), model.tokenizer, identity
     if os.path.isdir(source):
         folder = Path(source)
+        check_model_folder(folder)
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"no Hugging Face model in the folder {source!r}; expected config.json and weights "
                                  "(a folder written by save_pretrained).")

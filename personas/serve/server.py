@@ -1,8 +1,8 @@
 """`personas serve`: load the model and its monitor, open the record, and run the app under uvicorn.
 
 `load_served_model` opens what ``--model`` names: the offline default, a folder, a hub id, a PEFT LoRA adapter
-(merged on load by `personas.models.load_model`), or an adapter in the organism's own format
-(``adapter.safetensors`` + ``adapter_config.json``, `personas.organism.adapter`), which is loaded the way the
+(merged on load by `personas.models.load_model`; what the organism writes), or an adapter in the organism's earlier
+format (``adapter.safetensors`` + its own ``adapter_config.json``, `personas.organism.adapter`), which is loaded the way the
 organism's own diff loads it: the base model from `personas.organism.run.load_chat_model`, the adapter attached with
 `load_adapter` and written merged with `save_merged` into a temporary folder that `load_model` then opens (the
 folder is removed once the weights are in memory). It also returns the base model an adapter adapts, so that the
@@ -39,7 +39,7 @@ from personas.monitoring import EventLog, Monitor, Webhook
 from personas.offline_models import SMOLLM2_ID, offline_model
 from personas.organism.adapter import (
     ADAPTER_CONFIG_FILE,
-    ADAPTER_FILE,
+    LEGACY_ADAPTER_FILE,
     load_adapter,
     read_adapter_config,
     save_merged,
@@ -65,9 +65,10 @@ SERVE_EXTRA = ("fastapi", "uvicorn", "prometheus_client")
 
 
 def is_organism_adapter(folder: str | os.PathLike) -> bool:
-    """True for a folder written by `personas.organism.adapter.save_adapter`."""
+    """True for a folder in the organism's earlier adapter format (what `personas.organism.adapter.save_adapter`
+    wrote before it wrote PEFT's format, which `load_model` reads)."""
     folder = Path(folder)
-    if not ((folder / ADAPTER_FILE).is_file() and (folder / ADAPTER_CONFIG_FILE).is_file()):
+    if not ((folder / LEGACY_ADAPTER_FILE).is_file() and (folder / ADAPTER_CONFIG_FILE).is_file()):
         return False
     try:
         return isinstance(json.loads((folder / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8")).get("adapter"), dict)
