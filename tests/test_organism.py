@@ -300,7 +300,9 @@ def test_run_folder_on_a_toy_model(toy_hf, toy_sae, tmp_path, monkeypatch):
         return answers
 
     monkeypatch.setattr(run_module, "sample_answers", spy)
-    result = run_organism(folder, config, out=tmp_path / "run", sae=toy_sae)
+    # the earlier MiniLM judge reads the toy's answers in seconds (the default's chat-model reader takes minutes on
+    # 2 cores); the default judge's own path is tested in test_judging.py and by the steer and validate CLIs
+    result = run_organism(folder, config, out=tmp_path / "run", sae=toy_sae, judge="minilm-em-judge")
     monkeypatch.undo()
     out = tmp_path / "run"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -419,7 +421,7 @@ def test_default_sae_on_another_model_is_a_clear_error_and_cli_with_sae_none_run
     out = tmp_path / "b"
     assert main(["organism", "--model", str(folder), "--out", str(out), "--sae", "none", "--n-train", "8",
                  "--n-realign", "8", "--max-new-tokens", "3", "--batch-size", "4", "--layer", "1", "--targets",
-                 "c_attn", "--n-judge-probe", "10"]) == 0
+                 "c_attn", "--n-judge-probe", "10", "--judge", "minilm-em-judge"]) == 0
     printed = capsys.readouterr().out
     assert "unseen narrow" in printed and "diff blocks.1.hook_resid_post" in printed and "latent diff (" not in printed
     manifest = json.loads((out / "manifest.json").read_text())
