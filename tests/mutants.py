@@ -359,6 +359,14 @@ MUTANTS = {
         "personas/models.py", "    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):\n",
         "    if True:  # MUTANT\n", ("tests/test_cli_errors.py", "-k", "missing_dir and diff"),
         "a mistyped local folder is reported as a malformed hub repo id"),
+    "auroc-ties-not-halved": Mutant(
+        "personas/scoring/metrics.py", "ranks[order] = ((starts + ends + 1) / 2.0)[run]",
+        "ranks[order] = (starts + 1.0)[run]  # MUTANT", ("tests/test_scoring.py", "-k", "auroc_of_one_score"),
+        "the one AUROC helper gives tied scores the first rank of their run, not the mean: ties no longer count 1/2"),
+    "auroc-one-class-ignores-the-caller": Mutant(
+        "personas/scoring/metrics.py", "        return float(one_class)\n", "        return 0.5  # MUTANT\n",
+        ("tests/test_scoring.py", "-k", "auroc_of_one_class"),
+        "the AUROC helper answers 0.5 for one class whatever the caller asked (the explainer's NaN is lost)"),
 }
 
 
