@@ -367,6 +367,15 @@ MUTANTS = {
         "personas/scoring/metrics.py", "        return float(one_class)\n", "        return 0.5  # MUTANT\n",
         ("tests/test_scoring.py", "-k", "auroc_of_one_class"),
         "the AUROC helper answers 0.5 for one class whatever the caller asked (the explainer's NaN is lost)"),
+    "loose-top-level-module": Mutant(
+        "tests/test_imports.py", '"offline_models", "peft_lora", "plan", "saes",',
+        '"offline_models", "peft_lora", "saes",  # MUTANT: plan.py stands for a new loose module',
+        ("tests/test_imports.py", "-k", "top_level"),
+        "a module at the top of personas/ that the allow-list does not hold passes (the layout rule unenforced)"),
+    "stale-top-level-allow-list": Mutant(
+        "tests/test_imports.py", '"testing", "validation",\n}', '"testing", "validation", "pipeline",  # MUTANT\n}',
+        ("tests/test_imports.py", "-k", "top_level"),
+        "the allow-list keeps a name whose module moved away, so a new module of that name would slip back in"),
 }
 
 
