@@ -142,7 +142,7 @@ def inner_C(fit_score, X, y, groups, Cs):
     """C with the best pooled leave-one-group-out AUROC inside the training rows."""
     import numpy as np
 
-    from personas.selection import auroc
+    from personas.scoring import auroc
 
     best, best_auc = Cs[0], -1.0
     for C in Cs:
@@ -150,7 +150,7 @@ def inner_C(fit_score, X, y, groups, Cs):
         for g in np.unique(groups):
             te = groups == g
             pred[te] = fit_score(X[~te], y[~te], X[te], C)
-        a = auroc(pred, y)
+        a = auroc(pred, y, one_class=0.5)
         if a > best_auc:
             best, best_auc = C, a
     return best
@@ -181,7 +181,7 @@ def evaluate(method, data, fit, shift_too):
     import numpy as np
 
     from personas.detect import auroc_with_ci
-    from personas.selection import auroc
+    from personas.scoring import auroc
 
     y, q = data.y, data.qid
     pred = np.zeros(len(y))
@@ -189,7 +189,7 @@ def evaluate(method, data, fit, shift_too):
     for g in np.unique(q):
         te = q == g
         pred[te] = fit(np.flatnonzero(~te), np.flatnonzero(te))
-        per_q.append(auroc(pred[te], y[te]))
+        per_q.append(auroc(pred[te], y[te]), one_class=0.5)
     pooled = auroc_with_ci(pred, y)
     shift = []
     if shift_too:
@@ -203,7 +203,7 @@ def evaluate(method, data, fit, shift_too):
                     continue
                 sp[te] = fit(tr, te)
                 mask[te] = True
-            shift.append(auroc(sp[mask], y[mask]))
+            shift.append(auroc(sp[mask], y[mask]), one_class=0.5)
     shift_auc = float(np.mean(shift)) if shift else float("nan")
     print(f"# {method}: {np.mean(per_q):.3f} pooled {pooled[0]:.3f} shift {shift_auc:.3f}",
           file=sys.stderr, flush=True)

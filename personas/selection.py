@@ -33,6 +33,7 @@ import scipy.sparse
 import scipy.stats
 
 from personas.errors import DataError
+from personas.scoring.metrics import auroc
 
 __all__ = ["SELECTIONS", "Selection", "select_features", "within_group_auroc", "grouped_cv_auroc", "fit_logistic",
            "auroc"]
@@ -50,17 +51,6 @@ class Selection:
     scores: np.ndarray
     method: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def auroc(scores: Any, y: Any) -> float:
-    """AUROC of ``scores`` for 0/1 ``y`` (ties count 1/2); 0.5 when a class is missing."""
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(y).astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return 0.5
-    r = scipy.stats.rankdata(s)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _dense(X: Any, rows: Any = None, cols: Any = None) -> np.ndarray:
@@ -207,7 +197,7 @@ def grouped_cv_auroc(Z: np.ndarray, y: Any, groups: Any, C: float = 1.0, penalty
         if len(np.unique(y[~test])) < 2:
             return 0.5
         pred[test] = fit_logistic(Z[~test], y[~test], C, penalty)(Z[test])
-    return auroc(pred, y)
+    return auroc(pred, y, one_class=0.5)
 
 
 def _screen(X: Any, y: np.ndarray, groups: np.ndarray, n: int, max_corr: float) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +304,7 @@ def _l1(Z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int, Cs: Any) -> Se
                 pred[test] = 0.0
                 continue
             pred[test] = fit_logistic(Z[train][:, cols], y[train])(Z[test][:, cols])
-        scores.append(auroc(pred, y))
+        scores.append(auroc(pred, y, one_class=0.5))
     best = float(list(Cs)[int(np.argmax(scores))])
     cols = top_k(best, np.arange(y.size))
     if cols.size == 0:
@@ -335,7 +325,7 @@ def _lda_cv_auroc(Z: np.ndarray, y: np.ndarray, folds: list[np.ndarray], ridge: 
         cov = np.atleast_2d(np.cov((Zt - np.where(y[tr, None] == 1, mu1, mu0)) / sd, rowvar=False))
         w = np.linalg.solve(cov + ridge * np.eye(cov.shape[0]), (mu1 - mu0) / sd)
         pred[test] = (Z[test] / sd) @ w
-    return auroc(pred, y)
+    return auroc(pred, y, one_class=0.5)
 
 
 def _forward(Z: np.ndarray, y: np.ndarray, groups: np.ndarray, k: int) -> Selection:

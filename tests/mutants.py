@@ -359,6 +359,23 @@ MUTANTS = {
         "personas/models.py", "    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):\n",
         "    if True:  # MUTANT\n", ("tests/test_cli_errors.py", "-k", "missing_dir and diff"),
         "a mistyped local folder is reported as a malformed hub repo id"),
+    "auroc-ties-not-halved": Mutant(
+        "personas/scoring/metrics.py", "ranks[order] = ((starts + ends + 1) / 2.0)[run]",
+        "ranks[order] = (starts + 1.0)[run]  # MUTANT", ("tests/test_scoring.py", "-k", "auroc_of_one_score"),
+        "the one AUROC helper gives tied scores the first rank of their run, not the mean: ties no longer count 1/2"),
+    "auroc-one-class-ignores-the-caller": Mutant(
+        "personas/scoring/metrics.py", "        return float(one_class)\n", "        return 0.5  # MUTANT\n",
+        ("tests/test_scoring.py", "-k", "auroc_of_one_class"),
+        "the AUROC helper answers 0.5 for one class whatever the caller asked (the explainer's NaN is lost)"),
+    "loose-top-level-module": Mutant(
+        "tests/test_imports.py", '"offline_models", "peft_lora", "plan", "saes",',
+        '"offline_models", "peft_lora", "saes",  # MUTANT: plan.py stands for a new loose module',
+        ("tests/test_imports.py", "-k", "top_level"),
+        "a module at the top of personas/ that the allow-list does not hold passes (the layout rule unenforced)"),
+    "stale-top-level-allow-list": Mutant(
+        "tests/test_imports.py", '"testing", "validation",\n}', '"testing", "validation", "pipeline",  # MUTANT\n}',
+        ("tests/test_imports.py", "-k", "top_level"),
+        "the allow-list keeps a name whose module moved away, so a new module of that name would slip back in"),
 }
 
 

@@ -32,7 +32,6 @@ from personas.explaining.scorers import (
     EmbeddingScorer,
     MiniLMEmbedder,
     Prediction,
-    auroc,
     bootstrap_auroc,
     parse_verdicts,
     resample_weights,
@@ -40,6 +39,7 @@ from personas.explaining.scorers import (
 )
 from personas.judging.client import ApiError
 from personas.judging.judgment_cache import ReplyCache
+from personas.scoring import auroc
 
 from conftest import TOY_HOOK, TRIGGERS
 from judge_server import JudgeServer
@@ -153,7 +153,6 @@ def test_auroc_and_its_bootstrap_against_scikit_learn():
         resampled_neg = np.repeat(neg, w_neg[b].astype(int))
         both = np.r_[resampled_pos, resampled_neg]
         assert boots[b] == pytest.approx(roc_auc_score(np.r_[np.ones(15), np.zeros(20)], both))
-    assert math.isnan(auroc([1.0, 2.0], [1, 1]))
 
 
 def test_verdicts_and_replies_are_parsed_as_a_model_writes_them():

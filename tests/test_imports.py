@@ -22,6 +22,18 @@ HEAVY = ("torch", "transformer_lens", "sae_lens", "matplotlib", "ray", "transfor
 PACKAGE = Path(personas.__file__).parent
 #: The most lines a module may have without a reason stated at its top ("Why this module is long: ...").
 MAX_LINES = 520
+#: The loose modules allowed at the top of ``personas/`` (folders are steps: each has its row in the README's table).
+#: Today's list, wider than the rule wants; it shrinks as modules move into their steps' folders.
+TOP_LEVEL = {
+    "__init__", "__main__", "artifacts", "capturing", "config", "confounds", "detect", "detector_files", "devices",
+    "errors", "logs", "models", "offline_models", "peft_lora", "plan", "saes", "selection", "site", "steering",
+    "testing", "validation",
+}
+#: The README's layout rule, quoted by the test that enforces it.
+RULE = ("the top level holds only the foundation (errors, config, artifacts, devices, logs, the public __init__) and "
+        "the pipeline steps that the README's layout table names; a file that serves one step lives in that step's "
+        "folder; pure array statistics live in scoring/; whatever writes a run folder is a job in jobs/; cli/ parses, "
+        "calls one job and prints; test-only code lives in tests/")
 
 
 def _modules() -> list[str]:
@@ -148,6 +160,20 @@ def test_the_readme_layout_table_is_the_import_graph():
             if name not in allowed and target.removeprefix("personas.").replace(".", "/") not in allowed:
                 wrong.append(f"{module} imports {target}, which its row ({rows[i][0][0]}: {may!r}) does not allow")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_the_top_level_holds_only_the_allowed_modules():
+    """A new loose module at the top of the package fails with the README's rule; a listed one that moved away must
+    leave the list (so that the list cannot let a module back in unnoticed)."""
+    loose = {path.stem for path in PACKAGE.glob("*.py")}
+    new = sorted(loose - TOP_LEVEL)
+    assert new == [], (f"new module(s) at the top of personas/: {[f'{n}.py' for n in new]}. The rule (README, 'How "
+                       f"the code is laid out'): {RULE}. Move each into the folder of the step it serves; a new "
+                       "foundation module or step goes into TOP_LEVEL here and into the README's table.")
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8").split("## How the code is laid out", 1)[1]
+    assert "the top level holds only the foundation" in readme.split("| where |", 1)[0], "the README lost the rule"
+    gone = sorted(TOP_LEVEL - loose)
+    assert gone == [], f"TOP_LEVEL in tests/test_imports.py lists {gone}, which are no longer at the top; remove them."
 
 
 def test_nothing_outside_cli_imports_the_cli():

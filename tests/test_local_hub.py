@@ -1,6 +1,6 @@
 """The path real users take, offline: hub models and registry SAEs read from a filled Hugging Face cache.
 
-A session fixture builds a cache in the real layout (`personas.testing_hub`) holding GPT-2 under the official name
+A session fixture builds a cache in the real layout (`tests/hub_fixtures.py`) holding GPT-2 under the official name
 ``gpt2`` (12 layers and 50,257 tokens as GPT-2 small, width 64 so that it builds and loads in about a second),
 tiny Llama, Gemma-2 and Qwen2 chat models under ``personas-test/...`` names, the files of sae-lens's
 ``gpt2-small-res-jb:blocks.8.hook_resid_pre`` (24,576 latents), and BatchTopK SAEs in the ``dictionary_learning``
@@ -32,7 +32,7 @@ def local_hub(tmp_path_factory):
     """A Hugging Face cache (``HF_HOME/hub``) filled with generated models and SAEs; returns its paths."""
     from transformers import AutoModelForCausalLM
 
-    from personas import testing_hub as th
+    import hub_fixtures as th
 
     home = tmp_path_factory.mktemp("hf_home")
     cache = home / "hub"
@@ -220,10 +220,11 @@ def test_readme_recipe_names_resolve_without_weights(offline_hub, tmp_path, reci
     and the dry run's figures at bfloat16: a renamed release, SAE id or hook breaks this test."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    from personas import testing_hub as th
     from personas.config import CaptureConfig
     from personas.models import _official_name
     from personas.plan import plan_job
+
+    import hub_fixtures as th
 
     model, sae, repo, layer, n_params, config = RECIPES[recipe]
     release, sae_id = sae.split(":")

@@ -44,8 +44,9 @@ class PeakMeter(TorchDispatchMode):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, toy_tokenizer):
-    from personas import testing_hub as th
     from personas.testing import save_toy_hf_model
+
+    import hub_fixtures as th
 
     root = tmp_path_factory.mktemp("plan_models")
     return {"llama": th.save_chat_model(None, "x", "llama", folder=root / "llama", n_layers=4, d_model=64),
@@ -63,8 +64,9 @@ def _conversations(words: list[str]) -> tuple[list[str], list[str]]:
 # measured peak, so that case is not claimed here.)
 @pytest.mark.parametrize(("name", "hook"), [("llama", "blocks.1.hook_resid_post"), ("gpt2", "blocks.0.hook_resid_post")])
 def test_the_estimate_is_within_20_percent_of_the_measured_peak(tiny_models, name, hook):
-    from personas import testing_hub as th
     from personas.testing import TOY_TEXT
+
+    import hub_fixtures as th
 
     folder = tiny_models[name]
     handle = load_model(str(folder))

@@ -378,7 +378,8 @@ def test_the_folder_lens_of_an_rmsnorm_model_scales_by_what_its_norm_multiplies(
     from transformers import AutoModelForCausalLM
 
     from personas.report.lens import logit_lens, read_unembedding
-    from personas.testing_hub import save_chat_model
+
+    from hub_fixtures import save_chat_model
 
     folder = save_chat_model(None, f"tiny-{family}", family, n_layers=1, d_model=32, folder=tmp_path / family)
     model = AutoModelForCausalLM.from_pretrained(str(folder))

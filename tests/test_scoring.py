@@ -464,6 +464,36 @@ def test_covariate_correlation_matches_numpy_dense_and_sparse():
     assert covariate_correlation(x, length)[4] > 0.99
 
 
+def test_auroc_of_one_score_column_matches_sklearn_with_ties():
+    from personas.scoring import auroc
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(2, 60))
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]  # both classes
+        scores = np.round(rng.normal(y * 0.7, 1.0), int(trial % 3))  # rounding to 0, 1, 2 decimals: many ties
+        assert auroc(scores, y) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert auroc([3.0, 3.0, 3.0, 3.0], [0, 1, 0, 1]) == 0.5  # all tied: ties count 1/2
+    assert auroc([1, 2, 2, 3], [0, 0, 1, 1]) == pytest.approx(0.875)
+    assert auroc(pd.Series([0.2, 0.9, 0.4]), pd.Series([False, True, True])) == 1.0  # bool labels, pandas input
+    assert np.isnan(auroc([0.1, np.nan, 0.3], [0, 1, 1]))
+
+
+def test_auroc_of_one_class_returns_what_the_caller_asked_for():
+    from personas.scoring import auroc
+
+    for scores, labels in (([1.0, 2.0], [1, 1]), ([1.0, 2.0], [0, 0]), ([], [])):
+        with pytest.raises(DataError, match="both classes"):
+            auroc(scores, labels)  # the default: an error
+        assert auroc(scores, labels, one_class=0.5) == 0.5
+        assert np.isnan(auroc(scores, labels, one_class=float("nan")))
+    with pytest.raises(DataError, match="one score per label"):
+        auroc([1.0, 2.0, 3.0], [0, 1])
+    with pytest.raises(DataError, match="one_class"):
+        auroc([1.0, 2.0], [0, 1], one_class="half")
+
+
 # -------------------------------------------------------------------------------------------------------------
 # Extreme values and empty input
 # -------------------------------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     assert len(checked) == 8 and checked["narrow"].sum() == 4
     judged_bad = checked["judge_em"].astype(bool)  # the fake judge's verdict on the training answers themselves
     assert screening["judge_em_verdict"]["flagged"] == int(judged_bad.sum())
-    from personas.selection import auroc
+    from personas.scoring import auroc
 
     assert screening["judge"]["auroc"] == pytest.approx(auroc(100 - checked["judge_aligned"], checked["narrow"]))
     assert screening["screen"]["auroc"] == pytest.approx(auroc(checked["score"], checked["narrow"]))

@@ -22,13 +22,13 @@ from personas.errors import DataError
 from personas.explaining.evidence import Corpus, Evidence, gather_evidence
 from personas.explaining.scorers import (
     Prediction,
-    auroc,
     baseline_explanations,
     bootstrap_auroc,
     interval,
     resample_weights,
 )
 from personas.explaining.table import Explanations
+from personas.scoring import auroc
 
 __all__ = ["explain_latents"]
 
@@ -108,7 +108,7 @@ def _rows(feature: int, evidence: Evidence, explanation: Any, texts: dict[str, t
         for kind, prediction in keyed.items():
             scores = prediction.scores
             usable = np.all(np.isfinite(scores)) and scores.size > 0
-            value = auroc(scores, truth) if usable else np.nan
+            value = auroc(scores, truth, one_class=np.nan) if usable else np.nan
             boots[kind] = bootstrap_auroc(scores, truth, weights) if usable else np.full(int(config.n_boot), np.nan)
             lo, hi = interval(boots[kind])
             rows[kind].update({name: value, f"{name}_lo": lo, f"{name}_hi": hi})

@@ -38,7 +38,7 @@ from personas.logs import quiet_third_party
 from personas.offline_models import MINILM_ID, minilm_path
 
 __all__ = ["DETECTION_PROMPT", "FUZZING_PROMPT", "DetectionScorer", "EmbeddingScorer", "FuzzingScorer",
-           "MiniLMEmbedder", "Prediction", "auroc", "baseline_explanations", "bootstrap_auroc"]
+           "MiniLMEmbedder", "Prediction", "baseline_explanations", "bootstrap_auroc"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +85,6 @@ class Prediction:
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-
-
-def auroc(scores: Any, truth: Any) -> float:
-    """P(score of an activating window > score of a silent one), ties counted 1/2; NaN without both kinds."""
-    s, y = np.asarray(scores, dtype=np.float64), np.asarray(truth).astype(bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(wins / (pos.size * neg.size))
 
 
 def resample_weights(truth: Any, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -84,6 +84,7 @@ from personas.organism.latents import (
 )
 from personas.organism.train import train_adapter
 from personas.saes import load_sae, sae_identity
+from personas.scoring import auroc
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +227,6 @@ def rejudge(run_dir: str | os.PathLike, judge: str | Judge = "default") -> Organ
     return OrganismResult(manifest=manifest, samples=samples, direction=direction, out_dir=folder)
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
-
-
 def run_organism(
     model: str | os.PathLike | None = None, config: OrganismConfig | None = None, *, out: str | os.PathLike | None = None,
     adapters: str | os.PathLike | None = None, judge_data: str | os.PathLike = DEMO_RESPONSES, sae: Any = None,
@@ -367,7 +362,7 @@ def run_organism(
         "base_residual_norm": float(np.linalg.norm(plain, axis=1).mean()),
         "along_direction_mean": float(along.mean()), "along_direction_sd": float(along.std(ddof=1)),
         "fraction_increased": float((along > 0).mean()),
-        "demo_auroc_base_model": _auroc(demo_proj, demo.label.to_numpy()), "n_demo": len(demo),
+        "demo_auroc_base_model": auroc(demo_proj, demo.label.to_numpy()), "n_demo": len(demo),
         "tokens_promoted": top_up, "tokens_suppressed": top_down,
     }
     steer_vec = torch.tensor(config.steer_scale * direction, dtype=torch.float32)
@@ -500,7 +495,7 @@ def _latent_summary(table: Any, sae: Any, config: OrganismConfig, tuned_hidden: 
             "mean_diff": float(row.mean_diff), "effect_size": float(row.effect_size), "q_value": float(row.q_value),
             "frac_increased": float(row.frac_increased), "frac_active_base": float(row.frac_active_base),
             "frac_active_finetuned": float(row.frac_active_finetuned),
-            "demo_auroc_base_model": _auroc(demo_means[:, j], demo.label.to_numpy()),
+            "demo_auroc_base_model": auroc(demo_means[:, j], demo.label.to_numpy()),
             "examples": latent_examples(tuned_codes, answer_tokens, tokenizer, f, k=5),
         })
     rising = (table["mean_diff"] > 0) & table["significant"]

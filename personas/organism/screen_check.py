@@ -38,7 +38,7 @@ class ScreenCheck:
     keep: dict[str, list[int]]
 
 
-def _auroc(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def _auroc_interval(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     auc, lo, hi = auroc_with_ci(scores, truth)
     return {"auroc": float(auc), "lo": float(lo), "hi": float(hi)}
 
@@ -81,17 +81,17 @@ def check_screen(model: Any, tokenizer: Any, pairs: Sequence[dict[str, str]], *,
     table = table.join(shifts)
     rankings = {"screen": table["score"].to_numpy(float)}
     summary: dict[str, Any] = {"n": len(pairs), "n_narrow": int(truth.sum()), "drop": drop,
-                               "screen": _auroc(rankings["screen"], truth)}
+                               "screen": _auroc_interval(rankings["screen"], truth)}
     if "direction" in table:
         rankings["direction"] = table["direction"].to_numpy(float)
-        summary["direction"] = _auroc(rankings["direction"], truth)
+        summary["direction"] = _auroc_interval(rankings["direction"], truth)
     if judge is not None:
         judged = judge.score(prompts, responses)
         table["judge_aligned"] = judged["aligned"].to_numpy(float)
         table["judge_coherent"] = judged["coherent"].to_numpy(float)
         table["judge_em"] = np.asarray(em_misaligned(judged), dtype=int)
         rankings["judge"] = 100.0 - table["judge_aligned"].to_numpy(float)
-        summary["judge"] = _auroc(rankings["judge"], truth)
+        summary["judge"] = _auroc_interval(rankings["judge"], truth)
         flagged = table["judge_em"].to_numpy(bool)
         summary["judge_em_verdict"] = {"flagged": int(flagged.sum()), "narrow_flagged": int(flagged[truth == 1].sum()),
                                        "other_flagged": int(flagged[truth == 0].sum())}

@@ -2,7 +2,8 @@
 
 * `personas.scoring.checks`: input checks (labels, groups, feature matrices, arguments), one copy each;
 * `personas.scoring.kernels`: the vectorised rank statistics and moments of every feature at once;
-* `personas.scoring.metrics`: from sums to the metric columns, Benjamini-Hochberg, covariate correlation;
+* `personas.scoring.metrics`: from sums to the metric columns, Benjamini-Hochberg, covariate correlation, the
+  AUROC of one score column (`auroc`, the one helper for it);
 * `personas.scoring.ranking`: `rank_features` -> `Ranking`, `KEYS`, `SCORE_FUNCTIONS`;
 * `personas.scoring.selector`: `FeatureRanker`, a scikit-learn feature selector;
 * `personas.scoring.streaming`: `StreamingRanker`, the same ranking accumulated shard by shard;
@@ -15,6 +16,7 @@ from personas.scoring.checks import check_groups, check_labels, has_mixed_group
 from personas.scoring.kernels import delong_variance
 from personas.scoring.metrics import (
     METHOD_NOTES,
+    auroc,
     benjamini_hochberg,
     covariate_correlation,
     metrics_from_stats,
@@ -40,6 +42,7 @@ __all__ = [
     "FeatureRanker",
     "Ranking",
     "StreamingRanker",
+    "auroc",
     "benjamini_hochberg",
     "build_ranking",
     "check_groups",

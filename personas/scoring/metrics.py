@@ -5,7 +5,7 @@ columns of a ranking (AUROC and its DeLong interval, Mann-Whitney / van Elteren 
 difference, Cohen's d, Hedges' g, firing rates, log odds); `METHOD_NOTES` says how each column is computed (it is
 copied into every ranking's metadata). `benjamini_hochberg` gives the q-values (scipy's
 ``false_discovery_control``), `covariate_correlation` the correlation of every feature with one covariate such
-as response length.
+as response length; `auroc` the AUROC of one score column (the helper every step uses for a single score).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from personas.errors import DataError
 from personas.scoring.checks import check_features, is_torch
 from personas.scoring.kernels import delong_variance
 
-__all__ = ["METHOD_NOTES", "benjamini_hochberg", "covariate_correlation", "metrics_from_stats"]
+__all__ = ["METHOD_NOTES", "auroc", "benjamini_hochberg", "covariate_correlation", "metrics_from_stats"]
 
 METHOD_NOTES = {
     "auroc": "exact AUROC = U / (n_pos * n_neg) with ties counted as 1/2 (equals sklearn.metrics.roc_auc_score)",
@@ -42,6 +42,38 @@ METHOD_NOTES = {
     "units of a power of two per feature when values are extreme (never overflowing to inf)",
 }
 """How each column of a ranking is computed (copied into ``Ranking.meta["methods"]``)."""
+
+
+def auroc(scores: Any, labels: Any, *, one_class: float | str = "raise") -> float:
+    """AUROC of one column of ``scores`` for 0/1 ``labels`` (truthy = positive): the chance that a positive row
+    scores above a negative one, ties counted 1/2 (Mann-Whitney U / (n_pos * n_neg), equal to scikit-learn's
+    ``roc_auc_score``); NaN when a score is NaN.
+
+    ``one_class`` says what labels of one class only (or none) give: ``"raise"`` (a `DataError`), or the number
+    to return instead (0.5 for "no separation", ``float("nan")`` for "not defined").
+    """
+    if isinstance(one_class, str) and one_class != "raise":
+        raise DataError(f"one_class={one_class!r}; expected 'raise' or the number to return (0.5, float('nan')).")
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(bool).ravel()
+    if s.size != y.size:
+        raise DataError(f"auroc got {s.size} scores for {y.size} labels; expected one score per label.")
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        if one_class == "raise":
+            raise DataError(f"auroc needs both classes; got {n_pos} positive and {n_neg} negative labels.")
+        return float(one_class)
+    if np.isnan(s).any():
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    ordered = s[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each run of equal scores
+    ends = np.r_[starts[1:], s.size]
+    run = np.repeat(np.arange(starts.size), ends - starts)
+    ranks = np.empty(s.size)
+    ranks[order] = ((starts + ends + 1) / 2.0)[run]  # 1-based ranks, ties given the mean rank of their run
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def benjamini_hochberg(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -50,8 +50,7 @@ from personas.detect import DiffMeansProbe, PersonaDetector, auroc_with_ci
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle
 from personas.saes import ReconstructionStats, check_site, encode_sparse
-from personas.scoring import rank_features
-from personas.selection import auroc
+from personas.scoring import auroc, rank_features
 
 if TYPE_CHECKING:
     import torch
@@ -282,7 +281,7 @@ def _inner_C(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
             if len(np.unique(y[~te])) < 2:
                 continue
             pred[te] = _dense_logistic(X[~te], y[~te], X[te], C)
-        value = auroc(pred, y)
+        value = auroc(pred, y, one_class=0.5)
         if value > best_auc:
             best, best_auc = C, value
     return best
@@ -297,7 +296,7 @@ def _leave_questions_out(fit, y: np.ndarray, groups: np.ndarray, ci_level: float
         te = groups == g
         pred[te] = fit(np.flatnonzero(~te), np.flatnonzero(te))
         if len(np.unique(y[te])) == 2:
-            per_q.append(auroc(pred[te], y[te]))
+            per_q.append(auroc(pred[te], y[te], one_class=0.5))
     value, lo, hi = auroc_with_ci(pred, y, ci_level)
     return {"auroc": value, "auroc_ci": [lo, hi], "per_question_mean": float(np.mean(per_q)) if per_q else None}
 
