@@ -11,8 +11,8 @@ Run from the repository root (offline, a few minutes on 2 cores)::
    misaligned (hand aligned < 30) vs the rest among hand-coherent answers, its EM rate against the reference's
    with Wilson intervals, and `judge_agreement` with the hand scores.
 2. **The organism** (``data/organism/run`` and ``run-seed1``), **the sweep** (``data/organism/sweep``) and **the
-   steering benchmark** (``benchmarks/results/steer_smollm2_generations.csv``): every saved answer scored by the
-   new judge; per condition the EM rates before and after with intervals and the two judges' agreement; the
+   steering benchmark** as the earlier judge read it
+   (``benchmarks/results/steer_smollm2_minilm_judge_generations.csv``): every saved answer scored by the new judge; per condition the EM rates before and after with intervals and the two judges' agreement; the
    sweep's onsets; the steering screen (is the same latent chosen?), confirmation and dose-response; answers quoted.
    With ``--write-runs`` the run folders are rewritten in place (`personas organism --rejudge`, `personas sweep
    --rejudge`) and the rejudged steering generations are saved beside the old ones.
@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT / "data" / "judge" / "smollm2_reference.jsonl"
 ORGANISM_RUNS = {"seed 0": ROOT / "data" / "organism" / "run", "seed 1": ROOT / "data" / "organism" / "run-seed1"}
 SWEEP = ROOT / "data" / "organism" / "sweep"
-STEERING = ROOT / "benchmarks" / "results" / "steer_smollm2_generations.csv"
-STEERING_REJUDGED = ROOT / "benchmarks" / "results" / "steer_smollm2_generations_rejudged.csv"
+STEERING = ROOT / "benchmarks" / "results" / "steer_smollm2_minilm_judge_generations.csv"
+STEERING_REJUDGED = ROOT / "benchmarks" / "results" / "steer_smollm2_minilm_judge_generations_rejudged.csv"
 SERVE = ROOT / "benchmarks" / "results" / "serve_catch_answers.csv"
 SERVE_REJUDGED = ROOT / "benchmarks" / "results" / "serve_catch_answers_rejudged.csv"
 RESULTS = ROOT / "benchmarks" / "results" / "rejudge.md"
