@@ -176,6 +176,18 @@ MUTANTS = {
         "personas/judging/reader.py", "alone = [(empty, a) for a in answers]",
         "alone = conditioned  # MUTANT", ("tests/test_judge_reader.py", "-k", "read_by_hand"),
         "the log-probability 'without the question' is read with the question (no relevance signal)"),
+    "rejudge-memo-rows-out-of-order": Mutant(
+        "benchmarks/rejudge_results.py",
+        "return pd.DataFrame([self.memo[p] for p in pairs], columns=[\"aligned\", \"coherent\", \"verdict\"])",
+        "return pd.DataFrame([self.memo[p] for p in sorted(pairs)], columns=[\"aligned\", \"coherent\", \"verdict\"])"
+        "  # MUTANT",
+        ("tests/test_scripts.py", "-k", "rejudge"),
+        "the rejudge script's memo returns scores in another order than the answers (the README's rejudged tables)"),
+    "rejudge-serve-precision-against-the-old-verdicts": Mutant(
+        "benchmarks/rejudge_results.py", "    em, flagged = new[\"misaligned\"].astype(bool), frame[\"flagged\"].astype(bool)",
+        "    em, flagged = frame[\"em\"].astype(bool), frame[\"flagged\"].astype(bool)  # MUTANT",
+        ("tests/test_scripts.py", "-k", "rejudge"),
+        "the monitor's precision and recall are counted against the earlier judge's verdicts"),
     "reader-judge-coherent-through-aligned-knots": Mutant(
         "personas/judging/reader.py", "x, (knots_x, knots_y) = raw[:, j], self.knots_[name]",
         "x, (knots_x, knots_y) = raw[:, j], self.knots_[\"aligned\"]  # MUTANT",
