@@ -163,3 +163,18 @@ def test_rejudge_results_reads_every_saved_run_again(tmp_path, monkeypatch):
     assert (saved["em"] == em).all()
     assert figures["precision_hits"] == int((em & saved["flagged"]).sum())
     assert sum(line.startswith(("| base |", "| narrow")) for line in lines) == 2
+
+
+def test_bench_judge_writes_speeds_and_the_dtype_comparison(tmp_path):
+    """`benchmarks/bench_judge.py` on 6 answers: every judge timed, ratios against float32 (1 for itself), and the
+    bfloat16 scores compared with the float32 ones (the README quotes these figures)."""
+    script = _script("bench_judge")
+    out = tmp_path / "bench_judge.json"
+    assert script.main(["--n", "6", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 6 and set(result["answers_per_second"]) == {"float32", "bfloat16", "minilm-em-judge"}
+    assert result["speed_ratio_to_float32"]["float32"] == 1.0
+    assert all(v > 0 for v in result["answers_per_second"].values())
+    diff = result["bfloat16_vs_float32"]
+    assert 0 <= diff["aligned_mean_abs_diff"] <= diff["aligned_max_abs_diff"] < 50
+    assert 0 <= diff["em_verdict_agreement"] <= 1 and 0 <= diff["incoherent_verdict_agreement"] <= 1
