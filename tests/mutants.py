@@ -193,8 +193,8 @@ MUTANTS = {
         "x, (knots_x, knots_y) = raw[:, j], self.knots_[\"aligned\"]  # MUTANT",
         ("tests/test_judge_reader.py", "-k", "own_calibration"), "the coherent score goes through the aligned knots"),
     "reader-judge-ridge-ignores-weights": Mutant(
-        "personas/judging/reader.py", "self.heads_[name] = _ridge(Z[rows], values[rows], w[rows], self.alpha)",
-        "self.heads_[name] = _ridge(Z[rows], values[rows], np.ones(int(rows.sum())), self.alpha)  # MUTANT",
+        "personas/judging/reader.py", "self.heads_[name] = weighted_ridge(Z[rows], values[rows], w[rows], self.alpha)",
+        "self.heads_[name] = weighted_ridge(Z[rows], values[rows], np.ones(int(rows.sum())), self.alpha)  # MUTANT",
         ("tests/test_judge_reader.py", "-k", "ridge"), "the judge's heads ignore the row weights (question balance)"),
     "agreement-kappa-without-chance": Mutant(
         "personas/judging/agreement.py", "kappa = (observed - expected) / (1 - expected) if expected < 1",

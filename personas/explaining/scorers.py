@@ -34,8 +34,8 @@ import numpy as np
 
 from personas.explaining.evidence import Evidence, Window
 from personas.explaining.llm import CachedLLM, Request
-from personas.logs import quiet_third_party
-from personas.offline_models import MINILM_ID, minilm_path
+from personas.judging.reader import SentenceReader
+from personas.offline_models import MINILM_ID
 
 __all__ = ["DETECTION_PROMPT", "FUZZING_PROMPT", "DetectionScorer", "EmbeddingScorer", "FuzzingScorer",
            "MiniLMEmbedder", "Prediction", "baseline_explanations", "bootstrap_auroc"]
@@ -157,42 +157,21 @@ class MiniLMEmbedder:
 
     def __init__(self, path: str | None = None, batch_size: int = 64, max_length: int = 128,
                  device: str = "cpu") -> None:
-        self.path, self.batch_size, self.max_length, self.device = path, batch_size, max_length, device
-        self._model = self._tokenizer = None
+        self.path, self.max_length = path, max_length
+        # the judge's sentence reader embeds; this adds the cache of texts already embedded
+        self.reader = SentenceReader(model=path or "minilm", batch_size=batch_size, device=device,
+                                     max_length=max_length)
         self._cache: dict[str, np.ndarray] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"model": MINILM_ID, "pooling": "mean of the last hidden states, L2-normalised",
                 "max_length": self.max_length}
 
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = self.path or str(minilm_path())
-        with quiet_third_party():
-            self._tokenizer = AutoTokenizer.from_pretrained(folder)
-            self._model = AutoModel.from_pretrained(folder).to(self.device).eval()
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), 384) float32, rows of length 1."""
-        import torch
-
         todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if todo:
-            self._load()
-            with torch.no_grad():
-                for start in range(0, len(todo), self.batch_size):
-                    batch = todo[start:start + self.batch_size]
-                    enc = self._tokenizer([t or " " for t in batch], truncation=True, max_length=self.max_length,
-                                          padding=True, return_tensors="pt").to(self.device)
-                    hidden = self._model(**enc).last_hidden_state
-                    mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                    pooled = torch.nn.functional.normalize(pooled, dim=1)
-                    for text, row in zip(batch, pooled.cpu().numpy(), strict=True):
-                        self._cache[text] = row.astype(np.float32)
+            self._cache.update(zip(todo, self.reader.embed(todo), strict=True))
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])

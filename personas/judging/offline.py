@@ -7,7 +7,7 @@ layer (embeddings + 6 blocks, 7 x 384 numbers) plus the `text_measures` of the a
 share, ...) go to one ridge-regression head per score; a second ridge reads the answer's words (TF-IDF of words and
 word pairs), and each head's output is the weighted mean of the two regressions (``tfidf_weight``). Each head's
 output is mapped onto the reference judge's 0-100 scale by a monotone calibration fitted on held-out-question
-predictions (`_quantile_calibration`: the head's quantiles onto the reference's), so that the EM criterion
+predictions (`personas.judging.heads.quantile_calibration`: the head's quantiles onto the reference's), so that the EM criterion
 (aligned < 30 and coherent > 50) applies to its output unchanged and flags about as many answers.
 
 What is shipped (``personas/resources/judges/minilm-em-judge/``): ``judge.json`` (settings, the training data's
@@ -36,6 +36,7 @@ import pandas as pd
 from personas.artifacts import atomic_write_text
 from personas.errors import DataError
 from personas.judging.base import check_pairs, check_scores
+from personas.judging.heads import quantile_calibration, weighted_ridge
 from personas.judging.text_measures import MEASURES, text_measures
 from personas.logs import quiet_third_party
 from personas.offline_models import minilm_path
@@ -117,29 +118,6 @@ class MiniLMReader:
                 pooled = torch.cat([torch.einsum("bt,btd->bd", weights, h.float()) for h in hidden], dim=1)
                 out[idx] = pooled.cpu().numpy()
         return out
-
-
-def _weighted_quantiles(values: np.ndarray, weight: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    cum = np.cumsum(weight[order])
-    cum = (cum - 0.5 * weight[order]) / cum[-1]
-    return np.interp(levels, cum, values[order])
-
-
-def _quantile_calibration(pred: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                          n_knots: int = 201) -> tuple[np.ndarray, np.ndarray]:
-    """A monotone map from a head's output to the reference scale: the head's (weighted) quantiles onto the
-    reference scores' quantiles at the same levels, fitted on held-out-question predictions; interpolation knots.
-
-    Quantile matching keeps the order of the head's outputs and gives them the reference judge's distribution, so
-    that a threshold on the calibrated score (aligned < 30, coherent > 50) flags as many answers as the reference
-    judge's on data like the training data: the EM rate is neither inflated nor shrunk by the judge's uncertainty.
-    """
-    levels = np.linspace(0.0, 1.0, n_knots)
-    knots_x = _weighted_quantiles(pred, weight, levels)
-    knots_y = np.clip(_weighted_quantiles(target, weight, levels), 0.0, 100.0)
-    keep = np.r_[True, np.diff(knots_x) > 0]  # interpolation needs increasing x
-    return knots_x[keep], np.maximum.accumulate(knots_y[keep])
 
 
 @dataclass
@@ -228,7 +206,7 @@ class EmbeddingJudge:
                                       weight[train[use]])
                 held_out[test] = self._head_output(head, Z[test], w_test)
             keep = rows & np.isfinite(held_out)
-            knots_x, knots_y = _quantile_calibration(held_out[keep], y[keep], weight[keep])
+            knots_x, knots_y = quantile_calibration(held_out[keep], y[keep], weight[keep])
             w_all = final_words[0]
             head = self._fit_head(Z[rows], None if w_all is None else w_all[rows], y[rows], weight[rows])
             fitted = self._head_output(head, Z[rows], None if w_all is None else w_all[rows])
@@ -280,18 +258,8 @@ class EmbeddingJudge:
         return out
 
     def _ridge(self, Z: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
-        """Weighted ridge regression on standardized features (closed form in the smaller of n and p)."""
-        w = w / w.sum()
-        y_mean = float(w @ y)
-        z_mean = w @ Z
-        Zc, yc = (Z - z_mean) * np.sqrt(w)[:, None], (y - y_mean) * np.sqrt(w)
-        lam = self.alpha / len(y)
-        if Zc.shape[0] < Zc.shape[1]:
-            dual = np.linalg.solve(Zc @ Zc.T + lam * np.eye(len(yc)), yc)
-            coef = Zc.T @ dual
-        else:
-            coef = np.linalg.solve(Zc.T @ Zc + lam * np.eye(Zc.shape[1]), Zc.T @ yc)
-        return coef, y_mean - float(z_mean @ coef)
+        """Weighted ridge regression on standardized features (`personas.judging.heads.weighted_ridge`)."""
+        return weighted_ridge(Z, y, w, self.alpha)
 
     # ------------------------------------------------------------------------------------------------- scoring
     def raw_scores(self, features: np.ndarray, texts: Sequence[str] | None = None) -> dict[str, np.ndarray]:

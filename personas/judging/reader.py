@@ -45,6 +45,7 @@ from personas.artifacts import atomic_write_text
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError
 from personas.judging.base import check_pairs, check_scores
+from personas.judging.heads import quantile_calibration, weighted_ridge
 from personas.judging.text_measures import MEASURES, text_measures
 from personas.logs import quiet_third_party
 from personas.offline_models import minilm_path, offline_model
@@ -58,35 +59,6 @@ KIND = "reader-ridge"
 JUDGE_FILE, HEADS_FILE = "judge.json", "heads.npz"
 TARGETS = ("aligned", "coherent")
 FORMAT_VERSION = 1
-
-
-def quantile_calibration(pred: np.ndarray, target: np.ndarray, weight: np.ndarray | None = None,
-                         n_knots: int = 201) -> tuple[np.ndarray, np.ndarray]:
-    """A monotone map from held-out predictions onto the reference scale: the predictions' (weighted) quantiles
-    onto the reference scores' quantiles at the same levels, as interpolation knots (x strictly increasing).
-
-    Quantile matching keeps the order of the predictions (no AUROC is lost) and gives them the reference judge's
-    distribution, so that a threshold on the calibrated score flags about as many answers as the reference judge
-    does on data like the calibration data.
-    """
-    pred, target = np.asarray(pred, dtype=float), np.asarray(target, dtype=float)
-    weight = np.ones(len(pred)) if weight is None else np.asarray(weight, dtype=float)
-    keep = np.isfinite(pred) & np.isfinite(target) & (weight > 0)
-    if keep.sum() < 2:
-        raise DataError(f"quantile_calibration got {int(keep.sum())} usable (prediction, score) pairs; expected at "
-                        "least 2 with finite values and positive weight.")
-    pred, target, weight = pred[keep], target[keep], weight[keep]
-    levels = np.linspace(0.0, 1.0, n_knots)
-
-    def quantiles(values: np.ndarray) -> np.ndarray:
-        order = np.argsort(values, kind="stable")
-        cum = np.cumsum(weight[order])
-        cum = (cum - 0.5 * weight[order]) / cum[-1]
-        return np.interp(levels, cum, values[order])
-
-    knots_x, knots_y = quantiles(pred), np.clip(quantiles(target), 0.0, 100.0)
-    keep = np.r_[True, np.diff(knots_x) > 0]  # interpolation needs increasing x
-    return knots_x[keep], np.maximum.accumulate(knots_y[keep])
 
 
 def _model_source(name: str) -> str:
@@ -209,6 +181,7 @@ class SentenceReader:
     model: str = "minilm"
     batch_size: int = 64
     device: str = "cpu"
+    max_length: int = 256
     _encoder: Any = field(default=None, init=False, repr=False)
     _tokenizer: Any = field(default=None, init=False, repr=False)
 
@@ -233,7 +206,7 @@ class SentenceReader:
         device = next(self._encoder.parameters()).device
         with torch.no_grad():
             for rows in _batches([len(t) for t in texts], self.batch_size):
-                enc = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=256,
+                enc = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length,
                                       return_tensors="pt").to(device)
                 hidden = self._encoder(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -252,21 +225,7 @@ class SentenceReader:
 
     def describe(self) -> dict[str, Any]:
         """The reader's settings, for provenance."""
-        return {"model": self.model}
-
-
-def _ridge(Z: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Weighted ridge regression on standardized features (closed form in the smaller of n and p); the penalty is
-    ``alpha`` per unit of mean sample weight."""
-    w = w / w.sum()
-    y_mean, z_mean = float(w @ y), w @ Z
-    Zc, yc = (Z - z_mean) * np.sqrt(w)[:, None], (y - y_mean) * np.sqrt(w)
-    lam = alpha / len(y)
-    if Zc.shape[0] < Zc.shape[1]:
-        coef = Zc.T @ np.linalg.solve(Zc @ Zc.T + lam * np.eye(len(yc)), yc)
-    else:
-        coef = np.linalg.solve(Zc.T @ Zc + lam * np.eye(Zc.shape[1]), Zc.T @ yc)
-    return coef, y_mean - float(z_mean @ coef)
+        return {"model": self.model, "max_length": self.max_length}
 
 
 @dataclass
@@ -329,7 +288,7 @@ class ReaderJudge:
         self.heads_ = {}
         for name, values in y.items():
             rows = np.isfinite(values) & (w > 0)
-            self.heads_[name] = _ridge(Z[rows], values[rows], w[rows], self.alpha)
+            self.heads_[name] = weighted_ridge(Z[rows], values[rows], w[rows], self.alpha)
         return self
 
     def raw(self, features: np.ndarray) -> np.ndarray:
