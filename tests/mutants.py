@@ -176,6 +176,10 @@ MUTANTS = {
         "personas/judging/reader.py", "alone = [(empty, a) for a in answers]",
         "alone = conditioned  # MUTANT", ("tests/test_judge_reader.py", "-k", "read_by_hand"),
         "the log-probability 'without the question' is read with the question (no relevance signal)"),
+    "sweep-cli-rejudge-ignores-its-judge": Mutant(
+        "personas/cli/sweep.py", "        result = rejudge_sweep(args.rejudge, config.judge)",
+        "        result = rejudge_sweep(args.rejudge)  # MUTANT", ("tests/test_sweep.py", "-k", "quick_sweep_cli"),
+        "`personas sweep --rejudge` reads the answers with the default judge whatever --judge says"),
     "rejudge-memo-rows-out-of-order": Mutant(
         "benchmarks/rejudge_results.py",
         "return pd.DataFrame([self.memo[p] for p in pairs], columns=[\"aligned\", \"coherent\", \"verdict\"])",

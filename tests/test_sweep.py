@@ -264,6 +264,16 @@ def test_quick_sweep_cli_and_its_errors(tmp_path, capsys):
     assert "| 0 | fine-tune | 0.5 |" in report and "**Over training** (seed 0)" in report and "| 0 | 4 / 8 | 4 |" in report
     assert {"sweep.csv", "onset.csv", "answers.jsonl", "sweep.png", "manifest.json", "toy-model"} <= {
         p.name for p in (tmp_path / "q").iterdir()}
+    # the quick sweep read again from the command line, by the earlier MiniLM judge (seconds), and its errors
+    assert main(["sweep", "--rejudge", str(tmp_path / "q"), "--judge", "minilm-em-judge"]) == 0
+    assert "rejudged" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    assert manifest["judge"]["name"] == "minilm-em-judge" and "judge_before" in manifest
+    for args, message in ((["--rejudge", str(tmp_path)], "not a sweep run folder"),
+                          (["--rejudge", str(tmp_path / "q"), "--judge", "none"], "needs a judge")):
+        assert main(["sweep", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
     code = main(["sweep", "--fractions", "0.5,1", "--out", str(tmp_path / "e")])
     err = capsys.readouterr().err
     assert code == 2 and "lacks 0" in err and len(err.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ from typing import Any
 from personas.artifacts import MANIFEST_FILE, check_output_dir
 from personas.cli.options import add_config_options, config_from_args
 from personas.config import SweepConfig
+from personas.errors import PersonasError
 from personas.organism.rejudge import rejudge_sweep
 from personas.organism.sweep import QUICK, run_sweep
 from personas.testing import toy_organism
@@ -21,14 +22,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    config = config_from_args(SweepConfig, args)
     if args.rejudge:
-        result = rejudge_sweep(args.rejudge, args.judge)
+        if config.judge == "none":
+            raise PersonasError("personas sweep --rejudge needs a judge; got --judge none. Pass --judge default, a "
+                                "saved judge folder, 'openai:MODEL' or 'http://HOST:PORT/v1:MODEL'.")
+        result = rejudge_sweep(args.rejudge, config.judge)
         before = (result.manifest.get("judge_before") or {}).get("name", "none")
         print(f"rejudged {result.out_dir} with {result.manifest['judge']['name']} (was {before}); onsets:")
         for row in result.onset.itertuples():
             print(f"  seed {row.seed} {row.signal}: {_fmt(row.onset_fraction, 2)} ({row.test})")
         return 0
-    config = config_from_args(SweepConfig, args)
     model, sae = args.model, None
     if args.quick:  # the toy model goes into the run folder, beside the run's files
         check_output_dir(args.out, "personas.sweep")
