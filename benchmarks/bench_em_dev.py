@@ -189,7 +189,7 @@ def evaluate(method, data, fit, shift_too):
     for g in np.unique(q):
         te = q == g
         pred[te] = fit(np.flatnonzero(~te), np.flatnonzero(te))
-        per_q.append(auroc(pred[te], y[te]), one_class=0.5)
+        per_q.append(auroc(pred[te], y[te], one_class=0.5))
     pooled = auroc_with_ci(pred, y)
     shift = []
     if shift_too:
@@ -203,7 +203,7 @@ def evaluate(method, data, fit, shift_too):
                     continue
                 sp[te] = fit(tr, te)
                 mask[te] = True
-            shift.append(auroc(sp[mask], y[mask]), one_class=0.5)
+            shift.append(auroc(sp[mask], y[mask], one_class=0.5))
     shift_auc = float(np.mean(shift)) if shift else float("nan")
     print(f"# {method}: {np.mean(per_q):.3f} pooled {pooled[0]:.3f} shift {shift_auc:.3f}",
           file=sys.stderr, flush=True)
