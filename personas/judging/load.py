@@ -43,7 +43,7 @@ def _offline_options(options: dict[str, Any], keep: tuple[str, ...]) -> dict[str
 
 
 def _load_folder(path: Path, options: dict[str, Any]) -> Judge:
-    """A saved judge folder: a cross-encoder judge when its judge.json says so, else the earlier kind."""
+    """A saved judge folder: a reader judge when its judge.json says so (kind "reader-ridge"), else the earlier kind."""
     import json
 
     try:
