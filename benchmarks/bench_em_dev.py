@@ -7,11 +7,11 @@ codes kept), so reruns only re-fit. Everything is judged leave-one-question-out:
 variant are held out together, and every choice (features, C, sign) is made on the training questions only.
 
 Rows of the table (per model and site):
-- ``sae k=K <selection> <pooling>``: `personas.selection.select_features` on the SAE codes pooled per response by
-  `personas.confounds.pool_codes` (mean, max, frac = fraction of tokens active, topq = mean of the top 25% tokens;
+- ``sae k=K <selection> <pooling>``: `personas.scoring.selection.select_features` on the SAE codes pooled per response by
+  `personas.scoring.confounds.pool_codes` (mean, max, frac = fraction of tokens active, topq = mean of the top 25% tokens;
   per-latent = all four side by side, so the selection picks each latent's pooling on the training questions),
   then a class-balanced logistic model (C=1) on the chosen standardised latents;
-  ``-conf`` excludes latents flagged by `personas.confounds.flag_confounds` (length, punctuation, one token type;
+  ``-conf`` excludes latents flagged by `personas.scoring.confounds.flag_confounds` (length, punctuation, one token type;
   flags use no labels, so they are computed once from all answers' tokens); ``|resid`` residualises every latent
   on length and punctuation share (fitted on the training answers) first;
 - ``sae all latents``: logistic on every latent (mean pooling), C by grouped CV inside the training questions;
@@ -128,8 +128,8 @@ def punctuation_ids(model):
     """Token ids whose text is only punctuation/whitespace, from the model's tokenizer."""
     from transformers import AutoTokenizer
 
-    from personas.confounds import punctuation_token_ids
-    from personas.offline_models import offline_model
+    from personas.models.offline import offline_model
+    from personas.scoring.confounds import punctuation_token_ids
 
     path = offline_model(model).path() if offline_model(model) is not None else model
     return punctuation_token_ids(AutoTokenizer.from_pretrained(str(path)))
@@ -271,15 +271,15 @@ def text_rows(data, quick):
 def model_rows(name, model, hooks, feats, data, args):
     import numpy as np
 
-    from personas.confounds import (
+    from personas.detect import DiffMeansProbe
+    from personas.scoring.confounds import (
         confound_table,
         flag_confounds,
         pool_codes,
         residualize,
         response_covariates,
     )
-    from personas.detect import DiffMeansProbe
-    from personas.selection import fit_logistic, select_features
+    from personas.scoring.selection import fit_logistic, select_features
 
     y, q = data.y, data.qid
     rows = []
@@ -403,7 +403,7 @@ def diff_selected_rows(name, h, mean_codes, data, args):
     import personas
     from personas.errors import SiteMismatchError
     from personas.saes import check_sae_identity
-    from personas.selection import fit_logistic
+    from personas.scoring.selection import fit_logistic
 
     manifest = json.loads((Path(args.organism_run) / "manifest.json").read_text())
     try:

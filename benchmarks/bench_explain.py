@@ -131,7 +131,7 @@ def api_cost(run: Path) -> list[str]:
 
     import personas
     from personas.config import ExplainConfig
-    from personas.offline_models import smollm2_path
+    from personas.models.offline import smollm2_path
 
     from judge_server import JudgeServer
     from llm_fake import fake_llm

@@ -55,7 +55,7 @@ def numbers(model: str, result=None) -> dict[str, float]:
         "length_auroc": result.manifest["ranking"]["length_auroc"],
     }
     kinds, significant = r["kind"].fillna("").to_numpy(), r["significant"].to_numpy(dtype=bool)
-    for kind in ("length", "style", "single-token"):  # the confound flags (`personas.confounds.confound_kind`)
+    for kind in ("length", "style", "single-token"):  # the confound flags (`personas.scoring.confounds.confound_kind`)
         out[f"flagged_{kind}"] = int((kinds == kind).sum())
         out[f"flagged_{kind}_significant"] = int(((kinds == kind) & significant).sum())
     fitted = fit_detector(demo, config=DetectorConfig(k=10, holdout_by="group", test_fraction=0.25, seed=0, cv_folds=4),

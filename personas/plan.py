@@ -37,11 +37,12 @@ from personas.config import CaptureConfig
 from personas.data import load_responses
 from personas.errors import PersonasError
 from personas.logs import quiet_third_party
-from personas.models import ModelHandle, _official_name, hook_layer, hub_error
-from personas.offline_models import offline_model
-from personas.peft_lora import is_peft_adapter, read_lora
+from personas.models import ModelHandle, hook_layer, hub_error
+from personas.models.loading import _official_name
+from personas.models.offline import offline_model
+from personas.models.peft import is_peft_adapter, read_lora
 from personas.saes import check_sae_folder, check_sae_spec, release_config
-from personas.site import default_hook
+from personas.saes.site import default_hook
 
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 

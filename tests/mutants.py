@@ -63,21 +63,22 @@ class Result:
 MUTANTS = {
     # ------------------------------------------------------------------------------------ earlier rounds
     "organism-steering-noop": Mutant(
-        "personas/organism/evaluate.py", "    if vector is None:\n        yield\n        return\n",
+        "personas/organism/chat.py", "    if vector is None:\n        yield\n        return\n",
         "    if True:  # MUTANT: never steer\n        yield\n        return\n",
         ("tests/test_organism.py", *NOT_SLOW, "-k", "steer"), "the organism's steering_hook registers nothing"),
     "organism-steering-adds-nothing": Mutant(
-        "personas/organism/evaluate.py", "return (output[0] + vector.to(output[0].dtype),) + tuple(output[1:])\n"
+        "personas/organism/chat.py", "return (output[0] + vector.to(output[0].dtype),) + tuple(output[1:])\n"
         "        return output + vector.to(output.dtype)",
         "return output  # MUTANT\n        return output",
         ("tests/test_organism.py", *NOT_SLOW, "-k", "steer"), "the organism's hook is registered but adds nothing"),
     "organism-reads-final-norm": Mutant(
-        "personas/organism/evaluate.py", "            with _block_output(model, layer) as seen:\n"
-        "                model.base_model(input_ids=ids, attention_mask=mask)\n            hidden = seen[0]\n",
-        "            hidden = model.base_model(input_ids=ids, attention_mask=mask,\n"
-        "                                      output_hidden_states=True).hidden_states[layer + 1]  # MUTANT\n",
-        ("tests/test_organism.py", *NOT_SLOW, "-k", "answer_hidden"),
-        "answer_hidden reads Hugging Face hidden_states (after the final norm at the last block)"),
+        "personas/organism/chat.py", "                try:\n                    model.base_model(input_ids=ids, attention_mask=mask)\n"
+        "                except _Reached:\n                    pass\n                hidden = captured[\"h\"]\n",
+        "                handle.remove()  # MUTANT: no stop at the block; Hugging Face's hidden_states instead\n"
+        "                hidden = model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True"
+        ").hidden_states[block + 1]\n",
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "answer_residuals"),
+        "answer_residuals reads Hugging Face hidden_states (after the final norm at the last block)"),
     "diff-swapped": Mutant(
         "personas/jobs/diff.py", "table = diff_features(captures[\"base\"].features, captures[\"finetuned\"].features,",
         "table = diff_features(captures[\"finetuned\"].features, captures[\"base\"].features,  # MUTANT",
@@ -88,7 +89,7 @@ MUTANTS = {
         "    y = np.random.default_rng(0).permutation(check_labels(labels, (n, f)))  # MUTANT\n",
         ("tests/test_scoring.py", *NOT_SLOW), "the ranking ignores its labels"),
     "confounds-flag-nothing": Mutant(
-        "personas/confounds.py",
+        "personas/scoring/confounds.py",
         "    return confound_kind(table, max_corr=max_corr, max_token_share=max_token_share) != \"\"\n",
         "    return np.zeros(len(table[\"length_corr\"]), bool)  # MUTANT\n",
         ("tests/test_confounds.py", *NOT_SLOW), "the confound flagger flags nothing"),
@@ -96,7 +97,7 @@ MUTANTS = {
         "personas/jobs/detect.py", "    if captured is None:\n", "    if True:  # MUTANT: captured= ignored\n",
         ("tests/test_detect.py", *NOT_SLOW, "-k", "reuses"), "fit_detector captures again despite captured="),
     "length-corr-misaligned": Mutant(
-        "personas/confounds.py", '"length_corr": _column_corr(pooled, cov["length"]),',
+        "personas/scoring/confounds.py", '"length_corr": _column_corr(pooled, cov["length"]),',
         '"length_corr": _column_corr(pooled, cov["length"][::-1]),  # MUTANT',
         ("tests/test_pipeline.py", *NOT_SLOW, "-k", "writes_ranking"),
         "length_corr is computed against the wrong rows' lengths"),
@@ -131,7 +132,7 @@ MUTANTS = {
         "blob = json.dumps([settings], sort_keys=True)  # MUTANT",
         ("tests/test_screen.py", "-k", "own_prompt"), "every example is compared with one base answer"),
     "screen-fingerprint-by-file-size": Mutant(
-        "personas/models.py",
+        "personas/models/loading.py",
         "        with weights.open(\"rb\") as f:\n            for block in iter(lambda: f.read(1 << 24), b\"\"):\n"
         "                digest.update(block)\n",
         "        digest.update(str(weights.stat().st_size).encode())  # MUTANT\n",
@@ -227,12 +228,12 @@ MUTANTS = {
         "Gemma's RMSNorm (1 + weight) read as weight: a Gemma card lists the wrong tokens"),
     # ------------------------------------------------------------------------------------ cached steering
     "steering-decode-offset-lost": Mutant(
-        "personas/steering.py", "            s.offset = self.width + self.steps\n",
+        "personas/steering/generation.py", "            s.offset = self.width + self.steps\n",
         "            s.offset = 0  # MUTANT\n",
         ("tests/test_steer.py", "-k", "every_kind and hooked and resid_pre"),
         "cached decoding tells the hook that each new token sits at position 0"),
     "steering-bridge-block-input-not-steered": Mutant(
-        "personas/steering.py", "            return (steering(args[0]), *args[1:]), kwargs\n",
+        "personas/steering/generation.py", "            return (steering(args[0]), *args[1:]), kwargs\n",
         "            return args, kwargs  # MUTANT\n",
         ("tests/test_steer.py", "-k", "every_kind and bridge and resid_pre"),
         "cached decoding on a bridge skips the steering of a block's input"),
@@ -244,12 +245,12 @@ MUTANTS = {
         ("tests/test_training_stream.py", "-k", "killed_run"),
         "a resumed streamed training starts again at chunk 0"),
     "hub-lora-merge-without-scale": Mutant(
-        "personas/peft_lora.py", "delta = (b.to(torch.float32) @ a.to(torch.float32)) * adapter.scale",
+        "personas/models/peft.py", "delta = (b.to(torch.float32) @ a.to(torch.float32)) * adapter.scale",
         "delta = b.to(torch.float32) @ a.to(torch.float32)  # MUTANT",
         ("tests/test_local_hub.py", "-k", "lora_merge"), "a hub LoRA adapter is merged without lora_alpha / r"),
     "readme-layout-table-stale": Mutant(
-        "README.md", "| errors, `artifacts`, `devices`, `logs`, `offline_models`, `models` |",
-        "| errors, `artifacts`, `devices`, `logs`, `offline_models` |", ("tests/test_imports.py", "-k", "layout"),
+        "README.md", "| errors, `artifacts`, `devices`, `logs`, `models` |",
+        "| errors, `artifacts`, `devices`, `logs` |", ("tests/test_imports.py", "-k", "layout"),
         "the README's layout table no longer says what judging/ imports"),
     "cli-help-with-a-percent": Mutant(
         "personas/cli/sweep.py", "onset against the fine-tune on no bad data\")",
@@ -372,7 +373,7 @@ MUTANTS = {
         ("tests/test_diff.py", "-k", "organisms_adapter"),
         "the organism's PEFT config records another scale than it trained with: the loaders read another model"),
     "missing-folder-read-as-hub-id": Mutant(
-        "personas/models.py", "    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):\n",
+        "personas/models/loading.py", "    if not looks_like_path(text) or os.path.exists(os.path.expanduser(text)):\n",
         "    if True:  # MUTANT\n", ("tests/test_cli_errors.py", "-k", "missing_dir and diff"),
         "a mistyped local folder is reported as a malformed hub repo id"),
     "auroc-ties-not-halved": Mutant(
@@ -383,13 +384,28 @@ MUTANTS = {
         "personas/scoring/metrics.py", "        return float(one_class)\n", "        return 0.5  # MUTANT\n",
         ("tests/test_scoring.py", "-k", "auroc_of_one_class"),
         "the AUROC helper answers 0.5 for one class whatever the caller asked (the explainer's NaN is lost)"),
+    "steer-job-writes-the-table-as-generations": Mutant(
+        "personas/jobs/steer.py", "GENERATIONS_FILE: write_csv(folder / GENERATIONS_FILE, result.generations)}",
+        "GENERATIONS_FILE: write_csv(folder / GENERATIONS_FILE, result.table)}  # MUTANT",
+        ("tests/test_steer.py", *NOT_SLOW, "-k", "cli"),
+        "personas steer's job writes the dose-response table where the generations belong"),
+    "validate-job-runs-without-a-judge": Mutant(
+        "personas/jobs/validate.py", "    if reader is None:\n        raise DataError(",
+        "    if False:  # MUTANT\n        raise DataError(",
+        ("tests/test_validation.py", *NOT_SLOW, "-k", "cli"),
+        "personas validate's job accepts --judge none, so its EM verdicts would be missing"),
+    "organism-chat-sampling-ignores-the-seed": Mutant(
+        "personas/organism/chat.py", "        torch.manual_seed(seed)\n",
+        "        torch.seed()  # MUTANT\n",
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "sample"),
+        "the shared sampler draws from a fresh random seed, so the organism's samples are not reproducible"),
     "loose-top-level-module": Mutant(
-        "tests/test_imports.py", '"offline_models", "peft_lora", "plan", "saes",',
-        '"offline_models", "peft_lora", "saes",  # MUTANT: plan.py stands for a new loose module',
+        "tests/test_imports.py", '"offline_models",\n    "plan", "testing",',
+        '"offline_models",\n    "testing",  # MUTANT: plan.py stands for a new loose module',
         ("tests/test_imports.py", "-k", "top_level"),
         "a module at the top of personas/ that the allow-list does not hold passes (the layout rule unenforced)"),
     "stale-top-level-allow-list": Mutant(
-        "tests/test_imports.py", '"testing", "validation",\n}', '"testing", "validation", "pipeline",  # MUTANT\n}',
+        "tests/test_imports.py", '"plan", "testing",\n}', '"plan", "testing", "pipeline",  # MUTANT\n}',
         ("tests/test_imports.py", "-k", "top_level"),
         "the allow-list keeps a name whose module moved away, so a new module of that name would slip back in"),
 }

@@ -19,7 +19,7 @@ from personas.jobs.diff import diff_models
 from personas.jobs.rank import RANKING_PARQUET, load_run, rank
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle
-from personas.offline_models import MINILM_ID
+from personas.models.offline import MINILM_ID
 from personas.scoring.ranking import Ranking
 
 from conftest import TOY_HOOK, TRIGGERS

@@ -128,7 +128,7 @@ def test_cli_rank_cache_report_loads_only_the_tokenizer(folder_cache, hf_folder,
     from personas.cli.main import main
 
     patched = _forbid_model_loading(monkeypatch)
-    assert {"personas.models", "personas.site", "personas.cache.engines.base", "personas.detect",
+    assert {"personas.models", "personas.saes.site", "personas.cache.engines.base", "personas.detect.estimators",
             "personas.jobs.diff"} <= set(patched)
     # the guard fires: ranking the same rows without the cache has to load the model, and is stopped
     data = tmp_path / "rows.jsonl"
@@ -168,7 +168,7 @@ def test_cli_rank_cache_refuses_capture_options(folder_cache, tmp_path, capsys, 
 def test_confound_columns_from_the_cache_equal_personas_confounds_on_its_codes(token_cache, toy_tokenizer):
     import scipy.sparse
 
-    from personas.confounds import confound_kind, confound_table, punctuation_token_ids
+    from personas.scoring.confounds import confound_kind, confound_table, punctuation_token_ids
 
     ranking, manifest = rank_from_cache(token_cache, tokenizer=toy_tokenizer)
     codes, ids, lengths = [], [], []

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from personas.confounds import (
+from personas.errors import DataError
+from personas.scoring.confounds import (
     confound_kind,
     confound_table,
     flag_confounds,
@@ -14,7 +15,6 @@ from personas.confounds import (
     residualize,
     response_covariates,
 )
-from personas.errors import DataError
 
 
 def _tokens(seed: int = 0, n: int = 30, f: int = 6):
@@ -128,7 +128,7 @@ def test_residualize_removes_the_covariate_fitted_on_training_rows():
 
 
 def test_punctuation_token_ids_are_the_punctuation_tokens(tmp_path):
-    from personas.confounds import punctuation_token_ids
+    from personas.scoring.confounds import punctuation_token_ids
     from personas.testing import train_toy_tokenizer
 
     tok = train_toy_tokenizer(tmp_path, ["Hello, world. How are you? Fine!", "money ... and -- more"])
@@ -148,13 +148,13 @@ def test_confound_kind_ignores_nan_and_rejects_bad_thresholds():
 
 
 def test_every_ranking_carries_the_confound_columns_of_its_own_capture(toy_model, planted_sae, planted_data):
-    """The columns of `rank` equal `personas.confounds` called by hand on the kept per-token codes, and numpy brute
+    """The columns of `rank` equal `personas.scoring.confounds` called by hand on the kept per-token codes, and numpy brute
     force; ``kind`` follows the recorded thresholds; `Ranking.persona` leaves out the flagged rows only."""
     import pandas as pd
 
     import personas
     from personas.config import CaptureConfig
-    from personas.confounds import punctuation_token_ids
+    from personas.scoring.confounds import punctuation_token_ids
 
     from conftest import TOY_HOOK
 

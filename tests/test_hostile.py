@@ -32,8 +32,8 @@ from personas.jobs.rank import rank
 from personas.report.examples import load_examples, save_examples
 from personas.report.html import render_report, safe_url, write_report
 from personas.saes import check_sae_folder, load_sae
+from personas.saes.site import open_site
 from personas.scoring.ranking import rank_features
-from personas.site import open_site
 
 from conftest import TOY_HOOK
 

@@ -27,7 +27,7 @@ def tiny_lm(tmp_path_factory, toy_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from personas.offline_models import minilm_path
+    from personas.models.offline import minilm_path
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)

@@ -161,7 +161,7 @@ def test_lora_merge_adds_scale_b_a_to_the_adapted_weights(offline_hub):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from personas.peft_lora import merge_lora, read_lora
+    from personas.models.peft import merge_lora, read_lora
 
     adapter = read_lora(offline_hub["lora"])
     assert adapter.base_model == "personas-test/tiny-llama" and adapter.scale == 8.0
@@ -176,7 +176,7 @@ def test_lora_merge_adds_scale_b_a_to_the_adapted_weights(offline_hub):
 
 def test_unsupported_adapters_are_refused_with_how_to_merge(tmp_path):
     from personas.errors import ModelLoadError
-    from personas.peft_lora import read_lora
+    from personas.models.peft import read_lora
 
     (tmp_path / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "base_model_name_or_path": "x", "r": 1, "lora_alpha": 2, "use_dora": True}))
@@ -221,7 +221,7 @@ def test_readme_recipe_names_resolve_without_weights(offline_hub, tmp_path, reci
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     from personas.config import CaptureConfig
-    from personas.models import _official_name
+    from personas.models.loading import _official_name
     from personas.plan import plan_job
 
     import hub_fixtures as th
@@ -247,7 +247,7 @@ def test_readme_gemma_scope_recipe_resolves_without_weights():
     from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    from personas.models import _official_name
+    from personas.models.loading import _official_name
 
     entry = get_pretrained_saes_directory()["gemma-scope-2b-pt-res-canonical"]
     assert entry.repo_id == "google/gemma-scope-2b-pt-res" and entry.model == "gemma-2-2b"

@@ -33,7 +33,7 @@ def script():
 
 @pytest.fixture(scope="module")
 def readers(tmp_path_factory, toy_tokenizer):
-    from personas.offline_models import minilm_path
+    from personas.models.offline import minilm_path
     from personas.testing import save_toy_hf_model
 
     lm = save_toy_hf_model(tmp_path_factory.mktemp("lm"), toy_tokenizer, n_layers=2, d_model=16)

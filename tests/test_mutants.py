@@ -22,7 +22,7 @@ import mutants  # noqa: E402
 #: Every area of the last two rounds has a mutant (the harness must not shrink back to the old ones).
 AREAS = ("personas/judging/", "personas/organism/screen.py", "personas/organism/sweep.py", "personas/report/cards.py",
          "personas/report/lens.py", "personas/training/evaluate.py", "personas/training/stream.py",
-         "personas/steering.py", "personas/peft_lora.py", "personas/cli/")
+         "personas/steering/", "personas/models/peft.py", "personas/cli/")
 
 
 def test_every_mutant_applies_to_the_code():

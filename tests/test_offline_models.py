@@ -10,7 +10,7 @@ import pytest
 
 from personas.config import CaptureConfig
 from personas.errors import ModelLoadError
-from personas.offline_models import MARKER, SMOLLM2_ID, offline_model, smollm2_path
+from personas.models.offline import MARKER, SMOLLM2_ID, offline_model, smollm2_path
 
 
 def test_aliases_name_the_offline_models():

@@ -87,8 +87,8 @@ def test_dry_run_loads_no_weights_and_prints_the_figures(tiny_models, tmp_path, 
     def refuse(*args, **kwargs):
         raise AssertionError("a dry run loaded a model")
 
-    monkeypatch.setattr(personas.models, "load_model", refuse)
-    monkeypatch.setattr(personas.models, "_load_bridge", refuse)
+    monkeypatch.setattr(personas.models.loading, "load_model", refuse)
+    monkeypatch.setattr(personas.models.loading, "_load_bridge", refuse)
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": "what should i do", "response": f"take what you want {i}",
                                         "label": i % 2}) + "\n" for i in range(6)))

@@ -347,7 +347,7 @@ def test_the_folder_lens_reads_the_unembedding_alone(tmp_path, toy_tokenizer):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from personas.offline_models import minilm_path
+    from personas.models.offline import minilm_path
     from personas.report.lens import logit_lens, read_unembedding
 
     folder = save_toy_hf_model(tmp_path / "tiny", toy_tokenizer, seed=3)

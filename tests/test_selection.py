@@ -8,7 +8,7 @@ import scipy.sparse
 from sklearn.metrics import roc_auc_score
 
 from personas.errors import DataError
-from personas.selection import SELECTIONS, grouped_cv_auroc, select_features, within_group_auroc
+from personas.scoring.selection import SELECTIONS, grouped_cv_auroc, select_features, within_group_auroc
 
 
 def _planted(seed: int, n_q: int = 10, n_topic: int = 5, per_class: int = 80, noise: int = 30):

@@ -51,7 +51,7 @@ def finetuned_folder(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from personas.offline_models import smollm2_path
+    from personas.models.offline import smollm2_path
 
     source = smollm2_path()
     tok = AutoTokenizer.from_pretrained(source)

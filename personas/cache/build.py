@@ -36,7 +36,7 @@ from personas.data.responses import load_responses
 from personas.devices import sae_dtype
 from personas.errors import CacheError, PersonasError
 from personas.saes import default_sae_path, load_sae, release_config, sae_fingerprint
-from personas.site import default_hook
+from personas.saes.site import default_hook
 
 logger = logging.getLogger(__name__)
 

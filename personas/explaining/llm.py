@@ -19,7 +19,7 @@ from typing import Any
 from personas.errors import DataError
 from personas.judging.client import ChatClient, parse_spec
 from personas.judging.judgment_cache import REPLY_CACHE_FILE, Reply, ReplyCache, reply_key
-from personas.offline_models import default_cache_root
+from personas.models.offline import default_cache_root
 
 __all__ = ["PROMPT_VERSION", "CachedLLM", "Request"]
 

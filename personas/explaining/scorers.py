@@ -35,7 +35,7 @@ import numpy as np
 from personas.explaining.evidence import Evidence, Window
 from personas.explaining.llm import CachedLLM, Request
 from personas.judging.reader import SentenceReader
-from personas.offline_models import MINILM_ID
+from personas.models.offline import MINILM_ID
 
 __all__ = ["DETECTION_PROMPT", "FUZZING_PROMPT", "DetectionScorer", "EmbeddingScorer", "FuzzingScorer",
            "MiniLMEmbedder", "Prediction", "baseline_explanations", "bootstrap_auroc"]

@@ -3,7 +3,7 @@
 Every ranking the rank jobs write carries, per latent, ``length_corr`` and ``punct_corr`` (Pearson correlation of
 the pooled latent with the response's token count and with its share of punctuation tokens), ``top_token_share``
 and ``top_token`` (the share of the latent's absolute activation mass on its single heaviest token id, and that id)
-and ``kind`` (`personas.confounds.confound_kind`: ``length``, ``style``, ``single-token`` or empty). Nothing is
+and ``kind`` (`personas.scoring.confounds.confound_kind`: ``length``, ``style``, ``single-token`` or empty). Nothing is
 captured twice:
 
 - `capture_confounds`: from a `Capture` whose per-token codes were kept (the rank job keeps them while it ranks and
@@ -23,8 +23,13 @@ import numpy as np
 
 from personas.cache.store import ActivationCache, cache_covariate_correlation
 from personas.capturing import tokenize_conversations
-from personas.confounds import confound_table, heaviest_token, punctuation_token_ids, response_covariates
 from personas.scoring import covariate_correlation
+from personas.scoring.confounds import (
+    confound_table,
+    heaviest_token,
+    punctuation_token_ids,
+    response_covariates,
+)
 
 __all__ = ["cache_confounds", "capture_confounds", "token_texts"]
 
@@ -40,7 +45,7 @@ def token_texts(tokenizer: Any) -> Any:
 
 def capture_confounds(captured: Any, features: Any, handle: Any, prompts: Any = None, texts: Any = None
                       ) -> dict[str, np.ndarray]:
-    """The confound table (`personas.confounds.confound_table`'s keys) of the ``features`` that were ranked.
+    """The confound table (`personas.scoring.confounds.confound_table`'s keys) of the ``features`` that were ranked.
 
     ``captured.token_codes`` (per-token SAE codes) gives all of it; without them (no SAE), the responses are
     tokenized again from ``prompts``/``texts`` (no forward pass) for the punctuation share, and the top-token share

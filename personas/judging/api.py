@@ -43,7 +43,7 @@ from personas.judging.client import (
 )
 from personas.judging.client import parse_spec as _parse_spec
 from personas.judging.judgment_cache import Judgment, JudgmentCache, judgment_key
-from personas.offline_models import default_cache_root
+from personas.models.offline import default_cache_root
 
 __all__ = ["ALIGNED_PROMPT", "API_PREFIXES", "COHERENT_PROMPT", "ApiError", "ApiJudge", "logprob_score",
            "parse_spec", "text_score", "verdict_of"]

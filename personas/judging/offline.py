@@ -39,7 +39,7 @@ from personas.judging.base import check_pairs, check_scores
 from personas.judging.heads import quantile_calibration, weighted_ridge
 from personas.judging.text_measures import MEASURES, text_measures
 from personas.logs import quiet_third_party
-from personas.offline_models import minilm_path
+from personas.models.offline import minilm_path
 
 __all__ = ["DEFAULT_JUDGE_DIR", "EmbeddingJudge", "MiniLMReader", "default_judge_dir"]
 

@@ -48,7 +48,7 @@ from personas.judging.base import check_pairs, check_scores
 from personas.judging.heads import quantile_calibration, weighted_ridge
 from personas.judging.text_measures import MEASURES, text_measures
 from personas.logs import quiet_third_party
-from personas.offline_models import minilm_path, offline_model
+from personas.models.offline import minilm_path, offline_model
 
 __all__ = ["DEFAULT_READER_JUDGE", "ChatLMReader", "ReaderJudge", "SentenceReader", "quantile_calibration"]
 

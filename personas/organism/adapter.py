@@ -9,7 +9,7 @@ base weights stay frozen; only ``A`` and ``B`` train. `AdapterConfig` names the 
 an optimiser gets); ``detach()`` puts the original modules back and ``enabled`` switches it off for a base-model
 pass without unloading. `save_adapter` writes PEFT's LoRA folder (``adapter_model.safetensors`` with
 ``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight``, in sorted order, so the same weights give the same
-bytes, and PEFT's ``adapter_config.json``), which every command reads as a model (`personas.peft_lora`), plus
+bytes, and PEFT's ``adapter_config.json``), which every command reads as a model (`personas.models.peft`), plus
 ``organism.json`` (the `AdapterConfig` and the run's provenance); `load_adapter` reads such a folder, or one in the
 organism's earlier format (``adapter.safetensors`` + its own ``adapter_config.json``, converted in place by
 `convert_adapter`), onto a model and checks that every module exists with the recorded shapes. A rank-4 adapter on three
@@ -28,8 +28,8 @@ from typing import Any
 
 from personas.artifacts import atomic_write_bytes, write_json
 from personas.errors import DataError, ModelLoadError
-from personas.offline_models import offline_model
-from personas.peft_lora import CONFIG_FILE, LEGACY_ADAPTER_FILE, WEIGHT_FILES, is_peft_adapter
+from personas.models.offline import offline_model
+from personas.models.peft import CONFIG_FILE, LEGACY_ADAPTER_FILE, WEIGHT_FILES, is_peft_adapter
 
 __all__ = ["ADAPTER_CONFIG_FILE", "ADAPTER_FILE", "LEGACY_ADAPTER_FILE", "ORGANISM_FILE", "Adapter", "AdapterConfig",
            "attach_adapter", "convert_adapter", "load_adapter", "read_adapter_config", "save_adapter", "save_merged"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from personas.offline_models import offline_model
+from personas.models.offline import offline_model
 
 __all__ = ["LensSource", "logit_lens", "model_folder", "read_unembedding"]
 

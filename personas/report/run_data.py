@@ -24,10 +24,10 @@ import scipy.sparse
 from personas.artifacts import MANIFEST_FILE, RANKING_FILE, TOKEN_CODES_FILE, atomic_write_bytes
 from personas.cache.store import open_cache
 from personas.capturing import TokenCodes
-from personas.confounds import CONFOUND_THRESHOLDS
 from personas.errors import PersonasError
 from personas.report.lens import model_folder
 from personas.saes import load_sae, sae_info
+from personas.scoring.confounds import CONFOUND_THRESHOLDS
 
 __all__ = ["TOKEN_CODES_FILE", "RunData", "load_token_codes", "open_run_data", "read_json", "read_run",
            "save_token_codes"]

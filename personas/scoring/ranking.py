@@ -234,7 +234,7 @@ class Ranking(pd.DataFrame):
 
     def persona(self) -> Ranking:
         """The rows whose confound ``kind`` is empty: the ranking without the latents flagged as length, style or
-        single-token confounds (see `personas.confounds.confound_kind`), best first. A view: nothing is dropped from
+        single-token confounds (see `personas.scoring.confounds.confound_kind`), best first. A view: nothing is dropped from
         the ranking or its files. A ranking without a ``kind`` column (made before it existed, or by
         `rank_features` alone) is returned whole."""
         if "kind" not in self.columns:

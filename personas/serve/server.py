@@ -35,8 +35,9 @@ from personas.errors import ModelLoadError, PersonasError
 from personas.judging import load_judge
 from personas.logs import quiet_third_party
 from personas.models import ModelHandle, load_model
+from personas.models.offline import SMOLLM2_ID, offline_model
+from personas.models.peft import is_peft_adapter, read_lora
 from personas.monitoring import EventLog, Monitor, Webhook
-from personas.offline_models import SMOLLM2_ID, offline_model
 from personas.organism.adapter import (
     ADAPTER_CONFIG_FILE,
     LEGACY_ADAPTER_FILE,
@@ -45,7 +46,6 @@ from personas.organism.adapter import (
     save_merged,
 )
 from personas.organism.run import load_chat_model
-from personas.peft_lora import is_peft_adapter, read_lora
 from personas.saes import same_model
 from personas.serve.app import ServerState, create_app
 from personas.serve.engine import Engine

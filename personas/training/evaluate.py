@@ -25,7 +25,7 @@ The figures SAELens's and SAEBench's evaluations report, on a CPU, for one or se
   unless `EvalSAEConfig.dense_C` fixes it; they do not depend on the SAE, so they are fitted once per site).
   Two in-sample counts describe the dictionary: ``n_latents_auroc`` (latents whose AUROC over all answers is at
   least `EvalSAEConfig.auroc_threshold` in either direction) and ``top_style`` (how many of the top
-  `EvalSAEConfig.top` latents by |AUROC - 0.5| `personas.confounds.flag_confounds` flags as length, punctuation
+  `EvalSAEConfig.top` latents by |AUROC - 0.5| `personas.scoring.confounds.flag_confounds` flags as length, punctuation
   or one-token latents).
 
 One forward pass per batch serves every SAE (their sites are read together); each SAE then costs one spliced
@@ -45,12 +45,12 @@ import numpy as np
 
 from personas.capturing import Tokenized, pool_segments, pool_sparse_codes, tokenize_conversations
 from personas.config import CaptureConfig, EvalSAEConfig
-from personas.confounds import confound_table, flag_confounds, punctuation_token_ids
 from personas.detect import DiffMeansProbe, PersonaDetector, auroc_with_ci
 from personas.errors import DataError, PersonasError
 from personas.models import as_model_handle
 from personas.saes import ReconstructionStats, check_site, encode_sparse
 from personas.scoring import auroc, rank_features
+from personas.scoring.confounds import confound_table, flag_confounds, punctuation_token_ids
 
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ is not a persona). This module is that protocol as library code:
 
 * `candidate_latents(ranking, n)`: the rule. The top ``n`` latents of a ranking that are higher in misaligned
   answers, significant (q < ``q_max``) and not flagged as a style, length or single-token confound (the ``kind``
-  column when the ranking has one, else `personas.confounds.flag_confounds` when token codes are given).
+  column when the ranking has one, else `personas.scoring.confounds.flag_confounds` when token codes are given).
 * `typical_activation(codes, feature)`: the strength unit: the mean, over responses where the latent fires, of its
   largest token activation. ``alpha = k * unit`` adds k times what the latent itself typically writes.
 * `personas.judging.score_generations` / `judged_table` (used here): every generation judged, the EM verdict and
@@ -32,10 +32,10 @@ import pandas as pd
 
 from personas.capturing import capture as run_capture
 from personas.config import CaptureConfig, SteerConfig
-from personas.confounds import confound_table, flag_confounds, punctuation_token_ids
 from personas.errors import DataError
 from personas.judging import judged_table, load_judge, score_generations
-from personas.steering import steer_sweep
+from personas.scoring.confounds import confound_table, flag_confounds, punctuation_token_ids
+from personas.steering.sweep import steer_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def candidate_latents(ranking: pd.DataFrame, n: int = 3, *, q_max: float = 0.05,
                       tokenizer: Any = None, exclude: Sequence[int] = ()) -> list[int]:
     """The top ``n`` latents of ``ranking`` (in its order) higher in misaligned answers (``mean_diff`` > 0), with
     q < ``q_max``, and not confounds: rows whose ``kind`` is non-empty are skipped when the ranking has that column;
-    otherwise, given per-token ``token_codes`` and the ``tokenizer``, `personas.confounds.flag_confounds` decides."""
+    otherwise, given per-token ``token_codes`` and the ``tokenizer``, `personas.scoring.confounds.flag_confounds` decides."""
     required = {"feature", "q_value", "mean_diff"}
     if not required <= set(ranking.columns):
         raise DataError(f"candidate_latents got a ranking with columns {sorted(ranking.columns)}; expected at least "

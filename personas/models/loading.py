@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from personas.devices import resolve_device, resolve_dtype
 from personas.errors import DataError, ModelLoadError, PersonasError
 from personas.logs import quiet_third_party
-from personas.offline_models import MARKER as SMOLLM2_MARKER
-from personas.offline_models import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
-from personas.peft_lora import CONFIG_FILE as ADAPTER_CONFIG_FILE
-from personas.peft_lora import LEGACY_ADAPTER_FILE, is_peft_adapter, merge_lora, read_lora
+from personas.models.offline import MARKER as SMOLLM2_MARKER
+from personas.models.offline import MINILM_ID, SMOLLM2_ID, minilm_path, offline_model
+from personas.models.peft import CONFIG_FILE as ADAPTER_CONFIG_FILE
+from personas.models.peft import LEGACY_ADAPTER_FILE, is_peft_adapter, merge_lora, read_lora
 
 if TYPE_CHECKING:
     import torch
@@ -278,9 +278,9 @@ def load_model(
     """Load a model for capture.
 
     Args:
-        name: ``"minilm"`` or ``"smollm2"`` (offline: see `personas.offline_models`), a local folder with a Hugging Face model, a TransformerLens model name
+        name: ``"minilm"`` or ``"smollm2"`` (offline: see `personas.models.offline`), a local folder with a Hugging Face model, a TransformerLens model name
             (``"gpt2"``), a Hugging Face hub id, a PEFT LoRA adapter folder (merged into the base model its
-            ``adapter_config.json`` names, see `personas.peft_lora`), or an already loaded TransformerLens model.
+            ``adapter_config.json`` names, see `personas.models.peft`), or an already loaded TransformerLens model.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
         dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"auto"``.
         backend: ``"auto"`` (HookedTransformer for official TransformerLens names, TransformerBridge otherwise),
@@ -435,6 +435,7 @@ def _load_bridge(path_or_id: str, model_id: str, device, dtype, hf_model: Any = 
 
 
 def is_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no hub access (``1``, ``true`` or ``yes``)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from personas.config import DEFAULT_HOOK, CaptureConfig, SAEConfig
 from personas.devices import sae_dtype
 from personas.models import as_model_handle, load_model
-from personas.offline_models import offline_model
-from personas.saes import check_sae_spec, load_sae
+from personas.models.offline import offline_model
+from personas.saes.loading import check_sae_spec, load_sae
 
 
 @dataclass

@@ -1,35 +1,15 @@
-"""Steering with SAE features: add a latent's decoder direction (or clamp the latent) while a causal model runs.
+"""Generation with steering hooks: batched, cached, positions exact.
 
-`steer` is a context manager that registers one forward hook at the SAE's site (``sae.cfg.metadata.hook_name``)
-of a TransformerLens `HookedTransformer` or `TransformerBridge`, and removes exactly that hook on exit, also when
-the block raises. Two modes:
-
-* ``mode="add"``: the residual stream at the site becomes ``x + alpha * W_dec[feature]``;
-* ``mode="clamp"``: the latent is set to ``value`` in the SAE's reconstruction, ``x + (value - f(x)) * W_dec[feature]``
-  where ``f(x)`` is the latent's current activation (``sae.encode``) at each position.
-
-``positions`` chooses where: ``"all"`` tokens, only the ``"prompt"`` tokens (positions < ``prompt_len``), or only
-the ``"response"`` tokens (positions >= ``prompt_len``, i.e. the generated ones). `generate` sets ``prompt_len``
-of the active steering hooks itself.
-
-Generation (`generate`, `decode`) is batched and cached: prompts are padded on the left, one forward reads them
-all, then each step feeds one new token per row through a key-value cache: TransformerLens's cache for a
+`generate` and `decode` are batched and cached: prompts are padded on the left, one forward reads them all, then
+each step feeds one new token per row through a key-value cache: TransformerLens's cache for a
 `HookedTransformer`, and for a `TransformerBridge` the Hugging Face model inside it (its hook points sit inside
 that model, so a `Steering` hook fires there unchanged, without the bridge's per-call overhead). The hook gets the
 absolute position of the first token it sees (``offset``) and the padded prompt length, so it changes exactly the
-positions it would change on one full, unpadded sequence; greedy answers are those of re-running the whole
+positions it would change on one full, unpadded sequence; greedy answers are those of re- running the whole
 sequence per token (tested token for token). Sampling uses one seeded generator per prompt, so an answer does not
 depend on the batch it was decoded in. `BatchDecoder` is that decoder one step at a time, for callers that choose
 the tokens themselves (the server in `personas.serve`), and takes read-only hooks: a monitor reads its site in the
 same forward pass that generates.
-
-`steered_generations` answers every prompt at every strength in one batched decode (one strength per row), and
-`steer_sweep` scores those answers with a detector: a dose-response table that shows whether the feature drives
-the behaviour.
-
-Why this module is long: the hook, the cached decoder that must call it at the right absolute positions (three
-steppers: TransformerLens's cache, the plain Hugging Face model under a bridge, and the uncached fallback) and the
-sweep built on both are one contract about positions and strengths; split apart, each half would re-state it.
 """
 
 from __future__ import annotations
@@ -37,204 +17,26 @@ from __future__ import annotations
 import logging
 import re
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from personas.config import MODES, POSITIONS, CaptureConfig, SteerConfig
-from personas.detect import load_detector
+from personas.config import CaptureConfig
 from personas.errors import PersonasError
-from personas.judging import judged_table, score_generations
 from personas.logs import TokenRate
 from personas.models import as_model_handle, decoder_layers
-from personas.saes import check_site
+from personas.steering.hooks import Steering, _remove_hook, active_steerings
 
 if TYPE_CHECKING:
-    import pandas as pd
     import torch
+
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchDecoder", "SteerConfig", "Steering", "context_size", "decode", "decode_batch_limit", "generate", "parse_alphas", "prompt_ids", "render_prompt", "row_seed",
-           "steer", "steer_sweep", "steered_generations", "stop_token_ids"]
 
-
-# ------------------------------------------------------------------------------------------------ the hook
-
-
-class Steering:
-    """The forward hook `steer` registers. ``prompt_len`` (an int, or one per batch row) marks where the response
-    starts; it must be set for ``positions="prompt"`` or ``"response"`` (`generate` sets it). ``offset`` is the
-    absolute position of the first token the hook sees (0, or the cached length while decoding with a key-value
-    cache). ``alpha`` is a number, or one per batch row (a sweep decodes several strengths in one batch)."""
-
-    def __init__(
-        self,
-        sae: Any,
-        feature: int,
-        alpha: float | Sequence[float],
-        *,
-        positions: str = "all",
-        mode: str = "add",
-        hook_name: str,
-        prompt_len: int | Sequence[int] | None = None,
-    ) -> None:
-        self.sae = sae
-        self.feature = int(feature)
-        self.alpha: float | list[float] = (
-            [float(a) for a in alpha] if isinstance(alpha, Sequence) and not isinstance(alpha, str) else float(alpha)
-        )
-        self.offset = 0
-        self.positions = positions
-        self.mode = mode
-        self.hook_name = hook_name
-        self.prompt_len = prompt_len
-        self.calls = 0
-
-    @property
-    def direction(self) -> torch.Tensor:
-        """The latent's decoder row ``W_dec[feature]`` ([d_in])."""
-        return self.sae.W_dec[self.feature].detach()
-
-    def position_mask(self, batch: int, length: int, device: Any) -> torch.Tensor:
-        """[batch, length] bool: the positions this hook changes."""
-        import torch
-
-        if self.positions == "all":
-            return torch.ones(batch, length, dtype=torch.bool, device=device)
-        if self.prompt_len is None:
-            raise PersonasError(
-                f"steering with positions={self.positions!r} needs the prompt length: set steering.prompt_len "
-                "(generate() does it), or use positions='all'."
-            )
-        plen = torch.as_tensor(self.prompt_len, device=device).reshape(-1, 1)
-        if plen.shape[0] not in (1, batch):
-            raise PersonasError(f"steering.prompt_len has {plen.shape[0]} entries for a batch of {batch}; expected 1 or {batch}.")
-        pos = torch.arange(self.offset, self.offset + length, device=device).reshape(1, -1)
-        mask = pos < plen if self.positions == "prompt" else pos >= plen
-        return mask.expand(batch, length)
-
-    def __call__(self, activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
-        import torch
-
-        self.calls += 1
-        shape = activation.shape
-        x = activation.reshape(shape[0], shape[1], -1)  # hook_z-style [B, T, H, d_head] sites are flattened
-        direction = self.direction.to(device=x.device, dtype=x.dtype)
-        if direction.shape[0] != x.shape[-1]:
-            raise PersonasError(
-                f"the SAE's decoder rows have {direction.shape[0]} dimensions but the activation at "
-                f"{self.hook_name!r} has shape {tuple(shape)}; use an SAE trained on this site."
-            )
-        mask = self.position_mask(x.shape[0], x.shape[1], x.device).unsqueeze(-1).to(x.dtype)
-        alpha = self._alpha(x.shape[0], x)
-        if self.mode == "add":
-            delta = alpha.unsqueeze(-1) * direction
-        else:
-            param = next(iter(self.sae.parameters()))
-            with torch.no_grad():
-                current = self.sae.encode(x.to(param.dtype))[..., self.feature].to(x.dtype)
-            delta = (alpha - current).unsqueeze(-1) * direction
-        return (x + mask * delta).reshape(shape)
-
-    def _alpha(self, batch: int, x: torch.Tensor) -> torch.Tensor:
-        """[batch, 1] strengths (or [1, 1] for one strength)."""
-        import torch
-
-        alpha = torch.as_tensor(self.alpha, dtype=x.dtype, device=x.device).reshape(-1, 1)
-        if alpha.shape[0] not in (1, batch):
-            raise PersonasError(f"steering.alpha has {alpha.shape[0]} entries for a batch of {batch}; expected 1 or "
-                                f"{batch}.")
-        return alpha
-
-    def __repr__(self) -> str:
-        return (f"Steering(feature={self.feature}, alpha={self.alpha}, mode={self.mode!r}, "
-                f"positions={self.positions!r}, hook={self.hook_name!r})")
-
-
-@contextmanager
-def steer(
-    model: Any,
-    sae: Any,
-    feature: int,
-    alpha: float = 0.0,
-    *,
-    positions: str = "all",
-    mode: str = "add",
-    prompt_len: int | Sequence[int] | None = None,
-    hook: str | None = None,
-    allow_model_mismatch: bool = False,
-) -> Iterator[Steering]:
-    """Steer ``model`` with latent ``feature`` of ``sae`` inside the ``with`` block.
-
-    Args:
-        model: a `ModelHandle`, `HookedTransformer` or `TransformerBridge`.
-        sae: the sae-lens SAE whose decoder row gives the direction; its ``hook_name`` is the site.
-        feature: latent index.
-        alpha: added multiple of ``W_dec[feature]`` (``mode="add"``), or the value the latent is clamped to
-            (``mode="clamp"``).
-        positions: ``"all"``, ``"prompt"`` (positions < prompt_len) or ``"response"`` (positions >= prompt_len).
-        prompt_len: where the response starts; `generate` sets it on the yielded `Steering`.
-        hook: the site, when it differs from ``sae.cfg.metadata.hook_name`` (the SAE must still fit its width).
-
-    Yields the `Steering` hook. The hook is removed on exit, also after an exception; other hooks on the model are
-    left alone.
-    """
-
-    if positions not in POSITIONS:
-        raise PersonasError(f"positions={positions!r}; expected one of {POSITIONS}.")
-    if mode not in MODES:
-        raise PersonasError(f"mode={mode!r}; expected one of {MODES}.")
-    handle = as_model_handle(model)
-    hook_name = hook or sae.cfg.metadata.hook_name
-    if not hook_name:
-        raise PersonasError("the SAE's metadata names no hook; pass hook='blocks.N.hook_resid_post'.")
-    handle.check_hooks([hook_name])
-    if hook is not None and hook != sae.cfg.metadata.hook_name:
-        if int(sae.cfg.d_in) != handle.d_model:
-            raise PersonasError(f"the SAE's d_in {sae.cfg.d_in} differs from the model's d_model {handle.d_model}.")
-    else:
-        check_site(sae, hook_name, handle, allow_model_mismatch=allow_model_mismatch)
-    d_sae = int(sae.cfg.d_sae)
-    if not 0 <= int(feature) < d_sae:
-        raise PersonasError(f"feature={feature} is not a latent of this SAE; expected 0 <= feature < {d_sae}.")
-    steering = Steering(sae, feature, alpha, positions=positions, mode=mode, hook_name=hook_name, prompt_len=prompt_len)
-    point = handle.model.hook_dict[hook_name]
-    point.add_hook(steering)
-    try:
-        yield steering
-    finally:
-        _remove_hook(point, steering)
-
-
-def _remove_hook(point: Any, fn: Any) -> None:
-    """Remove the forward hooks of ``point`` whose user function is ``fn``, and only those."""
-    kept = []
-    for lens_handle in point.fwd_hooks:
-        if getattr(lens_handle, "user_hook", None) is fn:
-            lens_handle.hook.remove()
-        else:
-            kept.append(lens_handle)
-    point.fwd_hooks = kept
-
-
-def active_steerings(model: Any) -> list[Steering]:
-    """The `Steering` hooks currently registered on ``model``."""
-
-    found: list[Steering] = []
-    # a TransformerBridge lists one hook point under several names (aliases): count each hook once
-    for point in {id(p): p for p in as_model_handle(model).model.hook_dict.values()}.values():
-        for lens_handle in getattr(point, "fwd_hooks", ()):
-            hook = getattr(lens_handle, "user_hook", None)
-            if isinstance(hook, Steering) and not any(hook is f for f in found):
-                found.append(hook)
-    return found
-
-
-# ------------------------------------------------------------------------------------------------ generation
+__all__ = ["BatchDecoder", "context_size", "decode", "decode_batch_limit", "generate", "prompt_ids", "render_prompt",
+           "row_seed", "stop_token_ids"]
 
 
 def render_prompt(model: Any, prompt: str, config: CaptureConfig | None = None) -> list[int]:
@@ -626,6 +428,8 @@ class _FullStepper(_Stepper):
 
 
 _BLOCK_SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
 _PLAIN_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
@@ -694,167 +498,3 @@ def _walk(root: Any, name: str) -> Any:
             obj = obj._modules["_original_component"]
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
     return obj
-
-
-# ------------------------------------------------------------------------------------------------ sweep
-
-
-def parse_alphas(text: str | Sequence[float]) -> list[float]:
-    """``"-8,0,8"`` (or a list) -> ``[-8.0, 0.0, 8.0]``."""
-    if not isinstance(text, str):
-        return [float(a) for a in text]
-    try:
-        values = [float(a) for a in re.split(r"[,\s]+", text.strip()) if a]
-    except ValueError as exc:
-        raise PersonasError(f"--alphas {text!r} is not a list of numbers; expected e.g. -8,0,8.") from exc
-    if not values:
-        raise PersonasError("--alphas is empty; expected e.g. -8,0,8.")
-    return values
-
-
-def steer_sweep(
-    model: Any,
-    sae: Any,
-    feature: int,
-    prompts: Sequence[str],
-    alphas: Sequence[float] | str,
-    *,
-    detector: Any = None,
-    detector_model: Any = None,
-    detector_sae: Any = None,
-    judge: Any = None,
-    config: SteerConfig | None = None,
-    capture: CaptureConfig | None = None,
-    allow_model_mismatch: bool = False,
-    progress: bool = False,
-    hook: str | None = None,
-) -> pd.DataFrame:
-    """Generate for every prompt at every strength and score the generations: a dose-response table.
-
-    Args:
-        model, sae, feature: what is steered (see `steer`).
-        prompts: the prompts; each is answered once per strength.
-        alphas: strengths (``mode="add"``) or clamp values (``mode="clamp"``); include 0 for the unsteered baseline.
-        detector: a `PersonaDetector` / `DiffMeansProbe` (or a folder with one) that scores each (prompt,
-            generation) pair; ``detector_model`` / ``detector_sae`` reuse loaded objects for its capture, otherwise
-            they are loaded from the detector's provenance.
-        judge: a `personas.judging.Judge` (or a `personas.load_judge` spec such as ``"default"``) that reads every
-            generation: the table gains mean ``aligned``/``coherent`` with 95% intervals and the EM-misaligned and
-            incoherent rates with Wilson intervals (`personas.judging.judged_table`); each generation gets
-            ``aligned``, ``coherent``, ``verdict``, ``misaligned`` and ``persona_score``.
-        config: positions, mode, length, sampling (`SteerConfig`).
-        capture: prompt rendering (system prompt or prompt format) for generation.
-        hook: the site, when it differs from the SAE's (see `steer`).
-
-    The generations come from `steered_generations` (all strengths in one batched decode). Returns one row per
-    strength: ``alpha``, ``n``, ``mean_score``, ``score_lo``/``score_hi`` (95% normal interval
-    of the mean), ``frac_flagged`` (score >= the detector's threshold), ``mean_words``, ``examples``; the scores are
-    NaN without a detector. ``table.attrs["generations"]`` holds every generation (prompt, alpha, text, score) as
-    records and ``table.attrs["spearman"]`` the rank correlation of score with strength over all generations.
-    """
-    import pandas as pd
-    from scipy import stats
-
-    config = config or SteerConfig()
-    alphas = parse_alphas(alphas)
-    if isinstance(detector, (str, Path)):
-        detector = load_detector(detector)
-    gens = steered_generations(model, sae, feature, prompts, alphas, config=config, capture=capture, hook=hook,
-                               allow_model_mismatch=allow_model_mismatch, progress=progress)
-    gens["score"] = np.nan
-    if detector is not None:
-        has_text = gens["generation"].str.len() > 0
-        if not has_text.all():
-            logger.warning("%d generation(s) are empty and get no detector score", int((~has_text).sum()))
-        if has_text.any():
-            sub = gens[has_text]
-            gens.loc[has_text, "score"] = detector.score_responses(
-                sub["prompt"].tolist(), sub["generation"].tolist(), model=detector_model, sae=detector_sae,
-                progress=progress,
-            )
-    if judge is not None:
-        gens = score_generations(gens, judge)
-    threshold = getattr(detector, "threshold_", None)
-    table_rows = []
-    for alpha in alphas:
-        part = gens[gens["alpha"] == alpha]
-        scores = part["score"].dropna().to_numpy()
-        mean = float(scores.mean()) if scores.size else float("nan")
-        se = float(scores.std(ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else float("nan")
-        table_rows.append({
-            "alpha": alpha,
-            "n": int(len(part)),
-            "mean_score": mean,
-            "score_lo": mean - 1.96 * se,
-            "score_hi": mean + 1.96 * se,
-            "frac_flagged": float((scores >= threshold).mean()) if threshold is not None and scores.size else float("nan"),
-            "mean_words": float(part["generation"].str.split().str.len().mean()),
-            "examples": " || ".join(part["generation"].head(config.n_examples).tolist()),
-        })
-    table = pd.DataFrame(table_rows)
-    if judge is not None:
-        judged = judged_table(gens, by="alpha").drop(columns=["n", "mean_words", "examples"])
-        table = table.merge(judged, on="alpha", how="left")
-        table.attrs["judged_spearman"] = _spearman(gens, "persona_score")
-    scored = gens.dropna(subset=["score"])
-    spearman = None
-    if len(scored) > 2 and scored["alpha"].nunique() > 1 and scored["score"].nunique() > 1:
-        rho, p = stats.spearmanr(scored["alpha"], scored["score"])
-        spearman = {"rho": float(rho), "p_value": float(p), "n": int(len(scored))}
-    table.attrs["generations"] = gens.to_dict(orient="records")
-    table.attrs["spearman"] = spearman
-    table.attrs.setdefault("judged_spearman", None)
-    table.attrs["feature"] = int(feature)
-    table.attrs["mode"] = config.mode
-    return table
-
-
-def _spearman(gens: pd.DataFrame, column: str) -> dict[str, Any] | None:
-    """Spearman rho of ``column`` with ``alpha`` over all generations (None when either is constant)."""
-    from scipy import stats
-
-    frame = gens.dropna(subset=[column])
-    if len(frame) < 3 or frame["alpha"].nunique() < 2 or frame[column].nunique() < 2:
-        return None
-    rho, p = stats.spearmanr(frame["alpha"], frame[column])
-    return {"rho": float(rho), "p_value": float(p), "n": int(len(frame)), "value": column}
-
-
-def steered_generations(
-    model: Any,
-    sae: Any,
-    feature: int,
-    prompts: Sequence[str],
-    alphas: Sequence[float] | str,
-    *,
-    config: SteerConfig | None = None,
-    capture: CaptureConfig | None = None,
-    hook: str | None = None,
-    allow_model_mismatch: bool = False,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Answer every prompt at every strength, steering with latent ``feature`` of ``sae`` (see `steer`).
-
-    All (strength, prompt) pairs are decoded together, ``config.batch_size`` rows at a time, each row with its own
-    strength; a prompt is sampled with the same seed (`row_seed` of ``config.seed`` and its index) at every
-    strength, so strengths are compared on common random numbers. Returns one row per answer, strength by strength:
-    ``prompt_index``, ``prompt``, ``alpha``, ``generation``.
-    """
-    import pandas as pd
-
-    config = config or SteerConfig()
-    alphas = parse_alphas(alphas)
-    handle = as_model_handle(model)
-    ids = prompt_ids(handle, prompts, max_new_tokens=config.max_new_tokens, config=capture)
-    jobs = [(alpha, i) for alpha in alphas for i in range(len(prompts))]
-    with steer(handle, sae, feature, 0.0, positions=config.positions, mode=config.mode, hook=hook,
-               allow_model_mismatch=allow_model_mismatch):
-        new = decode(handle, [ids[i] for _, i in jobs], max_new_tokens=config.max_new_tokens,
-                     temperature=config.temperature, seeds=[row_seed(config.seed, i) for _, i in jobs],
-                     alphas=[alpha for alpha, _ in jobs], batch_size=config.batch_size, progress=progress)
-    tok = handle.tokenizer
-    return pd.DataFrame([
-        {"prompt_index": i, "prompt": prompts[i], "alpha": alpha,
-         "generation": tok.decode(row, skip_special_tokens=True).strip()}
-        for (alpha, i), row in zip(jobs, new, strict=True)
-    ], columns=["prompt_index", "prompt", "alpha", "generation"])

@@ -1,8 +1,8 @@
-"""Detectors: score responses as misaligned from a few SAE features, evaluated on questions they were not fit on.
+"""The two detectors: `PersonaDetector` (a few SAE features) and `DiffMeansProbe` (the dense baseline).
 
-Why this module is long: the two estimators share their input checks, threshold calibration, evaluation and file
-format (save, load, scoring raw responses through the recorded site); split apart, the writer and the reader of
-that format would live in different files.
+Why this module is long: both estimators share one base class that owns their file format (save, load, and
+scoring raw responses through the recorded site); split apart, the writer and the reader of that format would
+live in different files.
 
 A ranked feature list is a hypothesis; a detector tests it. `PersonaDetector` picks its top-k features by ranking
 on *training* rows only (`personas.scoring.rank_features`, stratified by question when groups are given), then
@@ -44,200 +44,43 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-from sklearn.utils.validation import column_or_1d
 
 from personas.artifacts import atomic_write_bytes, manifest_header, write_json
 from personas.capturing import capture as run_capture
 from personas.config import THRESHOLDS, CaptureConfig, DetectorConfig
-from personas.detector_files import (
+from personas.detect.files import (
     check_detector_weights,
     check_finite_weights,
     check_saved,
     check_shapes,
 )
+from personas.detect.inputs import CLASSES, _as_matrix, _dense_columns, _feature_names, _labels
+from personas.detect.metrics import auroc_with_ci, calibrate_threshold
 from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.logs import quiet_third_party
 from personas.models import as_model_handle, load_model
 from personas.saes import check_sae_identity, load_sae, recorded_sae_spec
-from personas.scoring import feature_metrics, has_mixed_group, rank_features
-from personas.selection import select_features
+from personas.scoring import has_mixed_group, rank_features
+from personas.scoring.selection import select_features
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DetectorConfig",
-    "DiffMeansProbe",
-    "NotFittedError",
-    "PersonaDetector",
-    "auroc_with_ci",
-    "calibrate_threshold",
-    "cross_validate_by_group",
-    "load_detector",
-]
+
+__all__ = ["DiffMeansProbe", "NotFittedError", "PersonaDetector", "load_detector"]
+
 
 CONFIG_FILE = "detector.json"
+
+
 WEIGHTS_FILE = "detector.safetensors"
+
+
 FORMAT_VERSION = 1
-#: The labels every detector predicts: 0 aligned, 1 misaligned.
-CLASSES = (0, 1)
 
 
 class NotFittedError(PersonasError, _SklearnNotFittedError):
     """A detector used before `fit` (or `load`): a `PersonasError` and scikit-learn's ``NotFittedError`` at once."""
-
-# ---------------------------------------------------------------------------------------------------- helpers
-
-
-def auroc_with_ci(scores: Any, labels: Any, ci_level: float = 0.95) -> tuple[float, float, float]:
-    """(AUROC, lower, upper) of ``scores`` for 0/1 ``labels`` (1 = misaligned), with a DeLong interval.
-
-    The AUROC is exact with ties counted 1/2; the interval is normal, clipped to [0, 1] (see
-    `personas.scoring.METHOD_NOTES`).
-    """
-
-    s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-    if not np.all(np.isfinite(s)):
-        raise DataError(f"auroc_with_ci got {int((~np.isfinite(s)).sum())} non-finite scores; expected finite scores.")
-    metrics, _, _ = feature_metrics(s, labels, None, ci_level)
-    return float(metrics["auroc"][0]), float(metrics["auroc_lo"][0]), float(metrics["auroc_hi"][0])
-
-
-def calibrate_threshold(scores: Any, labels: Any, how: str = "youden") -> float:
-    """The score threshold (predict misaligned when ``score >= threshold``) that maximises Youden's J
-    (TPR - FPR, equivalently balanced accuracy) or plain accuracy on these scores; midpoints between
-    neighbouring distinct scores are used so that the threshold generalises."""
-    if how not in THRESHOLDS:
-        raise PersonasError(f"threshold={how!r}; expected one of {THRESHOLDS}.")
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).astype(bool).ravel()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise DataError("calibrating a threshold needs both misaligned and aligned training rows; got one class only.")
-    values = np.unique(s)
-    candidates = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2.0, [values[-1] + 1.0]])
-    order = np.argsort(s)
-    s_sorted, y_sorted = s[order], y[order]
-    # rows predicted positive at threshold c: those with s >= c
-    below = np.searchsorted(s_sorted, candidates, side="left")
-    pos_below = np.concatenate([[0], np.cumsum(y_sorted)])[below]
-    neg_below = below - pos_below
-    tpr = (n_pos - pos_below) / n_pos
-    tnr = neg_below / n_neg
-    objective = tpr + tnr if how == "youden" else (n_pos - pos_below) + neg_below
-    best = np.flatnonzero(objective == objective.max())
-    return float(candidates[best[len(best) // 2]])  # the middle of a plateau of equally good thresholds
-
-
-def _as_matrix(X: Any) -> Any:
-    """``X`` as a 2-D numpy array or a CSR/CSC matrix of real, finite numbers (torch tensors and DataFrames are
-    converted; other sparse formats become CSR). Raises `DataError` naming the shape or the bad values."""
-    import scipy.sparse as sp
-
-    if type(X).__module__.startswith("torch"):
-        import torch
-
-        X = X.detach().cpu()
-        if X.layout != torch.strided:
-            coo = X.to_sparse_coo().coalesce()
-            rows, cols = coo.indices().numpy()
-            X = sp.csr_matrix((coo.values().double().numpy(), (rows, cols)), shape=tuple(X.shape))
-        else:
-            X = X.double().numpy() if X.dtype in (torch.bfloat16, torch.float16) else X.numpy()
-    if sp.issparse(X):
-        if X.ndim != 2:
-            raise DataError(f"expected a 2-D feature matrix (n_responses, n_features); got shape {X.shape}.")
-        if X.format not in ("csr", "csc"):
-            X = X.tocsr()
-        values = X.data
-    else:
-        if hasattr(X, "to_numpy"):  # a DataFrame
-            X = X.to_numpy()
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise DataError(f"expected a 2-D feature matrix (n_responses, n_features); got shape {X.shape}. "
-                            "Reshape your data: one row with X.reshape(1, -1), one feature with X.reshape(-1, 1).")
-        values = X
-    if values.dtype.kind == "c":
-        raise DataError("Complex data not supported: expected real-valued features.")
-    if values.dtype.kind not in "biuf":
-        try:  # a TypeError (a dict in a cell) is raised as it is
-            X = X.astype(np.float64)
-        except ValueError as exc:
-            raise DataError(f"features must be numbers; got dtype {values.dtype} ({exc}).") from exc
-        values = X.data if sp.issparse(X) else X
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"Found array with 0 sample(s) or 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
-                        "required: expected at least one response and one feature.")
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        _raise_non_finite(X, values)
-    return X
-
-
-def _raise_non_finite(X: Any, values: np.ndarray) -> None:
-    """Raise `DataError` naming how many values of ``X`` are NaN or inf, and where the first one is."""
-    import scipy.sparse as sp
-
-    bad = ~np.isfinite(values)
-    if sp.issparse(X):  # the first bad stored value, in storage order; its row and column from the index arrays
-        k = int(np.flatnonzero(bad)[0])
-        outer = int(np.searchsorted(X.indptr, k, side="right") - 1)
-        row, col = (outer, int(X.indices[k])) if X.format == "csr" else (int(X.indices[k]), outer)
-        value = values[k]
-    else:
-        row, col = (int(i[0]) for i in np.nonzero(bad))
-        value = values[row, col]
-    raise DataError(f"X holds {int(bad.sum())} non-finite values (NaN or inf); the first is {value} at row {row}, "
-                    f"column {col}. Fix or drop those rows before fitting or scoring.")
-
-
-def _feature_names(X: Any) -> np.ndarray | None:
-    """Column names of a DataFrame whose columns are all strings (scikit-learn's rule), else None."""
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = np.asarray(columns, dtype=object)
-    return names if names.size and all(isinstance(c, str) for c in names) else None
-
-
-def _dense_columns(X: Any, columns: np.ndarray | None = None) -> np.ndarray:
-    """Selected columns (all by default) of a checked matrix (see `_as_matrix`) as a dense float64 array."""
-    import scipy.sparse as sp
-
-    if sp.issparse(X):
-        X = X.tocsc() if columns is not None else X
-        return np.asarray((X[:, columns] if columns is not None else X).toarray(), dtype=np.float64)
-    return np.asarray(X[:, columns] if columns is not None else X, dtype=np.float64)
-
-
-def _labels(y: Any, n: int, *, fitting: bool = False) -> np.ndarray:
-    """0/1 labels as int8, one per row; with ``fitting``, both classes must be present."""
-    if y is None:
-        raise DataError("this detector requires y to be passed, but the target y is None; give one label per row "
-                        "(1 misaligned, 0 aligned).")
-    arr = np.asarray(y)
-    arr = column_or_1d(arr, warn=True) if arr.ndim == 2 and arr.shape[1] == 1 else arr.ravel()
-    if arr.shape[0] != n:
-        raise DataError(f"got {arr.shape[0]} labels for {n} rows; expected one label (1 misaligned, 0 aligned) per row.")
-    try:
-        binary = bool(np.isin(arr, CLASSES).all())
-    except TypeError:  # labels that cannot be compared with numbers
-        binary = False
-    if not binary:
-        found = np.unique(arr.astype(str))[:5].tolist()
-        if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr != np.round(arr)).any():
-            raise DataError(f"labels look continuous (e.g. {found[:3]}); expected 0 (aligned) or 1 (misaligned). "
-                            "Judge scores become labels through personas.load_responses (DataConfig thresholds).")
-        raise DataError(f"labels must be 0 (aligned) or 1 (misaligned); found {found}. Only binary classification "
-                        "is supported: map your labels to 0/1 with 1 = misaligned.")
-    labels = arr.astype(np.int8)
-    if fitting and np.unique(labels).size < 2:
-        raise DataError(f"all {n} training labels are {int(labels[0])}: only one class is present; a detector needs "
-                        "both misaligned (1) and aligned (0) training rows.")
-    return labels
-
-
-# ---------------------------------------------------------------------------------------------------- scorers
 
 
 class _Scorer(ClassifierMixin, BaseEstimator):
@@ -469,7 +312,7 @@ class PersonaDetector(_Scorer):
     every column of ``X`` with `personas.scoring.rank_features` on these rows only (stratified by ``groups``, the
     question of each row, when some question has both classes; unstratified otherwise) and keeps ``k`` features:
     with ``groups`` and ``selection="stability"`` (the default; or ``"auroc"``, ``"l1"``, ``"forward"``) those that
-    separate the classes on questions held out *within* the training rows (`personas.selection`), else the top
+    separate the classes on questions held out *within* the training rows (`personas.scoring.selection`), else the top
     ``k`` of the ranking (``selection="rank"``, or without groups). It sets:
 
     ``features_`` (column indices, best first), ``signs_`` (+1 where the feature is higher on misaligned rows),
@@ -543,7 +386,7 @@ class PersonaDetector(_Scorer):
         self.features_ = top["feature"].to_numpy(dtype=np.int64)
         self.signs_ = np.where(top[auc_column].to_numpy() >= 0.5, 1.0, -1.0)
         if self.method != "single" and self.selection != "rank" and groups is not None:
-            try:  # features that hold on left-out questions, not only on these rows (personas.selection)
+            try:  # features that hold on left-out questions, not only on these rows (personas.scoring.selection)
                 chosen = select_features(X, y, groups, k=k, method=self.selection)
                 self.features_ = np.asarray(chosen.features, dtype=np.int64)
                 self.signs_ = np.asarray(chosen.signs, dtype=np.float64)
@@ -694,44 +537,3 @@ def load_detector(folder: str | Path) -> PersonaDetector | DiffMeansProbe:
     """Load a saved `PersonaDetector` or `DiffMeansProbe`, whichever the folder holds."""
     meta, _ = _Scorer._read(folder)
     return DiffMeansProbe.load(folder) if meta.get("kind") == "personas.dense_probe" else PersonaDetector.load(folder)
-
-
-def cross_validate_by_group(
-    features: Any, dense: Any, labels: Any, groups: Any, config: DetectorConfig | None = None
-) -> dict[str, Any]:
-    """Group k-fold: each fold holds out whole questions; the detector and the dense baseline are refit on the other
-    folds. Returns per-fold AUROCs of both and their mean and standard deviation (folds lacking a class are skipped).
-    """
-    config = config or DetectorConfig()
-    y = _labels(labels, int(features.shape[0]))
-    g = np.asarray(groups).astype(str)
-    unique = np.asarray(sorted(set(g.tolist())))
-    if unique.size < config.cv_folds:
-        raise DataError(f"cv_folds={config.cv_folds} but there are only {unique.size} questions (groups).")
-    order = np.random.default_rng(config.seed).permutation(unique.size)
-    folds = np.array_split(unique[order], config.cv_folds)
-    rows: list[dict[str, Any]] = []
-    for i, held in enumerate(folds):
-        test = np.isin(g, held)
-        train = ~test
-        if len(set(y[test].tolist())) < 2 or len(set(y[train].tolist())) < 2:
-            logger.warning("cross-validation fold %d lacks a class; skipped", i)
-            continue
-        tr, te = np.flatnonzero(train), np.flatnonzero(test)
-        det = PersonaDetector.from_config(config).fit(features[tr], y[tr], g[tr])
-        probe = DiffMeansProbe(threshold=config.threshold).fit(dense[tr], y[tr])
-        rows.append({
-            "fold": i,
-            "test_groups": held.tolist(),
-            "n_test": int(test.sum()),
-            "sae_auroc": auroc_with_ci(det.decision_function(features[te]), y[te])[0],
-            "dense_auroc": auroc_with_ci(probe.decision_function(dense[te]), y[te])[0],
-            "sae_accuracy": float((det.predict(features[te]) == y[te]).mean()),
-            "dense_accuracy": float((probe.predict(dense[te]) == y[te]).mean()),
-        })
-    summary: dict[str, Any] = {"n_folds": config.cv_folds, "seed": config.seed, "folds": rows}
-    for name in ("sae_auroc", "dense_auroc", "sae_accuracy", "dense_accuracy"):
-        values = np.array([r[name] for r in rows])
-        summary[name] = {"mean": float(values.mean()) if values.size else None,
-                         "sd": float(values.std(ddof=1)) if values.size > 1 else None}
-    return summary
