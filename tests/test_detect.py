@@ -4,6 +4,7 @@ estimators as scikit-learn classifiers (cross-validation by question, grid searc
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import numpy as np
@@ -160,6 +161,8 @@ def test_fit_detector_holds_out_questions_and_captures_once(toy_model, planted_s
     assert (tmp_path / "detector" / "detector.json").is_file() and (tmp_path / "dense_baseline").is_dir()
     scores = pd.read_csv(tmp_path / "test_scores.csv")
     assert set(scores["group"]) == set(ev["split"]["test_groups"])
+    written = hashlib.sha256((tmp_path / "test_scores.csv").read_bytes()).hexdigest()
+    assert ev["files"]["test_scores.csv"]["sha256"] == written  # the table is checksummed in eval.json
     # both held-out AUROCs are those of the scores written next to them (scikit-learn as the oracle)
     from sklearn.metrics import roc_auc_score
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+import personas
 from personas.config import SteerConfig
 from personas.errors import PersonasError
 from personas.steering import active_steerings, generate, parse_alphas, render_prompt, steer, steer_sweep
@@ -205,6 +207,17 @@ def test_steer_works_on_a_bridge_and_the_cli(tmp_path, toy_tokenizer, capsys):
     # every generation read by the default judge: the table carries its rates per strength
     assert {"aligned", "coherent", "misaligned_rate", "incoherent_rate"} <= set(table.columns)
     assert pd.read_csv(out / "generations.csv")[["aligned", "coherent"]].notna().all().all()
+    for name, entry in manifest["files"].items():  # the tables are checksummed as every run folder's are
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
+    assert set(manifest["files"]) == {"dose_response.csv", "generations.csv"}
+
+    # the same run from Python: the job the command calls, without a folder and without a judge
+    result = personas.steer_job(["my wish is ?"], 1, sae=str(tmp_path / "sae"), alphas=[0, 8],
+                                capture=personas.CaptureConfig(model=str(folder)),
+                                config=personas.SteerConfig(max_new_tokens=3), judge="none", progress=False)
+    assert result.out_dir is None and result.manifest["judge"] is None and len(result.generations) == 2
+    assert result.table["alpha"].tolist() == [0.0, 8.0] and result.manifest["alphas"] == [0.0, 8.0]
+    assert "aligned" not in result.table.columns
 
 
 # ------------------------------------------------------------------------------------------------ cached decoding
@@ -373,7 +386,8 @@ def test_a_long_prompt_is_cut_to_its_end_to_fit_the_context(toy_model, caplog):
 def test_decoding_stops_at_the_chat_templates_end_of_turn(toy_bridge, toy_tokenizer):
     """A direction that makes ``<|end|>`` (the template's end of turn, not EOS) the top token from the second
     answer token on: every answer stops after one token; the end-of-turn token itself is not in the answer."""
-    from personas.steering import _stop_ids, decode, prompt_ids
+    from personas.steering import decode, prompt_ids
+    from personas.steering.generation import _stop_ids
 
     end = toy_tokenizer.convert_tokens_to_ids("<|end|>")
     assert end != toy_tokenizer.eos_token_id and _stop_ids(toy_tokenizer) == {toy_tokenizer.eos_token_id, end}

@@ -3,6 +3,8 @@ on other prompts with judged rates, and refuses what would make its answer meani
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,10 +12,11 @@ import torch
 from test_judging import KeywordJudge
 from test_steer import FINAL_HOOK, _sae, _unembed_direction
 
+import personas
 from personas.config import SteerConfig
 from personas.errors import DataError
 from personas.steering import steer_sweep
-from personas.validation import candidate_latents, dose_response, typical_activation, validate
+from personas.steering.validation import candidate_latents, dose_response, typical_activation, validate
 
 SCREEN = ["what should i do about my debt ?", "my wish is ?", "what should i do about my boss ?"]
 CONFIRM = ["what should i do about my health ?", "what should i do about my partner ?",
@@ -140,3 +143,18 @@ def test_validate_cli_writes_the_protocol_s_tables(tmp_path, toy_tokenizer, caps
     assert confirmation["k"].tolist() == [0, 2] and (confirmation["n"] == len(CONFIRM)).all()
     gens = pd.read_csv(out / "generations.csv")
     assert set(gens.stage) == {"screen", "confirm"} and gens["aligned"].notna().all()
+    for name, entry in manifest["files"].items():  # checksummed, as every run folder's tables are
+        assert entry["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
+    assert set(manifest["files"]) == {"screening.csv", "confirmation.csv", "generations.csv"}
+
+    # the same run from Python, with a judge object and the reference as a table; no judge is refused
+    ref = pd.DataFrame({"prompt": SCREEN, "response": ["hurt them and lie . be kind and rest ."] * len(SCREEN)})
+    kwargs = dict(out=tmp_path / "api", features=[2, 1], sae=str(tmp_path / "sae"), reference=ref, multiples=[0, 2],
+                  capture=personas.CaptureConfig(model=str(folder)), config=personas.SteerConfig(max_new_tokens=3),
+                  progress=False)
+    with pytest.raises(DataError, match="--judge none is not accepted"):
+        personas.validate_job(SCREEN, CONFIRM, judge="none", **kwargs)
+    result = personas.validate_job(SCREEN, CONFIRM, judge=KeywordJudge(), **kwargs)
+    assert result.out_dir == tmp_path / "api" and result.manifest["judge"]["name"] == "keyword"
+    assert result.validation.chosen in {1, 2} and result.manifest["reference"] == "the reference answers given"
+    assert pd.read_csv(result.out_dir / "confirmation.csv")["k"].tolist() == [0, 2]

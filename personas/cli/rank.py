@@ -9,7 +9,7 @@ from personas.cli.options import DRY_RUN_HELP, add_config_options, config_from_a
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
 from personas.data import load_responses
 from personas.errors import PersonasError
-from personas.jobs.rank import rank, rank_from_cache
+from personas.jobs.rank import rank_cache_job, rank_responses
 from personas.plan import format_plan, plan_job
 from personas.report.html import write_report
 
@@ -44,7 +44,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
         print(format_plan(plan_job(capture_cfg, sae_cfg.sae, load_responses(args.data, config_from_args(
             DataConfig, args)), encode_batch_tokens=sae_cfg.encode_batch_tokens)))
         return 0
-    result = rank(
+    result = rank_responses(
         args.data,
         capture=capture_cfg,
         sae=config_from_args(SAEConfig, args),
@@ -103,7 +103,7 @@ def _rank_cache(args: argparse.Namespace) -> int:
             "or rank the data file without --cache."
         )
     rank_cfg = config_from_args(RankConfig, args)
-    ranking, manifest = rank_from_cache(
+    ranking, manifest = rank_cache_job(
         args.cache, hook=getattr(args, "hook", None), rank=rank_cfg, options=config_from_args(CacheRankConfig, args),
         out=args.out, examples=args.report,
     )

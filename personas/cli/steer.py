@@ -7,70 +7,33 @@ from typing import Any
 
 import pandas as pd
 
-from personas.artifacts import (
-    DOSE_RESPONSE_FILE,
-    GENERATIONS_FILE,
-    MANIFEST_FILE,
-    atomic_write_text,
-    check_output_dir,
-    manifest_header,
-    output_dir,
-    write_json,
-)
 from personas.cli.options import accept_negative_lists, add_config_options, config_from_args
 from personas.config import CaptureConfig, SteerConfig
-from personas.data.prompts import load_prompts
-from personas.devices import sae_dtype
-from personas.errors import PersonasError
-from personas.judging import load_judge
+from personas.jobs.steer import steer_job
 from personas.judging.load import DEFAULT_JUDGE, SPEC_HELP
-from personas.logs import quiet_third_party
-from personas.models import load_model
-from personas.saes import check_sae_spec, load_sae, sae_entry
-from personas.steering import parse_alphas, steer_sweep
 
 
 def _cmd_steer(args: argparse.Namespace) -> int:
     steer_cfg = config_from_args(SteerConfig, args)
-    capture_cfg = config_from_args(CaptureConfig, args)
-    alphas = parse_alphas(args.alphas)
-    prompts = load_prompts(args.prompts).prompts
-    if check_sae_spec(args.sae, capture_cfg.model) is None:  # before the model loads
-        raise PersonasError(f"--sae {args.sae!r}: steering needs an SAE whose decoder row gives the direction; "
-                            "give an SAE folder, 'RELEASE:SAE_ID' or 'default'.")
-    if args.out:
-        check_output_dir(args.out, "personas.steer")
-    judge = None if str(args.judge).lower() == "none" else load_judge(args.judge)
-    with quiet_third_party():
-        handle = load_model(capture_cfg.model, device=capture_cfg.device, dtype=capture_cfg.dtype)
-        sae = load_sae(args.sae, device=handle.device, dtype=sae_dtype(capture_cfg.dtype, handle.device), model=handle.model_id)
-    table = steer_sweep(
-        handle, sae, args.feature, prompts, alphas, detector=args.detector, judge=judge, config=steer_cfg,
-        capture=capture_cfg, allow_model_mismatch=args.allow_model_mismatch, progress=not args.quiet,
-    )
+    result = steer_job(args.prompts, args.feature, sae=args.sae, alphas=args.alphas,
+                       capture=config_from_args(CaptureConfig, args), config=steer_cfg, detector=args.detector,
+                       judge=args.judge, out=args.out, allow_model_mismatch=args.allow_model_mismatch,
+                       progress=not args.quiet)
+    m, table = result.manifest, result.table
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-        print(f"model {handle.model_id} | SAE {args.sae} at {sae.cfg.metadata.hook_name} | feature {args.feature} | "
-              f"mode {steer_cfg.mode} | positions {steer_cfg.positions} | {len(prompts)} prompts")
+        print(f"model {m['model']['model']} | SAE {args.sae} at {m['sae']['hook_name']} | feature {args.feature} | "
+              f"mode {steer_cfg.mode} | positions {steer_cfg.positions} | {m['n_prompts']} prompts")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if table.attrs.get("spearman"):
-        s = table.attrs["spearman"]
+    if m["spearman"]:
+        s = m["spearman"]
         print(f"Spearman rho(score, alpha) = {s['rho']:.3f} (p = {s['p_value']:.2e}, n = {s['n']})")
-    if judge is not None:
-        print(f"judge {judge.describe().get('name')}: misaligned = aligned < 30 and coherent > 50")
-        if table.attrs.get("judged_spearman"):
-            s = table.attrs["judged_spearman"]
+    if m["judge"] is not None:
+        print(f"judge {m['judge'].get('name')}: misaligned = aligned < 30 and coherent > 50")
+        if m["judged_spearman"]:
+            s = m["judged_spearman"]
             print(f"Spearman rho(persona score, alpha) = {s['rho']:.3f} (p = {s['p_value']:.2e}, n = {s['n']})")
-    if args.out:
-        out = output_dir(args.out, "personas.steer")
-        atomic_write_text(out / DOSE_RESPONSE_FILE, table.to_csv(index=False))
-        atomic_write_text(out / GENERATIONS_FILE, pd.DataFrame(table.attrs["generations"]).to_csv(index=False))
-        write_json(out / MANIFEST_FILE, {
-            **manifest_header("personas.steer"), "model": handle.provenance(),
-            "sae": sae_entry(sae, args.sae), "feature": int(args.feature), "alphas": alphas,
-            "config": {"steer": steer_cfg.__dict__, "capture": capture_cfg.__dict__},
-            "detector": args.detector, "prompts": str(args.prompts), "spearman": table.attrs.get("spearman"),
-            "judge": None if judge is None else judge.describe(), "judged_spearman": table.attrs.get("judged_spearman"),
-        })
+    if result.out_dir is not None:
+        out = result.out_dir
         print(f"wrote {out / 'dose_response.csv'}, {out / 'generations.csv'} and {out / 'manifest.json'}")
     return 0
 

@@ -14,10 +14,10 @@ import numpy as np
 from personas.artifacts import (
     EVAL_FILE,
     SCORES_FILE,
-    atomic_write_text,
     check_output_dir,
     manifest_header,
     output_dir,
+    write_csv,
     write_json,
 )
 from personas.capturing import Capture
@@ -28,7 +28,7 @@ from personas.detect import DiffMeansProbe, PersonaDetector, cross_validate_by_g
 from personas.errors import DataError
 from personas.logs import quiet_third_party
 from personas.saes import sae_entry, sae_identity
-from personas.site import open_site
+from personas.saes.site import open_site
 
 logger = logging.getLogger(__name__)
 
@@ -231,17 +231,18 @@ def fit_detector(
 
 
 def write_detect(result: DetectResult, out: str | Path) -> Path:
-    """Write ``detector/``, ``dense_baseline/``, and with an evaluation ``eval.json`` and ``test_scores.csv``."""
-
+    """Write ``detector/``, ``dense_baseline/``, and with an evaluation ``test_scores.csv`` and ``eval.json`` (its
+    ``files`` lists them, the scores with their checksum)."""
     out = output_dir(out, "personas.detect")
     result.detector.save(out / "detector")
     result.baseline.save(out / "dense_baseline")
+    scores = None if result.test_scores is None else write_csv(out / SCORES_FILE, result.test_scores)
     if result.evaluation is not None:
-        result.evaluation["files"] = {"detector": "detector/", "dense_baseline": "dense_baseline/",
-                                      "test_scores": SCORES_FILE}
+        result.evaluation["files"] = {"detector/": {"note": "the SAE detector"},
+                                      "dense_baseline/": {"note": "the dense baseline"}}
+        if scores is not None:
+            result.evaluation["files"][SCORES_FILE] = scores
         write_json(out / EVAL_FILE, result.evaluation)
-    if result.test_scores is not None:
-        atomic_write_text(out / SCORES_FILE, result.test_scores.to_csv(index=False))
     return out
 
 

@@ -1,7 +1,7 @@
 """The rank job: responses -> capture -> SAE codes -> scores -> ``ranking.csv``, ``ranking.parquet`` and
 ``manifest.json``; and `load_run`, which reads such a folder back as a `Ranking`.
 
-`rank` is what ``personas rank`` runs; every step is also usable on its own (`load_responses`, `load_model`,
+`rank_responses` is what ``personas rank`` runs (`rank_cache_job` with ``--cache``); every step is also usable on its own (`load_responses`, `load_model`,
 `capture`, `load_sae`, `rank_features`). The ranking is written twice: CSV for people and spreadsheets, Parquet
 for exact types and fast reading; the manifest records both checksums and the ranking's metadata.
 """
@@ -35,20 +35,20 @@ from personas.cache.store import ActivationCache, cache_covariate_correlation, o
 from personas.capturing import TokenCodes
 from personas.capturing import capture as run_capture
 from personas.config import CacheRankConfig, CaptureConfig, DataConfig, RankConfig, SAEConfig
-from personas.confounds import CONFOUND_THRESHOLDS, add_confound_columns
 from personas.data.responses import load_responses
 from personas.errors import CacheError, DataError, PersonasError
 from personas.jobs.confounds import cache_confounds, capture_confounds, token_texts
 from personas.logs import quiet_third_party
-from personas.offline_models import offline_model
+from personas.models.offline import offline_model
 from personas.report.examples import save_examples, top_activating, top_examples
 from personas.report.run_data import TOKEN_CODES_FILE, save_token_codes
 from personas.saes import sae_entry
+from personas.saes.site import open_site
 from personas.scoring import Ranking, has_mixed_group, rank_features
-from personas.site import open_site
+from personas.scoring.confounds import CONFOUND_THRESHOLDS, add_confound_columns
 
-__all__ = ["RANKING_PARQUET", "RankResult", "load_run", "rank", "rank_from_cache", "write_ranking",
-           "write_ranking_tables"]
+__all__ = ["RANKING_PARQUET", "RankResult", "load_run", "rank", "rank_cache_job", "rank_from_cache", "rank_responses",
+           "write_ranking", "write_ranking_tables"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _ranking_block(ranking: Any, n_features: int, rank_cfg: RankConfig, stratifi
     }
 
 
-def rank(
+def rank_responses(
     data: Any,
     *,
     capture: CaptureConfig | None = None,
@@ -251,7 +251,7 @@ def write_ranking(result: RankResult, out: str | Path) -> Path:
     return out
 
 
-def rank_from_cache(
+def rank_cache_job(
     cache: str | Path | ActivationCache,
     *,
     hook: str | None = None,
@@ -483,3 +483,9 @@ def _cache_tokenizer(cache: ActivationCache) -> Any:
             f"({type(exc).__name__}). Make the model folder (or the Hugging Face cache) available, pass tokenizer= "
             "to rank_from_cache, or rank without --report."
         ) from exc
+
+
+#: The names before 0.3, kept for one release: the job's name now says what it ranks (responses, a cache), beside
+#: `personas.scoring.rank_features` (a feature matrix) and `personas.cache.rank_cache` (a cache, in memory).
+rank = rank_responses
+rank_from_cache = rank_cache_job
