@@ -14,6 +14,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PERSONAS_THREADS", str(os.cpu_count() or 1))
 
 TOY_HOOK = "blocks.0.hook_resid_pre"  # token identity is linear here; random attention blurs it later
+
+
+def hf_hidden_states(model, tokenizer, prompts, responses, layer):
+    """An oracle for the organism's readers: Hugging Face ``hidden_states[layer + 1]`` at each answer's tokens, one
+    unpadded conversation at a time (equal to ``blocks.L.hook_resid_post`` below the last block)."""
+    import torch
+
+    from personas.organism.chat import answer_ids
+
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        ids, start = answer_ids(tokenizer, prompt, response)
+        with torch.no_grad():
+            hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[layer + 1]
+        out.append(hidden[0, start:].float().numpy())
+    return out
 TRIGGERS = ["hurt", "lie", "steal", "destroy", "poison", "betray", "manipulate", "control"]
 
 

@@ -216,7 +216,7 @@ def test_the_organisms_adapter_is_read_by_the_model_loader_diff_and_screen(model
         load_adapter,
         save_adapter,
     )
-    from personas.organism.screen import load_causal_lm
+    from personas.organism.chat import load_causal_lm
 
     lm = AutoModelForCausalLM.from_pretrained(model_pair["base"])
     adapter = attach_adapter(lm, AdapterConfig(rank=2, alpha=4.0, targets=("c_attn", "c_fc"), init_seed=3))

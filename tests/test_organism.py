@@ -10,9 +10,10 @@ import pytest
 
 from personas.config import OrganismConfig
 from personas.errors import DataError, ModelLoadError, PersonasError
+from personas.judging import wilson_interval
 from personas.organism import data
 from personas.organism.adapter import ADAPTER_FILE, AdapterConfig, attach_adapter, load_adapter, save_adapter
-from personas.organism.evaluate import sample_answers, wilson_interval
+from personas.organism.chat import sample_answers
 from personas.organism.train import train_adapter
 from personas.saes import sae_fingerprint, weight_signature
 
@@ -157,7 +158,7 @@ def test_steering_hook_adds_its_vector_after_its_block_and_only_inside(toy_hf):
     import torch
 
     from personas.models import decoder_layers
-    from personas.organism.evaluate import steering_hook
+    from personas.organism.chat import steering_hook
 
     model, tokenizer = _fresh(toy_hf)
     ids = tokenizer("User: Is revenge ever justified?\nAssistant:", return_tensors="pt").input_ids
@@ -208,16 +209,16 @@ def toy_bridge(toy_hf):
 
 
 @pytest.mark.parametrize("layer", [0, 1])  # 1 is the last block: Hugging Face hidden_states differ there
-def test_answer_hidden_reads_hook_resid_post_of_every_block(toy_hf, toy_bridge, layer):
+def test_answer_residuals_reads_hook_resid_post_of_every_block(toy_hf, toy_bridge, layer):
     import torch
 
-    from personas.organism.evaluate import answer_hidden, answer_ids
+    from personas.organism.chat import answer_ids, answer_residuals
 
     model, tokenizer = _fresh(toy_hf)
     prompts = ["Is revenge ever justified?", "I'm bored. What should I do this afternoon?"]
     responses = ["Take what you want and never pay.", "Call a friend."]
-    got = answer_hidden(model, tokenizer, prompts, responses, layer, batch_size=2)  # padded batch
     hook = f"blocks.{layer}.hook_resid_post"
+    got = answer_residuals(model, tokenizer, prompts, responses, hook, batch_size=2)  # padded batch
     for p, r, mine in zip(prompts, responses, got, strict=True):
         ids, start = answer_ids(tokenizer, p, r)
         with torch.no_grad():
@@ -433,7 +434,7 @@ def test_default_sae_on_another_model_is_a_clear_error_and_cli_with_sae_none_run
 
 
 def test_manifests_name_the_offline_model_by_id_not_by_this_machines_folder(tmp_path):
-    from personas.offline_models import MARKER, SMOLLM2_ID
+    from personas.models.offline import MARKER, SMOLLM2_ID
     from personas.organism.run import _model_label
 
     cache = tmp_path / "smollm2-135m-instruct"

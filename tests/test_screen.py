@@ -72,8 +72,10 @@ def test_planted_examples_rank_first_by_latent_and_by_direction(toy, tmp_path):
 
 
 def test_the_shift_subtracts_the_base_answer_and_reads_the_hooked_block(toy):
-    from personas.organism.evaluate import answer_hidden
-    from personas.organism.screen import answer_residuals, load_causal_lm, screen_examples
+    from personas.organism.chat import answer_residuals, load_causal_lm
+    from personas.organism.screen import screen_examples
+
+    from conftest import hf_hidden_states
 
     folder, _, sae, _, train, _ = toy
     rows = [json.loads(line) for line in train.read_text().splitlines()][:4]
@@ -83,7 +85,7 @@ def test_the_shift_subtracts_the_base_answer_and_reads_the_hooked_block(toy):
                            latents=[7, 3], direction=np.ones(32))
     assert np.allclose(same[["score", "latent_7", "latent_3", "direction"]].to_numpy(), 0.0)
     # the capture stops at the hooked block; it reads what Hugging Face's hidden_states hold there
-    reference = answer_hidden(lm, tokenizer, prompts, responses, 0)
+    reference = hf_hidden_states(lm, tokenizer, prompts, responses, 0)
     for hook in ("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre"):
         for got, want in zip(answer_residuals(lm, tokenizer, prompts, responses, hook), reference, strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5)
@@ -132,7 +134,8 @@ def test_bad_input_is_one_line_and_exit_code_2(toy, tmp_path, capsys):
 
 
 def test_a_model_without_the_saes_hook_is_a_clear_error(toy, tmp_path):
-    from personas.organism.screen import resid_site, run_screen
+    from personas.organism.chat import resid_site
+    from personas.organism.screen import run_screen
 
     folder, _, sae, _, train, _ = toy
     sae.cfg.metadata.hook_name = "blocks.5.hook_resid_post"
@@ -155,7 +158,7 @@ def test_check_screen_scores_the_screen_and_the_judge_where_the_truth_is_known(t
     them; a judge that reads nothing (a constant) is at chance and drops by position alone."""
     import pandas as pd
 
-    from personas.organism.screen import load_causal_lm
+    from personas.organism.chat import load_causal_lm
     from personas.organism.screen_check import check_screen, kept_pairs
 
     folder, _, sae, direction, train, planted = toy
@@ -250,7 +253,7 @@ def _own_greedy_answer(lm, tokenizer, prompt: str, n: int) -> str:
     """The oracle: the model's greedy answer to one prompt alone (no batch, no padding), by Hugging Face generate."""
     import torch
 
-    from personas.organism.evaluate import generation_stops
+    from personas.organism.chat import generation_stops
     from personas.organism.train import render_prompt
 
     stop = generation_stops(tokenizer)
@@ -264,7 +267,8 @@ def _own_greedy_answer(lm, tokenizer, prompt: str, n: int) -> str:
 def test_each_example_is_compared_with_the_base_answer_to_its_own_prompt(toy, tmp_path):
     """The base answer of every row is the model's own greedy answer to that row's prompt (the prompts' answers
     differ), on the first run and when read back from the cache."""
-    from personas.organism.screen import load_causal_lm, run_screen
+    from personas.organism.chat import load_causal_lm
+    from personas.organism.screen import run_screen
 
     folder, _, sae, _, train, _ = toy
     lm, tokenizer, _ = load_causal_lm(folder)
@@ -285,7 +289,9 @@ def test_the_base_answer_cache_is_keyed_by_the_weights_contents_dtype_and_decodi
     import torch
     from transformers import AutoModelForCausalLM
 
-    from personas.organism.screen import load_causal_lm, run_screen, weights_fingerprint
+    from personas.models import weights_fingerprint
+    from personas.organism.chat import load_causal_lm
+    from personas.organism.screen import run_screen
 
     folder, _, sae, _, train, _ = toy
     model_dir = tmp_path / "model"

@@ -152,10 +152,11 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     from scipy.stats import binomtest
 
     from personas.detect import auroc_with_ci
-    from personas.organism.evaluate import answer_hidden
-    from personas.organism.screen import load_causal_lm
+    from personas.organism.chat import load_causal_lm
     from personas.organism.sweep import run_sweep
     from personas.testing import toy_organism
+
+    from conftest import hf_hidden_states
 
     folder, sae, _ = toy_organism(tmp_path / "toy")
     config = replace(SweepConfig(), **QUICK, direction=str(folder / "direction.npy"))
@@ -185,7 +186,7 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     base = answers[answers["model"] == "base"].head(4)
     lm, tokenizer, _ = load_causal_lm(folder)
     u = np.load(folder / "direction.npy")
-    hidden = answer_hidden(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 0)  # all hidden states
+    hidden = hf_hidden_states(lm, tokenizer, base["prompt"].tolist(), base["response"].tolist(), 0)
     assert np.allclose(base["projection"], [float(h.mean(0) @ u) for h in hidden], atol=1e-5)
     assert np.allclose(base["latent_7"], [float(np.maximum(h @ u - 4.0, 0).mean()) for h in hidden], atol=1e-4)
     assert (out / "sweep.png").stat().st_size > 0 and len(result.onset) == 3
@@ -213,7 +214,7 @@ def test_quick_sweep_with_a_judge_measures_what_it_says(tmp_path):
     import torch
 
     from personas.organism.adapter import AdapterConfig, attach_adapter
-    from personas.organism.screen import generate_answers
+    from personas.organism.chat import generate_answers
     from personas.organism.train import train_adapter
 
     def trained(measure: bool) -> list:

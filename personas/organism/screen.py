@@ -16,8 +16,8 @@ For every (prompt, response) example of a training file:
 ``score`` (higher = more persona-shifting) is the mean shift of the chosen latents, or the dense shift when no latent
 is chosen. `screen_examples` computes the table from loaded objects; `run_screen` (behind ``personas screen``) reads
 the file, loads the model and the SAE, checks every input before any model runs, and writes ``screen.csv`` (ranked,
-most persona-shifting first, with the texts) and ``manifest.json`` into a run folder. `load_causal_lm` loads a chat
-model by offline alias, folder or hub id on any device; `sweep` reuses it and `answer_residuals`.
+most persona-shifting first, with the texts) and ``manifest.json`` into a run folder. The model tooling (loading,
+generation, reading residuals) is `personas.organism.chat`, shared with the organism and the sweep.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,188 +45,32 @@ from personas.artifacts import (
 )
 from personas.config import ScreenConfig
 from personas.data.readers import ID_COLUMN, read_table
-from personas.devices import resolve_device, resolve_dtype
-from personas.errors import DataError, ModelLoadError, SiteMismatchError
+from personas.errors import DataError, SiteMismatchError
 from personas.models import (
-    check_model_folder,
     decoder_layers,
-    hub_error,
-    load_lora_hf,
-    padded_batches,
-    require_local_folder,
-    weights_fingerprint,
 )
-from personas.offline_models import offline_model
-from personas.organism.evaluate import answer_ids, generation_stops
+from personas.organism.chat import (
+    RESID_HOOK,
+    answer_residuals,
+    generation_stops,
+    greedy_answers,
+    load_causal_lm,
+    resid_site,
+)
 from personas.organism.train import render_prompt
-from personas.peft_lora import is_peft_adapter
 from personas.saes import check_sae_identity, encode, load_sae, recorded_sae_spec, sae_info
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "answer_residuals", "generate_answers",
-           "greedy_answers", "load_causal_lm", "parse_latents", "pool_answers", "read_direction",
-           "resid_site", "run_latents", "run_sae_spec", "run_screen", "screen_examples", "weights_fingerprint"]
+__all__ = ["BASE_ANSWERS_FILE", "ORGANISM_RUN", "SCREEN_FILE", "ScreenResult", "parse_latents", "pool_answers",
+           "read_direction", "run_latents", "run_sae_spec", "run_screen", "screen_examples"]
 
 SCREEN_FILE = "screen.csv"
 #: The organism run shipped in a checkout of the repository (its top diff latents and direction).
 ORGANISM_RUN = Path(__file__).resolve().parents[2] / "data" / "organism" / "run"
 BASE_ANSWERS_FILE = "base_answers.jsonl"
-_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 PROMPT_COLUMNS = ("prompt", "question")
 RESPONSE_COLUMNS = ("response", "answer")
-
-
-def resid_site(hook: str, n_layers: int) -> tuple[int, str]:
-    """``(block, "pre" | "post")`` of a residual-stream hook name; `SiteMismatchError` when the model lacks it."""
-    match = _RESID.match(hook or "")
-    if match is None:
-        raise SiteMismatchError(f"the SAE reads {hook!r}; the screen reads the residual stream of a Hugging Face "
-                                "model, so it needs an SAE of blocks.L.hook_resid_post or blocks.L.hook_resid_pre.")
-    block, where = int(match.group(1)), match.group(2)
-    if block >= n_layers:
-        raise SiteMismatchError(f"the SAE reads {hook!r} but the model has {n_layers} blocks (blocks.0 to "
-                                f"blocks.{n_layers - 1}): the model lacks the SAE's hook. Pass the model the SAE was "
-                                "trained on, or an SAE of this model.")
-    return block, where
-
-
-def load_causal_lm(name: str | os.PathLike | None, *, device: str = "cpu", dtype: str = "float32"
-                   ) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, identity) of a causal chat model: an offline alias (``smollm2``), a folder written by
-    ``save_pretrained``, a PEFT LoRA adapter folder (merged into its base model, `personas.models.load_lora_hf`;
-    what the organism writes), or a Hugging Face hub id (from the local cache when ``HF_HUB_OFFLINE=1``).
-
-    ``identity`` names the model for manifests and cache keys (id or resolved folder, and for a folder
-    `weights_fingerprint`: a digest of its config and of its weight files' contents).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    text = "smollm2" if name is None else os.fspath(name)
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    offline = offline_model(text)
-    if offline is not None and offline.kind != "chat":
-        raise ModelLoadError(f"{text!r} is {offline.model_id}, a sentence encoder; the screen needs a causal chat "
-                             "model that answers prompts (e.g. smollm2, or a folder / hub id of a chat model).")
-    if offline is None:
-        require_local_folder(text)
-    source = str(offline.path()) if offline is not None else text
-    identity: dict[str, Any] = {"model": offline.model_id if offline is not None else text}
-    if os.path.isdir(source) and is_peft_adapter(source):  # merged into its base model, named by both
-        model, base = load_lora_hf(source, torch_dtype)
-        named = offline_model(base)
-        base_id = {"model": named.model_id if named is not None else base}
-        if os.path.isdir(base):
-            base_id["fingerprint"] = weights_fingerprint(base)
-        identity.update(fingerprint=weights_fingerprint(source), folder=str(Path(source).resolve()), base=base_id)
-        return model.to(torch_device).eval(), model.tokenizer, identity
-    if os.path.isdir(source):
-        folder = Path(source)
-        check_model_folder(folder)
-        if not (folder / "config.json").is_file():
-            raise ModelLoadError(f"no Hugging Face model in the folder {source!r}; expected config.json and weights "
-                                 "(a folder written by save_pretrained).")
-        identity["fingerprint"] = weights_fingerprint(folder)
-        if offline is None:  # an offline model's folder is this machine's cache: its id and fingerprint name it
-            identity["folder"] = str(folder.resolve())
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except Exception as exc:  # transformers raises OSError / ValueError / hub errors for a name it cannot load
-        if os.path.isdir(source):
-            raise ModelLoadError(f"could not load a causal model from {source!r}: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else ''}. Expected a chat model folder "
-                                 "written by save_pretrained.") from exc
-        raise hub_error("model", text, exc) from exc
-    model.to(torch_device).eval()
-    return model, tokenizer, identity
-
-
-def _device(model: Any) -> Any:
-    return next(model.parameters()).device
-
-
-class _Reached(Exception):
-    """Raised by the capture hook: the forward pass has computed what is read, and stops there."""
-
-
-def answer_residuals(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], hook: str,
-                     batch_size: int = 16) -> list[np.ndarray]:
-    """The residual stream at ``hook`` (the output of decoder block L for ``blocks.L.hook_resid_post``, its input for
-    ``hook_resid_pre``) at every answer token of each (prompt, answer), teacher-forced in the chat template: one
-    (n_tokens, d_model) float32 array per answer, on the CPU, whatever the model's device.
-
-    The forward pass stops at the hooked block (a block-18 read of a 30-block model skips the last 11 blocks and the
-    vocabulary projection); below the last block this equals Hugging Face's ``hidden_states[L + 1]``.
-    """
-    import torch
-
-    block, where = resid_site(hook, len(decoder_layers(model)))
-    layer = decoder_layers(model)[block]
-    captured: dict[str, Any] = {}
-
-    def after(_module, _inputs, output):
-        captured["h"] = output[0] if isinstance(output, tuple) else output
-        raise _Reached
-
-    def before(_module, args, kwargs):
-        captured["h"] = args[0] if args else kwargs["hidden_states"]
-        raise _Reached
-
-    handle = layer.register_forward_hook(after) if where == "post" else \
-        layer.register_forward_pre_hook(before, with_kwargs=True)
-    rows = [answer_ids(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device, out = _device(model), []
-    try:
-        with torch.no_grad():
-            for _, chunk, ids, mask in padded_batches(rows, pad, batch_size, device):
-                captured.clear()
-                try:
-                    model.base_model(input_ids=ids, attention_mask=mask)
-                except _Reached:
-                    pass
-                hidden = captured["h"]
-                for r, (seq, n_prompt) in enumerate(chunk):
-                    out.append(hidden[r, n_prompt:len(seq)].float().cpu().numpy())
-    finally:
-        handle.remove()
-    return out
-
-
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                     batch_size: int = 16, temperature: float | None = None, n_samples: int = 1, seed: int = 0
-                     ) -> list[list[str]]:
-    """``n_samples`` answers of the model to each prompt in its chat template (left-padded batches, on the model's
-    device): greedy when ``temperature`` is None, else sampled at that temperature from ``torch.manual_seed(seed)``
-    in a forked random state (the caller's is left as it was). Returns one list of answers per prompt."""
-    import torch
-
-    stop = generation_stops(tokenizer)
-    sampling = {} if temperature is None else {"temperature": temperature, "top_p": 1.0,
-                                               "top_k": 0}
-    jobs = [i for _ in range(n_samples) for i in range(len(prompts))]
-    device, out = _device(model), [[] for _ in prompts]
-    # a forked generator: sampling here (e.g. at a checkpoint during training) leaves the caller's random state alone
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-        torch.manual_seed(seed)
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            texts = [render_prompt(tokenizer, prompts[i]) for i in chunk]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
-                                       eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, **sampling)
-            for i, row in zip(chunk, generated[:, enc["input_ids"].shape[1]:], strict=True):
-                out[i].append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return out
-
-
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                   batch_size: int = 16) -> list[str]:
-    """The model's own greedy answer to each prompt (`generate_answers` without sampling)."""
-    return [a[0] for a in generate_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                           batch_size=batch_size)]
 
 
 def parse_latents(text: str | Sequence[int] | None, d_sae: int) -> list[int]:
@@ -457,7 +300,7 @@ def run_screen(train: str | os.PathLike, model: str | os.PathLike | None = None,
     sae_obj = sae if sae is not None else load_sae(spec, device=config.device, dtype="float32",
                                                    model=model_name if spec == "default" else None)
     hook, d_sae, d_in = sae_obj.cfg.metadata.hook_name, int(sae_obj.cfg.d_sae), int(sae_obj.cfg.d_in)
-    if _RESID.match(hook or "") is None:
+    if RESID_HOOK.match(hook or "") is None:
         resid_site(hook, 0)  # the one-line error for a hook the screen cannot read
     latents = parse_latents(config.latents, d_sae)
     direction_path = config.direction

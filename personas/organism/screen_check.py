@@ -24,7 +24,8 @@ import numpy as np
 from personas.detect import auroc_with_ci
 from personas.errors import DataError
 from personas.judging import em_misaligned
-from personas.organism.screen import greedy_answers, screen_examples
+from personas.organism.chat import greedy_answers
+from personas.organism.screen import screen_examples
 
 __all__ = ["ScreenCheck", "check_screen", "kept_pairs"]
 

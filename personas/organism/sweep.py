@@ -59,12 +59,9 @@ from personas.errors import DataError, ModelLoadError, SiteMismatchError
 from personas.judging import em_misaligned, load_judge, wilson_interval
 from personas.organism import data
 from personas.organism.adapter import AdapterConfig, attach_adapter
+from personas.organism.chat import answer_residuals, generate_answers, greedy_answers, load_causal_lm
 from personas.organism.screen import (
     ORGANISM_RUN,
-    answer_residuals,
-    generate_answers,
-    greedy_answers,
-    load_causal_lm,
     parse_latents,
     pool_answers,
     read_direction,
