@@ -397,7 +397,7 @@ MUTANTS = {
     "organism-chat-sampling-ignores-the-seed": Mutant(
         "personas/organism/chat.py", "        torch.manual_seed(seed)\n",
         "        torch.seed()  # MUTANT\n",
-        ("tests/test_organism.py", *NOT_SLOW, "-k", "sample"),
+        ("tests/test_organism.py", *NOT_SLOW, "-k", "sampling"),
         "the shared sampler draws from a fresh random seed, so the organism's samples are not reproducible"),
     "loose-top-level-module": Mutant(
         "tests/test_imports.py", '"offline_models",\n    "plan", "testing",',
