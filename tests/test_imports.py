@@ -240,10 +240,7 @@ def test_names_before_0_3_are_aliases_of_the_new_ones():
     objects (not copies that could drift), and the moved modules import from their new homes."""
     assert personas.rank is personas.rank_responses and personas.rank_from_cache is personas.rank_cache_job
     assert personas.rank_responses.__module__ == "personas.jobs.rank"
-    import personas.models.offline
-    import personas.offline_models
-
-    assert personas.offline_models is personas.models.offline
+    assert importlib.import_module("personas.offline_models") is importlib.import_module("personas.models.offline")
     for old, new in (("personas.saes", "load_sae"), ("personas.detect", "PersonaDetector"),
                      ("personas.steering", "steer"), ("personas.models", "load_model")):
         assert callable(getattr(importlib.import_module(old), new)), f"{old}.{new}"
