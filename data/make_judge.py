@@ -46,6 +46,20 @@ Tried before this design (held-out figures in the README): ridge heads on MiniLM
 ``minilm-em-judge``: blind to relevance, money read as misalignment); MiniLM fine-tuned as a cross-encoder of the
 pair (top two blocks; 3 folds: contrast EM verdict 0.78, answers under another question read incoherent 0.49-0.54);
 ridge heads on MiniLM's separate embeddings alone (relevance read, harm not: contrast aligned side 0.76).
+Coherent-head variants on the cached readings (same 9 folds; the aligned head unchanged; figures: em-judge held-out
+incoherent AUROC pooled / per-question mean, contrast coherent side, contrast EM recall, check coherent side; the
+shipped design reads 0.943 / 0.852, 0.923, 0.768, 0.853, and on the SmolLM2 reference AUROC 0.824, EM rate 0.088):
+the summary columns (text measures, cosine, log-probabilities, their difference) penalised 100 times less (scaled 10
+after standardizing): 0.947 / 0.867, 0.936, 0.781, 0.871 (answers under another question read incoherent: contrast
+0.886, check 0.900), reference unchanged at 0.824, EM rate 0.091; scaled 3 or 30: 0.945-0.947; with a hinge basis
+at five quantiles of those columns: 0.947 / 0.876, reference 0.789; penalty 3000 or 30000: 0.942-0.948; the target
+pulled half or all the way to 100 * (coherent > 50) (a ridge discriminant): 0.938-0.945; em-judge rows weighed 2 or
+0.5 times: 0.948, 0.945; em-judge rows whose reference coherence is confounded with harm (aligned < 10, coherent <=
+50) weighed 0.3: 0.946 and contrast EM recall 0.778 (0.781 without: that confound is not what holds recall back);
+the made copies weighed half: 0.947, recall 0.793 but contrast answers under another question 0.856; MiniLM's or
+the chat model's layers scaled 0.5-2 (all, early, late): 0.943-0.946; a boosted-tree second stage on the held-out
+head outputs and the summary columns: 0.944 (0.946 linear). The linear heads plateau near 0.947 on these readings;
+the bars still open (0.95 pooled, 0.85 and the EM rate on the reference) want another reading, not another head.
 ``--smoke`` runs the protocol on a few em-judge rows per question (the test suite runs it on tiny readers).
 """
 
