@@ -223,6 +223,9 @@ def features_cached(judge, prompts: list[str], answers: list[str], work: Path):
                 if k in wanted:
                     store[str(k)] = row
     todo = sorted({k: i for i, k in enumerate(keys) if k not in store}.values())
+    if todo:  # said before the slow part: a changed reader setting (a new key) starts a cache of its own
+        print(f"  {len(todo)} of {len(keys)} pairs have no cached reading in {folder} (settings: {settings}); "
+              "reading them now", flush=True)
     step = 512  # saved every step, so that an interrupted run resumes
     for start in range(0, len(todo), step):
         part = todo[start:start + step]
