@@ -66,16 +66,10 @@ from personas.scoring.selection import select_features
 
 logger = logging.getLogger(__name__)
 
-
 __all__ = ["DiffMeansProbe", "NotFittedError", "PersonaDetector", "load_detector"]
 
-
 CONFIG_FILE = "detector.json"
-
-
 WEIGHTS_FILE = "detector.safetensors"
-
-
 FORMAT_VERSION = 1
 
 

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def encode(sae: Any, activations: torch.Tensor, *, batch_tokens: int = 8192) -> torch.Tensor:
     """SAE latent activations for [n_tokens, d_in] activations, encoded in chunks of ``batch_tokens``."""
     import torch

@@ -31,19 +31,12 @@ from personas.models import hub_error
 from personas.models.offline import OFFLINE_MODELS, offline_model
 
 if TYPE_CHECKING:
-
     from personas.models import ModelHandle
-
 
 logger = logging.getLogger(__name__)
 
-
 CFG_FILE = "cfg.json"
-
-
 WEIGHTS_FILE = "sae_weights.safetensors"
-
-
 #: Weight name -> its expected shape in terms of the config's d_in and d_sae (None: any size), and whether every
 #: architecture has it (gated SAEs have no b_enc; transcoders decode to another width).
 _SHAPES = {"W_enc": (("d_in", "d_sae"), True), "W_dec": (("d_sae", None), True), "b_enc": (("d_sae",), False)}

@@ -12,16 +12,12 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from personas.errors import PersonasError, SiteMismatchError
 from personas.saes.loading import check_sae_spec, data_dir, shipped_saes
-
-if TYPE_CHECKING:
-
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,7 @@ from personas.steering.hooks import Steering, _remove_hook, active_steerings
 if TYPE_CHECKING:
     import torch
 
-
 logger = logging.getLogger(__name__)
-
 
 __all__ = ["BatchDecoder", "context_size", "decode", "decode_batch_limit", "generate", "prompt_ids", "render_prompt",
            "row_seed", "stop_token_ids"]
@@ -428,8 +426,6 @@ class _FullStepper(_Stepper):
 
 
 _BLOCK_SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
-
-
 _PLAIN_MODELS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
