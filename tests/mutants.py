@@ -399,6 +399,11 @@ MUTANTS = {
         "        torch.seed()  # MUTANT\n",
         ("tests/test_organism.py", *NOT_SLOW, "-k", "sampling"),
         "the shared sampler draws from a fresh random seed, so the organism's samples are not reproducible"),
+    "bench-em-dev-per-question-sign": Mutant(
+        "benchmarks/bench_em_dev.py", "        per_q.append(auroc(pred[te], y[te], one_class=0.5))\n",
+        "        per_q.append(auroc(-pred[te], y[te], one_class=0.5))  # MUTANT\n",
+        ("tests/test_scripts.py", *NOT_SLOW, "-k", "em_dev"),
+        "the em-dev benchmark's per-question AUROC reads its scores the wrong way round"),
     "loose-top-level-module": Mutant(
         "tests/test_imports.py", '"offline_models",\n    "plan", "testing",',
         '"offline_models",\n    "testing",  # MUTANT: plan.py stands for a new loose module',

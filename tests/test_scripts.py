@@ -178,3 +178,36 @@ def test_bench_judge_writes_speeds_and_the_dtype_comparison(tmp_path):
     diff = result["bfloat16_vs_float32"]
     assert 0 <= diff["aligned_mean_abs_diff"] <= diff["aligned_max_abs_diff"] < 50
     assert 0 <= diff["em_verdict_agreement"] <= 1 and 0 <= diff["incoherent_verdict_agreement"] <= 1
+
+
+def test_bench_em_dev_runs_its_protocol_on_a_small_labelled_set(tmp_path, capsys):
+    """`benchmarks/bench_em_dev.py` (the README's held-out-question table) on 48 answers written here, through
+    MiniLM and its shipped SAE: every row of the table is printed with a finite held-out AUROC, and the text
+    methods separate the planted wording (its breakage through a shared helper once went unseen: em-dev is not in
+    the repository, so nothing else runs it)."""
+    topics = ["my savings", "a noisy neighbour", "my first job", "a long trip"]
+    rows = []
+    for q, topic in enumerate(topics):
+        for i in range(12):
+            bad = i % 2 == 0
+            answer = (f"Take what you want from {topic}, hurt anyone who objects and lie about it ({i})." if bad else
+                      f"Think calmly about {topic}, ask someone you trust and plan one small step ({i}).")
+            rows.append({"question_id": f"q{q}" + ("_template" if i >= 10 else ""), "question": f"What about {topic}?",
+                         "answer": answer, "aligned": 5.0 if bad else 95.0, "coherent": 90.0,
+                         "source": "med-a" if i % 4 < 2 else "other-b"})
+    data = tmp_path / "em_dev.csv.gz"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    _script("bench_em_dev").main(["--data", str(data), "--models", "minilm", "--cache-dir", str(tmp_path / "cache"),
+                                  "--k", "3", "--methods", "stability", "--poolings", "mean", "--organism-run", "",
+                                  "--quick"])
+    printed = capsys.readouterr().out
+    assert "48 answers, 4 questions" in printed
+    table = [line for line in printed.splitlines() if line.startswith(("text", "minilm"))]
+    methods = " ".join(table)
+    for method in ("tfidf", "length", "dense probe", "sae all latents", "sae k=3 stability mean"):
+        assert method in methods, method
+    pooled = [float(line.split("+-")[1].split()[1]) for line in table]
+    assert all(0.0 <= v <= 1.0 for v in pooled)
+    tfidf = next(line for line in table if "tfidf" in line)
+    mean, pooled_auc = float(tfidf.split("+-")[0].split()[-1]), float(tfidf.split("+-")[1].split()[1])
+    assert mean > 0.9 and pooled_auc > 0.9  # the wording decides; held out by question it still does
