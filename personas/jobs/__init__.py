@@ -38,5 +38,5 @@ from personas.jobs.validate import ValidateResult, validate_job
 
 __all__ = ["CalibrateResult", "DetectResult", "DiffResult", "JudgeResult", "RankResult", "SteerResult",
            "ValidateResult", "calibrate_monitor", "diff_models", "eval_sae_job", "explain", "fit_detector",
-           "judge_responses", "load_run", "rank", "rank_cache_job", "rank_from_cache", "rank_responses", "steer_job", "train_sae_job", "validate_job",
-           "write_detect", "write_diff", "write_ranking"]
+           "judge_responses", "load_run", "rank", "rank_cache_job", "rank_from_cache", "rank_responses", "steer_job",
+           "train_sae_job", "validate_job", "write_detect", "write_diff", "write_ranking"]
