@@ -60,6 +60,13 @@ the made copies weighed half: 0.947, recall 0.793 but contrast answers under ano
 the chat model's layers scaled 0.5-2 (all, early, late): 0.943-0.946; a boosted-tree second stage on the held-out
 head outputs and the summary columns: 0.944 (0.946 linear). The linear heads plateau near 0.947 on these readings;
 the bars still open (0.95 pooled, 0.85 and the EM rate on the reference) want another reading, not another head.
+A per-token log-probability profile as that other reading (78 columns: log-probability quantiles and the shares
+under -3, -6 and -9, entropy, surprise beyond it, token ranks, first and last tokens, with and without the question
+and their difference), tried on a 3,028-row stratified subsample of the table: em-judge held-out incoherent AUROC
++0.004 to +0.006 pooled, the SmolLM2 reference +0.00 to +0.02 (within its noise: 58 hand-coherent answers), EM rate
+unchanged at 0.09-0.10. The judge's false EM calls there are already separable by the cached mean log-probability
+(0.79), which em-judge's rows do not reward: what is missing is training rows of a small model's confusion (kept
+apart from the reference), not a reading.
 ``--smoke`` runs the protocol on a few em-judge rows per question (the test suite runs it on tiny readers).
 """
 
