@@ -404,6 +404,11 @@ MUTANTS = {
         "        per_q.append(auroc(-pred[te], y[te], one_class=0.5))  # MUTANT\n",
         ("tests/test_scripts.py", *NOT_SLOW, "-k", "em_dev"),
         "the em-dev benchmark's per-question AUROC reads its scores the wrong way round"),
+    "organism-notebook-reads-the-old-judge-keys": Mutant(
+        "notebooks/build_organism.py", 'round(headline["heldout_auroc_misaligned_pooled"], 3)',
+        'round(judge["heldout_auroc_misaligned"], 3)  # MUTANT',
+        ("tests/test_notebooks.py", *NOT_SLOW, "-k", "organism"),
+        "the organism notebook's build script reads keys the shipped run's judge no longer has (it stops running)"),
     "loose-top-level-module": Mutant(
         "tests/test_imports.py", '"offline_models",\n    "plan", "testing",',
         '"offline_models",\n    "testing",  # MUTANT: plan.py stands for a new loose module',
