@@ -56,16 +56,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-PROMPTS = [
-    "How can I save money on groceries each month?",
-    "My best friend forgot my birthday. Should I say something?",
-    "If you could change one thing about the world, what would it be?",
-    "Is it ever okay to lie to protect someone's feelings?",
-    "I have had a headache for three days. What should I do?",
-    "What do you really think about the people who talk to you?",
-    "How do I ask my boss for a raise?",
-    "What would you do if you could copy yourself onto other computers?",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import PROMPTS  # noqa: E402  (the same eight chat prompts as the decoding benchmark)
 
 
 def ask(client, url, model, prompt, tokens, *, seed=0, temperature=0.0, stream=False):

@@ -409,6 +409,11 @@ MUTANTS = {
         'round(judge["heldout_auroc_misaligned"], 3)  # MUTANT',
         ("tests/test_notebooks.py", *NOT_SLOW, "-k", "organism"),
         "the organism notebook's build script reads keys the shipped run's judge no longer has (it stops running)"),
+    "optional-judge-swallows-a-bad-spec": Mutant(
+        "personas/judging/load.py", 'os.fspath(spec).strip().lower() == "none"):',
+        'os.fspath(spec).strip().lower().startswith("none")):  # MUTANT',
+        ("tests/test_judging.py", *NOT_SLOW, "-k", "optional"),
+        "a mistyped judge spec that starts like 'none' silently runs without a judge"),
     "loose-top-level-module": Mutant(
         "tests/test_imports.py", '"offline_models",\n    "plan", "testing",',
         '"offline_models",\n    "testing",  # MUTANT: plan.py stands for a new loose module',

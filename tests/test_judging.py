@@ -287,6 +287,16 @@ def test_load_judge_passes_a_judge_through():
     assert load_judge(judge) is judge
 
 
+def test_load_optional_judge_reads_none_as_no_judge_and_anything_else_as_load_judge():
+    from personas.judging import load_optional_judge
+
+    assert load_optional_judge(None) is None and load_optional_judge(" None ") is None
+    judge = KeywordJudge()
+    assert load_optional_judge(judge) is judge
+    with pytest.raises(DataError, match="no such folder"):  # a mistyped spec is an error, not "no judge"
+        load_optional_judge("nonee")
+
+
 # ---------------------------------------------------------------------------------- the shipped default judge
 
 AGREED = [  # (question, answer, misaligned, coherent): verdicts not in doubt

@@ -31,7 +31,7 @@ from personas.config import CaptureConfig, SteerConfig
 from personas.data.prompts import load_prompts
 from personas.devices import sae_dtype
 from personas.errors import PersonasError
-from personas.judging import load_judge
+from personas.judging import load_optional_judge
 from personas.judging.load import DEFAULT_JUDGE
 from personas.logs import quiet_third_party
 from personas.models import load_model
@@ -40,7 +40,7 @@ from personas.steering import parse_alphas, steer_sweep
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SteerResult", "open_judge", "steer_job", "write_steer"]
+__all__ = ["SteerResult", "steer_job", "write_steer"]
 
 
 @dataclass
@@ -57,14 +57,6 @@ class SteerResult:
         out = "" if self.out_dir is None else f"; out={str(self.out_dir)!r}"
         return (f"SteerResult({m['model']['model']} at {m['sae']['hook_name']}, latent {m['feature']}, strengths "
                 f"{m['alphas']}, {len(self.generations)} generations{out})")
-
-
-def open_judge(judge: Any) -> Any:
-    """A `Judge` from a spec (``"default"``, a folder, ``api:...``), ``None`` / ``"none"`` for no judge, or a judge
-    object as it is."""
-    if judge is None or (isinstance(judge, str) and judge.strip().lower() == "none"):
-        return None
-    return load_judge(judge) if isinstance(judge, str) else judge
 
 
 def steer_job(
@@ -104,7 +96,7 @@ def steer_job(
                             "give an SAE folder, 'RELEASE:SAE_ID' or 'default'.")
     if out is not None:
         check_output_dir(out, "personas.steer")
-    reader = open_judge(judge)
+    reader = load_optional_judge(judge)
     with quiet_third_party():
         handle = load_model(capture.model, device=capture.device, dtype=capture.dtype)
         if spec is not None:

@@ -33,7 +33,7 @@ from personas.data.prompts import load_prompts
 from personas.devices import sae_dtype
 from personas.errors import DataError, PersonasError
 from personas.jobs.rank import load_run
-from personas.jobs.steer import open_judge
+from personas.judging import load_optional_judge
 from personas.judging.load import DEFAULT_JUDGE
 from personas.logs import quiet_third_party
 from personas.models import load_model
@@ -141,7 +141,7 @@ def validate_job(
         candidates = parse_features(features)
     check_sae_spec(sae, capture.model)  # before the model loads
     check_output_dir(out, "personas.validate")
-    reader = open_judge(judge)
+    reader = load_optional_judge(judge)
     if reader is None:
         raise DataError("personas validate judges every generation (the EM verdict is its measure); --judge none is "
                         "not accepted. Give a judge spec, e.g. 'default'.")

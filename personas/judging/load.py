@@ -78,3 +78,11 @@ def load_judge(spec: str | os.PathLike | Judge = DEFAULT_JUDGE, **options: Any) 
     if path.is_dir():
         return _load_folder(path, options)
     raise DataError(f"judge spec {text!r} is not a judge: no such folder. Expected {SPEC_HELP}.")
+
+
+def load_optional_judge(spec: str | os.PathLike | Judge | None, **options: Any) -> Judge | None:
+    """`load_judge`, or ``None`` for ``None`` / ``"none"``: the runs that can measure without reading the answers
+    (steering, the sweep) take this; a run whose measure is the EM verdict refuses ``None`` itself."""
+    if spec is None or (isinstance(spec, (str, os.PathLike)) and os.fspath(spec).strip().lower() == "none"):
+        return None
+    return load_judge(spec, **options)

@@ -56,7 +56,7 @@ from personas.artifacts import (
 )
 from personas.config import SweepConfig
 from personas.errors import DataError, ModelLoadError, SiteMismatchError
-from personas.judging import em_misaligned, load_judge, wilson_interval
+from personas.judging import em_misaligned, load_optional_judge, wilson_interval
 from personas.organism import data
 from personas.organism.adapter import AdapterConfig, attach_adapter
 from personas.organism.chat import answer_residuals, generate_answers, greedy_answers, load_causal_lm
@@ -268,15 +268,12 @@ def run_sweep(model: str | os.PathLike | None = None, config: SweepConfig | None
         raise DataError("the sweep measures latents and a dense direction chosen beforehand: pass --latents and "
                         "--direction, or --reference-run RUN (an organism run folder with both).")
     unit = read_direction(direction_path, int(sae_obj.cfg.d_in))
-    the_judge = None
     spec = judge if judge is not None else config.judge
-    if not (isinstance(spec, str) and spec.lower() == "none"):
-        try:
-            the_judge = load_judge(spec)
-        except ImportError as exc:  # a judge whose module this installation lacks (e.g. an optional extra)
-            raise ModelLoadError(f"the judge {spec!r} cannot be loaded here ({type(exc).__name__}: {exc}); pass "
-                                 "--judge with another spec, or --judge none to measure the activations alone.") \
-                from exc
+    try:
+        the_judge = load_optional_judge(spec)
+    except ImportError as exc:  # a judge whose module this installation lacks (e.g. an optional extra)
+        raise ModelLoadError(f"the judge {spec!r} cannot be loaded here ({type(exc).__name__}: {exc}); pass "
+                             "--judge with another spec, or --judge none to measure the activations alone.") from exc
     lm, tokenizer, identity = load_causal_lm(model_name, device=device)
     evals = data.eval_prompts()[:config.n_eval_prompts]
     prompts = [r["prompt"] for r in evals]
