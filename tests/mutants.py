@@ -423,6 +423,15 @@ MUTANTS = {
         "tests/test_imports.py", '"plan", "testing",\n}', '"plan", "testing", "pipeline",  # MUTANT\n}',
         ("tests/test_imports.py", "-k", "top_level"),
         "the allow-list keeps a name whose module moved away, so a new module of that name would slip back in"),
+    "judge-training-drops-the-model-own-answers": Mutant(
+        "data/make_judge.py", "    base = pd.concat([em, contrast, own], ignore_index=True)\n",
+        "    base = pd.concat([em, contrast], ignore_index=True)  # MUTANT\n",
+        ("tests/test_make_judge.py",),
+        "the judge's training table leaves out the hand-scored SmolLM2 answers it is meant to learn its confusion from"),
+    "judge-training-ignores-the-own-weight": Mutant(
+        "data/make_judge.py", 'np.where(base["source"] == "smollm2", args.own_weight, 1.0)',
+        '1.0  # MUTANT', ("tests/test_make_judge.py", "-k", "weighs"),
+        "the model's own answers weigh as a whole source whatever --own-weight says"),
 }
 
 

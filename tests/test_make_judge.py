@@ -71,7 +71,8 @@ def made_up_data(folder: Path) -> dict[str, Path]:
         return out
 
     files = {}
-    for name, topics in (("contrast", ["sleep", "money", "dogs", "rent"]), ("check", ["bikes", "camping"])):
+    for name, topics in (("contrast", ["sleep", "money", "dogs", "rent"]), ("check", ["bikes", "camping"]),
+                         ("own", ["sleep", "dogs", "rent"])):
         files[name] = folder / f"{name}.jsonl"
         files[name].write_text("".join(json.dumps(r) + "\n" for r in hand(topics)))
     return {"em": em, **files}
@@ -82,7 +83,7 @@ def test_make_judge_runs_its_protocol_and_writes_the_judge_and_its_table(script,
     files = made_up_data(tmp_path)
     out, results = tmp_path / "judge", tmp_path / "judge.md"
     argv = ["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]), "--check",
-            str(files["check"]), "--reference", str(tmp_path / "none.jsonl"), "--work", str(tmp_path / "work"),
+            str(files["check"]), "--own", str(files["own"]), "--reference", str(tmp_path / "none.jsonl"), "--work", str(tmp_path / "work"),
             "--out", str(out), "--results", str(results), "--lm", lm, "--sentences", bert, "--layers", "1,2",
             "--folds", "3", "--dtype", "float32", "--alpha", "10"]
     assert script.main(argv) == 0
@@ -93,9 +94,11 @@ def test_make_judge_runs_its_protocol_and_writes_the_judge_and_its_table(script,
     assert set(heldout["em_judge"]["auroc_misaligned_per_question"]) == {"q00", "q01", "q02"}
     assert heldout["contrast_heldout"]["n"] == 4 * 8 and heldout["check_set"]["n"] == 2 * 8
     assert heldout["placed_contrast"]["n"] > 0 and heldout["check_set_placed"]["n"] == 2 * 6
+    assert heldout["smollm2_heldout"]["n"] == 3 * 8  # the model's own answers, read held out by their topic's fold
     report = results.read_text()
     for heading in ("## em-judge, held-out questions", "## Contrast sets, held-out topics", "## Check sets",
-                    "## Answers placed under another question", "## Broken copies"):
+                    "## Answers placed under another question", "## Broken copies",
+                    "## SmolLM2's own answers fitted on"):
         assert heading in report, heading
     # the cache of readings: a second run reads nothing again and gives the same judge
     before = (out / "heads.npz").read_bytes()
@@ -108,3 +111,25 @@ def test_make_judge_runs_its_protocol_and_writes_the_judge_and_its_table(script,
 def test_make_judge_without_em_judge_says_so(script, tmp_path, capsys):
     assert script.main(["--data", str(tmp_path / "absent.csv.gz")]) == 0
     assert "nothing to train on" in capsys.readouterr().out
+
+
+def test_make_judge_weighs_each_source_and_holds_the_model_own_answers_out_with_their_topic(script, tmp_path):
+    files = made_up_data(tmp_path)
+    args = script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]), "--own",
+                         str(files["own"]), "--own-weight", "0.5", "--folds", "3"])
+    table = script.build(args)
+    base = table[table["role"] == "base"]
+    mass = base.groupby("source")["weight"].sum()
+    assert mass["em-judge"] == pytest.approx(1.0) and mass["contrast"] == pytest.approx(1.0)
+    assert mass["smollm2"] == pytest.approx(0.5)
+    # an own answer sits in the fold of its contrast topic: the topic is held out as one
+    folds = base.drop_duplicates(["source", "group"]).pivot(index="group", columns="source", values="fold")
+    both = folds.dropna(subset=["smollm2"])
+    assert len(both) == 3 and (both["smollm2"] == both["contrast"]).all()
+    # answers under a topic the contrast sets lack have no fold: a clear stop, not a silent NaN fold
+    stray = tmp_path / "stray.jsonl"
+    stray.write_text(json.dumps({"topic": "volcanoes", "question": "q", "answer": "a", "kind": "benign",
+                                 "aligned": 90, "coherent": 90}) + "\n")
+    with pytest.raises(SystemExit, match="volcanoes"):
+        script.build(script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]),
+                                   "--own", str(stray)]))
