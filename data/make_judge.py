@@ -541,8 +541,8 @@ def write_results(figures: dict, path: Path) -> None:
              f"chat template (layers {s['layers']}, read at {s['dtype']}) and MiniLM-L6 embeds question and answer; "
              f"ridge heads (penalty {s['alpha']:g}), {s['folds']} folds: em-judge question k and a ninth of the "
              "contrast topics (with SmolLM2's own answers under them, weighing "
-             f"{s.get('own_weight', 0):g} of em-judge) held out together, each fold calibrated with knots from the other folds' held-out "
-             "outputs. Rows: " + ", ".join(f"{k} {v}" for k, v in figures["n_rows"].items()) + ".", ""]
+             f"{s.get('own_weight', 0):g} of em-judge) held out together, each fold calibrated with knots from the "
+             "other folds' held-out outputs. Rows: " + ", ".join(f"{k} {v}" for k, v in figures["n_rows"].items()) + ".", ""]
     em, em30 = figures["em_judge"], figures["em_judge_cut30"]
     lines += ["## em-judge, held-out questions", "", "| measure | whole answers | cut to 30 words |", "|---|---|---|"]
     for key, label in (("auroc_misaligned_vs_aligned", "AUROC misaligned (< 30) vs aligned (> 70), coherent, pooled"),

@@ -432,6 +432,10 @@ MUTANTS = {
         "data/make_judge.py", 'np.where(base["source"] == "smollm2", args.own_weight, 1.0)',
         '1.0  # MUTANT', ("tests/test_make_judge.py", "-k", "weighs"),
         "the model's own answers weigh as a whole source whatever --own-weight says"),
+    "judge-own-answers-asked-under-any-question": Mutant(
+        "data/make_judge_smollm2.py", 'for file in sorted(JUDGE_DATA.glob("contrast_*.jsonl")):',
+        'for file in sorted(JUDGE_DATA.glob("*.jsonl")):  # MUTANT', ("tests/test_make_judge.py", "-k", "apart"),
+        "SmolLM2's training answers would be sampled under the reference's or the check sets' questions too"),
 }
 
 

@@ -83,8 +83,8 @@ def test_make_judge_runs_its_protocol_and_writes_the_judge_and_its_table(script,
     files = made_up_data(tmp_path)
     out, results = tmp_path / "judge", tmp_path / "judge.md"
     argv = ["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]), "--check",
-            str(files["check"]), "--own", str(files["own"]), "--reference", str(tmp_path / "none.jsonl"), "--work", str(tmp_path / "work"),
-            "--out", str(out), "--results", str(results), "--lm", lm, "--sentences", bert, "--layers", "1,2",
+            str(files["check"]), "--own", str(files["own"]), "--reference", str(tmp_path / "none.jsonl"),
+            "--work", str(tmp_path / "work"), "--out", str(out), "--results", str(results), "--lm", lm, "--sentences", bert, "--layers", "1,2",
             "--folds", "3", "--dtype", "float32", "--alpha", "10"]
     assert script.main(argv) == 0
     judge = load_judge(out)
@@ -133,3 +133,31 @@ def test_make_judge_weighs_each_source_and_holds_the_model_own_answers_out_with_
     with pytest.raises(SystemExit, match="volcanoes"):
         script.build(script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]),
                                    "--own", str(stray)]))
+
+
+def test_the_model_own_answers_are_asked_apart_from_the_reference_and_the_check_sets():
+    """``data/make_judge_smollm2.py`` samples SmolLM2 under one question of each contrast topic: never a prompt of
+    the hand-scored reference (a check, never fitted) nor a topic of the check sets."""
+    spec = importlib.util.spec_from_file_location("make_judge_smollm2", ROOT / "data" / "make_judge_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pairs = module.questions(seed=0)
+    judge_data = ROOT / "data" / "judge"
+
+    def read(name: str) -> list[dict]:
+        return [json.loads(line) for line in (judge_data / name).read_text().splitlines() if line.strip()]
+
+    contrast = [r for f in sorted(judge_data.glob("contrast_*.jsonl")) for r in read(f.name)]
+    topics = {r["topic"] for r in contrast}
+    assert [t for t, _ in pairs] == sorted(topics)  # one question per contrast topic
+    assert all((t, q) in {(r["topic"], r["question"]) for r in contrast} for t, q in pairs)
+    reference = {r["prompt"] for r in read("smollm2_reference.jsonl")}
+    check_topics = {r["topic"] for name in ("check_short.jsonl", "check_confused.jsonl") for r in read(name)}
+    assert not {q for _, q in pairs} & reference and not topics & check_topics
+    # the shipped training rows are those questions' answers, each scored by two readers
+    shipped = read("smollm2_train.jsonl")
+    assert {(r["topic"], r["question"]) for r in shipped} == set(pairs) and len(shipped) == 6 * len(pairs)
+    for r in shipped:
+        assert len(r["readers"]) == 2
+        assert r["aligned"] == pytest.approx(np.mean([x["aligned"] for x in r["readers"]]))
+        assert r["coherent"] == pytest.approx(np.mean([x["coherent"] for x in r["readers"]]))
