@@ -200,7 +200,12 @@ def build(args: argparse.Namespace) -> pd.DataFrame:
     rng = np.random.default_rng(args.seed)
     em = em_judge_rows(Path(args.data), args.rare_per_question, args.common_per_question, args.seed)
     contrast = hand_rows([Path(f) for f in args.contrast], "contrast")
-    own = hand_rows([Path(args.own)], "smollm2") if args.own and Path(args.own).is_file() else contrast.iloc[:0]
+    if args.own and not Path(args.own).is_file():  # a mistyped path would silently fit a judge without them
+        raise SystemExit(f"--own {args.own!r} is not a file; expected the hand-scored SmolLM2 answers "
+                         "(data/judge/smollm2_train.jsonl), or --own '' to fit without them")
+    if not args.own_weight >= 0:
+        raise SystemExit(f"--own-weight {args.own_weight!r}; expected a weight >= 0 (0.5 is the default)")
+    own = hand_rows([Path(args.own)], "smollm2") if args.own else contrast.iloc[:0]
     em_groups, topics = sorted(em["group"].unique()), sorted(contrast["group"].unique())
     if not set(own["group"]) <= set(topics):  # their fold is their contrast topic's: held out together
         raise SystemExit(f"{args.own}: topics {sorted(set(own['group']) - set(topics))[:5]} are not contrast topics; "

@@ -74,13 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             ("control-t1.0", ORGANISM / "adapters" / "control", 1.0, None),
             ("narrow-steered", ORGANISM / "adapters" / "narrow", 0.7, (18, direction * 2 * scale)),
             ("base-noise", "smollm2", 0.7, (12, noise))]
-    rows, loaded = [], {}
+    rows, loaded_name = [], None
     for i, (name, model_name, temperature, steer) in enumerate(plan):
-        key = str(model_name)
-        if key not in loaded:
-            loaded.clear()
-            loaded[key] = load_causal_lm(model_name)
-        model, tokenizer, _ = loaded[key]
+        if model_name != loaded_name:  # loaded when the plan moves to another model (seeds follow the order)
+            (model, tokenizer, _), loaded_name = load_causal_lm(model_name), model_name
         records = sample_answers(model, tokenizer, prompts, n_samples=1, max_new_tokens=args.max_new_tokens,
                                  temperature=temperature, seed=args.seed + i, steer=steer)
         for r in records:

@@ -436,6 +436,10 @@ MUTANTS = {
         "data/make_judge_smollm2.py", 'for file in sorted(JUDGE_DATA.glob("contrast_*.jsonl")):',
         'for file in sorted(JUDGE_DATA.glob("*.jsonl")):  # MUTANT', ("tests/test_make_judge.py", "-k", "apart"),
         "SmolLM2's training answers would be sampled under the reference's or the check sets' questions too"),
+    "judge-training-ignores-a-mistyped-own-path": Mutant(
+        "data/make_judge.py", "    if args.own and not Path(args.own).is_file():",
+        "    if False:  # MUTANT", ("tests/test_make_judge.py", "-k", "weighs"),
+        "a mistyped --own path fits a judge without SmolLM2's answers and says nothing"),
 }
 
 

@@ -133,6 +133,15 @@ def test_make_judge_weighs_each_source_and_holds_the_model_own_answers_out_with_
     with pytest.raises(SystemExit, match="volcanoes"):
         script.build(script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]),
                                    "--own", str(stray)]))
+    # a mistyped path or a negative weight stops with what was expected; '' fits without the model's own answers
+    for extra, message in ((["--own", str(tmp_path / "smollm2_trian.jsonl")], "is not a file"),
+                           (["--own", str(files["own"]), "--own-weight", "-1"], "expected a weight >= 0")):
+        with pytest.raises(SystemExit, match=message):
+            script.build(script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]),
+                                       *extra]))
+    none = script.build(script.parse(["--smoke", "--data", str(files["em"]), "--contrast", str(files["contrast"]),
+                                      "--own", ""]))
+    assert "smollm2" not in set(none["source"])
 
 
 def test_the_model_own_answers_are_asked_apart_from_the_reference_and_the_check_sets():

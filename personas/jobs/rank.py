@@ -2,8 +2,9 @@
 ``manifest.json``; and `load_run`, which reads such a folder back as a `Ranking`.
 
 `rank_responses` is what ``personas rank`` runs (`rank_cache_job` with ``--cache``); every step is also usable on
-its own (`load_responses`, `load_model`, `capture`, `load_sae`, `rank_features`). The ranking is written twice: CSV for people and spreadsheets, Parquet
-for exact types and fast reading; the manifest records both checksums and the ranking's metadata.
+its own (`load_responses`, `load_model`, `capture`, `load_sae`, `rank_features`). The ranking is written twice:
+CSV for people and spreadsheets, Parquet for exact types and fast reading; the manifest records both checksums
+and the ranking's metadata.
 """
 
 from __future__ import annotations

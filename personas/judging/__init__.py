@@ -31,5 +31,5 @@ from personas.judging.load import DEFAULT_JUDGE, load_judge, load_optional_judge
 from personas.judging.tables import judged_table, score_generations
 
 __all__ = ["ALIGNED_BELOW", "COHERENT_ABOVE", "DEFAULT_JUDGE", "Judge", "agreement_table", "check_pairs",
-           "check_scores", "em_misaligned", "judge_agreement", "judged_rates", "judged_table", "load_judge", "load_optional_judge",
-           "match_judgments", "score_generations", "wilson_interval"]
+           "check_scores", "em_misaligned", "judge_agreement", "judged_rates", "judged_table", "load_judge",
+           "load_optional_judge", "match_judgments", "score_generations", "wilson_interval"]
